@@ -1,0 +1,16 @@
+//! tenantd use cases. One service struct per area, holding its ports as `Arc<dyn Port>`:
+//! validation, idempotency, pagination and lifecycle decisions live here, never in the
+//! gRPC handlers nor in the adapters.
+
+mod digest;
+pub mod events;
+pub mod pagination;
+pub mod plans;
+pub mod tenants;
+
+pub use events::EventService;
+pub use pagination::{Page, PageRequest};
+pub use plans::PlanService;
+pub use tenants::{
+    CreateTenant, ListTenants, TenantFields, TenantService, TenantSettings, UpdateTenant,
+};

@@ -1,0 +1,173 @@
+//! Cursor pagination: page sizes and opaque page tokens.
+//!
+//! A token is base64url JSON holding the last key returned and a fingerprint of the
+//! filters it was issued for, so a token replayed with other filters (or edited by hand)
+//! is refused with INVALID_ARGUMENT instead of silently returning the wrong page.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tenantd_domain::Error;
+
+/// Page size when the caller sends 0.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// Largest page; bigger requests are coerced down (AIP-158).
+pub const MAX_PAGE_SIZE: usize = 500;
+
+/// A validated page request: how many items, and after which key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Items to return.
+    pub size: usize,
+    /// Last key of the previous page, if any.
+    pub after: Option<String>,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Token for the next page; empty on the last one.
+    pub next_page_token: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Token {
+    /// Fingerprint of the filters.
+    f: String,
+    /// Last key returned.
+    k: String,
+}
+
+impl PageRequest {
+    /// Validates `page_size` and decodes `page_token` issued for `filters` (any stable
+    /// text describing the query: resource kind plus every filter value).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on `page_size` when negative, on `page_token` when it is
+    /// malformed or was issued for other filters.
+    pub fn parse(page_size: i32, page_token: &str, filters: &str) -> Result<Self, Error> {
+        let size = match usize::try_from(page_size) {
+            Err(_) => return Err(Error::invalid("page_size", "must not be negative")),
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(n) => n.min(MAX_PAGE_SIZE),
+        };
+        if page_token.is_empty() {
+            return Ok(Self { size, after: None });
+        }
+        let invalid = || {
+            Error::invalid(
+                "page_token",
+                "is malformed or was issued for a different query; start again without it",
+            )
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(page_token).map_err(|_| invalid())?;
+        let token: Token = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        if token.f != fingerprint(filters) || token.k.is_empty() {
+            return Err(invalid());
+        }
+        Ok(Self {
+            size,
+            after: Some(token.k),
+        })
+    }
+
+    /// How many items to fetch: one more than the page, to learn whether another follows.
+    pub fn fetch_limit(&self) -> usize {
+        self.size + 1
+    }
+
+    /// Cuts `fetched` (fetched with [`Self::fetch_limit`]) to the page and issues the next
+    /// token from the last item's key.
+    pub fn finish<T>(
+        &self,
+        mut fetched: Vec<T>,
+        filters: &str,
+        key: impl Fn(&T) -> String,
+    ) -> Page<T> {
+        let next_page_token = if fetched.len() > self.size {
+            fetched.truncate(self.size);
+            fetched
+                .last()
+                .map(|last| encode(&key(last), filters))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Page {
+            items: fetched,
+            next_page_token,
+        }
+    }
+}
+
+fn encode(last_key: &str, filters: &str) -> String {
+    let token = Token {
+        f: fingerprint(filters),
+        k: last_key.to_owned(),
+    };
+    let json = serde_json::to_vec(&token).unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(json)
+}
+
+fn fingerprint(filters: &str) -> String {
+    let mut hex = crate::digest::sha256_hex(filters.as_bytes());
+    hex.truncate(16);
+    hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_defaults_clamps_and_refuses_negative() {
+        assert_eq!(
+            PageRequest::parse(0, "", "q").unwrap().size,
+            DEFAULT_PAGE_SIZE
+        );
+        assert_eq!(PageRequest::parse(10, "", "q").unwrap().size, 10);
+        assert_eq!(
+            PageRequest::parse(10_000, "", "q").unwrap().size,
+            MAX_PAGE_SIZE
+        );
+        assert!(
+            matches!(PageRequest::parse(-1, "", "q"), Err(Error::InvalidArgument(v)) if v[0].field == "page_size")
+        );
+    }
+
+    #[test]
+    fn token_round_trips_for_the_same_filters_only() {
+        let req = PageRequest::parse(2, "", "tenants;plan=pro").unwrap();
+        let page = req.finish(vec![1, 2, 3], "tenants;plan=pro", ToString::to_string);
+        assert_eq!(page.items, vec![1, 2]);
+        let next = PageRequest::parse(2, &page.next_page_token, "tenants;plan=pro").unwrap();
+        assert_eq!(next.after.as_deref(), Some("2"));
+        assert!(PageRequest::parse(2, &page.next_page_token, "tenants;plan=free").is_err());
+    }
+
+    #[test]
+    fn last_page_has_no_token() {
+        let req = PageRequest::parse(5, "", "q").unwrap();
+        assert_eq!(
+            req.finish(vec![1, 2], "q", ToString::to_string)
+                .next_page_token,
+            ""
+        );
+    }
+
+    #[test]
+    fn tampered_tokens_are_invalid_argument() {
+        for bad in [
+            "%%%",
+            "bm90IGpzb24",
+            &URL_SAFE_NO_PAD.encode(br#"{"f":"00","k":"x"}"#),
+        ] {
+            let err = PageRequest::parse(5, bad, "q").unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument(v) if v[0].field == "page_token"),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Lifecycle events: written in the same unit of work as the change they describe (the
+//! transactional outbox), listed over gRPC and later relayed to Kafka.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{TenantId, TenantStatus};
+
+/// An event's id: a UUIDv7, stable across redeliveries (consumers de-duplicate on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(pub Uuid);
+
+/// One lifecycle event of one tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Id, time-ordered.
+    pub id: EventId,
+    /// The tenant concerned.
+    pub tenant_id: TenantId,
+    /// When the change happened.
+    pub occurred_at: DateTime<Utc>,
+    /// What happened. Never carries an email address or a secret.
+    pub kind: EventKind,
+}
+
+/// What happened, with the facts a consumer needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// A tenant was created.
+    TenantCreated {
+        /// Slug.
+        slug: String,
+        /// Display name.
+        display_name: String,
+        /// Plan.
+        plan_id: String,
+        /// Labels.
+        labels: BTreeMap<String, String>,
+    },
+    /// Descriptive fields changed.
+    TenantUpdated {
+        /// Paths of the fields that changed (`display_name`, `labels`, ...).
+        changed_fields: Vec<String>,
+        /// Plan after the change.
+        plan_id: String,
+        /// Display name after the change.
+        display_name: String,
+        /// Labels after the change.
+        labels: BTreeMap<String, String>,
+    },
+    /// Provisioning finished: the tenant is ACTIVE.
+    TenantActivated {
+        /// Plan.
+        plan_id: String,
+    },
+    /// The tenant was suspended.
+    TenantSuspended {
+        /// Why.
+        reason: String,
+    },
+    /// The tenant was resumed.
+    TenantResumed,
+    /// The tenant was soft-deleted.
+    TenantDeleted {
+        /// When it becomes purgeable.
+        purge_at: DateTime<Utc>,
+    },
+    /// The tenant was restored.
+    TenantUndeleted {
+        /// The status it returned to.
+        status: TenantStatus,
+    },
+}
+
+impl EventKind {
+    /// The event type, as used for CloudEvents `ce_type` (`tenant.v1.TenantCreated`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::TenantCreated { .. } => "tenant.v1.TenantCreated",
+            Self::TenantUpdated { .. } => "tenant.v1.TenantUpdated",
+            Self::TenantActivated { .. } => "tenant.v1.TenantActivated",
+            Self::TenantSuspended { .. } => "tenant.v1.TenantSuspended",
+            Self::TenantResumed => "tenant.v1.TenantResumed",
+            Self::TenantDeleted { .. } => "tenant.v1.TenantDeleted",
+            Self::TenantUndeleted { .. } => "tenant.v1.TenantUndeleted",
+        }
+    }
+}

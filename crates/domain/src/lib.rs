@@ -1,0 +1,20 @@
+//! The core of tenantd: tenants, plans and lifecycle events as entities and value objects,
+//! the domain errors, and the port traits every adapter implements.
+//!
+//! Nothing here performs I/O or names a technology: no tonic, sqlx, redis or rdkafka.
+//! Invariants (slug rules, allowed status transitions, label syntax) are enforced by the
+//! types themselves, so an invalid tenant cannot be built.
+
+pub mod error;
+pub mod event;
+pub mod plan;
+pub mod ports;
+pub mod tenant;
+
+pub use error::{Error, FieldViolation, RepoError};
+pub use event::{Event, EventId, EventKind};
+pub use plan::{Plan, PlanId, PlanQuotas};
+pub use tenant::{
+    ContactEmail, DisplayName, Labels, NewTenant, Slug, Tenant, TenantChange, TenantConfig,
+    TenantId, TenantParts, TenantStatus,
+};

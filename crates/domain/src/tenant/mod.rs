@@ -1,0 +1,417 @@
+//! The Tenant aggregate: its identity, descriptive fields and lifecycle. Every state change
+//! goes through a method that checks the transition, bumps the version (the etag) and
+//! stamps the update time.
+
+mod fields;
+mod id;
+mod slug;
+mod status;
+
+use chrono::{DateTime, Duration, Utc};
+
+pub use fields::{ContactEmail, DisplayName, Labels, TenantConfig};
+pub use id::TenantId;
+pub use slug::Slug;
+pub use status::TenantStatus;
+
+use crate::{Error, PlanId};
+
+/// The validated fields of a tenant to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTenant {
+    /// The unique DNS label.
+    pub slug: Slug,
+    /// Human-readable name.
+    pub display_name: DisplayName,
+    /// The plan (checked to exist by the use case).
+    pub plan_id: PlanId,
+    /// Contact address.
+    pub contact_email: ContactEmail,
+    /// Free-form labels.
+    pub labels: Labels,
+    /// Free-form configuration.
+    pub config: TenantConfig,
+}
+
+/// Every field of a tenant, for adapters that store and restore it. Building a [`Tenant`]
+/// from parts trusts the store: use cases create tenants with [`Tenant::create`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantParts {
+    /// Id.
+    pub id: TenantId,
+    /// Slug.
+    pub slug: Slug,
+    /// Display name.
+    pub display_name: DisplayName,
+    /// Plan.
+    pub plan_id: PlanId,
+    /// Lifecycle status.
+    pub status: TenantStatus,
+    /// Why the tenant is in its status (may be empty).
+    pub status_reason: String,
+    /// Contact address.
+    pub contact_email: ContactEmail,
+    /// Labels.
+    pub labels: Labels,
+    /// Configuration.
+    pub config: TenantConfig,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Soft-deletion time.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Purge time of a soft-deleted tenant.
+    pub purge_at: Option<DateTime<Utc>>,
+    /// Status to restore on undelete.
+    pub status_before_delete: Option<TenantStatus>,
+    /// Optimistic-concurrency version, 1 on creation, +1 per change.
+    pub version: u64,
+}
+
+/// A tenant. Fields are read through accessors; changes go through lifecycle methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant(TenantParts);
+
+impl Tenant {
+    /// A new tenant in PROVISIONING, version 1.
+    pub fn create(id: TenantId, new: NewTenant, now: DateTime<Utc>) -> Self {
+        Self(TenantParts {
+            id,
+            slug: new.slug,
+            display_name: new.display_name,
+            plan_id: new.plan_id,
+            status: TenantStatus::Provisioning,
+            status_reason: String::new(),
+            contact_email: new.contact_email,
+            labels: new.labels,
+            config: new.config,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            purge_at: None,
+            status_before_delete: None,
+            version: 1,
+        })
+    }
+
+    /// Rebuilds a stored tenant.
+    pub fn from_parts(parts: TenantParts) -> Self {
+        Self(parts)
+    }
+
+    /// All fields, by reference.
+    pub fn parts(&self) -> &TenantParts {
+        &self.0
+    }
+
+    /// Id.
+    pub fn id(&self) -> TenantId {
+        self.0.id
+    }
+    /// Slug.
+    pub fn slug(&self) -> &Slug {
+        &self.0.slug
+    }
+    /// Display name.
+    pub fn display_name(&self) -> &DisplayName {
+        &self.0.display_name
+    }
+    /// Plan.
+    pub fn plan_id(&self) -> &PlanId {
+        &self.0.plan_id
+    }
+    /// Status.
+    pub fn status(&self) -> TenantStatus {
+        self.0.status
+    }
+    /// Why the tenant is in its status.
+    pub fn status_reason(&self) -> &str {
+        &self.0.status_reason
+    }
+    /// Contact address.
+    pub fn contact_email(&self) -> &ContactEmail {
+        &self.0.contact_email
+    }
+    /// Labels.
+    pub fn labels(&self) -> &Labels {
+        &self.0.labels
+    }
+    /// Configuration.
+    pub fn config(&self) -> &TenantConfig {
+        &self.0.config
+    }
+    /// Creation time.
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// Last change.
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// Soft-deletion time.
+    pub fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deleted_at
+    }
+    /// Purge time.
+    pub fn purge_at(&self) -> Option<DateTime<Utc>> {
+        self.0.purge_at
+    }
+    /// Version (1, 2, ...).
+    pub fn version(&self) -> u64 {
+        self.0.version
+    }
+
+    /// The opaque etag for this version.
+    pub fn etag(&self) -> String {
+        format!("v{}", self.0.version)
+    }
+
+    /// Checks a caller-supplied etag; an empty one means "no check".
+    ///
+    /// # Errors
+    /// [`Error::Aborted`] when `etag` is set and is not this version's.
+    pub fn check_etag(&self, etag: &str) -> Result<(), Error> {
+        if etag.is_empty() || etag == self.etag() {
+            Ok(())
+        } else {
+            Err(Error::Aborted(format!(
+                "etag {etag:?} is stale: the tenant is at {:?}; read it again",
+                self.etag()
+            )))
+        }
+    }
+
+    /// Changes the descriptive fields given as `Some`. Not allowed on a deleted tenant.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] when the tenant is DELETED.
+    pub fn update(&mut self, change: TenantChange, now: DateTime<Utc>) -> Result<(), Error> {
+        if self.0.status == TenantStatus::Deleted {
+            return Err(Error::FailedPrecondition(
+                "a deleted tenant cannot be updated; undelete it first".into(),
+            ));
+        }
+        let parts = &mut self.0;
+        if let Some(v) = change.display_name {
+            parts.display_name = v;
+        }
+        if let Some(v) = change.plan_id {
+            parts.plan_id = v;
+        }
+        if let Some(v) = change.contact_email {
+            parts.contact_email = v;
+        }
+        if let Some(v) = change.labels {
+            parts.labels = v;
+        }
+        if let Some(v) = change.config {
+            parts.config = v;
+        }
+        self.touch(now);
+        Ok(())
+    }
+
+    /// PROVISIONING -> ACTIVE.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] from any other status.
+    pub fn activate(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
+        self.require(TenantStatus::Provisioning, "activated")?;
+        self.transition(TenantStatus::Active, String::new(), now)
+    }
+
+    /// ACTIVE -> SUSPENDED, recording why.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] from any other status.
+    pub fn suspend(&mut self, reason: String, now: DateTime<Utc>) -> Result<(), Error> {
+        self.transition(TenantStatus::Suspended, reason, now)
+    }
+
+    /// SUSPENDED -> ACTIVE.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] from any other status.
+    pub fn resume(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
+        self.require(TenantStatus::Suspended, "resumed")?;
+        self.transition(TenantStatus::Active, String::new(), now)
+    }
+
+    /// Soft-deletes: DELETED until `now + retention`, then purgeable.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] when already deleted.
+    pub fn delete(&mut self, retention: Duration, now: DateTime<Utc>) -> Result<(), Error> {
+        let before = self.0.status;
+        self.transition(TenantStatus::Deleted, String::new(), now)?;
+        self.0.status_before_delete = Some(before);
+        self.0.deleted_at = Some(now);
+        self.0.purge_at = Some(now + retention);
+        Ok(())
+    }
+
+    /// Restores a soft-deleted tenant to the status it had before deletion.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] when the tenant is not deleted or its purge time passed.
+    pub fn undelete(&mut self, now: DateTime<Utc>) -> Result<TenantStatus, Error> {
+        if self.0.status != TenantStatus::Deleted {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant is {}, not DELETED",
+                self.0.status
+            )));
+        }
+        if self.0.purge_at.is_some_and(|purge| purge <= now) {
+            return Err(Error::FailedPrecondition(
+                "the tenant's purge time has passed; it can no longer be restored".into(),
+            ));
+        }
+        let restored = self
+            .0
+            .status_before_delete
+            .take()
+            .unwrap_or(TenantStatus::Active);
+        self.0.status = restored;
+        self.0.deleted_at = None;
+        self.0.purge_at = None;
+        self.touch(now);
+        Ok(restored)
+    }
+
+    /// Several operations lead to the same status (activate and resume both reach ACTIVE);
+    /// each is only legal from its own starting status.
+    fn require(&self, from: TenantStatus, operation: &str) -> Result<(), Error> {
+        if self.0.status == from {
+            Ok(())
+        } else {
+            Err(Error::FailedPrecondition(format!(
+                "tenant is {}; only a {from} tenant can be {operation}",
+                self.0.status
+            )))
+        }
+    }
+
+    fn transition(
+        &mut self,
+        next: TenantStatus,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        if !self.0.status.can_become(next) {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant is {}; it cannot become {next}",
+                self.0.status
+            )));
+        }
+        self.0.status = next;
+        self.0.status_reason = reason;
+        self.touch(now);
+        Ok(())
+    }
+
+    fn touch(&mut self, now: DateTime<Utc>) {
+        self.0.version += 1;
+        self.0.updated_at = now;
+    }
+}
+
+/// A change to a tenant's descriptive fields: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantChange {
+    /// New display name.
+    pub display_name: Option<DisplayName>,
+    /// New plan.
+    pub plan_id: Option<PlanId>,
+    /// New contact address.
+    pub contact_email: Option<ContactEmail>,
+    /// New labels (replacing all).
+    pub labels: Option<Labels>,
+    /// New configuration (replacing all).
+    pub config: Option<TenantConfig>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant() -> Tenant {
+        let new = NewTenant {
+            slug: Slug::parse("acme").unwrap(),
+            display_name: DisplayName::parse("Acme").unwrap(),
+            plan_id: PlanId::new("pro"),
+            contact_email: ContactEmail::parse("ops@acme.example").unwrap(),
+            labels: Labels::default(),
+            config: TenantConfig::default(),
+        };
+        let id = TenantId::from_uuid(uuid::Uuid::now_v7()).unwrap();
+        Tenant::create(id, new, Utc::now())
+    }
+
+    #[test]
+    fn new_tenant_is_provisioning_at_version_one() {
+        let t = tenant();
+        assert_eq!(t.status(), TenantStatus::Provisioning);
+        assert_eq!(t.version(), 1);
+        assert_eq!(t.etag(), "v1");
+    }
+
+    #[test]
+    fn lifecycle_methods_bump_the_version_and_refuse_illegal_moves() {
+        let mut t = tenant();
+        let now = Utc::now();
+        assert!(matches!(t.resume(now), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            t.suspend("x".into(), now),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert_eq!(t.version(), 1, "a refused move changes nothing");
+        t.activate(now).unwrap();
+        t.suspend("unpaid invoice".into(), now).unwrap();
+        assert_eq!(t.status(), TenantStatus::Suspended);
+        assert_eq!(t.status_reason(), "unpaid invoice");
+        t.resume(now).unwrap();
+        assert_eq!(t.status_reason(), "");
+        assert_eq!(t.version(), 4);
+    }
+
+    #[test]
+    fn delete_and_undelete_restore_the_previous_status() {
+        let mut t = tenant();
+        let now = Utc::now();
+        t.activate(now).unwrap();
+        t.suspend("fraud check".into(), now).unwrap();
+        t.delete(Duration::days(30), now).unwrap();
+        assert_eq!(t.status(), TenantStatus::Deleted);
+        assert_eq!(t.purge_at(), Some(now + Duration::days(30)));
+        assert!(matches!(
+            t.delete(Duration::days(30), now),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(t.update(TenantChange::default(), now).is_err());
+        assert_eq!(t.undelete(now).unwrap(), TenantStatus::Suspended);
+        assert_eq!(t.deleted_at(), None);
+        assert!(matches!(t.undelete(now), Err(Error::FailedPrecondition(_))));
+    }
+
+    #[test]
+    fn undelete_after_purge_time_is_refused() {
+        let mut t = tenant();
+        let now = Utc::now();
+        t.delete(Duration::days(1), now).unwrap();
+        let later = now + Duration::days(2);
+        assert!(matches!(
+            t.undelete(later),
+            Err(Error::FailedPrecondition(_))
+        ));
+    }
+
+    #[test]
+    fn etag_check_accepts_empty_or_current_only() {
+        let mut t = tenant();
+        assert!(t.check_etag("").is_ok());
+        assert!(t.check_etag("v1").is_ok());
+        t.activate(Utc::now()).unwrap();
+        assert!(matches!(t.check_etag("v1"), Err(Error::Aborted(_))));
+    }
+}
