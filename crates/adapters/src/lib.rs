@@ -1,1 +1,12 @@
+//! Driven adapters of tenantd, one module per technology. Each implements port traits of
+//! `tenantd-domain`; the server's wiring picks which.
+//!
+//! - [`memory`]: the embedded default (no infrastructure) and test doubles.
+//! - [`system`]: the real clock and UUIDv7 generator.
+//! - `contract` (feature `contract-tests`): the port contract suites every implementation
+//!   of a repository port must pass.
 
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract;
+pub mod memory;
+pub mod system;

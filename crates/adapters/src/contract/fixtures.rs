@@ -1,0 +1,68 @@
+//! Test data for the contract suites.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use tenantd_domain::{
+    ContactEmail, DisplayName, Event, EventId, EventKind, Labels, NewTenant, PlanId, Slug, Tenant,
+    TenantConfig, TenantId,
+};
+use uuid::Uuid;
+
+/// Now, at the microsecond precision every store keeps.
+pub(crate) fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A unique-enough slug: `prefix` plus random hex.
+pub(crate) fn slug(prefix: &str) -> String {
+    format!("{prefix}-{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A new tenant with the given slug, plan and labels.
+pub(crate) fn tenant(slug: &str, plan: &str, labels: &[(&str, &str)]) -> Tenant {
+    let mut config = serde_json::Map::new();
+    config.insert("region".into(), serde_json::json!("eu-west-1"));
+    config.insert(
+        "limits".into(),
+        serde_json::json!({"seats": 10, "sso": true}),
+    );
+    let new = NewTenant {
+        slug: Slug::parse(slug).expect("valid slug"),
+        display_name: DisplayName::parse("Contract Test Inc").expect("valid name"),
+        plan_id: PlanId::new(plan),
+        contact_email: ContactEmail::parse(&format!("Ops@{slug}.example")).expect("valid email"),
+        labels: Labels::parse(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+        .expect("valid labels"),
+        config: TenantConfig::parse(config).expect("valid config"),
+    };
+    Tenant::create(TenantId::from_uuid(Uuid::now_v7()).expect("v7"), new, now())
+}
+
+/// An event about `tenant`.
+pub(crate) fn event(tenant: &Tenant, kind: EventKind) -> Event {
+    Event {
+        id: EventId(Uuid::now_v7()),
+        tenant_id: tenant.id(),
+        occurred_at: now(),
+        kind,
+    }
+}
+
+/// A `TenantCreated` event for `tenant`.
+pub(crate) fn created(tenant: &Tenant) -> Event {
+    event(
+        tenant,
+        EventKind::TenantCreated {
+            slug: tenant.slug().to_string(),
+            display_name: tenant.display_name().as_str().to_owned(),
+            plan_id: tenant.plan_id().to_string(),
+            labels: tenant.labels().as_map().clone(),
+        },
+    )
+}

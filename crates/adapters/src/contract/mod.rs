@@ -1,0 +1,70 @@
+//! Port contract suites: the behaviour every implementation of the repository ports must
+//! show, written once and run against each adapter (in-memory here, PostgreSQL next).
+//!
+//! An adapter's tests supply an async factory returning fresh, isolated [`Stores`] (for a
+//! database: its own schema) and invoke [`repository_contract_tests!`](crate::repository_contract_tests),
+//! which expands to one `#[tokio::test]` per contract.
+
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "a contract fails by panicking, like any test"
+)]
+
+mod fixtures;
+mod plans;
+mod tenants;
+
+use std::sync::Arc;
+
+use tenantd_domain::ports::{EventLog, PlanRepository, TenantRepository};
+
+pub use plans::*;
+pub use tenants::*;
+
+/// The repository ports of one store under test. `tenants` and `events` must share state:
+/// events are written through the tenant repository and read through the event log.
+#[derive(Clone)]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds trait objects; test-only"
+)]
+pub struct Stores {
+    /// The tenant repository.
+    pub tenants: Arc<dyn TenantRepository>,
+    /// The event log of the same store.
+    pub events: Arc<dyn EventLog>,
+    /// The plan catalogue.
+    pub plans: Arc<dyn PlanRepository>,
+}
+
+/// Expands to one `#[tokio::test]` per repository contract, each calling `$factory()` (an
+/// async fn returning [`Stores`]) for fresh stores.
+#[macro_export]
+macro_rules! repository_contract_tests {
+    ($factory:path) => {
+        $crate::repository_contract_tests!(@each $factory;
+            create_then_get_round_trips_every_field,
+            get_of_unknown_id_is_none,
+            create_with_taken_slug_fails_and_stores_nothing,
+            slug_of_a_deleted_tenant_stays_taken,
+            create_appends_its_events_in_order,
+            update_at_expected_version_replaces_and_appends_events,
+            update_at_stale_version_conflicts_and_stores_nothing,
+            update_of_unknown_tenant_is_not_found,
+            idempotency_record_is_found_until_it_expires,
+            second_create_with_same_request_id_is_refused_and_stores_nothing,
+            list_pages_in_id_order,
+            list_filters_combine_and_hide_deleted_by_default,
+            event_log_pages_after_an_event_and_filters_by_tenant,
+            plans_are_seeded,
+        );
+    };
+    (@each $factory:path; $($contract:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $contract() {
+                $crate::contract::$contract($factory().await).await;
+            }
+        )*
+    };
+}

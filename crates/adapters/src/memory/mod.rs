@@ -1,0 +1,9 @@
+//! In-memory adapters: the embedded default (data lives as long as the process) and the
+//! doubles other tests use. One mutex guards the whole state, so a change, its events and
+//! its idempotency record are applied atomically, like a database transaction.
+
+mod plans;
+mod store;
+
+pub use plans::MemoryPlanRepository;
+pub use store::MemoryStore;

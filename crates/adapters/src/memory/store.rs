@@ -1,0 +1,181 @@
+//! Tenants, their event log and idempotency records in one mutex-guarded state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tenantd_domain::ports::{EventLog, IdempotencyRecord, TenantQuery, TenantRepository};
+use tenantd_domain::{Event, EventId, RepoError, Tenant, TenantId, TenantStatus};
+
+#[derive(Debug, Default)]
+struct State {
+    tenants: BTreeMap<TenantId, Tenant>,
+    /// Keyed by event id: UUIDv7, so iteration is append order.
+    events: BTreeMap<EventId, Event>,
+    idempotency: HashMap<String, IdempotencyRecord>,
+}
+
+/// The in-memory tenant store; cheap to clone (clones share the state).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied change: every change
+        // is validated before the first write.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn append(state: &mut State, events: &[Event]) {
+    for event in events {
+        state.events.insert(event.id, event.clone());
+    }
+}
+
+#[async_trait]
+impl TenantRepository for MemoryStore {
+    async fn create(
+        &self,
+        tenant: &Tenant,
+        events: &[Event],
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        if let Some(record) = &idempotency
+            && state
+                .idempotency
+                .get(&record.request_id)
+                .is_some_and(|held| held.expires_at > tenant.created_at())
+        {
+            return Err(RepoError::IdempotencyKeyTaken);
+        }
+        if state.tenants.values().any(|t| t.slug() == tenant.slug()) {
+            return Err(RepoError::SlugTaken(tenant.slug().to_string()));
+        }
+        if state.tenants.contains_key(&tenant.id()) {
+            return Err(RepoError::Internal("duplicate tenant id".into()));
+        }
+        state.tenants.insert(tenant.id(), tenant.clone());
+        append(&mut state, events);
+        if let Some(record) = idempotency {
+            state.idempotency.insert(record.request_id.clone(), record);
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {
+        Ok(self.lock().tenants.get(&id).cloned())
+    }
+
+    async fn update(
+        &self,
+        tenant: &Tenant,
+        expected_version: u64,
+        events: &[Event],
+    ) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        let stored = state
+            .tenants
+            .get_mut(&tenant.id())
+            .ok_or(RepoError::NotFound)?;
+        if stored.version() != expected_version {
+            return Err(RepoError::VersionConflict);
+        }
+        *stored = tenant.clone();
+        append(&mut state, events);
+        Ok(())
+    }
+
+    async fn list(&self, query: &TenantQuery) -> Result<Vec<Tenant>, RepoError> {
+        let state = self.lock();
+        let email = query
+            .contact_email
+            .as_ref()
+            .map(tenantd_domain::ContactEmail::normalized);
+        let start = query
+            .after
+            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        Ok(state
+            .tenants
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, t)| t)
+            .filter(|t| query.include_deleted || t.status() != TenantStatus::Deleted)
+            .filter(|t| query.status.is_none_or(|s| t.status() == s))
+            .filter(|t| query.plan_id.as_ref().is_none_or(|p| t.plan_id() == p))
+            .filter(|t| t.labels().matches(&query.labels))
+            .filter(|t| {
+                query
+                    .slug_prefix
+                    .as_deref()
+                    .is_none_or(|p| t.slug().as_str().starts_with(p))
+            })
+            .filter(|t| {
+                email
+                    .as_ref()
+                    .is_none_or(|e| &t.contact_email().normalized() == e)
+            })
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn find_idempotency(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, RepoError> {
+        Ok(self
+            .lock()
+            .idempotency
+            .get(request_id)
+            .filter(|r| r.expires_at > now)
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn list(
+        &self,
+        tenant: Option<TenantId>,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<Event>, RepoError> {
+        let state = self.lock();
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        Ok(state
+            .events
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, e)| e)
+            .filter(|e| tenant.is_none_or(|t| e.tenant_id == t))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Stores;
+
+    async fn stores() -> Stores {
+        let store = MemoryStore::new();
+        Stores {
+            tenants: Arc::new(store.clone()),
+            events: Arc::new(store),
+            plans: Arc::new(crate::memory::MemoryPlanRepository::default()),
+        }
+    }
+
+    crate::repository_contract_tests!(stores);
+}

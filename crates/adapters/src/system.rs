@@ -1,0 +1,39 @@
+//! Adapters over the operating system: wall clock and UUIDv7 ids.
+
+use chrono::{DateTime, Utc};
+use tenantd_domain::ports::{Clock, IdGenerator};
+use uuid::Uuid;
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// UUIDv7 ids from the process-wide v7 context, whose counter keeps them strictly
+/// increasing even within one millisecond, so keyset pagination by id is creation order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UuidV7Generator;
+
+impl IdGenerator for UuidV7Generator {
+    fn new_v7(&self) -> Uuid {
+        Uuid::now_v7()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_v7_and_strictly_increasing() {
+        let ids = UuidV7Generator;
+        let generated: Vec<Uuid> = (0..10_000).map(|_| ids.new_v7()).collect();
+        assert!(generated.iter().all(|id| id.get_version_num() == 7));
+        assert!(generated.windows(2).all(|w| w[0] < w[1]));
+    }
+}
