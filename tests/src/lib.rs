@@ -1,1 +1,251 @@
+//! Harness of the end-to-end tests: the real tenantd server started in-process on free
+//! ports with freshly generated certificates (its own per test, so tests share nothing),
+//! and gRPC clients that talk to it over mutual TLS.
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tenantd_server::config::{Config, LogFormat, TlsSource};
+use tenantd_server::devcerts::{self, DevCerts};
+use tenantd_server::proto::event_service_client::EventServiceClient;
+use tenantd_server::proto::plan_service_client::PlanServiceClient;
+use tenantd_server::proto::tenant_service_client::TenantServiceClient;
+use tenantd_server::proto::{CreateTenantRequest, Tenant};
+use tenantd_server::{App, install_crypto_provider, telemetry};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// A running server and the certificates to reach it.
+#[derive(Debug)]
+pub struct TestServer {
+    /// gRPC address (127.0.0.1, random port).
+    pub grpc_addr: SocketAddr,
+    /// Metrics address (127.0.0.1, random port).
+    pub metrics_addr: SocketAddr,
+    /// The development certificates the server uses (CA, server, admin client).
+    pub certs: DevCerts,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server on the embedded (in-memory) store.
+    ///
+    /// # Errors
+    /// When the server cannot be built.
+    pub async fn start() -> anyhow::Result<Self> {
+        install_crypto_provider();
+        if std::env::var_os("TEST_LOG").is_some() {
+            telemetry::init(LogFormat::Text, "info");
+        }
+        let dir = tempfile::tempdir()?;
+        let config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: TlsSource::Dev {
+                dir: dir.path().join("certs"),
+            },
+            trust_domain: "tenantd.local".into(),
+            deletion_retention: Duration::from_secs(30 * 86_400),
+            shutdown_grace: Duration::from_secs(5),
+            log_format: LogFormat::Text,
+            log: "info".into(),
+        };
+        let app = App::build(config).await?;
+        let grpc_addr = app.grpc_addr()?;
+        let metrics_addr = app.metrics_addr()?;
+        let certs = app
+            .dev_certs()
+            .context("embedded mode has dev certs")?
+            .clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _sender_dropped = stopped.await;
+        }));
+        Ok(Self {
+            grpc_addr,
+            metrics_addr,
+            certs,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        })
+    }
+
+    /// A channel presenting the admin client certificate.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn admin_channel(&self) -> anyhow::Result<Channel> {
+        let identity = identity(&self.certs.admin_cert(), &self.certs.admin_key())?;
+        self.channel(Some(identity)).await
+    }
+
+    /// A channel trusting the server's CA and presenting `identity`, if any.
+    ///
+    /// # Errors
+    /// When the connection fails (with TLS 1.3 a refused client certificate usually only
+    /// shows on the first RPC).
+    pub async fn channel(&self, identity: Option<Identity>) -> anyhow::Result<Channel> {
+        let ca = Certificate::from_pem(std::fs::read(self.certs.ca_cert())?);
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(ca)
+            .domain_name("localhost");
+        if let Some(identity) = identity {
+            tls = tls.identity(identity);
+        }
+        let channel = Channel::from_shared(format!("https://{}", self.grpc_addr))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        Ok(channel)
+    }
+
+    /// A TenantService client as admin.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn tenants(&self) -> anyhow::Result<TenantServiceClient<Channel>> {
+        Ok(TenantServiceClient::new(self.admin_channel().await?))
+    }
+
+    /// A PlanService client as admin.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn plans(&self) -> anyhow::Result<PlanServiceClient<Channel>> {
+        Ok(PlanServiceClient::new(self.admin_channel().await?))
+    }
+
+    /// An EventService client as admin.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn events(&self) -> anyhow::Result<EventServiceClient<Channel>> {
+        Ok(EventServiceClient::new(self.admin_channel().await?))
+    }
+
+    /// The body of `GET /metrics`.
+    ///
+    /// # Errors
+    /// When the request fails or the status is not 200.
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr).await?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .context("no HTTP header/body separator")?;
+        anyhow::ensure!(
+            head.starts_with("HTTP/1.1 200"),
+            "unexpected response: {head}"
+        );
+        Ok(body.to_owned())
+    }
+
+    /// Signals shutdown and waits for the server to stop.
+    ///
+    /// # Errors
+    /// When the server reports an error while stopping.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _already_stopped = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A client identity from PEM files.
+///
+/// # Errors
+/// When a file cannot be read.
+pub fn identity(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
+    Ok(Identity::from_pem(
+        std::fs::read(cert)?,
+        std::fs::read(key)?,
+    ))
+}
+
+/// A valid new tenant with the given slug.
+pub fn new_tenant(slug: &str) -> Tenant {
+    Tenant {
+        slug: slug.to_owned(),
+        display_name: format!("{slug} Inc"),
+        plan_id: "pro".to_owned(),
+        contact_email: format!("ops@{slug}.example"),
+        labels: [("env".to_owned(), "prod".to_owned())].into(),
+        ..Tenant::default()
+    }
+}
+
+/// Creates `tenant` and returns what the server answered.
+///
+/// # Errors
+/// The server's status.
+pub async fn create(
+    client: &mut TenantServiceClient<Channel>,
+    tenant: Tenant,
+) -> Result<Tenant, tonic::Status> {
+    let response = client
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(tenant),
+            request_id: String::new(),
+        })
+        .await?;
+    response
+        .into_inner()
+        .tenant
+        .ok_or_else(|| tonic::Status::internal("no tenant in response"))
+}
+
+/// The value of the sample of `metric` whose labels include all of `labels`, or 0.
+pub fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+            (name == metric
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+        })
+        .sum()
+}
+
+/// Re-exported for tests: the generated messages.
+pub use tenantd_server::proto as pb;
+
+/// An admin client certificate (`spiffe://tenantd.local/admin`) signed by a brand-new CA
+/// the server has never seen.
+///
+/// # Errors
+/// When generation fails.
+pub fn admin_identity_from_foreign_ca() -> anyhow::Result<Identity> {
+    let dir = tempfile::tempdir()?;
+    let (certs, _) = devcerts::ensure(dir.path(), "tenantd.local", false)?;
+    identity(&certs.admin_cert(), &certs.admin_key())
+}

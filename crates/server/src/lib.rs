@@ -1,1 +1,21 @@
+//! tenantd's driving adapter and composition root: tonic services over mutual TLS,
+//! health, reflection, Prometheus metrics, configuration and the wiring of every adapter.
 
+pub mod app;
+pub mod config;
+pub mod devcerts;
+pub mod grpc;
+pub mod metrics;
+pub mod proto;
+pub mod telemetry;
+pub mod tls;
+pub mod wiring;
+
+pub use app::App;
+pub use config::Config;
+
+/// Installs rustls' ring crypto provider for the process. Call once before any TLS use;
+/// later calls are no-ops.
+pub fn install_crypto_provider() {
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+}

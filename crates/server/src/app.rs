@@ -1,0 +1,189 @@
+//! The server process: binds its listeners first (port 0 allowed, so tests run the real
+//! server in-process on free ports), then serves gRPC over mTLS and `/metrics` until the
+//! shutdown signal, draining in-flight calls within the grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::Config;
+use crate::devcerts::DevCerts;
+use crate::grpc::{EventApi, PendingApiKeyApi, PendingProvisioningApi, PlanApi, TenantApi};
+use crate::metrics::{GrpcMetrics, GrpcMetricsLayer};
+use crate::proto::{
+    self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
+    plan_service_server::PlanServiceServer, provisioning_service_server::ProvisioningServiceServer,
+    tenant_service_server::TenantServiceServer,
+};
+use crate::{tls, wiring};
+
+/// Services reported by grpc.health.v1 (besides the overall "" status).
+const SERVICES: [&str; 5] = [
+    "tenant.v1.TenantService",
+    "tenant.v1.ProvisioningService",
+    "tenant.v1.ApiKeyService",
+    "tenant.v1.PlanService",
+    "tenant.v1.EventService",
+];
+
+/// A configured server with its listeners bound.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    grpc: TcpListener,
+    metrics: TcpListener,
+    tls: tls::ServerTls,
+    services: wiring::Services,
+    registry: Registry,
+    grpc_metrics: GrpcMetrics,
+}
+
+impl App {
+    /// Loads TLS material, builds the services and binds both listeners.
+    ///
+    /// # Errors
+    /// Bad TLS material, an address that cannot be bound, metrics registration failure.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let tls = tls::load(&config.tls, &config.trust_domain)?;
+        let services = wiring::build(&config);
+        let registry = Registry::new();
+        let grpc_metrics = GrpcMetrics::register(
+            &registry,
+            &[
+                proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+        )?;
+        let grpc = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let metrics = TcpListener::bind(config.metrics_listen)
+            .await
+            .with_context(|| format!("metrics-listen: cannot bind {}", config.metrics_listen))?;
+        Ok(Self {
+            config,
+            grpc,
+            metrics,
+            tls,
+            services,
+            registry,
+            grpc_metrics,
+        })
+    }
+
+    /// The bound gRPC address.
+    ///
+    /// # Errors
+    /// When the socket cannot report its address.
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    /// The bound metrics address.
+    ///
+    /// # Errors
+    /// When the socket cannot report its address.
+    pub fn metrics_addr(&self) -> std::io::Result<SocketAddr> {
+        self.metrics.local_addr()
+    }
+
+    /// The development certificates in use (embedded mode).
+    pub fn dev_certs(&self) -> Option<&DevCerts> {
+        self.tls.dev_certs.as_ref()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING and
+    /// drains in-flight calls for at most the configured grace period.
+    ///
+    /// # Errors
+    /// When a server fails (not on a clean shutdown).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _closed = rx.wait_for(|stop| *stop).await;
+            }
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status("", ServingStatus::Serving).await;
+        for service in SERVICES {
+            health
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let services = self.services;
+        let router = Server::builder()
+            .tls_config(self.tls.config)
+            .context("tls: the certificate, key or client CA is not usable")?
+            .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
+            .layer(GrpcMetricsLayer::new(self.grpc_metrics))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(TenantServiceServer::new(TenantApi::new(services.tenants)))
+            .add_service(PlanServiceServer::new(PlanApi::new(services.plans)))
+            .add_service(EventServiceServer::new(EventApi::new(services.events)))
+            .add_service(ProvisioningServiceServer::new(PendingProvisioningApi))
+            .add_service(ApiKeyServiceServer::new(PendingApiKeyApi));
+
+        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped()));
+        let metrics = tokio::spawn(crate::metrics::serve_http(
+            self.metrics,
+            self.registry,
+            stopped(),
+        ));
+
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight calls");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for service in SERVICES {
+            health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
+        let _receivers_gone = stop_tx.send(true);
+
+        let grace = self.config.shutdown_grace;
+        match tokio::time::timeout(grace, grpc).await {
+            Ok(joined) => joined.context("gRPC server task")?.context("gRPC server")?,
+            Err(_) => tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "drain deadline passed; closing the remaining connections"
+            ),
+        }
+        match tokio::time::timeout(grace, metrics).await {
+            Ok(joined) => joined
+                .context("metrics server task")?
+                .context("metrics server")?,
+            Err(_) => tracing::warn!("metrics server did not stop in time"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,356 @@
+//! Typed configuration: built-in defaults, then an optional TOML file, then `TENANTD_*`
+//! environment variables and command-line flags (flags win over the environment, both win
+//! over the file). Everything is validated before anything starts; a bad setting stops
+//! start-up with one line naming it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+/// Default gRPC address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default metrics address.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Default directory of the embedded mode's development certificates.
+pub const DEFAULT_DEV_CERTS_DIR: &str = ".tenantd/dev-certs";
+/// Default SPIFFE trust domain.
+pub const DEFAULT_TRUST_DOMAIN: &str = "tenantd.local";
+
+/// tenantd: a gRPC control plane for multi-tenant SaaS.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenantd",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (the default).
+    Serve(ServeArgs),
+    /// Manage development certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+/// `tenantd certs ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Generate a development CA, a server certificate (localhost, 127.0.0.1) and an admin
+    /// client certificate, unless they already exist.
+    Generate {
+        /// Where to write them.
+        #[arg(long, env = "TENANTD_DEV_CERTS_DIR", default_value = DEFAULT_DEV_CERTS_DIR)]
+        dev_certs_dir: PathBuf,
+        /// SPIFFE trust domain of the admin certificate.
+        #[arg(long, env = "TENANTD_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags and environment variables of `tenantd serve`. Unset ones fall back to the file,
+/// then to defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (keys as the long flags, with '_' for '-').
+    #[arg(long, env = "TENANTD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "TENANTD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus /metrics listen address [default: 127.0.0.1:9464].
+    #[arg(long, env = "TENANTD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Server certificate chain (PEM). With --tls-key and --tls-client-ca; without all
+    /// three, development certificates are generated and used.
+    #[arg(long, env = "TENANTD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "TENANTD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) that client certificates must chain to.
+    #[arg(long, env = "TENANTD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Directory of the generated development certificates [default: .tenantd/dev-certs].
+    #[arg(long, env = "TENANTD_DEV_CERTS_DIR")]
+    pub dev_certs_dir: Option<PathBuf>,
+    /// SPIFFE trust domain of client identities [default: tenantd.local].
+    #[arg(long, env = "TENANTD_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Days a soft-deleted tenant stays restorable [default: 30].
+    #[arg(long, env = "TENANTD_DELETION_RETENTION_DAYS")]
+    pub deletion_retention_days: Option<u32>,
+    /// Seconds to drain in-flight calls on shutdown [default: 10].
+    #[arg(long, env = "TENANTD_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Log format [default: text].
+    #[arg(long, env = "TENANTD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter in tracing's env-filter syntax [default: info].
+    #[arg(long, env = "TENANTD_LOG")]
+    pub log: Option<String>,
+}
+
+/// The same settings in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    dev_certs_dir: Option<PathBuf>,
+    trust_domain: Option<String>,
+    deletion_retention_days: Option<u32>,
+    shutdown_grace_seconds: Option<u64>,
+    log_format: Option<LogFormat>,
+    log: Option<String>,
+}
+
+/// Where the server's TLS material comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Operator-provided PEM files.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+        /// Client CA bundle.
+        client_ca: PathBuf,
+    },
+    /// Generated development certificates in this directory (embedded mode).
+    Dev {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+/// The validated configuration of `tenantd serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// gRPC listen address (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Metrics listen address (port 0 picks a free port).
+    pub metrics_listen: SocketAddr,
+    /// TLS material.
+    pub tls: TlsSource,
+    /// SPIFFE trust domain.
+    pub trust_domain: String,
+    /// Soft-deletion retention.
+    pub deletion_retention: Duration,
+    /// Drain deadline on shutdown.
+    pub shutdown_grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log: String,
+}
+
+/// A configuration problem, naming the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {setting}: {problem}")]
+pub struct ConfigError {
+    /// The flag (without dashes) or file key.
+    pub setting: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Merges flags/env over the optional file over defaults, and validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad setting (unreadable or malformed file included).
+    pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let tls_cert = args.tls_cert.or(file.tls_cert);
+        let tls_key = args.tls_key.or(file.tls_key);
+        let tls_client_ca = args.tls_client_ca.or(file.tls_client_ca);
+        let tls = match (tls_cert, tls_key, tls_client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => TlsSource::Files {
+                cert,
+                key,
+                client_ca,
+            },
+            (None, None, None) => TlsSource::Dev {
+                dir: args
+                    .dev_certs_dir
+                    .or(file.dev_certs_dir)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DEV_CERTS_DIR)),
+            },
+            _ => {
+                return Err(bad(
+                    "tls-cert",
+                    "--tls-cert, --tls-key and --tls-client-ca must be given together",
+                ));
+            }
+        };
+        let trust_domain = args
+            .trust_domain
+            .or(file.trust_domain)
+            .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
+        if trust_domain.is_empty()
+            || !trust_domain
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        {
+            return Err(bad(
+                "trust-domain",
+                "must be a lowercase DNS name such as tenantd.local",
+            ));
+        }
+        let retention_days = args
+            .deletion_retention_days
+            .or(file.deletion_retention_days)
+            .unwrap_or(30);
+        if retention_days == 0 {
+            return Err(bad("deletion-retention-days", "must be at least 1"));
+        }
+        let log = args.log.or(file.log).unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
+            return Err(bad(
+                "log",
+                "is not a valid tracing filter (e.g. info,tenantd=debug)",
+            ));
+        }
+        Ok(Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| parse_default(DEFAULT_LISTEN)),
+            metrics_listen: args
+                .metrics_listen
+                .or(file.metrics_listen)
+                .unwrap_or_else(|| parse_default(DEFAULT_METRICS_LISTEN)),
+            tls,
+            trust_domain,
+            deletion_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
+            shutdown_grace: Duration::from_secs(
+                args.shutdown_grace_seconds
+                    .or(file.shutdown_grace_seconds)
+                    .unwrap_or(10),
+            ),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            log,
+        })
+    }
+}
+
+fn parse_default(addr: &str) -> SocketAddr {
+    addr.parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        bad(
+            "config",
+            format!("{}: {}", path.display(), e.message().trim_end()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["tenantd"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("valid flags").serve
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = Config::load(ServeArgs::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(config.trust_domain, "tenantd.local");
+        assert_eq!(
+            config.tls,
+            TlsSource::Dev {
+                dir: PathBuf::from(".tenantd/dev-certs")
+            }
+        );
+        assert_eq!(config.deletion_retention, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "listen = \"127.0.0.1:7000\"\nmetrics_listen = \"127.0.0.1:7001\"\nlog_format = \"json\""
+        )
+        .unwrap();
+        let path = file.path().to_str().unwrap();
+        let config =
+            Config::load(parse(&["--config", path, "--listen", "127.0.0.1:8000"])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:7001");
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_partial_tls_are_refused_with_the_setting_named() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "lisen = \"127.0.0.1:7000\"").unwrap();
+        let err = Config::load(parse(&["--config", file.path().to_str().unwrap()])).unwrap_err();
+        assert_eq!(err.setting, "config");
+        assert!(err.to_string().contains("lisen"), "{err}");
+
+        let err = Config::load(parse(&["--tls-cert", "a.pem"])).unwrap_err();
+        assert_eq!(err.setting, "tls-cert");
+
+        let err = Config::load(parse(&["--trust-domain", "Not Valid"])).unwrap_err();
+        assert_eq!(err.setting, "trust-domain");
+    }
+
+    #[test]
+    fn malformed_flags_are_refused_by_the_parser() {
+        assert!(Cli::try_parse_from(["tenantd", "--listen", "nowhere"]).is_err());
+    }
+}

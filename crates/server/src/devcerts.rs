@@ -1,0 +1,168 @@
+//! Development certificates for the embedded mode (rcgen): a CA, a server certificate for
+//! localhost/127.0.0.1 and an admin client certificate carrying the SPIFFE id
+//! `spiffe://<trust domain>/admin`. The CA key is kept beside them so more client
+//! certificates can be minted. Never meant for production.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+
+/// File names inside the directory.
+pub const FILES: [&str; 6] = [
+    "ca.pem",
+    "ca.key",
+    "server.pem",
+    "server.key",
+    "admin.pem",
+    "admin.key",
+];
+
+/// Paths of a development certificate set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevCerts {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl DevCerts {
+    /// CA certificate (clients trust it; the server verifies client certs with it).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+    /// CA private key.
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    /// Server certificate.
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.pem")
+    }
+    /// Server private key.
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+    /// Admin client certificate.
+    pub fn admin_cert(&self) -> PathBuf {
+        self.dir.join("admin.pem")
+    }
+    /// Admin client key.
+    pub fn admin_key(&self) -> PathBuf {
+        self.dir.join("admin.key")
+    }
+}
+
+/// Reuses the set in `dir` when complete, else generates a new one (also when `force`).
+/// Returns the set and whether it was generated.
+///
+/// # Errors
+/// When the directory or files cannot be written, or generation fails.
+pub fn ensure(dir: &Path, trust_domain: &str, force: bool) -> anyhow::Result<(DevCerts, bool)> {
+    let certs = DevCerts {
+        dir: dir.to_path_buf(),
+    };
+    if !force && FILES.iter().all(|f| dir.join(f).is_file()) {
+        return Ok((certs, false));
+    }
+    generate(dir, trust_domain)?;
+    Ok((certs, true))
+}
+
+fn generate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tenantd development CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    write(dir, "ca.pem", &ca_cert.pem(), false)?;
+    write(dir, "ca.key", &ca_key.serialize_pem(), true)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "tenantd");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.use_authority_key_identifier_extension = true;
+    let server_cert = server.signed_by(&server_key, &issuer)?;
+    write(dir, "server.pem", &server_cert.pem(), false)?;
+    write(dir, "server.key", &server_key.serialize_pem(), true)?;
+
+    let admin_key = KeyPair::generate()?;
+    let admin_cert = client_params(&format!("spiffe://{trust_domain}/admin"), "admin")?
+        .signed_by(&admin_key, &issuer)?;
+    write(dir, "admin.pem", &admin_cert.pem(), false)?;
+    write(dir, "admin.key", &admin_key.serialize_pem(), true)?;
+    Ok(())
+}
+
+/// Parameters of a client certificate whose only identity is the SAN URI `spiffe_id`.
+///
+/// # Errors
+/// When `spiffe_id` is not a valid IA5 string.
+pub fn client_params(spiffe_id: &str, common_name: &str) -> anyhow::Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.subject_alt_names = vec![SanType::URI(spiffe_id.try_into()?)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn write(dir: &Path, name: &str, contents: &str, private: bool) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn generates_once_then_reuses_with_private_keys_unreadable_by_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (certs, generated) = ensure(dir.path(), "tenantd.local", false).unwrap();
+        assert!(generated);
+        let first = fs::read(certs.ca_cert()).unwrap();
+        let (_, generated) = ensure(dir.path(), "tenantd.local", false).unwrap();
+        assert!(!generated);
+        assert_eq!(fs::read(certs.ca_cert()).unwrap(), first);
+        let mode = fs::metadata(certs.admin_key())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "key readable by group/others");
+        let (_, generated) = ensure(dir.path(), "tenantd.local", true).unwrap();
+        assert!(generated);
+        assert_ne!(fs::read(certs.ca_cert()).unwrap(), first);
+    }
+}

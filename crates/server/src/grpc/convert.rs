@@ -1,0 +1,263 @@
+//! Conversions between the generated `tenant.v1` messages and domain values: timestamps,
+//! `google.protobuf.Struct` <-> JSON objects, tenants, plans and events. Requests are
+//! converted into plain use-case inputs; validation happens in the use cases.
+
+use chrono::{DateTime, Utc};
+use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
+use serde_json::{Map, Number, Value as Json};
+use tenantd_domain::{Error, Event, EventKind, FieldViolation, Plan, Tenant, TenantStatus};
+
+use crate::proto;
+
+/// Deepest nesting accepted in `config` (prost already bounds decoding at 100).
+const MAX_DEPTH: usize = 32;
+
+/// A domain time as a protobuf timestamp.
+pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A protobuf `Struct` as a JSON object; `field` names it in errors.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for non-finite numbers or nesting deeper than 32 levels.
+pub fn struct_to_json(value: Struct, field: &str) -> Result<Map<String, Json>, Error> {
+    fields_to_json(value.fields, 0)
+        .map_err(|why| Error::InvalidArgument(vec![FieldViolation::new(field, why)]))
+}
+
+fn fields_to_json(
+    fields: impl IntoIterator<Item = (String, Value)>,
+    depth: usize,
+) -> Result<Map<String, Json>, &'static str> {
+    fields
+        .into_iter()
+        .map(|(k, v)| Ok((k, value_to_json(v, depth + 1)?)))
+        .collect()
+}
+
+fn value_to_json(value: Value, depth: usize) -> Result<Json, &'static str> {
+    if depth > MAX_DEPTH {
+        return Err("is nested more than 32 levels deep");
+    }
+    Ok(match value.kind {
+        None | Some(Kind::NullValue(_)) => Json::Null,
+        Some(Kind::BoolValue(b)) => Json::Bool(b),
+        Some(Kind::StringValue(s)) => Json::String(s),
+        Some(Kind::NumberValue(n)) => {
+            Json::Number(Number::from_f64(n).ok_or("numbers must be finite")?)
+        }
+        Some(Kind::StructValue(s)) => Json::Object(fields_to_json(s.fields, depth)?),
+        Some(Kind::ListValue(list)) => Json::Array(
+            list.values
+                .into_iter()
+                .map(|v| value_to_json(v, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// A JSON object as a protobuf `Struct`.
+pub fn json_to_struct(object: &Map<String, Json>) -> Struct {
+    Struct {
+        fields: object
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+fn json_to_value(value: &Json) -> Value {
+    let kind = match value {
+        Json::Null => Kind::NullValue(0),
+        Json::Bool(b) => Kind::BoolValue(*b),
+        Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Json::String(s) => Kind::StringValue(s.clone()),
+        Json::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(json_to_value).collect(),
+        }),
+        Json::Object(object) => Kind::StructValue(json_to_struct(object)),
+    };
+    Value { kind: Some(kind) }
+}
+
+/// The API enum of a domain status.
+pub fn status_to_proto(status: TenantStatus) -> proto::TenantStatus {
+    match status {
+        TenantStatus::Provisioning => proto::TenantStatus::Provisioning,
+        TenantStatus::Active => proto::TenantStatus::Active,
+        TenantStatus::Suspended => proto::TenantStatus::Suspended,
+        TenantStatus::Failed => proto::TenantStatus::Failed,
+        TenantStatus::Cancelled => proto::TenantStatus::Cancelled,
+        TenantStatus::Deleted => proto::TenantStatus::Deleted,
+    }
+}
+
+/// A status filter from the API: UNSPECIFIED means none.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] on `field` for a number that is no `TenantStatus`.
+pub fn status_filter(value: i32, field: &str) -> Result<Option<TenantStatus>, Error> {
+    let status = proto::TenantStatus::try_from(value)
+        .map_err(|_| Error::invalid(field, "is not a TenantStatus value"))?;
+    Ok(match status {
+        proto::TenantStatus::Unspecified => None,
+        proto::TenantStatus::Provisioning => Some(TenantStatus::Provisioning),
+        proto::TenantStatus::Active => Some(TenantStatus::Active),
+        proto::TenantStatus::Suspended => Some(TenantStatus::Suspended),
+        proto::TenantStatus::Failed => Some(TenantStatus::Failed),
+        proto::TenantStatus::Cancelled => Some(TenantStatus::Cancelled),
+        proto::TenantStatus::Deleted => Some(TenantStatus::Deleted),
+    })
+}
+
+impl From<&Tenant> for proto::Tenant {
+    fn from(tenant: &Tenant) -> Self {
+        Self {
+            tenant_id: tenant.id().to_string(),
+            slug: tenant.slug().to_string(),
+            display_name: tenant.display_name().as_str().to_owned(),
+            plan_id: tenant.plan_id().to_string(),
+            status: status_to_proto(tenant.status()).into(),
+            status_reason: tenant.status_reason().to_owned(),
+            contact_email: tenant.contact_email().expose().to_owned(),
+            labels: tenant.labels().as_map().clone(),
+            config: Some(json_to_struct(tenant.config().as_map())),
+            // The provisioning pipeline does not exist yet: no run to summarize.
+            provisioning: None,
+            create_time: Some(timestamp(tenant.created_at())),
+            update_time: Some(timestamp(tenant.updated_at())),
+            delete_time: tenant.deleted_at().map(timestamp),
+            purge_time: tenant.purge_at().map(timestamp),
+            etag: tenant.etag(),
+        }
+    }
+}
+
+impl From<&Plan> for proto::Plan {
+    fn from(plan: &Plan) -> Self {
+        let quota = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        Self {
+            plan_id: plan.id.to_string(),
+            display_name: plan.display_name.clone(),
+            quotas: Some(proto::PlanQuotas {
+                max_api_keys: quota(plan.quotas.max_api_keys),
+                requests_per_second: quota(plan.quotas.requests_per_second),
+                max_users: quota(plan.quotas.max_users),
+            }),
+        }
+    }
+}
+
+impl From<&Event> for proto::TenantEvent {
+    fn from(event: &Event) -> Self {
+        use proto::tenant_event::Payload;
+        let payload = match &event.kind {
+            EventKind::TenantCreated {
+                slug,
+                display_name,
+                plan_id,
+                labels,
+            } => Payload::TenantCreated(proto::TenantCreated {
+                slug: slug.clone(),
+                display_name: display_name.clone(),
+                plan_id: plan_id.clone(),
+                labels: labels.clone(),
+            }),
+            EventKind::TenantUpdated {
+                changed_fields,
+                plan_id,
+                display_name,
+                labels,
+            } => Payload::TenantUpdated(proto::TenantUpdated {
+                changed_fields: changed_fields.clone(),
+                plan_id: plan_id.clone(),
+                display_name: display_name.clone(),
+                labels: labels.clone(),
+            }),
+            EventKind::TenantActivated { plan_id } => {
+                Payload::TenantActivated(proto::TenantActivated {
+                    plan_id: plan_id.clone(),
+                })
+            }
+            EventKind::TenantSuspended { reason } => {
+                Payload::TenantSuspended(proto::TenantSuspended {
+                    reason: reason.clone(),
+                })
+            }
+            EventKind::TenantResumed => Payload::TenantResumed(proto::TenantResumed {}),
+            EventKind::TenantDeleted { purge_at } => Payload::TenantDeleted(proto::TenantDeleted {
+                purge_time: Some(timestamp(*purge_at)),
+            }),
+            EventKind::TenantUndeleted { status } => {
+                Payload::TenantUndeleted(proto::TenantUndeleted {
+                    status: status_to_proto(*status).into(),
+                })
+            }
+        };
+        Self {
+            event_id: event.id.0.to_string(),
+            tenant_id: event.tenant_id.to_string(),
+            occur_time: Some(timestamp(event.occurred_at)),
+            payload: Some(payload),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn struct_round_trips_through_json() {
+        let json = serde_json::json!({"region": "eu", "seats": 10.0, "sso": true, "tags": ["a", null], "nested": {"x": 1.5}});
+        let Json::Object(object) = json else {
+            unreachable!()
+        };
+        let back = struct_to_json(json_to_struct(&object), "tenant.config").unwrap();
+        assert_eq!(back, object);
+    }
+
+    #[test]
+    fn non_finite_numbers_and_deep_nesting_are_invalid() {
+        let nan = Struct {
+            fields: [(
+                "x".to_owned(),
+                Value {
+                    kind: Some(Kind::NumberValue(f64::NAN)),
+                },
+            )]
+            .into(),
+        };
+        let err = struct_to_json(nan, "tenant.config").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(v) if v[0].field == "tenant.config"));
+
+        let mut deep = Value {
+            kind: Some(Kind::BoolValue(true)),
+        };
+        for _ in 0..40 {
+            deep = Value {
+                kind: Some(Kind::StructValue(Struct {
+                    fields: [("n".to_owned(), deep)].into(),
+                })),
+            };
+        }
+        let root = Struct {
+            fields: [("root".to_owned(), deep)].into(),
+        };
+        assert!(struct_to_json(root, "tenant.config").is_err());
+    }
+
+    #[test]
+    fn unknown_status_numbers_are_invalid() {
+        assert_eq!(status_filter(0, "status").unwrap(), None);
+        assert_eq!(
+            status_filter(2, "status").unwrap(),
+            Some(TenantStatus::Active)
+        );
+        assert!(status_filter(99, "status").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! `tenant.v1.TenantService`: request -> use-case input, call, result -> response.
+
+use tenantd_application::{CreateTenant, ListTenants, TenantFields, TenantService, UpdateTenant};
+use tenantd_domain::{Error, Tenant};
+use tonic::{Request, Response, Status};
+
+use super::convert::{status_filter, struct_to_json};
+use super::status::to_status;
+use crate::proto::{self, tenant_service_server};
+
+/// The TenantService handlers.
+#[derive(Debug, Clone)]
+pub struct TenantApi {
+    service: TenantService,
+}
+
+impl TenantApi {
+    /// Handlers over `service`.
+    pub fn new(service: TenantService) -> Self {
+        Self { service }
+    }
+}
+
+fn fields(tenant: proto::Tenant) -> Result<TenantFields, Error> {
+    Ok(TenantFields {
+        slug: tenant.slug,
+        display_name: tenant.display_name,
+        plan_id: tenant.plan_id,
+        contact_email: tenant.contact_email,
+        labels: tenant.labels,
+        config: tenant
+            .config
+            .map(|c| struct_to_json(c, "tenant.config"))
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
+
+fn required(tenant: Option<proto::Tenant>) -> Result<proto::Tenant, Status> {
+    tenant.ok_or_else(|| to_status(Error::invalid("tenant", "is required")))
+}
+
+fn one(tenant: &Tenant) -> Option<proto::Tenant> {
+    Some(tenant.into())
+}
+
+#[tonic::async_trait]
+impl tenant_service_server::TenantService for TenantApi {
+    async fn create_tenant(
+        &self,
+        request: Request<proto::CreateTenantRequest>,
+    ) -> Result<Response<proto::CreateTenantResponse>, Status> {
+        let request = request.into_inner();
+        let tenant = fields(required(request.tenant)?).map_err(to_status)?;
+        let created = self
+            .service
+            .create(CreateTenant {
+                tenant,
+                request_id: request.request_id,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::CreateTenantResponse {
+            tenant: one(&created),
+        }))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<proto::GetTenantRequest>,
+    ) -> Result<Response<proto::GetTenantResponse>, Status> {
+        let tenant = self
+            .service
+            .get(&request.into_inner().tenant_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::GetTenantResponse {
+            tenant: one(&tenant),
+        }))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<proto::ListTenantsRequest>,
+    ) -> Result<Response<proto::ListTenantsResponse>, Status> {
+        let request = request.into_inner();
+        let page = self
+            .service
+            .list(ListTenants {
+                page_size: request.page_size,
+                page_token: request.page_token,
+                status: status_filter(request.status, "status").map_err(to_status)?,
+                plan_id: request.plan_id,
+                labels: request.labels,
+                slug_prefix: request.slug_prefix,
+                contact_email: request.contact_email,
+                show_deleted: request.show_deleted,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::ListTenantsResponse {
+            tenants: page.items.iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_tenant(
+        &self,
+        request: Request<proto::UpdateTenantRequest>,
+    ) -> Result<Response<proto::UpdateTenantResponse>, Status> {
+        let request = request.into_inner();
+        let tenant = required(request.tenant)?;
+        let tenant_id = tenant.tenant_id.clone();
+        let etag = tenant.etag.clone();
+        let updated = self
+            .service
+            .update(UpdateTenant {
+                tenant_id,
+                etag,
+                tenant: fields(tenant).map_err(to_status)?,
+                update_mask: request.update_mask.map(|m| m.paths).unwrap_or_default(),
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::UpdateTenantResponse {
+            tenant: one(&updated),
+        }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<proto::DeleteTenantRequest>,
+    ) -> Result<Response<proto::DeleteTenantResponse>, Status> {
+        let request = request.into_inner();
+        let tenant = self
+            .service
+            .delete(&request.tenant_id, &request.etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::DeleteTenantResponse {
+            tenant: one(&tenant),
+        }))
+    }
+
+    async fn undelete_tenant(
+        &self,
+        request: Request<proto::UndeleteTenantRequest>,
+    ) -> Result<Response<proto::UndeleteTenantResponse>, Status> {
+        let request = request.into_inner();
+        let tenant = self
+            .service
+            .undelete(&request.tenant_id, &request.etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::UndeleteTenantResponse {
+            tenant: one(&tenant),
+        }))
+    }
+
+    async fn suspend_tenant(
+        &self,
+        request: Request<proto::SuspendTenantRequest>,
+    ) -> Result<Response<proto::SuspendTenantResponse>, Status> {
+        let request = request.into_inner();
+        let tenant = self
+            .service
+            .suspend(&request.tenant_id, &request.reason, &request.etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::SuspendTenantResponse {
+            tenant: one(&tenant),
+        }))
+    }
+
+    async fn resume_tenant(
+        &self,
+        request: Request<proto::ResumeTenantRequest>,
+    ) -> Result<Response<proto::ResumeTenantResponse>, Status> {
+        let request = request.into_inner();
+        let tenant = self
+            .service
+            .resume(&request.tenant_id, &request.etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::ResumeTenantResponse {
+            tenant: one(&tenant),
+        }))
+    }
+}

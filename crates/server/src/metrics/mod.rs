@@ -1,0 +1,9 @@
+//! Prometheus metrics: the registry, the gRPC server metrics (the names Go's
+//! grpc-prometheus made standard) recorded by a tower layer, and the `/metrics` endpoint on
+//! its own port.
+
+mod grpc;
+mod http;
+
+pub use grpc::{GrpcMetrics, GrpcMetricsLayer};
+pub use http::serve as serve_http;
