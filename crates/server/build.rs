@@ -12,14 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let mut includes = vec![root.clone()];
     let mut config = prost_build::Config::new();
-    match std::env::var_os("PROTOC") {
-        Some(protoc) => {
-            config.protoc_executable(protoc);
-        }
-        None => {
-            config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
-            includes.push(protoc_bin_vendored::include_path()?);
-        }
+    if let Some(system_protoc) = std::env::var_os("PROTOC") {
+        config.protoc_executable(system_protoc);
+    } else {
+        config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+        includes.push(protoc_bin_vendored::include_path()?);
     }
     config.btree_map(["."]);
     let descriptor = PathBuf::from(std::env::var("OUT_DIR")?).join("tenant_v1_descriptor.bin");

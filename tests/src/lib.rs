@@ -51,7 +51,7 @@ impl TestServer {
                 dir: dir.path().join("certs"),
             },
             trust_domain: "tenantd.local".into(),
-            deletion_retention: Duration::from_secs(30 * 86_400),
+            deletion_retention: Duration::from_hours(30 * 24),
             shutdown_grace: Duration::from_secs(5),
             log_format: LogFormat::Text,
             log: "info".into(),
@@ -219,8 +219,9 @@ pub async fn create(
         .ok_or_else(|| tonic::Status::internal("no tenant in response"))
 }
 
-/// The value of the sample of `metric` whose labels include all of `labels`, or 0.
-pub fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+/// The summed integer value of the samples of `metric` whose labels include all of
+/// `labels` (counters and histogram counts), or 0.
+pub fn counter(text: &str, metric: &str, labels: &[(&str, &str)]) -> u64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
@@ -230,7 +231,7 @@ pub fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
                 && labels
                     .iter()
                     .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())
+            .then(|| value.parse::<u64>().ok())
             .flatten()
         })
         .sum()

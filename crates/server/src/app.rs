@@ -170,18 +170,20 @@ impl App {
         let _receivers_gone = stop_tx.send(true);
 
         let grace = self.config.shutdown_grace;
-        match tokio::time::timeout(grace, grpc).await {
-            Ok(joined) => joined.context("gRPC server task")?.context("gRPC server")?,
-            Err(_) => tracing::warn!(
+        if let Ok(joined) = tokio::time::timeout(grace, grpc).await {
+            joined.context("gRPC server task")?.context("gRPC server")?;
+        } else {
+            tracing::warn!(
                 grace_seconds = grace.as_secs(),
                 "drain deadline passed; closing the remaining connections"
-            ),
+            );
         }
-        match tokio::time::timeout(grace, metrics).await {
-            Ok(joined) => joined
+        if let Ok(joined) = tokio::time::timeout(grace, metrics).await {
+            joined
                 .context("metrics server task")?
-                .context("metrics server")?,
-            Err(_) => tracing::warn!("metrics server did not stop in time"),
+                .context("metrics server")?;
+        } else {
+            tracing::warn!("metrics server did not stop in time");
         }
         tracing::info!("stopped");
         Ok(())

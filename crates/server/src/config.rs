@@ -38,6 +38,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
 pub enum Command {
     /// Run the gRPC server (the default).
     Serve(ServeArgs),
@@ -263,7 +264,7 @@ impl Config {
                 .unwrap_or_else(|| parse_default(DEFAULT_METRICS_LISTEN)),
             tls,
             trust_domain,
-            deletion_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
+            deletion_retention: Duration::from_hours(u64::from(retention_days) * 24),
             shutdown_grace: Duration::from_secs(
                 args.shutdown_grace_seconds
                     .or(file.shutdown_grace_seconds)
@@ -297,9 +298,9 @@ mod tests {
 
     use super::*;
 
-    fn parse(args: &[&str]) -> ServeArgs {
+    fn parse(flags: &[&str]) -> ServeArgs {
         let mut argv = vec!["tenantd"];
-        argv.extend_from_slice(args);
+        argv.extend_from_slice(flags);
         Cli::try_parse_from(argv).expect("valid flags").serve
     }
 
@@ -315,7 +316,7 @@ mod tests {
                 dir: PathBuf::from(".tenantd/dev-certs")
             }
         );
-        assert_eq!(config.deletion_retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.deletion_retention, Duration::from_hours(30 * 24));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `tenant.v1.TenantService`: request -> use-case input, call, result -> response.
 
 use tenantd_application::{CreateTenant, ListTenants, TenantFields, TenantService, UpdateTenant};
-use tenantd_domain::{Error, Tenant};
+use tenantd_domain::Error;
 use tonic::{Request, Response, Status};
 
 use super::convert::{status_filter, struct_to_json};
@@ -40,10 +40,6 @@ fn required(tenant: Option<proto::Tenant>) -> Result<proto::Tenant, Status> {
     tenant.ok_or_else(|| to_status(Error::invalid("tenant", "is required")))
 }
 
-fn one(tenant: &Tenant) -> Option<proto::Tenant> {
-    Some(tenant.into())
-}
-
 #[tonic::async_trait]
 impl tenant_service_server::TenantService for TenantApi {
     async fn create_tenant(
@@ -61,7 +57,7 @@ impl tenant_service_server::TenantService for TenantApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(proto::CreateTenantResponse {
-            tenant: one(&created),
+            tenant: Some(proto::Tenant::from(&created)),
         }))
     }
 
@@ -75,7 +71,7 @@ impl tenant_service_server::TenantService for TenantApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(proto::GetTenantResponse {
-            tenant: one(&tenant),
+            tenant: Some(proto::Tenant::from(&tenant)),
         }))
     }
 
@@ -123,7 +119,7 @@ impl tenant_service_server::TenantService for TenantApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(proto::UpdateTenantResponse {
-            tenant: one(&updated),
+            tenant: Some(proto::Tenant::from(&updated)),
         }))
     }
 
@@ -138,7 +134,7 @@ impl tenant_service_server::TenantService for TenantApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(proto::DeleteTenantResponse {
-            tenant: one(&tenant),
+            tenant: Some(proto::Tenant::from(&tenant)),
         }))
     }
 
@@ -153,7 +149,7 @@ impl tenant_service_server::TenantService for TenantApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(proto::UndeleteTenantResponse {
-            tenant: one(&tenant),
+            tenant: Some(proto::Tenant::from(&tenant)),
         }))
     }
 
@@ -168,7 +164,7 @@ impl tenant_service_server::TenantService for TenantApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(proto::SuspendTenantResponse {
-            tenant: one(&tenant),
+            tenant: Some(proto::Tenant::from(&tenant)),
         }))
     }
 
@@ -183,7 +179,7 @@ impl tenant_service_server::TenantService for TenantApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(proto::ResumeTenantResponse {
-            tenant: one(&tenant),
+            tenant: Some(proto::Tenant::from(&tenant)),
         }))
     }
 }

@@ -23,7 +23,7 @@ use tonic::Code;
 #[derive(Debug, Clone)]
 struct Method {
     service: String,
-    method: String,
+    name: String,
     kind: &'static str,
 }
 
@@ -80,7 +80,7 @@ impl GrpcMetrics {
             methods: Arc::new(method_table(descriptor_sets)?),
             unknown: Method {
                 service: "unknown".into(),
-                method: "unknown".into(),
+                name: "unknown".into(),
                 kind: "unknown",
             },
         })
@@ -89,7 +89,7 @@ impl GrpcMetrics {
     fn start(&self, path: &str) -> Call {
         let method = self.methods.get(path).unwrap_or(&self.unknown).clone();
         self.started
-            .with_label_values(&[&method.service, &method.method, method.kind])
+            .with_label_values(&[&method.service, &method.name, method.kind])
             .inc();
         Call {
             metrics: self.clone(),
@@ -118,7 +118,7 @@ fn method_table(descriptor_sets: &[&[u8]]) -> anyhow::Result<HashMap<String, Met
                         format!("/{full}/{}", method.name()),
                         Method {
                             service: full.clone(),
-                            method: method.name().to_owned(),
+                            name: method.name().to_owned(),
                             kind,
                         },
                     );
@@ -152,15 +152,15 @@ impl Drop for Call {
         let elapsed = self.started.elapsed();
         self.metrics
             .handled
-            .with_label_values(&[&m.service, &m.method, m.kind, code_name(code)])
+            .with_label_values(&[&m.service, &m.name, m.kind, code_name(code)])
             .inc();
         self.metrics
             .seconds
-            .with_label_values(&[&m.service, &m.method, m.kind])
+            .with_label_values(&[&m.service, &m.name, m.kind])
             .observe(elapsed.as_secs_f64());
         tracing::info!(
             grpc.service = %m.service,
-            grpc.method = %m.method,
+            grpc.method = %m.name,
             grpc.code = code_name(code),
             latency_ms = elapsed.as_secs_f64() * 1e3,
             "rpc finished"
