@@ -33,6 +33,15 @@ const SERVICES: [&str; 5] = [
     "tenant.v1.EventService",
 ];
 
+/// Reflection serves our services, health, and google.rpc's error details (so tools such
+/// as grpcurl can decode the BadRequest and RetryInfo details of our errors).
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// A configured server with its listeners bound.
 #[derive(Debug)]
 pub struct App {
@@ -125,14 +134,9 @@ impl App {
                 .set_service_status(service, ServingStatus::Serving)
                 .await;
         }
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        // v1 for current clients, v1alpha for grpcurl 1.8.x and other older tools.
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let services = self.services;
         let router = Server::builder()
