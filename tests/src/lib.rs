@@ -250,3 +250,19 @@ pub fn admin_identity_from_foreign_ca() -> anyhow::Result<Identity> {
     let (certs, _) = devcerts::ensure(dir.path(), "tenantd.local", false)?;
     identity(&certs.admin_cert(), &certs.admin_key())
 }
+
+/// The fields named by an INVALID_ARGUMENT status's `google.rpc.BadRequest`, in order.
+///
+/// # Panics
+/// When the status is not INVALID_ARGUMENT or carries no BadRequest: the test fails.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .expect("INVALID_ARGUMENT carries BadRequest details")
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}

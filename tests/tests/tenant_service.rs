@@ -7,9 +7,8 @@ use tenantd_e2e::pb::{
     ResumeTenantRequest, SuspendTenantRequest, TenantStatus, UndeleteTenantRequest,
     UpdateTenantRequest,
 };
-use tenantd_e2e::{TestServer, create, new_tenant};
+use tenantd_e2e::{TestServer, create, new_tenant, violated_fields};
 use tonic::Code;
-use tonic_types::StatusExt as _;
 
 #[tokio::test]
 async fn create_tenant_returns_an_active_tenant_that_get_tenant_returns() {
@@ -49,16 +48,10 @@ async fn create_tenant_with_invalid_slug_returns_invalid_argument_naming_the_fie
     tenant.slug = "Not A Slug".into();
     tenant.contact_email = "nope".into();
     let status = create(&mut client, tenant).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    let bad_request = status
-        .get_details_bad_request()
-        .expect("BadRequest details");
-    let fields: Vec<_> = bad_request
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
-    assert_eq!(fields, ["tenant.slug", "tenant.contact_email"]);
+    assert_eq!(
+        violated_fields(&status),
+        ["tenant.slug", "tenant.contact_email"]
+    );
     assert!(
         !status.message().contains("nope"),
         "the email must not be echoed"
@@ -76,10 +69,7 @@ async fn create_tenant_with_reserved_slug_unknown_plan_or_no_tenant_is_invalid_a
     for (tenant, field) in [(reserved, "tenant.slug"), (unknown_plan, "tenant.plan_id")] {
         let status = create(&mut client, tenant).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(
-            status.get_details_bad_request().unwrap().field_violations[0].field,
-            field
-        );
+        assert_eq!(violated_fields(&status)[0], field);
     }
     let status = client
         .create_tenant(CreateTenantRequest {
@@ -124,10 +114,7 @@ async fn create_tenant_retried_with_the_same_request_id_returns_the_original() {
     other_body.tenant = Some(new_tenant("other"));
     let status = client.create_tenant(other_body).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(
-        status.get_details_bad_request().unwrap().field_violations[0].field,
-        "request_id"
-    );
+    assert_eq!(violated_fields(&status)[0], "request_id");
 }
 
 #[tokio::test]
@@ -277,10 +264,7 @@ async fn update_tenant_changes_only_masked_fields_and_checks_the_etag() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{path}");
-        assert_eq!(
-            status.get_details_bad_request().unwrap().field_violations[0].field,
-            "update_mask"
-        );
+        assert_eq!(violated_fields(&status)[0], "update_mask");
     }
 }
 

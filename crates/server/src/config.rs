@@ -16,6 +16,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 /// Default directory of the embedded mode's development certificates.
 pub const DEFAULT_DEV_CERTS_DIR: &str = ".tenantd/dev-certs";
+/// Longest soft-deletion retention: ten years.
+pub const MAX_RETENTION_DAYS: u32 = 3650;
 /// Default SPIFFE trust domain.
 pub const DEFAULT_TRUST_DOMAIN: &str = "tenantd.local";
 
@@ -243,8 +245,8 @@ impl Config {
             .deletion_retention_days
             .or(file.deletion_retention_days)
             .unwrap_or(30);
-        if retention_days == 0 {
-            return Err(bad("deletion-retention-days", "must be at least 1"));
+        if !(1..=MAX_RETENTION_DAYS).contains(&retention_days) {
+            return Err(bad("deletion-retention-days", "must be between 1 and 3650"));
         }
         let log = args.log.or(file.log).unwrap_or_else(|| "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
@@ -348,6 +350,11 @@ mod tests {
 
         let err = Config::load(parse(&["--trust-domain", "Not Valid"])).unwrap_err();
         assert_eq!(err.setting, "trust-domain");
+
+        for days in ["0", "3651"] {
+            let err = Config::load(parse(&["--deletion-retention-days", days])).unwrap_err();
+            assert_eq!(err.setting, "deletion-retention-days");
+        }
     }
 
     #[test]
