@@ -2,11 +2,13 @@
 //! `tenantd-domain`; the server's wiring picks which.
 //!
 //! - [`memory`]: the embedded default (no infrastructure) and test doubles.
+//! - [`postgres`]: the production store (sqlx), with migrations and the outbox.
 //! - [`system`]: the real clock and UUIDv7 generator.
-//! - `contract` (feature `contract-tests`): the port contract suites every implementation
+//! - `contract` (feature `test-support`): the port contract suites every implementation
 //!   of a repository port must pass.
 
-#[cfg(any(test, feature = "contract-tests"))]
+#[cfg(any(test, feature = "test-support"))]
 pub mod contract;
 pub mod memory;
+pub mod postgres;
 pub mod system;

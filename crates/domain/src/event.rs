@@ -25,8 +25,10 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// What happened, with the facts a consumer needs.
-#[derive(Debug, Clone, PartialEq)]
+/// What happened, with the facts a consumer needs. Its serde form (internally tagged by
+/// `type`) is how stores keep events; renaming a variant or field is a data migration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// A tenant was created.
     TenantCreated {

@@ -35,6 +35,9 @@ pub struct Stores {
     pub events: Arc<dyn EventLog>,
     /// The plan catalogue.
     pub plans: Arc<dyn PlanRepository>,
+    /// Keeps per-test resources alive until the test ends (e.g. a scratch schema that is
+    /// dropped with it).
+    pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Expands to one `#[tokio::test]` per repository contract, each calling `$factory()` (an

@@ -174,6 +174,7 @@ mod tests {
             tenants: Arc::new(store.clone()),
             events: Arc::new(store),
             plans: Arc::new(crate::memory::MemoryPlanRepository::default()),
+            guard: None,
         }
     }
 

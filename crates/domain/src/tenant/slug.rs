@@ -97,6 +97,12 @@ impl Slug {
         Ok(Self(text.to_owned()))
     }
 
+    /// Restores a slug a store holds, without re-validating it: a slug accepted once stays
+    /// readable even if the rules (say, the reserved words) grow later.
+    pub fn from_stored(text: String) -> Self {
+        Self(text)
+    }
+
     /// The slug as text.
     pub fn as_str(&self) -> &str {
         &self.0

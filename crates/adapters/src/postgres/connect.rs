@@ -1,0 +1,98 @@
+//! Pool creation and migrations.
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+/// The control-plane migrations, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// Pool limits. `acquire_timeout` must stay below the RPC deadline: an exhausted pool
+/// answers UNAVAILABLE instead of hanging the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgSettings {
+    /// Most connections in the pool.
+    pub max_connections: u32,
+    /// Longest wait for a pooled connection (also bounds connecting).
+    pub acquire_timeout: Duration,
+    /// Server-side limit of one statement.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PgSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the store could not be opened. Messages name the server, never the password.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL does not parse.
+    #[error("not a valid PostgreSQL URL: {0}")]
+    InvalidUrl(String),
+    /// The server could not be reached or refused us.
+    #[error("cannot connect to PostgreSQL at {target}: {cause}")]
+    Unreachable {
+        /// host:port/database.
+        target: String,
+        /// The driver's reason.
+        cause: String,
+    },
+    /// A migration failed.
+    #[error("cannot apply migrations: {0}")]
+    Migrate(String),
+}
+
+/// Opens a pool and checks that the server answers.
+///
+/// # Errors
+/// [`ConnectError::InvalidUrl`] or [`ConnectError::Unreachable`].
+pub async fn connect(url: &str, settings: &PgSettings) -> Result<PgPool, ConnectError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| ConnectError::InvalidUrl(e.to_string()))?
+        .application_name("tenantd")
+        .options([
+            (
+                "statement_timeout",
+                settings.statement_timeout.as_millis().to_string(),
+            ),
+            // A safety net: a session must never sit in an open transaction holding locks.
+            (
+                "idle_in_transaction_session_timeout",
+                (settings.statement_timeout * 2).as_millis().to_string(),
+            ),
+        ]);
+    let target = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    );
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| ConnectError::Unreachable {
+            target,
+            cause: e.to_string(),
+        })
+}
+
+/// Applies pending migrations under sqlx's advisory lock.
+///
+/// # Errors
+/// [`ConnectError::Migrate`] naming the failure.
+pub async fn migrate(pool: &PgPool) -> Result<(), ConnectError> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|e| ConnectError::Migrate(e.to_string()))
+}

@@ -1,0 +1,62 @@
+//! Translation of sqlx errors into [`RepoError`]: the only place that knows SQLSTATEs.
+
+use tenantd_domain::RepoError;
+
+/// The unique index that keeps slugs unique among non-purged tenants.
+const SLUG_INDEX: &str = "tenants_slug_unique";
+
+/// Translates a driver error; `slug` is the slug being written, for the SlugTaken case.
+#[expect(clippy::needless_pass_by_value, reason = "shaped for map_err")]
+pub(crate) fn translate(err: sqlx::Error, slug: Option<&str>) -> RepoError {
+    match &err {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            match code.as_ref() {
+                // unique_violation
+                "23505" if db.constraint() == Some(SLUG_INDEX) => {
+                    RepoError::SlugTaken(slug.unwrap_or_default().to_owned())
+                }
+                // serialization_failure, deadlock_detected: a concurrent writer won
+                "40001" | "40P01" => RepoError::VersionConflict,
+                // query_canceled (statement_timeout), admin/crash shutdown, cannot connect now,
+                // too many connections, connection exceptions (class 08)
+                "57014" | "57P01" | "57P02" | "57P03" | "53300" => {
+                    RepoError::Unavailable(err.to_string())
+                }
+                c if c.starts_with("08") => RepoError::Unavailable(err.to_string()),
+                _ => RepoError::Internal(err.to_string()),
+            }
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => RepoError::Unavailable(err.to_string()),
+        _ => RepoError::Internal(err.to_string()),
+    }
+}
+
+/// [`translate`] for statements that write no slug.
+pub(crate) fn db(err: sqlx::Error) -> RepoError {
+    translate(err, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_exhaustion_and_lost_connections_are_unavailable() {
+        assert!(matches!(
+            db(sqlx::Error::PoolTimedOut),
+            RepoError::Unavailable(_)
+        ));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(matches!(db(sqlx::Error::Io(io)), RepoError::Unavailable(_)));
+        assert!(matches!(
+            db(sqlx::Error::RowNotFound),
+            RepoError::Internal(_)
+        ));
+    }
+}

@@ -1,0 +1,319 @@
+//! Tenants, their event log (outbox) and idempotency records in PostgreSQL.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
+use tenantd_domain::ports::{EventLog, IdempotencyRecord, TenantQuery, TenantRepository};
+use tenantd_domain::{Event, EventId, RepoError, Tenant, TenantId, TenantStatus};
+use uuid::Uuid;
+
+use super::errors::{db, translate};
+use super::rows::{EventRow, TENANT_COLUMNS, TenantRow};
+
+/// The PostgreSQL tenant store: implements [`TenantRepository`] and [`EventLog`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// A store over `pool` (migrated).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Whether the database answers a trivial query now.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] when it does not.
+    pub async fn ping(&self) -> Result<(), RepoError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+/// Rolls `tx` back now and returns `err`. A dropped transaction would only be rolled back
+/// when its connection is next used, holding its locks until then.
+async fn abort(tx: Transaction<'_, Postgres>, err: RepoError) -> RepoError {
+    if let Err(rollback) = tx.rollback().await {
+        tracing::warn!(error = %rollback, "rollback failed; the connection is discarded");
+    }
+    err
+}
+
+async fn append(tx: &mut Transaction<'_, Postgres>, events: &[Event]) -> Result<(), RepoError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut insert = QueryBuilder::<Postgres>::new(
+        "INSERT INTO tenant_events (event_id, tenant_id, event_type, payload, occurred_at) ",
+    );
+    insert.push_values(events, |mut row, event| {
+        row.push_bind(event.id.0)
+            .push_bind(event.tenant_id.as_uuid())
+            .push_bind(event.kind.type_name())
+            .push_bind(sqlx::types::Json(&event.kind))
+            .push_bind(event.occurred_at);
+    });
+    insert.build().execute(&mut **tx).await.map_err(db)?;
+    Ok(())
+}
+
+/// Inserts `record` unless an unexpired one holds its request id; `false` if one does.
+async fn claim_request_id(
+    tx: &mut Transaction<'_, Postgres>,
+    record: &IdempotencyRecord,
+    now: DateTime<Utc>,
+) -> Result<bool, RepoError> {
+    let response = serde_json::to_value(TenantRow::from(&record.response))
+        .map_err(|e| RepoError::Internal(format!("cannot encode response snapshot: {e}")))?;
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_records \
+             (request_id, fingerprint, tenant_id, response, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (request_id) DO UPDATE SET \
+             fingerprint = EXCLUDED.fingerprint, tenant_id = EXCLUDED.tenant_id, \
+             response = EXCLUDED.response, created_at = EXCLUDED.created_at, \
+             expires_at = EXCLUDED.expires_at \
+         WHERE idempotency_records.expires_at <= EXCLUDED.created_at",
+    )
+    .bind(&record.request_id)
+    .bind(&record.fingerprint)
+    .bind(record.response.id().as_uuid())
+    .bind(response)
+    .bind(now)
+    .bind(record.expires_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    Ok(claimed == 1)
+}
+
+/// The writes of [`PgStore::create`], inside `tx`.
+async fn insert_tenant(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &Tenant,
+    events: &[Event],
+    idempotency: Option<&IdempotencyRecord>,
+) -> Result<(), RepoError> {
+    // The request id first: a concurrent twin blocks here and is answered from it.
+    if let Some(record) = idempotency
+        && !claim_request_id(tx, record, tenant.created_at()).await?
+    {
+        return Err(RepoError::IdempotencyKeyTaken);
+    }
+    let row = TenantRow::from(tenant);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tenants ({TENANT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    )))
+    .bind(row.tenant_id)
+    .bind(&row.slug)
+    .bind(&row.display_name)
+    .bind(&row.plan_id)
+    .bind(&row.status)
+    .bind(&row.status_reason)
+    .bind(&row.status_before_delete)
+    .bind(&row.contact_email)
+    .bind(&row.labels)
+    .bind(&row.config)
+    .bind(row.created_at)
+    .bind(row.updated_at)
+    .bind(row.deleted_at)
+    .bind(row.purge_at)
+    .bind(row.version)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| translate(e, Some(&row.slug)))?;
+    append(tx, events).await
+}
+
+/// The writes of [`PgStore::update`], inside `tx`: the row only if it is still at
+/// `expected_version`, then the events.
+async fn update_tenant(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant: &Tenant,
+    expected_version: u64,
+    events: &[Event],
+) -> Result<(), RepoError> {
+    let row = TenantRow::from(tenant);
+    let expected = i64::try_from(expected_version).map_err(|_| RepoError::VersionConflict)?;
+    let updated = sqlx::query(
+        "UPDATE tenants SET display_name = $3, plan_id = $4, status = $5, \
+             status_reason = $6, status_before_delete = $7, contact_email = $8, \
+             labels = $9, config = $10, updated_at = $11, deleted_at = $12, \
+             purge_at = $13, version = $14 \
+         WHERE tenant_id = $1 AND version = $2",
+    )
+    .bind(row.tenant_id)
+    .bind(expected)
+    .bind(&row.display_name)
+    .bind(&row.plan_id)
+    .bind(&row.status)
+    .bind(&row.status_reason)
+    .bind(&row.status_before_delete)
+    .bind(&row.contact_email)
+    .bind(&row.labels)
+    .bind(&row.config)
+    .bind(row.updated_at)
+    .bind(row.deleted_at)
+    .bind(row.purge_at)
+    .bind(row.version)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?
+    .rows_affected();
+    if updated == 0 {
+        let exists = sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1")
+            .bind(row.tenant_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .is_some();
+        return Err(if exists {
+            RepoError::VersionConflict
+        } else {
+            RepoError::NotFound
+        });
+    }
+    append(tx, events).await
+}
+
+#[async_trait]
+impl TenantRepository for PgStore {
+    async fn create(
+        &self,
+        tenant: &Tenant,
+        events: &[Event],
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        match insert_tenant(&mut tx, tenant, events, idempotency.as_ref()).await {
+            Ok(()) => tx.commit().await.map_err(db),
+            Err(err) => Err(abort(tx, err).await),
+        }
+    }
+
+    async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {
+        let row: Option<TenantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
+        )))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(Tenant::try_from).transpose()
+    }
+
+    async fn update(
+        &self,
+        tenant: &Tenant,
+        expected_version: u64,
+        events: &[Event],
+    ) -> Result<(), RepoError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        match update_tenant(&mut tx, tenant, expected_version, events).await {
+            Ok(()) => tx.commit().await.map_err(db),
+            Err(err) => Err(abort(tx, err).await),
+        }
+    }
+
+    async fn list(&self, query: &TenantQuery) -> Result<Vec<Tenant>, RepoError> {
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE purged_at IS NULL"
+        ));
+        if let Some(after) = query.after {
+            sql.push(" AND tenant_id > ").push_bind(after.as_uuid());
+        }
+        if !query.include_deleted {
+            sql.push(" AND status <> ")
+                .push_bind(TenantStatus::Deleted.as_str());
+        }
+        if let Some(status) = query.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(plan) = &query.plan_id {
+            sql.push(" AND plan_id = ")
+                .push_bind(plan.as_str().to_owned());
+        }
+        if !query.labels.is_empty() {
+            sql.push(" AND labels @> ")
+                .push_bind(sqlx::types::Json(query.labels.clone()));
+        }
+        if let Some(prefix) = &query.slug_prefix {
+            sql.push(" AND starts_with(slug, ")
+                .push_bind(prefix.clone())
+                .push(")");
+        }
+        if let Some(email) = &query.contact_email {
+            sql.push(" AND lower(contact_email) = ")
+                .push_bind(email.normalized());
+        }
+        sql.push(" ORDER BY tenant_id LIMIT ")
+            .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
+        let rows: Vec<TenantRow> = sql
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(Tenant::try_from).collect()
+    }
+
+    async fn find_idempotency(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, RepoError> {
+        let row: Option<(String, String, sqlx::types::Json<TenantRow>, DateTime<Utc>)> =
+            sqlx::query_as(
+                "SELECT request_id, fingerprint, response, expires_at FROM idempotency_records \
+                 WHERE request_id = $1 AND expires_at > $2",
+            )
+            .bind(request_id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|(request_id, fingerprint, response, expires_at)| {
+            Ok(IdempotencyRecord {
+                request_id,
+                fingerprint,
+                response: Tenant::try_from(response.0)?,
+                expires_at,
+            })
+        })
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl EventLog for PgStore {
+    async fn list(
+        &self,
+        tenant: Option<TenantId>,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<Event>, RepoError> {
+        let mut sql = QueryBuilder::<Postgres>::new(
+            "SELECT event_id, tenant_id, payload, occurred_at FROM tenant_events WHERE true",
+        );
+        if let Some(tenant) = tenant {
+            sql.push(" AND tenant_id = ").push_bind(tenant.as_uuid());
+        }
+        if let Some(after) = after {
+            sql.push(" AND event_id > ").push_bind::<Uuid>(after.0);
+        }
+        sql.push(" ORDER BY event_id LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows: Vec<EventRow> = sql
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(Event::try_from).collect()
+    }
+}

@@ -1,0 +1,170 @@
+//! Scratch schemas for tests: each test gets its own freshly migrated schema in the test
+//! database, dropped when the test ends, so tests run in parallel without sharing state.
+//!
+//! The server is `TEST_DATABASE_URL`, else `DATABASE_URL`, else the local
+//! `postgres://postgres@127.0.0.1:5432/postgres`. An unreachable server fails the test with
+//! a message saying how to start one; it is never skipped.
+
+use sqlx::{Connection as _, PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{PgSettings, connect, migrate};
+
+/// The server tests use when nothing else is configured.
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The URL of the test server.
+pub fn test_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
+}
+
+/// A schema of its own in the test database; dropped (with everything in it) on drop.
+#[derive(Debug)]
+pub struct ScratchSchema {
+    name: String,
+    base_url: String,
+}
+
+impl ScratchSchema {
+    /// Creates an empty schema.
+    ///
+    /// # Errors
+    /// A message naming the server and how to start one when it cannot be reached.
+    pub async fn create() -> Result<Self, String> {
+        let base_url = test_database_url();
+        let name = format!("tenantd_test_{}", Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&base_url).await.map_err(|e| {
+            format!(
+                "PostgreSQL is not reachable for the tests ({e}). Start the local server \
+                 (`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, \
+                 or `scripts/test-services.sh`) or point TEST_DATABASE_URL at one"
+            )
+        })?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| format!("cannot create test schema {name}: {e}"))?;
+        let _closed = conn.close().await;
+        Ok(Self { name, base_url })
+    }
+
+    /// The schema's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A URL whose connections use this schema (through the `search_path` option).
+    pub fn url(&self) -> String {
+        let separator = if self.base_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!(
+            "{}{separator}options[search_path]={}",
+            self.base_url, self.name
+        )
+    }
+
+    /// A pool on this schema with the migrations applied.
+    ///
+    /// # Errors
+    /// When connecting or migrating fails.
+    pub async fn migrated_pool(&self) -> Result<PgPool, String> {
+        let pool = connect(&self.url(), &PgSettings::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        migrate(&pool).await.map_err(|e| e.to_string())?;
+        Ok(pool)
+    }
+}
+
+impl Drop for ScratchSchema {
+    fn drop(&mut self) {
+        let (name, url) = (self.name.clone(), self.base_url.clone());
+        // Drop runs inside the test's runtime: clean up on a thread with its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Never hang a test on a lock a leaked session holds.
+                sqlx::query("SET lock_timeout = '10s'")
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+                )))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok::<(), String>(())
+            })
+        });
+        if let Ok(Err(err)) = cleanup.join() {
+            eprintln!("warning: test schema {} not dropped: {err}", self.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::contract::Stores;
+    use crate::postgres::{PgPlanRepository, PgStore};
+
+    async fn stores() -> Stores {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("migrated pool");
+        let store = PgStore::new(pool.clone());
+        Stores {
+            tenants: Arc::new(store.clone()),
+            events: Arc::new(store),
+            plans: Arc::new(PgPlanRepository::new(pool)),
+            guard: Some(Arc::new(schema)),
+        }
+    }
+
+    crate::repository_contract_tests!(stores);
+
+    #[tokio::test]
+    async fn scratch_schema_is_dropped_with_its_guard() {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let name = schema.name().to_owned();
+        drop(schema);
+        let mut conn = PgConnection::connect(&test_database_url())
+            .await
+            .expect("connect");
+        let left: Option<(String,)> =
+            sqlx::query_as("SELECT nspname::text FROM pg_namespace WHERE nspname = $1")
+                .bind(&name)
+                .fetch_optional(&mut conn)
+                .await
+                .expect("query");
+        assert!(left.is_none(), "schema {name} survived its guard");
+    }
+
+    #[tokio::test]
+    async fn migrations_are_recorded_once_per_schema() {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("migrated pool");
+        migrate(&pool).await.expect("second run is a no-op");
+        let (applied,): (i64,) = sqlx::query_as("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(
+            applied,
+            i64::try_from(crate::postgres::MIGRATOR.iter().count()).unwrap()
+        );
+    }
+}
