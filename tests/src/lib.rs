@@ -7,7 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tenantd_server::config::{Config, LogFormat, TlsSource};
+use tenantd_adapters::postgres::testing::ScratchSchema;
+use tenantd_server::config::{Config, LogFormat, Secret, Store, TlsSource};
 use tenantd_server::devcerts::{self, DevCerts};
 use tenantd_server::proto::event_service_client::EventServiceClient;
 use tenantd_server::proto::plan_service_client::PlanServiceClient;
@@ -18,6 +19,41 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// Which store a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded in-memory store.
+    Memory,
+    /// PostgreSQL, in a scratch schema of the test database dropped after the test.
+    Postgres,
+}
+
+/// Expands each named `async fn(TestServer)` into two tests: `in_memory::NAME` and
+/// `on_postgres::NAME`, each on a fresh server of that backend.
+#[macro_export]
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        mod in_memory {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let server = $crate::TestServer::start($crate::Backend::Memory).await.expect("server");
+                    super::$test(server).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let server = $crate::TestServer::start($crate::Backend::Postgres).await.expect("server");
+                    super::$test(server).await;
+                }
+            )*
+        }
+    };
+}
 
 /// A running server and the certificates to reach it.
 #[derive(Debug)]
@@ -31,14 +67,26 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
+    schema: Option<ScratchSchema>,
 }
 
 impl TestServer {
-    /// Starts a server on the embedded (in-memory) store.
+    /// Starts a server on `backend`.
     ///
     /// # Errors
-    /// When the server cannot be built.
-    pub async fn start() -> anyhow::Result<Self> {
+    /// When the server cannot be built (or PostgreSQL is unreachable).
+    pub async fn start(backend: Backend) -> anyhow::Result<Self> {
+        Self::start_with(backend, |config| config).await
+    }
+
+    /// Starts a server on `backend` with its configuration passed through `adjust` first.
+    ///
+    /// # Errors
+    /// When the server cannot be built (or PostgreSQL is unreachable).
+    pub async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(Config) -> Config,
+    ) -> anyhow::Result<Self> {
         install_crypto_provider();
         if std::env::var_os("TEST_LOG").is_some() {
             telemetry::init(LogFormat::Text, "info");
@@ -55,7 +103,20 @@ impl TestServer {
             shutdown_grace: Duration::from_secs(5),
             log_format: LogFormat::Text,
             log: "info".into(),
+            store: Store::Memory,
+            health_probe_interval: Duration::from_millis(200),
         };
+        let schema = match backend {
+            Backend::Memory => None,
+            Backend::Postgres => Some(ScratchSchema::create().await.map_err(anyhow::Error::msg)?),
+        };
+        let config = adjust(Config {
+            store: match &schema {
+                None => Store::Memory,
+                Some(schema) => postgres_store(&schema.url()),
+            },
+            ..config
+        });
         let app = App::build(config).await?;
         let grpc_addr = app.grpc_addr()?;
         let metrics_addr = app.metrics_addr()?;
@@ -74,7 +135,13 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
+            schema,
         })
+    }
+
+    /// The scratch schema of a PostgreSQL-backed server.
+    pub fn schema(&self) -> Option<&ScratchSchema> {
+        self.schema.as_ref()
     }
 
     /// A channel presenting the admin client certificate.
@@ -173,6 +240,16 @@ impl Drop for TestServer {
         if let Some(task) = &self.task {
             task.abort();
         }
+    }
+}
+
+/// The PostgreSQL store settings tests use for `url`.
+pub fn postgres_store(url: &str) -> Store {
+    Store::Postgres {
+        url: Secret::new(url),
+        max_connections: 10,
+        acquire_timeout: Duration::from_secs(3),
+        statement_timeout: Duration::from_secs(5),
     }
 }
 

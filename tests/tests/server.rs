@@ -1,6 +1,11 @@
 //! The server around the services: mutual TLS refusals, health, reflection, metrics,
 //! plans, the event log, not-yet-built RPCs and graceful shutdown.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
+)]
+
 use std::time::Duration;
 
 use tenantd_e2e::pb::api_key_service_client::ApiKeyServiceClient;
@@ -11,10 +16,19 @@ use tenantd_e2e::pb::{
     GetPlanRequest, GetProvisioningRequest, GetTenantRequest, ListPlansRequest,
     ListTenantEventsRequest, SuspendTenantRequest, VerifyApiKeyRequest,
 };
-use tenantd_e2e::{TestServer, admin_identity_from_foreign_ca, counter, create, new_tenant};
+use tenantd_e2e::{
+    Backend, TestServer, admin_identity_from_foreign_ca, counter, create, new_tenant,
+    on_every_store,
+};
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
+
+on_every_store!(
+    plans_are_listed_and_read,
+    every_change_is_listed_as_an_event_without_the_contact_email,
+    health_reports_serving_overall_and_per_service,
+);
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -35,7 +49,7 @@ async fn call_with(
 
 #[tokio::test]
 async fn client_without_a_certificate_is_refused() {
-    let server = TestServer::start().await.unwrap();
+    let server = TestServer::start(Backend::Memory).await.unwrap();
     let refused = call_with(&server, None)
         .await
         .expect_err("an anonymous client got through");
@@ -49,7 +63,7 @@ async fn client_without_a_certificate_is_refused() {
 
 #[tokio::test]
 async fn client_with_a_certificate_from_another_ca_is_refused() {
-    let server = TestServer::start().await.unwrap();
+    let server = TestServer::start(Backend::Memory).await.unwrap();
     let foreign = admin_identity_from_foreign_ca().unwrap();
     let refused = call_with(&server, Some(foreign))
         .await
@@ -58,11 +72,13 @@ async fn client_with_a_certificate_from_another_ca_is_refused() {
     assert!(refused.contains("fatal alert"), "{refused}");
 }
 
-#[tokio::test]
-async fn health_reports_serving_overall_and_per_service() {
-    let server = TestServer::start().await.unwrap();
+async fn health_reports_serving_overall_and_per_service(server: TestServer) {
     let mut health = HealthClient::new(server.admin_channel().await.unwrap());
-    for service in ["", "tenant.v1.TenantService", "tenant.v1.PlanService"] {
+    let mut services = vec!["", "tenant.v1.TenantService", "tenant.v1.PlanService"];
+    if server.schema().is_some() {
+        services.push("database");
+    }
+    for service in services {
         let response = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -84,7 +100,7 @@ async fn health_reports_serving_overall_and_per_service() {
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_every_service() {
     use tonic_reflection::pb::{v1, v1alpha};
-    let server = TestServer::start().await.unwrap();
+    let server = TestServer::start(Backend::Memory).await.unwrap();
     let channel = server.admin_channel().await.unwrap();
 
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
@@ -148,7 +164,7 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
 
 #[tokio::test]
 async fn metrics_count_the_calls_made_by_method_and_code() {
-    let server = TestServer::start().await.unwrap();
+    let server = TestServer::start(Backend::Memory).await.unwrap();
     let mut client = server.tenants().await.unwrap();
     create(&mut client, new_tenant("acme")).await.unwrap();
     for _ in 0..2 {
@@ -189,9 +205,7 @@ async fn metrics_count_the_calls_made_by_method_and_code() {
     assert!(text.contains("# TYPE grpc_server_handling_seconds histogram"));
 }
 
-#[tokio::test]
-async fn plans_are_listed_and_read() {
-    let server = TestServer::start().await.unwrap();
+async fn plans_are_listed_and_read(server: TestServer) {
     let mut plans = server.plans().await.unwrap();
     let listed = plans
         .list_plans(ListPlansRequest::default())
@@ -219,9 +233,7 @@ async fn plans_are_listed_and_read() {
     assert_eq!(status.code(), Code::NotFound);
 }
 
-#[tokio::test]
-async fn every_change_is_listed_as_an_event_without_the_contact_email() {
-    let server = TestServer::start().await.unwrap();
+async fn every_change_is_listed_as_an_event_without_the_contact_email(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     let tenant = create(&mut client, new_tenant("acme")).await.unwrap();
     client
@@ -267,7 +279,7 @@ async fn every_change_is_listed_as_an_event_without_the_contact_email() {
 
 #[tokio::test]
 async fn rpcs_of_capabilities_not_built_yet_say_what_is_missing() {
-    let server = TestServer::start().await.unwrap();
+    let server = TestServer::start(Backend::Memory).await.unwrap();
     let channel = server.admin_channel().await.unwrap();
     let status = ProvisioningServiceClient::new(channel.clone())
         .get_provisioning(GetProvisioningRequest {
@@ -297,7 +309,7 @@ async fn rpcs_of_capabilities_not_built_yet_say_what_is_missing() {
 
 #[tokio::test]
 async fn shutdown_stops_the_server_and_refuses_new_connections() {
-    let server = TestServer::start().await.unwrap();
+    let server = TestServer::start(Backend::Memory).await.unwrap();
     let addr = server.grpc_addr;
     create(&mut server.tenants().await.unwrap(), new_tenant("acme"))
         .await

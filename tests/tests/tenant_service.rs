@@ -1,5 +1,10 @@
 //! TenantService end to end: every RPC over mutual TLS against the real server, with the
-//! documented error codes.
+//! documented error codes, on the in-memory store and on PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
+)]
 
 use prost_types::FieldMask;
 use tenantd_e2e::pb::{
@@ -7,12 +12,23 @@ use tenantd_e2e::pb::{
     ResumeTenantRequest, SuspendTenantRequest, TenantStatus, UndeleteTenantRequest,
     UpdateTenantRequest,
 };
-use tenantd_e2e::{TestServer, create, new_tenant, violated_fields};
+use tenantd_e2e::{TestServer, create, new_tenant, on_every_store, violated_fields};
 use tonic::Code;
 
-#[tokio::test]
-async fn create_tenant_returns_an_active_tenant_that_get_tenant_returns() {
-    let server = TestServer::start().await.unwrap();
+on_every_store!(
+    create_tenant_returns_an_active_tenant_that_get_tenant_returns,
+    create_tenant_with_invalid_slug_returns_invalid_argument_naming_the_field,
+    create_tenant_with_reserved_slug_unknown_plan_or_no_tenant_is_invalid_argument,
+    create_tenant_with_taken_slug_returns_already_exists,
+    create_tenant_retried_with_the_same_request_id_returns_the_original,
+    get_tenant_with_unknown_id_returns_not_found_and_malformed_id_invalid_argument,
+    list_tenants_pages_in_creation_order_and_filters,
+    update_tenant_changes_only_masked_fields_and_checks_the_etag,
+    delete_tenant_is_soft_and_undelete_restores_it,
+    suspend_and_resume_follow_the_lifecycle,
+);
+
+async fn create_tenant_returns_an_active_tenant_that_get_tenant_returns(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     let created = create(&mut client, new_tenant("acme")).await.unwrap();
     assert_eq!(created.slug, "acme");
@@ -40,9 +56,9 @@ fn uuid_v7(text: &str) {
     assert_eq!(bytes[14], '7', "not a v7 UUID: {text}");
 }
 
-#[tokio::test]
-async fn create_tenant_with_invalid_slug_returns_invalid_argument_naming_the_field() {
-    let server = TestServer::start().await.unwrap();
+async fn create_tenant_with_invalid_slug_returns_invalid_argument_naming_the_field(
+    server: TestServer,
+) {
     let mut client = server.tenants().await.unwrap();
     let mut tenant = new_tenant("acme");
     tenant.slug = "Not A Slug".into();
@@ -58,9 +74,9 @@ async fn create_tenant_with_invalid_slug_returns_invalid_argument_naming_the_fie
     );
 }
 
-#[tokio::test]
-async fn create_tenant_with_reserved_slug_unknown_plan_or_no_tenant_is_invalid_argument() {
-    let server = TestServer::start().await.unwrap();
+async fn create_tenant_with_reserved_slug_unknown_plan_or_no_tenant_is_invalid_argument(
+    server: TestServer,
+) {
     let mut client = server.tenants().await.unwrap();
     let mut reserved = new_tenant("admin");
     reserved.slug = "admin".into();
@@ -81,18 +97,14 @@ async fn create_tenant_with_reserved_slug_unknown_plan_or_no_tenant_is_invalid_a
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn create_tenant_with_taken_slug_returns_already_exists() {
-    let server = TestServer::start().await.unwrap();
+async fn create_tenant_with_taken_slug_returns_already_exists(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     create(&mut client, new_tenant("acme")).await.unwrap();
     let status = create(&mut client, new_tenant("acme")).await.unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
 }
 
-#[tokio::test]
-async fn create_tenant_retried_with_the_same_request_id_returns_the_original() {
-    let server = TestServer::start().await.unwrap();
+async fn create_tenant_retried_with_the_same_request_id_returns_the_original(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     let request = CreateTenantRequest {
         tenant: Some(new_tenant("acme")),
@@ -117,9 +129,9 @@ async fn create_tenant_retried_with_the_same_request_id_returns_the_original() {
     assert_eq!(violated_fields(&status)[0], "request_id");
 }
 
-#[tokio::test]
-async fn get_tenant_with_unknown_id_returns_not_found_and_malformed_id_invalid_argument() {
-    let server = TestServer::start().await.unwrap();
+async fn get_tenant_with_unknown_id_returns_not_found_and_malformed_id_invalid_argument(
+    server: TestServer,
+) {
     let mut client = server.tenants().await.unwrap();
     let unknown = "019ab3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b";
     let status = client
@@ -138,9 +150,7 @@ async fn get_tenant_with_unknown_id_returns_not_found_and_malformed_id_invalid_a
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn list_tenants_pages_in_creation_order_and_filters() {
-    let server = TestServer::start().await.unwrap();
+async fn list_tenants_pages_in_creation_order_and_filters(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     let mut slugs = Vec::new();
     for i in 0..5 {
@@ -214,9 +224,7 @@ async fn list_tenants_pages_in_creation_order_and_filters() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn update_tenant_changes_only_masked_fields_and_checks_the_etag() {
-    let server = TestServer::start().await.unwrap();
+async fn update_tenant_changes_only_masked_fields_and_checks_the_etag(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     let created = create(&mut client, new_tenant("acme")).await.unwrap();
 
@@ -268,9 +276,7 @@ async fn update_tenant_changes_only_masked_fields_and_checks_the_etag() {
     }
 }
 
-#[tokio::test]
-async fn delete_tenant_is_soft_and_undelete_restores_it() {
-    let server = TestServer::start().await.unwrap();
+async fn delete_tenant_is_soft_and_undelete_restores_it(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     let created = create(&mut client, new_tenant("acme")).await.unwrap();
     let id = created.tenant_id.clone();
@@ -337,9 +343,7 @@ async fn delete_tenant_is_soft_and_undelete_restores_it() {
     assert!(restored.delete_time.is_none());
 }
 
-#[tokio::test]
-async fn suspend_and_resume_follow_the_lifecycle() {
-    let server = TestServer::start().await.unwrap();
+async fn suspend_and_resume_follow_the_lifecycle(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     let created = create(&mut client, new_tenant("acme")).await.unwrap();
     let id = created.tenant_id.clone();

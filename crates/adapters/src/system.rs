@@ -1,16 +1,17 @@
 //! Adapters over the operating system: wall clock and UUIDv7 ids.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use tenantd_domain::ports::{Clock, IdGenerator};
 use uuid::Uuid;
 
-/// The wall clock.
+/// The wall clock, at microsecond precision: what PostgreSQL stores, so a tenant returned
+/// by a create equals the same tenant read back later, whatever the store.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        Utc::now().trunc_subsecs(6)
     }
 }
 
@@ -28,6 +29,11 @@ impl IdGenerator for UuidV7Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_has_microsecond_precision() {
+        assert_eq!(SystemClock.now().timestamp_subsec_nanos() % 1_000, 0);
+    }
 
     #[test]
     fn ids_are_v7_and_strictly_increasing() {

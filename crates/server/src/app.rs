@@ -22,16 +22,11 @@ use crate::proto::{
     plan_service_server::PlanServiceServer, provisioning_service_server::ProvisioningServiceServer,
     tenant_service_server::TenantServiceServer,
 };
-use crate::{tls, wiring};
+use crate::{health, tls, wiring};
 
-/// Services reported by grpc.health.v1 (besides the overall "" status).
-const SERVICES: [&str; 5] = [
-    "tenant.v1.TenantService",
-    "tenant.v1.ProvisioningService",
-    "tenant.v1.ApiKeyService",
-    "tenant.v1.PlanService",
-    "tenant.v1.EventService",
-];
+/// Deadline of a call whose client sets none (a shorter grpc-timeout wins). The database
+/// pool's acquire timeout stays well below it, so an exhausted pool answers UNAVAILABLE.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Reflection serves our services, health, and google.rpc's error details (so tools such
 /// as grpcurl can decode the BadRequest and RetryInfo details of our errors).
@@ -61,7 +56,7 @@ impl App {
     /// Bad TLS material, an address that cannot be bound, metrics registration failure.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let tls = tls::load(&config.tls, &config.trust_domain)?;
-        let services = wiring::build(&config);
+        let services = wiring::build(&config).await?;
         let registry = Registry::new();
         let grpc_metrics = GrpcMetrics::register(
             &registry,
@@ -128,12 +123,18 @@ impl App {
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_service_status("", ServingStatus::Serving).await;
-        for service in SERVICES {
+        health::set_all(&health, ServingStatus::Serving).await;
+        // Dependencies were reachable when the app was built; the prober takes over from here.
+        for check in &self.services.checks {
             health
-                .set_service_status(service, ServingStatus::Serving)
+                .set_service_status(check.name(), ServingStatus::Serving)
                 .await;
         }
+        let prober = tokio::spawn(health::probe(
+            health.clone(),
+            self.services.checks.clone(),
+            self.config.health_probe_interval,
+        ));
         // v1 for current clients, v1alpha for grpcurl 1.8.x and other older tools.
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -142,6 +143,7 @@ impl App {
         let router = Server::builder()
             .tls_config(self.tls.config)
             .context("tls: the certificate, key or client CA is not usable")?
+            .timeout(REQUEST_TIMEOUT)
             .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
             .layer(GrpcMetricsLayer::new(self.grpc_metrics))
             .add_service(health_service)
@@ -163,14 +165,8 @@ impl App {
 
         shutdown.await;
         tracing::info!("shutting down: draining in-flight calls");
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        for service in SERVICES {
-            health
-                .set_service_status(service, ServingStatus::NotServing)
-                .await;
-        }
+        prober.abort();
+        health::set_all(&health, ServingStatus::NotServing).await;
         let _receivers_gone = stop_tx.send(true);
 
         let grace = self.config.shutdown_grace;

@@ -40,10 +40,11 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
-#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
 pub enum Command {
     /// Run the gRPC server (the default).
     Serve(ServeArgs),
+    /// Apply pending database migrations and exit (start-up also applies them).
+    Migrate(ServeArgs),
     /// Manage development certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -119,6 +120,23 @@ pub struct ServeArgs {
     /// Log filter in tracing's env-filter syntax [default: info].
     #[arg(long, env = "TENANTD_LOG")]
     pub log: Option<String>,
+    /// PostgreSQL URL (also read from DATABASE_URL); unset = in-memory store.
+    #[arg(long, env = "TENANTD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Most pooled database connections [default: 10].
+    #[arg(long, env = "TENANTD_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
+    /// Longest wait for a pooled connection, in milliseconds; a call that waits longer
+    /// fails with UNAVAILABLE [default: 3000].
+    #[arg(long, env = "TENANTD_DATABASE_ACQUIRE_TIMEOUT_MS")]
+    pub database_acquire_timeout_ms: Option<u64>,
+    /// Server-side limit of one SQL statement, in milliseconds [default: 5000].
+    #[arg(long, env = "TENANTD_DATABASE_STATEMENT_TIMEOUT_MS")]
+    pub database_statement_timeout_ms: Option<u64>,
+    /// How often dependencies are probed for the health service, in milliseconds
+    /// [default: 2000].
+    #[arg(long, env = "TENANTD_HEALTH_PROBE_INTERVAL_MS")]
+    pub health_probe_interval_ms: Option<u64>,
 }
 
 /// The same settings in the TOML file.
@@ -136,6 +154,11 @@ struct FileConfig {
     shutdown_grace_seconds: Option<u64>,
     log_format: Option<LogFormat>,
     log: Option<String>,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    database_acquire_timeout_ms: Option<u64>,
+    database_statement_timeout_ms: Option<u64>,
+    health_probe_interval_ms: Option<u64>,
 }
 
 /// Where the server's TLS material comes from.
@@ -154,6 +177,46 @@ pub enum TlsSource {
     Dev {
         /// The directory.
         dir: PathBuf,
+    },
+}
+
+/// A secret string (a database URL may carry a password): never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where tenants are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// In memory: the embedded default, lost on exit.
+    Memory,
+    /// PostgreSQL.
+    Postgres {
+        /// Connection URL.
+        url: Secret,
+        /// Pool limits.
+        max_connections: u32,
+        /// Longest wait for a pooled connection.
+        acquire_timeout: Duration,
+        /// Server-side statement limit.
+        statement_timeout: Duration,
     },
 }
 
@@ -176,6 +239,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter.
     pub log: String,
+    /// Where tenants are stored.
+    pub store: Store,
+    /// Interval of the dependency health probes.
+    pub health_probe_interval: Duration,
 }
 
 /// A configuration problem, naming the setting.
@@ -255,7 +322,26 @@ impl Config {
                 "is not a valid tracing filter (e.g. info,tenantd=debug)",
             ));
         }
+        let store = store(
+            args.database_url
+                .or_else(|| std::env::var("DATABASE_URL").ok())
+                .or(file.database_url),
+            args.database_max_connections
+                .or(file.database_max_connections),
+            args.database_acquire_timeout_ms
+                .or(file.database_acquire_timeout_ms),
+            args.database_statement_timeout_ms
+                .or(file.database_statement_timeout_ms),
+        )?;
+        let health_probe_interval = positive_ms(
+            "health-probe-interval-ms",
+            args.health_probe_interval_ms
+                .or(file.health_probe_interval_ms),
+            2000,
+        )?;
         Ok(Self {
+            store,
+            health_probe_interval,
             listen: args
                 .listen
                 .or(file.listen)
@@ -275,6 +361,49 @@ impl Config {
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             log,
         })
+    }
+}
+
+/// The store: PostgreSQL when a URL is set, else memory.
+fn store(
+    url: Option<String>,
+    max_connections: Option<u32>,
+    acquire_timeout_ms: Option<u64>,
+    statement_timeout_ms: Option<u64>,
+) -> Result<Store, ConfigError> {
+    let Some(url) = url.filter(|url| !url.is_empty()) else {
+        return Ok(Store::Memory);
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(bad(
+            "database-url",
+            "must be a postgres:// or postgresql:// URL",
+        ));
+    }
+    let max_connections = max_connections.unwrap_or(10);
+    if max_connections == 0 {
+        return Err(bad("database-max-connections", "must be at least 1"));
+    }
+    Ok(Store::Postgres {
+        url: Secret::new(url),
+        max_connections,
+        acquire_timeout: positive_ms("database-acquire-timeout-ms", acquire_timeout_ms, 3000)?,
+        statement_timeout: positive_ms(
+            "database-statement-timeout-ms",
+            statement_timeout_ms,
+            5000,
+        )?,
+    })
+}
+
+fn positive_ms(
+    setting: &'static str,
+    value: Option<u64>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(bad(setting, "must be at least 1")),
+        ms => Ok(Duration::from_millis(ms)),
     }
 }
 
@@ -355,6 +484,31 @@ mod tests {
             let err = Config::load(parse(&["--deletion-retention-days", days])).unwrap_err();
             assert_eq!(err.setting, "deletion-retention-days");
         }
+    }
+
+    #[test]
+    fn database_url_selects_postgres_and_is_redacted() {
+        let config = Config::load(parse(&[
+            "--database-url",
+            "postgres://app:s3cret@db:5432/tenantd",
+            "--database-acquire-timeout-ms",
+            "750",
+        ]))
+        .unwrap();
+        let Store::Postgres {
+            url,
+            acquire_timeout,
+            ..
+        } = &config.store
+        else {
+            panic!("expected PostgreSQL");
+        };
+        assert_eq!(url.expose(), "postgres://app:s3cret@db:5432/tenantd");
+        assert_eq!(*acquire_timeout, Duration::from_millis(750));
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        let err = Config::load(parse(&["--database-url", "mysql://db"])).unwrap_err();
+        assert_eq!(err.setting, "database-url");
     }
 
     #[test]

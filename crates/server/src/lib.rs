@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod devcerts;
 pub mod grpc;
+pub mod health;
 pub mod metrics;
 pub mod proto;
 pub mod telemetry;

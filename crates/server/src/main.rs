@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tenantd_server::config::{CertsCommand, Cli, Command, ServeArgs};
+use tenantd_server::config::{CertsCommand, Cli, Command, ServeArgs, Store};
 use tenantd_server::{App, Config, devcerts, install_crypto_provider, telemetry};
 
 fn main() -> ExitCode {
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Migrate(args) => runtime.block_on(migrate(args)),
         Command::Certs(CertsCommand::Generate {
             dev_certs_dir,
             trust_domain,
@@ -46,11 +47,14 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args)?;
     telemetry::init(config.log_format, &config.log);
+    let in_memory = config.store == Store::Memory;
     let app = App::build(config).await?;
     let addr = app.grpc_addr()?;
-    tracing::warn!(
-        "embedded mode: no database is configured, so tenants live in memory and are lost when tenantd stops"
-    );
+    if in_memory {
+        tracing::warn!(
+            "embedded mode: no database is configured, so tenants live in memory and are lost when tenantd stops"
+        );
+    }
     tracing::info!(grpc = %addr, metrics = %app.metrics_addr()?, "tenantd listening");
     if let Some(certs) = app.dev_certs() {
         let host = if addr.ip().is_unspecified() {
@@ -66,6 +70,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     app.run_until(shutdown_signal()).await
+}
+
+async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args)?;
+    telemetry::init(config.log_format, &config.log);
+    tenantd_server::wiring::migrate(&config).await?;
+    println!("migrations applied");
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -3,14 +3,19 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+use async_trait::async_trait;
 use tenantd_adapters::memory::{MemoryPlanRepository, MemoryStore};
+use tenantd_adapters::postgres::{self, PgPlanRepository, PgSettings, PgStore};
 use tenantd_adapters::system::{SystemClock, UuidV7Generator};
 use tenantd_application::{EventService, PlanService, TenantService, TenantSettings};
+use tenantd_domain::ports::{EventLog, PlanRepository, TenantRepository};
 
-use crate::config::Config;
+use crate::config::{Config, Store};
+use crate::health::DependencyCheck;
 
-/// The use-case services the gRPC handlers call.
-#[derive(Debug, Clone)]
+/// The use-case services the gRPC handlers call, and the dependencies to probe.
+#[derive(Clone)]
 pub struct Services {
     /// Tenant lifecycle.
     pub tenants: TenantService,
@@ -18,27 +23,126 @@ pub struct Services {
     pub plans: PlanService,
     /// Event log.
     pub events: EventService,
+    /// Dependencies the health service reports.
+    pub checks: Vec<Arc<dyn DependencyCheck>>,
 }
 
-/// Builds the services for `config`. Without a database every port is served from memory
-/// (the embedded default).
-pub fn build(config: &Config) -> Services {
-    let store = MemoryStore::new();
-    let plans = Arc::new(MemoryPlanRepository::default());
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field(
+                "checks",
+                &self.checks.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// One adapter per port.
+struct Ports {
+    tenants: Arc<dyn TenantRepository>,
+    events: Arc<dyn EventLog>,
+    plans: Arc<dyn PlanRepository>,
+    checks: Vec<Arc<dyn DependencyCheck>>,
+}
+
+/// Builds the services for `config`: PostgreSQL (connected and migrated) when a database
+/// is configured, else every port in memory (the embedded default).
+///
+/// # Errors
+/// One line naming `database-url` when the database is unreachable or cannot be migrated.
+pub async fn build(config: &Config) -> anyhow::Result<Services> {
+    let ports = match &config.store {
+        Store::Memory => {
+            let store = MemoryStore::new();
+            Ports {
+                tenants: Arc::new(store.clone()),
+                events: Arc::new(store),
+                plans: Arc::new(MemoryPlanRepository::default()),
+                checks: Vec::new(),
+            }
+        }
+        Store::Postgres { url, .. } => {
+            let pool = postgres::connect(url.expose(), &pg_settings(config))
+                .await
+                .context("database-url")?;
+            postgres::migrate(&pool).await.context("database-url")?;
+            let store = PgStore::new(pool.clone());
+            Ports {
+                tenants: Arc::new(store.clone()),
+                events: Arc::new(store.clone()),
+                plans: Arc::new(PgPlanRepository::new(pool)),
+                checks: vec![Arc::new(Database(store))],
+            }
+        }
+    };
     let settings = TenantSettings {
         deletion_retention: chrono::Duration::from_std(config.deletion_retention)
             .unwrap_or(chrono::Duration::days(30)),
         ..TenantSettings::default()
     };
-    Services {
+    Ok(Services {
         tenants: TenantService::new(
-            Arc::new(store.clone()),
-            plans.clone(),
+            ports.tenants,
+            ports.plans.clone(),
             Arc::new(SystemClock),
             Arc::new(UuidV7Generator),
             settings,
         ),
-        plans: PlanService::new(plans),
-        events: EventService::new(Arc::new(store)),
+        plans: PlanService::new(ports.plans),
+        events: EventService::new(ports.events),
+        checks: ports.checks,
+    })
+}
+
+/// Applies the migrations of the configured database (`tenantd migrate`).
+///
+/// # Errors
+/// When no database is configured, or it is unreachable, or a migration fails.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let Store::Postgres { url, .. } = &config.store else {
+        anyhow::bail!(
+            "database-url: no database is configured (set DATABASE_URL or --database-url)"
+        );
+    };
+    let pool = postgres::connect(url.expose(), &pg_settings(config))
+        .await
+        .context("database-url")?;
+    postgres::migrate(&pool).await.context("database-url")?;
+    pool.close().await;
+    Ok(())
+}
+
+fn pg_settings(config: &Config) -> PgSettings {
+    match &config.store {
+        Store::Postgres {
+            max_connections,
+            acquire_timeout,
+            statement_timeout,
+            ..
+        } => PgSettings {
+            max_connections: *max_connections,
+            acquire_timeout: *acquire_timeout,
+            statement_timeout: *statement_timeout,
+        },
+        Store::Memory => PgSettings::default(),
+    }
+}
+
+/// PostgreSQL as a health dependency: without it nothing can be served.
+struct Database(PgStore);
+
+#[async_trait]
+impl DependencyCheck for Database {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    fn critical(&self) -> bool {
+        true
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
     }
 }
