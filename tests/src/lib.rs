@@ -2,6 +2,9 @@
 //! ports with freshly generated certificates (its own per test, so tests share nothing),
 //! and gRPC clients that talk to it over mutual TLS.
 
+pub mod process;
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -149,8 +152,7 @@ impl TestServer {
     /// # Errors
     /// When the connection fails.
     pub async fn admin_channel(&self) -> anyhow::Result<Channel> {
-        let identity = identity(&self.certs.admin_cert(), &self.certs.admin_key())?;
-        self.channel(Some(identity)).await
+        admin_channel(self.grpc_addr, &self.certs).await
     }
 
     /// A channel trusting the server's CA and presenting `identity`, if any.
@@ -159,20 +161,7 @@ impl TestServer {
     /// When the connection fails (with TLS 1.3 a refused client certificate usually only
     /// shows on the first RPC).
     pub async fn channel(&self, identity: Option<Identity>) -> anyhow::Result<Channel> {
-        let ca = Certificate::from_pem(std::fs::read(self.certs.ca_cert())?);
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(ca)
-            .domain_name("localhost");
-        if let Some(identity) = identity {
-            tls = tls.identity(identity);
-        }
-        let channel = Channel::from_shared(format!("https://{}", self.grpc_addr))?
-            .tls_config(tls)?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
-        Ok(channel)
+        channel(self.grpc_addr, &self.certs, identity).await
     }
 
     /// A TenantService client as admin.
@@ -251,6 +240,41 @@ pub fn postgres_store(url: &str) -> Store {
         acquire_timeout: Duration::from_secs(3),
         statement_timeout: Duration::from_secs(5),
     }
+}
+
+/// A channel to `addr` trusting the CA of `certs` and presenting `identity`, if any.
+///
+/// # Errors
+/// When the connection fails (with TLS 1.3 a refused client certificate usually only shows
+/// on the first RPC).
+pub async fn channel(
+    addr: SocketAddr,
+    certs: &DevCerts,
+    identity: Option<Identity>,
+) -> anyhow::Result<Channel> {
+    let ca = Certificate::from_pem(std::fs::read(certs.ca_cert())?);
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    let channel = Channel::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    Ok(channel)
+}
+
+/// A channel to `addr` presenting the admin certificate of `certs`.
+///
+/// # Errors
+/// When the connection fails.
+pub async fn admin_channel(addr: SocketAddr, certs: &DevCerts) -> anyhow::Result<Channel> {
+    let identity = identity(&certs.admin_cert(), &certs.admin_key())?;
+    channel(addr, certs, Some(identity)).await
 }
 
 /// A client identity from PEM files.

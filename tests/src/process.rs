@@ -1,0 +1,91 @@
+//! The real `tenantd` binary as a child process, for tests that kill it or start several.
+//! The binary is the one `cargo build --bin tenantd` left beside the test executable
+//! (`make test` builds it first).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running `tenantd` process.
+#[derive(Debug)]
+pub struct TenantdProcess {
+    child: Child,
+    /// Its gRPC address.
+    pub grpc_addr: SocketAddr,
+}
+
+/// Path of the `tenantd` binary built next to the running test.
+///
+/// # Errors
+/// When it has not been built.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no target directory")?;
+    let binary = dir.join("tenantd");
+    if !binary.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build --bin tenantd` (make test does)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+impl TenantdProcess {
+    /// Starts `tenantd` on free ports with `database_url` and the development certificates
+    /// in `certs_dir`, and waits until it listens.
+    ///
+    /// # Errors
+    /// When it cannot start or exits before listening (its stderr is in the error).
+    pub async fn start(database_url: &str, certs_dir: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary()?)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json", "--log", "info"])
+            .arg("--dev-certs-dir")
+            .arg(certs_dir)
+            .env("TENANTD_DATABASE_URL", database_url)
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot spawn tenantd")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        let grpc_addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "tenantd listening"
+                    && let Some(addr) = event["grpc"].as_str()
+                {
+                    return Ok(addr.parse::<SocketAddr>()?);
+                }
+                seen.push(line);
+            }
+            bail!("tenantd exited before listening:\n{}", seen.join("\n"))
+        })
+        .await
+        .context("tenantd did not listen within 30 s")??;
+        // Keep draining its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { child, grpc_addr })
+    }
+
+    /// Kills the process with SIGKILL: no shutdown hook runs.
+    ///
+    /// # Errors
+    /// When the signal cannot be delivered.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
