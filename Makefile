@@ -1,17 +1,17 @@
 # The Makefile mirrors CI: `make test` is exactly what .ci/run checks.
 CARGO ?= cargo
 
-.PHONY: run build test fmt fmt-check lint proto-lint test-rust smoke certs
+.PHONY: run build test fmt fmt-check lint proto-lint services test-rust smoke certs migrate
 
-## run: start tenantd on the embedded (in-memory) default with development certificates
+## run: start tenantd with development certificates: in memory, or on DATABASE_URL when set
 run:
 	$(CARGO) run --bin tenantd
 
 build:
 	$(CARGO) build --workspace --all-targets
 
-## test: formatting, clippy, buf lint, every Rust test, then the README smoke test
-test: fmt-check lint proto-lint test-rust smoke
+## test: formatting, clippy, buf lint, PostgreSQL up, every Rust test, README smoke test
+test: fmt-check lint proto-lint services test-rust smoke
 
 fmt:
 	$(CARGO) fmt --all
@@ -26,12 +26,22 @@ proto-lint:
 	@command -v buf >/dev/null || { echo "buf is missing: npm install -g @bufbuild/buf" >&2; exit 1; }
 	buf lint
 
+## services: make sure the test PostgreSQL answers (TEST_DATABASE_URL / DATABASE_URL / local)
+services:
+	scripts/test-services.sh
+
+# The process tests run the tenantd binary, so it is built first.
 test-rust:
+	$(CARGO) build --bin tenantd
 	$(CARGO) test --workspace --all-targets
 
 smoke:
 	$(CARGO) build --bin tenantd
 	scripts/smoke.sh
+
+## migrate: apply the migrations to DATABASE_URL
+migrate:
+	$(CARGO) run --bin tenantd -- migrate
 
 ## certs: (re)generate the development certificates in .tenantd/dev-certs
 certs:

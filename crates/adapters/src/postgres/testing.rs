@@ -55,7 +55,8 @@ impl ScratchSchema {
         &self.name
     }
 
-    /// A URL whose connections use this schema (through the `search_path` option).
+    /// A URL whose connections use this schema, through the `options` parameter that both
+    /// sqlx and libpq (psql) understand.
     pub fn url(&self) -> String {
         let separator = if self.base_url.contains('?') {
             '&'
@@ -63,7 +64,7 @@ impl ScratchSchema {
             '?'
         };
         format!(
-            "{}{separator}options[search_path]={}",
+            "{}{separator}options=-csearch_path%3D{}",
             self.base_url, self.name
         )
     }
