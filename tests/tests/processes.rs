@@ -12,7 +12,7 @@ use tenantd_e2e::pb::event_service_client::EventServiceClient;
 use tenantd_e2e::pb::tenant_event::Payload;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
 use tenantd_e2e::pb::{GetTenantRequest, ListTenantEventsRequest};
-use tenantd_e2e::process::TenantdProcess;
+use tenantd_e2e::process::{TenantdProcess, binary};
 use tenantd_e2e::{admin_channel, create, new_tenant};
 use tenantd_server::devcerts::{self, DevCerts};
 use tonic_health::pb::HealthCheckRequest;
@@ -104,4 +104,59 @@ async fn three_replicas_started_together_on_an_empty_database_all_become_healthy
             .unwrap();
     let expected = i64::try_from(MIGRATOR.iter().count()).unwrap();
     assert_eq!((applied, succeeded), (expected, expected));
+}
+
+#[tokio::test]
+async fn migrate_subcommand_applies_the_migrations_and_exits() {
+    let schema = ScratchSchema::create().await.unwrap();
+    let output = tokio::process::Command::new(binary().unwrap())
+        .arg("migrate")
+        .env("TENANTD_DATABASE_URL", schema.url())
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    let pool = sqlx::PgPool::connect(&schema.url()).await.unwrap();
+    let (tables,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() \
+         AND table_name IN ('tenants', 'plans', 'idempotency_records', 'tenant_events')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 4);
+}
+
+#[tokio::test]
+async fn a_bad_or_unreachable_database_stops_startup_with_one_line_and_no_password() {
+    let (dir, _certs) = certs();
+    for url in [
+        "postgres://app:hunter2@127.0.0.1:1/tenantd",
+        "postgres://app:hunter2@[::1/tenantd",
+    ] {
+        let output = tokio::process::Command::new(binary().unwrap())
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .arg("--dev-certs-dir")
+            .arg(dir.path())
+            .env("TENANTD_DATABASE_URL", url)
+            .env_remove("DATABASE_URL")
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{url} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.starts_with("tenantd: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "{stderr}");
+        assert!(errors[0].contains("database-url"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
+    }
 }

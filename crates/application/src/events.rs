@@ -53,3 +53,65 @@ impl EventService {
         Ok(page.finish(fetched, &filters, |e| e.id.0.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use tenantd_domain::EventKind;
+    use tenantd_domain::ports::MockEventLog;
+
+    use super::*;
+
+    fn event(tenant: TenantId) -> Event {
+        Event {
+            id: EventId(Uuid::now_v7()),
+            tenant_id: tenant,
+            occurred_at: Utc::now(),
+            kind: EventKind::TenantResumed,
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_through_one_tenants_events_after_the_last_id() {
+        let tenant = TenantId::from_uuid(Uuid::now_v7()).unwrap();
+        let events: Vec<Event> = (0..3).map(|_| event(tenant)).collect();
+        let all = events.clone();
+        let mut log = MockEventLog::new();
+        log.expect_list().returning(move |t, after, limit| {
+            assert_eq!(t, Some(tenant));
+            Ok(all
+                .iter()
+                .filter(|e| after.is_none_or(|a| e.id > a))
+                .take(limit)
+                .cloned()
+                .collect())
+        });
+        let svc = EventService::new(Arc::new(log));
+        let id = tenant.to_string();
+        let first = svc.list_tenant_events(&id, 2, "").await.unwrap();
+        assert_eq!(first.items, events[..2]);
+        let second = svc
+            .list_tenant_events(&id, 2, &first.next_page_token)
+            .await
+            .unwrap();
+        assert_eq!(second.items, events[2..]);
+        assert!(second.next_page_token.is_empty());
+        let other = Uuid::now_v7().to_string();
+        assert!(matches!(
+            svc.list_tenant_events(&other, 2, &first.next_page_token)
+                .await,
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn malformed_tenant_id_is_invalid_and_reads_nothing() {
+        let mut log = MockEventLog::new();
+        log.expect_list().never();
+        let svc = EventService::new(Arc::new(log));
+        assert!(matches!(
+            svc.list_tenant_events("nope", 0, "").await,
+            Err(Error::InvalidArgument(v)) if v[0].field == "tenant_id"
+        ));
+    }
+}

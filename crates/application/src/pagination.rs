@@ -1,8 +1,8 @@
 //! Cursor pagination: page sizes and opaque page tokens.
 //!
-//! A token is base64url JSON holding the last key returned and a fingerprint of the
-//! filters it was issued for, so a token replayed with other filters (or edited by hand)
-//! is refused with INVALID_ARGUMENT instead of silently returning the wrong page.
+//! A token is base64url JSON holding the last key returned and a checksum binding that key
+//! to the filters it was issued for, so a token replayed with other filters, or edited by
+//! hand, is refused with INVALID_ARGUMENT instead of silently returning the wrong page.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,7 +33,7 @@ pub struct Page<T> {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Token {
-    /// Fingerprint of the filters.
+    /// Checksum of the filters and the key.
     f: String,
     /// Last key returned.
     k: String,
@@ -63,7 +63,7 @@ impl PageRequest {
         };
         let bytes = URL_SAFE_NO_PAD.decode(page_token).map_err(|_| invalid())?;
         let token: Token = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-        if token.f != fingerprint(filters) || token.k.is_empty() {
+        if token.k.is_empty() || token.f != checksum(filters, &token.k) {
             return Err(invalid());
         }
         Ok(Self {
@@ -103,15 +103,18 @@ impl PageRequest {
 
 fn encode(last_key: &str, filters: &str) -> String {
     let token = Token {
-        f: fingerprint(filters),
+        f: checksum(filters, last_key),
         k: last_key.to_owned(),
     };
     let json = serde_json::to_vec(&token).unwrap_or_default();
     URL_SAFE_NO_PAD.encode(json)
 }
 
-fn fingerprint(filters: &str) -> String {
-    let mut hex = crate::digest::sha256_hex(filters.as_bytes());
+/// Binds a key to the filters it was issued for. Unkeyed on purpose: it catches replays with
+/// other filters and hand-edited tokens, not forgery, and needs none (a forged token can
+/// only move a caller within results it may list anyway).
+fn checksum(filters: &str, key: &str) -> String {
+    let mut hex = crate::digest::sha256_hex(format!("{filters}\0{key}").as_bytes());
     hex.truncate(16);
     hex
 }
@@ -144,6 +147,18 @@ mod tests {
         let next = PageRequest::parse(2, &page.next_page_token, "tenants;plan=pro").unwrap();
         assert_eq!(next.after.as_deref(), Some("2"));
         assert!(PageRequest::parse(2, &page.next_page_token, "tenants;plan=free").is_err());
+    }
+
+    #[test]
+    fn a_token_with_an_edited_key_is_refused() {
+        let req = PageRequest::parse(1, "", "q").unwrap();
+        let token = req
+            .finish(vec!["a", "b"], "q", ToString::to_string)
+            .next_page_token;
+        let json = String::from_utf8(URL_SAFE_NO_PAD.decode(&token).unwrap()).unwrap();
+        let edited = URL_SAFE_NO_PAD.encode(json.replace(r#""k":"a""#, r#""k":"z""#));
+        assert_ne!(edited, token);
+        assert!(PageRequest::parse(1, &edited, "q").is_err());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use sqlx::Connection as _;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 /// The control-plane migrations, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -75,15 +76,26 @@ pub async fn connect(url: &str, settings: &PgSettings) -> Result<PgPool, Connect
         options.get_port(),
         options.get_database().unwrap_or("postgres")
     );
+    let unreachable = |cause: String| ConnectError::Unreachable {
+        target: target.clone(),
+        cause,
+    };
+    // One direct attempt first: a pool would only report that it timed out, while the
+    // connection itself says why (refused, unknown host, authentication failed, ...).
+    let probe = tokio::time::timeout(
+        settings.acquire_timeout,
+        PgConnection::connect_with(&options),
+    )
+    .await
+    .map_err(|_| unreachable(format!("no answer within {:?}", settings.acquire_timeout)))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    let _closed = probe.close().await;
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
         .connect_with(options)
         .await
-        .map_err(|e| ConnectError::Unreachable {
-            target,
-            cause: e.to_string(),
-        })
+        .map_err(|e| unreachable(e.to_string()))
 }
 
 /// Applies pending migrations under sqlx's advisory lock.
