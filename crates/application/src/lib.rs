@@ -2,12 +2,14 @@
 //! validation, idempotency, pagination and lifecycle decisions live here, never in the
 //! gRPC handlers nor in the adapters.
 
+pub mod authorization;
 mod digest;
 pub mod events;
 pub mod pagination;
 pub mod plans;
 pub mod tenants;
 
+pub use authorization::{Operation, authorize};
 pub use events::EventService;
 pub use pagination::{Page, PageRequest};
 pub use plans::PlanService;

@@ -52,6 +52,9 @@ pub enum Error {
         /// The id that was looked up.
         id: String,
     },
+    /// The caller may not do this. The message never says whether the target exists.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// A resource with the same unique key already exists.
     #[error("{resource} already exists: {detail}")]
     AlreadyExists {

@@ -9,11 +9,13 @@ pub mod error;
 pub mod event;
 pub mod plan;
 pub mod ports;
+pub mod principal;
 pub mod tenant;
 
 pub use error::{Error, FieldViolation, RepoError};
 pub use event::{Event, EventId, EventKind};
 pub use plan::{Plan, PlanId, PlanQuotas};
+pub use principal::Principal;
 pub use tenant::{
     ContactEmail, DisplayName, Labels, NewTenant, Slug, Tenant, TenantChange, TenantConfig,
     TenantId, TenantParts, TenantStatus,

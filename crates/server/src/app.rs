@@ -16,6 +16,7 @@ use tonic_health::ServingStatus;
 use crate::config::Config;
 use crate::devcerts::DevCerts;
 use crate::grpc::{EventApi, PendingApiKeyApi, PendingProvisioningApi, PlanApi, TenantApi};
+use crate::identity::IdentityLayer;
 use crate::metrics::{GrpcMetrics, GrpcMetricsLayer};
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
@@ -146,6 +147,7 @@ impl App {
             .timeout(REQUEST_TIMEOUT)
             .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
             .layer(GrpcMetricsLayer::new(self.grpc_metrics))
+            .layer(IdentityLayer::new(&self.config.trust_domain))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -66,6 +66,34 @@ pub enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Issue a client certificate signed by the development CA, for a tenant, a service or
+    /// an admin, as `<name>.pem` and `<name>.key` in the development certificate directory.
+    Issue {
+        /// Where the development CA is (and the new files go).
+        #[arg(long, env = "TENANTD_DEV_CERTS_DIR", default_value = DEFAULT_DEV_CERTS_DIR)]
+        dev_certs_dir: PathBuf,
+        /// SPIFFE trust domain of the identity.
+        #[arg(long, env = "TENANTD_TRUST_DOMAIN", default_value = DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// The identity.
+        #[command(flatten)]
+        identity: IdentityArgs,
+    },
+}
+
+/// Exactly one identity for `certs issue`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct IdentityArgs {
+    /// A tenant's id (UUIDv7): the certificate acts as that tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// A service name (e.g. billing): the certificate acts as that service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// An operator.
+    #[arg(long)]
+    pub admin: bool,
 }
 
 /// Log output format.

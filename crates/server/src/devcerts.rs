@@ -112,6 +112,28 @@ fn generate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issues a client certificate for `spiffe_id`, signed by the development CA in `dir`
+/// (`ca.pem` + `ca.key`), as `<name>.pem` and `<name>.key` there. Returns the two paths.
+///
+/// # Errors
+/// When the CA cannot be read or the files cannot be written.
+pub fn issue(dir: &Path, spiffe_id: &str, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let certs = DevCerts {
+        dir: dir.to_path_buf(),
+    };
+    let ca_key_pem = fs::read_to_string(certs.ca_key())
+        .with_context(|| format!("cannot read {}", certs.ca_key().display()))?;
+    let ca_pem = fs::read_to_string(certs.ca_cert())
+        .with_context(|| format!("cannot read {}", certs.ca_cert().display()))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem)?)?;
+    let key = KeyPair::generate()?;
+    let cert = client_params(spiffe_id, name)?.signed_by(&key, &issuer)?;
+    let (cert_name, key_name) = (format!("{name}.pem"), format!("{name}.key"));
+    write(dir, &cert_name, &cert.pem(), false)?;
+    write(dir, &key_name, &key.serialize_pem(), true)?;
+    Ok((dir.join(cert_name), dir.join(key_name)))
+}
+
 /// Parameters of a client certificate whose only identity is the SAN URI `spiffe_id`.
 ///
 /// # Errors
@@ -146,6 +168,25 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+
+    #[test]
+    fn issues_client_certificates_carrying_the_spiffe_id() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure(dir.path(), "tenantd.local", false).unwrap();
+        let (cert, key) = issue(
+            dir.path(),
+            "spiffe://tenantd.local/service/billing",
+            "service-billing",
+        )
+        .unwrap();
+        assert!(key.is_file());
+        let pem = fs::read(cert).unwrap();
+        let (_, der) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+        assert_eq!(
+            crate::identity::principal_of(&der.contents, "tenantd.local"),
+            Some(tenantd_domain::Principal::Service("billing".into()))
+        );
+    }
 
     #[test]
     fn generates_once_then_reuses_with_private_keys_unreadable_by_others() {

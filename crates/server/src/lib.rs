@@ -6,6 +6,7 @@ pub mod config;
 pub mod devcerts;
 pub mod grpc;
 pub mod health;
+pub mod identity;
 pub mod metrics;
 pub mod proto;
 pub mod telemetry;

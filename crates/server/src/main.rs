@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use tenantd_server::config::{CertsCommand, Cli, Command, ServeArgs, Store};
+use tenantd_domain::{Principal, TenantId};
+use tenantd_server::config::{CertsCommand, Cli, Command, IdentityArgs, ServeArgs, Store};
 use tenantd_server::{App, Config, devcerts, install_crypto_provider, telemetry};
 
 fn main() -> ExitCode {
@@ -34,6 +35,11 @@ fn main() -> ExitCode {
                 dev_certs_dir.display()
             );
         }),
+        Command::Certs(CertsCommand::Issue {
+            dev_certs_dir,
+            trust_domain,
+            identity,
+        }) => issue(&dev_certs_dir, &trust_domain, &identity),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +76,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     app.run_until(shutdown_signal()).await
+}
+
+fn issue(dir: &std::path::Path, trust_domain: &str, identity: &IdentityArgs) -> anyhow::Result<()> {
+    let (path, name) = match (&identity.tenant, &identity.service) {
+        (Some(tenant), _) => {
+            let id: TenantId = tenant
+                .parse()
+                .map_err(|_| anyhow::anyhow!("tenant: {tenant:?} is not a tenant id (UUIDv7)"))?;
+            (format!("tenant/{id}"), format!("tenant-{id}"))
+        }
+        (None, Some(service)) => (format!("service/{service}"), format!("service-{service}")),
+        (None, None) => ("admin".to_owned(), "admin".to_owned()),
+    };
+    let spiffe_id = format!("spiffe://{trust_domain}/{path}");
+    if Principal::from_spiffe_id(&spiffe_id, trust_domain).is_none() {
+        anyhow::bail!("{spiffe_id} is not a valid tenantd identity");
+    }
+    let (cert, key) = devcerts::issue(dir, &spiffe_id, &name)?;
+    println!(
+        "{spiffe_id}\n  certificate: {}\n  key:         {}",
+        cert.display(),
+        key.display()
+    );
+    Ok(())
 }
 
 async fn migrate(args: ServeArgs) -> anyhow::Result<()> {

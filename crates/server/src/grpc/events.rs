@@ -1,6 +1,7 @@
 //! `tenant.v1.EventService`.
 
 use tenantd_application::EventService;
+use tenantd_application::Operation;
 use tonic::{Request, Response, Status};
 
 use super::status::{not_yet, to_status};
@@ -25,6 +26,11 @@ impl event_service_server::EventService for EventApi {
         &self,
         request: Request<proto::ListTenantEventsRequest>,
     ) -> Result<Response<proto::ListTenantEventsResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::ListTenantEvents,
+            Some(request.get_ref().tenant_id.as_str()).filter(|t| !t.is_empty()),
+        )?;
         let request = request.into_inner();
         let page = self
             .service
@@ -39,8 +45,9 @@ impl event_service_server::EventService for EventApi {
 
     async fn list_audit_records(
         &self,
-        _request: Request<proto::ListAuditRecordsRequest>,
+        request: Request<proto::ListAuditRecordsRequest>,
     ) -> Result<Response<proto::ListAuditRecordsResponse>, Status> {
+        super::allow(&request, Operation::ListAuditRecords, None)?;
         Err(not_yet("ListAuditRecords", "the audit log"))
     }
 }

@@ -12,3 +12,22 @@ pub use events::EventApi;
 pub use pending::{PendingApiKeyApi, PendingProvisioningApi};
 pub use plans::PlanApi;
 pub use tenants::TenantApi;
+
+use tenantd_application::{Operation, authorize};
+use tonic::{Request, Status};
+
+use crate::identity::Caller;
+
+/// Authorizes the caller of `request` for `operation` on `tenant` (the tenant id as sent).
+/// Every handler calls this first, before reading or validating anything else.
+pub(crate) fn allow<T>(
+    request: &Request<T>,
+    operation: Operation,
+    tenant: Option<&str>,
+) -> Result<(), Status> {
+    let principal = request
+        .extensions()
+        .get::<Caller>()
+        .and_then(|caller| caller.principal.as_ref());
+    authorize(principal, operation, tenant).map_err(status::to_status)
+}

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use tenantd_application::Operation;
 use tonic::{Request, Response, Status};
 
 use super::status::not_yet;
@@ -23,29 +24,49 @@ impl provisioning_service_server::ProvisioningService for PendingProvisioningApi
 
     async fn get_provisioning(
         &self,
-        _request: Request<proto::GetProvisioningRequest>,
+        request: Request<proto::GetProvisioningRequest>,
     ) -> Result<Response<proto::GetProvisioningResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::GetProvisioning,
+            Some(&request.get_ref().tenant_id),
+        )?;
         Err(not_yet("GetProvisioning", PIPELINE))
     }
 
     async fn watch_provisioning(
         &self,
-        _request: Request<proto::WatchProvisioningRequest>,
+        request: Request<proto::WatchProvisioningRequest>,
     ) -> Result<Response<Self::WatchProvisioningStream>, Status> {
+        super::allow(
+            &request,
+            Operation::WatchProvisioning,
+            Some(&request.get_ref().tenant_id),
+        )?;
         Err(not_yet("WatchProvisioning", PIPELINE))
     }
 
     async fn cancel_provisioning(
         &self,
-        _request: Request<proto::CancelProvisioningRequest>,
+        request: Request<proto::CancelProvisioningRequest>,
     ) -> Result<Response<proto::CancelProvisioningResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::CancelProvisioning,
+            Some(&request.get_ref().tenant_id),
+        )?;
         Err(not_yet("CancelProvisioning", PIPELINE))
     }
 
     async fn retry_provisioning(
         &self,
-        _request: Request<proto::RetryProvisioningRequest>,
+        request: Request<proto::RetryProvisioningRequest>,
     ) -> Result<Response<proto::RetryProvisioningResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::RetryProvisioning,
+            Some(&request.get_ref().tenant_id),
+        )?;
         Err(not_yet("RetryProvisioning", PIPELINE))
     }
 }
@@ -58,36 +79,57 @@ pub struct PendingApiKeyApi;
 impl api_key_service_server::ApiKeyService for PendingApiKeyApi {
     async fn create_api_key(
         &self,
-        _request: Request<proto::CreateApiKeyRequest>,
+        request: Request<proto::CreateApiKeyRequest>,
     ) -> Result<Response<proto::CreateApiKeyResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::CreateApiKey,
+            Some(&request.get_ref().tenant_id),
+        )?;
         Err(not_yet("CreateApiKey", API_KEYS))
     }
 
     async fn list_api_keys(
         &self,
-        _request: Request<proto::ListApiKeysRequest>,
+        request: Request<proto::ListApiKeysRequest>,
     ) -> Result<Response<proto::ListApiKeysResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::ListApiKeys,
+            Some(&request.get_ref().tenant_id),
+        )?;
         Err(not_yet("ListApiKeys", API_KEYS))
     }
 
     async fn revoke_api_key(
         &self,
-        _request: Request<proto::RevokeApiKeyRequest>,
+        request: Request<proto::RevokeApiKeyRequest>,
     ) -> Result<Response<proto::RevokeApiKeyResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::RevokeApiKey,
+            Some(&request.get_ref().tenant_id),
+        )?;
         Err(not_yet("RevokeApiKey", API_KEYS))
     }
 
     async fn verify_api_key(
         &self,
-        _request: Request<proto::VerifyApiKeyRequest>,
+        request: Request<proto::VerifyApiKeyRequest>,
     ) -> Result<Response<proto::VerifyApiKeyResponse>, Status> {
+        super::allow(&request, Operation::VerifyApiKey, None)?;
         Err(not_yet("VerifyApiKey", API_KEYS))
     }
 
     async fn claim_initial_api_key(
         &self,
-        _request: Request<proto::ClaimInitialApiKeyRequest>,
+        request: Request<proto::ClaimInitialApiKeyRequest>,
     ) -> Result<Response<proto::ClaimInitialApiKeyResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::ClaimInitialApiKey,
+            Some(&request.get_ref().tenant_id),
+        )?;
         Err(not_yet("ClaimInitialApiKey", API_KEYS))
     }
 }

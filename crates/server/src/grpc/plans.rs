@@ -1,5 +1,6 @@
 //! `tenant.v1.PlanService`.
 
+use tenantd_application::Operation;
 use tenantd_application::PlanService;
 use tonic::{Request, Response, Status};
 
@@ -25,6 +26,7 @@ impl plan_service_server::PlanService for PlanApi {
         &self,
         request: Request<proto::ListPlansRequest>,
     ) -> Result<Response<proto::ListPlansResponse>, Status> {
+        super::allow(&request, Operation::ListPlans, None)?;
         let request = request.into_inner();
         let page = self
             .service
@@ -41,6 +43,7 @@ impl plan_service_server::PlanService for PlanApi {
         &self,
         request: Request<proto::GetPlanRequest>,
     ) -> Result<Response<proto::GetPlanResponse>, Status> {
+        super::allow(&request, Operation::GetPlan, None)?;
         let plan = self
             .service
             .get(&request.into_inner().plan_id)

@@ -27,6 +27,7 @@ pub fn to_status(err: Error) -> Status {
             Status::with_error_details(Code::InvalidArgument, message, details)
         }
         Error::NotFound { resource, id } => Status::not_found(format!("{resource} {id} not found")),
+        Error::PermissionDenied(message) => Status::permission_denied(message),
         Error::AlreadyExists { resource, detail } => {
             Status::already_exists(format!("{resource} already exists: {detail}"))
         }
@@ -102,6 +103,7 @@ mod tests {
                 Error::FailedPrecondition("no".into()),
                 Code::FailedPrecondition,
             ),
+            (Error::PermissionDenied("no".into()), Code::PermissionDenied),
             (Error::Aborted("stale".into()), Code::Aborted),
             (
                 Error::ResourceExhausted {

@@ -1,5 +1,6 @@
 //! `tenant.v1.TenantService`: request -> use-case input, call, result -> response.
 
+use tenantd_application::Operation;
 use tenantd_application::{CreateTenant, ListTenants, TenantFields, TenantService, UpdateTenant};
 use tenantd_domain::Error;
 use tonic::{Request, Response, Status};
@@ -46,6 +47,7 @@ impl tenant_service_server::TenantService for TenantApi {
         &self,
         request: Request<proto::CreateTenantRequest>,
     ) -> Result<Response<proto::CreateTenantResponse>, Status> {
+        super::allow(&request, Operation::CreateTenant, None)?;
         let request = request.into_inner();
         let tenant = fields(required(request.tenant)?).map_err(to_status)?;
         let created = self
@@ -65,6 +67,11 @@ impl tenant_service_server::TenantService for TenantApi {
         &self,
         request: Request<proto::GetTenantRequest>,
     ) -> Result<Response<proto::GetTenantResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::GetTenant,
+            Some(&request.get_ref().tenant_id),
+        )?;
         let tenant = self
             .service
             .get(&request.into_inner().tenant_id)
@@ -79,6 +86,7 @@ impl tenant_service_server::TenantService for TenantApi {
         &self,
         request: Request<proto::ListTenantsRequest>,
     ) -> Result<Response<proto::ListTenantsResponse>, Status> {
+        super::allow(&request, Operation::ListTenants, None)?;
         let request = request.into_inner();
         let page = self
             .service
@@ -104,6 +112,15 @@ impl tenant_service_server::TenantService for TenantApi {
         &self,
         request: Request<proto::UpdateTenantRequest>,
     ) -> Result<Response<proto::UpdateTenantResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::UpdateTenant,
+            request
+                .get_ref()
+                .tenant
+                .as_ref()
+                .map(|t| t.tenant_id.as_str()),
+        )?;
         let request = request.into_inner();
         let tenant = required(request.tenant)?;
         let tenant_id = tenant.tenant_id.clone();
@@ -127,6 +144,11 @@ impl tenant_service_server::TenantService for TenantApi {
         &self,
         request: Request<proto::DeleteTenantRequest>,
     ) -> Result<Response<proto::DeleteTenantResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::DeleteTenant,
+            Some(&request.get_ref().tenant_id),
+        )?;
         let request = request.into_inner();
         let tenant = self
             .service
@@ -142,6 +164,11 @@ impl tenant_service_server::TenantService for TenantApi {
         &self,
         request: Request<proto::UndeleteTenantRequest>,
     ) -> Result<Response<proto::UndeleteTenantResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::UndeleteTenant,
+            Some(&request.get_ref().tenant_id),
+        )?;
         let request = request.into_inner();
         let tenant = self
             .service
@@ -157,6 +184,11 @@ impl tenant_service_server::TenantService for TenantApi {
         &self,
         request: Request<proto::SuspendTenantRequest>,
     ) -> Result<Response<proto::SuspendTenantResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::SuspendTenant,
+            Some(&request.get_ref().tenant_id),
+        )?;
         let request = request.into_inner();
         let tenant = self
             .service
@@ -172,6 +204,11 @@ impl tenant_service_server::TenantService for TenantApi {
         &self,
         request: Request<proto::ResumeTenantRequest>,
     ) -> Result<Response<proto::ResumeTenantResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::ResumeTenant,
+            Some(&request.get_ref().tenant_id),
+        )?;
         let request = request.into_inner();
         let tenant = self
             .service
