@@ -13,8 +13,8 @@ use tenantd_e2e::pb::provisioning_service_client::ProvisioningServiceClient;
 use tenantd_e2e::pb::tenant_event::Payload;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
 use tenantd_e2e::pb::{
-    GetPlanRequest, GetProvisioningRequest, GetTenantRequest, ListPlansRequest,
-    ListTenantEventsRequest, SuspendTenantRequest, VerifyApiKeyRequest,
+    ClaimInitialApiKeyRequest, GetPlanRequest, GetProvisioningRequest, GetTenantRequest,
+    ListPlansRequest, ListTenantEventsRequest, SuspendTenantRequest,
 };
 use tenantd_e2e::{
     Backend, TestServer, admin_identity_from_foreign_ca, counter, create, new_tenant,
@@ -294,14 +294,14 @@ async fn rpcs_of_capabilities_not_built_yet_say_what_is_missing() {
         status.message()
     );
     let status = ApiKeyServiceClient::new(channel)
-        .verify_api_key(VerifyApiKeyRequest {
-            api_key: "tk_x".into(),
+        .claim_initial_api_key(ClaimInitialApiKeyRequest {
+            tenant_id: "019ab3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b".into(),
         })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(
-        status.message().contains("API keys"),
+        status.message().contains("initial key"),
         "{}",
         status.message()
     );

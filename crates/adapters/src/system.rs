@@ -1,7 +1,8 @@
 //! Adapters over the operating system: wall clock and UUIDv7 ids.
 
 use chrono::{DateTime, SubsecRound as _, Utc};
-use tenantd_domain::ports::{Clock, IdGenerator};
+use tenantd_domain::api_key::SECRET_BYTES;
+use tenantd_domain::ports::{Clock, IdGenerator, SecretGenerator};
 use uuid::Uuid;
 
 /// The wall clock, at microsecond precision: what PostgreSQL stores, so a tenant returned
@@ -26,9 +27,27 @@ impl IdGenerator for UuidV7Generator {
     }
 }
 
+/// Secrets from the operating system's CSPRNG.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsRandom;
+
+impl SecretGenerator for OsRandom {
+    fn api_key_secret(&self) -> [u8; SECRET_BYTES] {
+        let mut secret = [0; SECRET_BYTES];
+        // The OS generator only fails on a broken system; better to stop than issue a weak key.
+        getrandom::fill(&mut secret).expect("the operating system's random generator failed");
+        secret
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_random() {
+        assert_ne!(OsRandom.api_key_secret(), OsRandom.api_key_secret());
+    }
 
     #[test]
     fn clock_has_microsecond_precision() {

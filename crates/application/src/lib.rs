@@ -2,6 +2,7 @@
 //! validation, idempotency, pagination and lifecycle decisions live here, never in the
 //! gRPC handlers nor in the adapters.
 
+pub mod api_keys;
 pub mod authorization;
 mod digest;
 pub mod events;
@@ -9,6 +10,7 @@ pub mod pagination;
 pub mod plans;
 pub mod tenants;
 
+pub use api_keys::{ApiKeyService, CreateApiKey, Verification};
 pub use authorization::{Operation, authorize};
 pub use events::EventService;
 pub use pagination::{Page, PageRequest};

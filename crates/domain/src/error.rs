@@ -120,6 +120,9 @@ pub enum RepoError {
     /// The stored version differs from the expected one: a concurrent change committed first.
     #[error("version conflict: the record changed concurrently")]
     VersionConflict,
+    /// A limit the store enforces atomically (such as a plan quota) is reached.
+    #[error("limit reached")]
+    LimitReached,
     /// The record to change does not exist.
     #[error("record not found")]
     NotFound,
@@ -146,6 +149,10 @@ impl From<RepoError> for Error {
                 id: String::new(),
             },
             RepoError::Unavailable(detail) => Self::Unavailable(detail),
+            RepoError::LimitReached => Self::ResourceExhausted {
+                detail: "a quota is exhausted".into(),
+                retry_after: None,
+            },
             RepoError::IdempotencyKeyTaken | RepoError::Internal(_) => {
                 Self::Internal(err.to_string())
             }

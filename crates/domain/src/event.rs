@@ -74,6 +74,18 @@ pub enum EventKind {
         /// The status it returned to.
         status: TenantStatus,
     },
+    /// An API key was created.
+    ApiKeyCreated {
+        /// The key's id.
+        key_id: String,
+        /// Its scopes.
+        scopes: Vec<String>,
+    },
+    /// An API key was revoked.
+    ApiKeyRevoked {
+        /// The key's id.
+        key_id: String,
+    },
 }
 
 impl EventKind {
@@ -87,6 +99,8 @@ impl EventKind {
             Self::TenantResumed => "tenant.v1.TenantResumed",
             Self::TenantDeleted { .. } => "tenant.v1.TenantDeleted",
             Self::TenantUndeleted { .. } => "tenant.v1.TenantUndeleted",
+            Self::ApiKeyCreated { .. } => "tenant.v1.ApiKeyCreated",
+            Self::ApiKeyRevoked { .. } => "tenant.v1.ApiKeyRevoked",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Invariants (slug rules, allowed status transitions, label syntax) are enforced by the
 //! types themselves, so an invalid tenant cannot be built.
 
+pub mod api_key;
 pub mod error;
 pub mod event;
 pub mod plan;
@@ -12,6 +13,7 @@ pub mod ports;
 pub mod principal;
 pub mod tenant;
 
+pub use api_key::{ApiKey, ApiKeyId, ApiKeySecret};
 pub use error::{Error, FieldViolation, RepoError};
 pub use event::{Event, EventId, EventKind};
 pub use plan::{Plan, PlanId, PlanQuotas};

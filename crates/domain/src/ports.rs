@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::api_key::SECRET_BYTES;
 use crate::{
-    ContactEmail, Event, EventId, Plan, PlanId, RepoError, Tenant, TenantId, TenantStatus,
+    ApiKey, ApiKeyId, ContactEmail, Event, EventId, Plan, PlanId, RepoError, Tenant, TenantId,
+    TenantStatus,
 };
 
 /// A stored idempotency record: the request's fingerprint and the response it produced.
@@ -149,4 +151,66 @@ pub trait Clock: Send + Sync {
 pub trait IdGenerator: Send + Sync {
     /// A new UUIDv7, greater than every one this generator returned before.
     fn new_v7(&self) -> Uuid;
+}
+
+/// Tenant API keys (metadata and secret hashes; never secrets).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ApiKeyRepository: Send + Sync {
+    /// Stores `key` with its events, atomically refusing it when its tenant already has
+    /// `max_active` keys active at `now` (so concurrent creates cannot exceed a quota).
+    ///
+    /// # Errors
+    /// [`RepoError::LimitReached`] at the quota; [`RepoError::NotFound`] if the tenant does
+    /// not exist; [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn create(
+        &self,
+        key: &ApiKey,
+        events: &[Event],
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+
+    /// One key.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn get(&self, id: ApiKeyId) -> Result<Option<ApiKey>, RepoError>;
+
+    /// A tenant's keys in id order after `after`, at most `limit`; only those active at
+    /// `active_at` when it is given.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn list(
+        &self,
+        tenant: TenantId,
+        after: Option<ApiKeyId>,
+        limit: usize,
+        active_at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ApiKey>, RepoError>;
+
+    /// Marks a key revoked at `at` (unless it already is) with its events, atomically.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`]; [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn revoke(
+        &self,
+        id: ApiKeyId,
+        at: DateTime<Utc>,
+        events: &[Event],
+    ) -> Result<(), RepoError>;
+
+    /// Records a successful verification at `at`.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError>;
+}
+
+/// Cryptographically secure randomness for secrets.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait SecretGenerator: Send + Sync {
+    /// Fresh random bytes for an API key secret.
+    fn api_key_secret(&self) -> [u8; SECRET_BYTES];
 }

@@ -15,7 +15,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::devcerts::DevCerts;
-use crate::grpc::{EventApi, PendingApiKeyApi, PendingProvisioningApi, PlanApi, TenantApi};
+use crate::grpc::{ApiKeyApi, EventApi, PendingProvisioningApi, PlanApi, TenantApi};
 use crate::identity::IdentityLayer;
 use crate::metrics::{GrpcMetrics, GrpcMetricsLayer};
 use crate::proto::{
@@ -155,7 +155,7 @@ impl App {
             .add_service(PlanServiceServer::new(PlanApi::new(services.plans)))
             .add_service(EventServiceServer::new(EventApi::new(services.events)))
             .add_service(ProvisioningServiceServer::new(PendingProvisioningApi))
-            .add_service(ApiKeyServiceServer::new(PendingApiKeyApi));
+            .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)));
 
         let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
         let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped()));

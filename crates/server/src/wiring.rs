@@ -7,9 +7,11 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use tenantd_adapters::memory::{MemoryPlanRepository, MemoryStore};
 use tenantd_adapters::postgres::{self, PgPlanRepository, PgSettings, PgStore};
-use tenantd_adapters::system::{SystemClock, UuidV7Generator};
-use tenantd_application::{EventService, PlanService, TenantService, TenantSettings};
-use tenantd_domain::ports::{EventLog, PlanRepository, TenantRepository};
+use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
+use tenantd_application::{
+    ApiKeyService, EventService, PlanService, TenantService, TenantSettings,
+};
+use tenantd_domain::ports::{ApiKeyRepository, EventLog, PlanRepository, TenantRepository};
 
 use crate::config::{Config, Store};
 use crate::health::DependencyCheck;
@@ -23,6 +25,8 @@ pub struct Services {
     pub plans: PlanService,
     /// Event log.
     pub events: EventService,
+    /// Tenant API keys.
+    pub api_keys: Arc<ApiKeyService>,
     /// Dependencies the health service reports.
     pub checks: Vec<Arc<dyn DependencyCheck>>,
 }
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Services {
 /// One adapter per port.
 struct Ports {
     tenants: Arc<dyn TenantRepository>,
+    api_keys: Arc<dyn ApiKeyRepository>,
     events: Arc<dyn EventLog>,
     plans: Arc<dyn PlanRepository>,
     checks: Vec<Arc<dyn DependencyCheck>>,
@@ -57,6 +62,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             let store = MemoryStore::new();
             Ports {
                 tenants: Arc::new(store.clone()),
+                api_keys: Arc::new(store.clone()),
                 events: Arc::new(store),
                 plans: Arc::new(MemoryPlanRepository::default()),
                 checks: Vec::new(),
@@ -70,6 +76,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             let store = PgStore::new(pool.clone());
             Ports {
                 tenants: Arc::new(store.clone()),
+                api_keys: Arc::new(store.clone()),
                 events: Arc::new(store.clone()),
                 plans: Arc::new(PgPlanRepository::new(pool)),
                 checks: vec![Arc::new(Database(store))],
@@ -81,14 +88,18 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             .unwrap_or(chrono::Duration::days(30)),
         ..TenantSettings::default()
     };
+    let clock = Arc::new(SystemClock);
+    let ids = Arc::new(UuidV7Generator);
     Ok(Services {
-        tenants: TenantService::new(
-            ports.tenants,
+        api_keys: Arc::new(ApiKeyService::new(
+            ports.api_keys,
+            ports.tenants.clone(),
             ports.plans.clone(),
-            Arc::new(SystemClock),
-            Arc::new(UuidV7Generator),
-            settings,
-        ),
+            clock.clone(),
+            ids.clone(),
+            Arc::new(OsRandom),
+        )),
+        tenants: TenantService::new(ports.tenants, ports.plans.clone(), clock, ids, settings),
         plans: PlanService::new(ports.plans),
         events: EventService::new(ports.events),
         checks: ports.checks,

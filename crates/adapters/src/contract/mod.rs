@@ -10,14 +10,16 @@
     reason = "a contract fails by panicking, like any test"
 )]
 
+mod api_keys;
 mod fixtures;
 mod plans;
 mod tenants;
 
 use std::sync::Arc;
 
-use tenantd_domain::ports::{EventLog, PlanRepository, TenantRepository};
+use tenantd_domain::ports::{ApiKeyRepository, EventLog, PlanRepository, TenantRepository};
 
+pub use api_keys::*;
 pub use plans::*;
 pub use tenants::*;
 
@@ -31,6 +33,8 @@ pub use tenants::*;
 pub struct Stores {
     /// The tenant repository.
     pub tenants: Arc<dyn TenantRepository>,
+    /// The API key repository of the same store.
+    pub api_keys: Arc<dyn ApiKeyRepository>,
     /// The event log of the same store.
     pub events: Arc<dyn EventLog>,
     /// The plan catalogue.
@@ -60,6 +64,11 @@ macro_rules! repository_contract_tests {
             list_filters_combine_and_hide_deleted_by_default,
             event_log_pages_after_an_event_and_filters_by_tenant,
             plans_are_seeded,
+            api_key_round_trips_and_lists_by_tenant,
+            api_key_quota_counts_only_active_keys,
+            concurrent_api_key_creates_never_exceed_the_quota,
+            api_key_revoke_and_touch_are_recorded,
+            api_key_for_unknown_tenant_is_not_found,
         );
     };
     (@each $factory:path; $($contract:ident),* $(,)?) => {

@@ -5,8 +5,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tenantd_domain::ports::{EventLog, IdempotencyRecord, TenantQuery, TenantRepository};
-use tenantd_domain::{Event, EventId, RepoError, Tenant, TenantId, TenantStatus};
+use tenantd_domain::ports::{
+    ApiKeyRepository, EventLog, IdempotencyRecord, TenantQuery, TenantRepository,
+};
+use tenantd_domain::{ApiKey, ApiKeyId, Event, EventId, RepoError, Tenant, TenantId, TenantStatus};
 
 #[derive(Debug, Default)]
 struct State {
@@ -14,6 +16,7 @@ struct State {
     /// Keyed by event id: UUIDv7, so iteration is append order.
     events: BTreeMap<EventId, Event>,
     idempotency: HashMap<String, IdempotencyRecord>,
+    api_keys: BTreeMap<ApiKeyId, ApiKey>,
 }
 
 /// The in-memory tenant store; cheap to clone (clones share the state).
@@ -163,6 +166,79 @@ impl EventLog for MemoryStore {
     }
 }
 
+#[async_trait]
+impl ApiKeyRepository for MemoryStore {
+    async fn create(
+        &self,
+        key: &ApiKey,
+        events: &[Event],
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        if !state.tenants.contains_key(&key.tenant_id) {
+            return Err(RepoError::NotFound);
+        }
+        let active = state
+            .api_keys
+            .values()
+            .filter(|k| k.tenant_id == key.tenant_id && k.is_active(now))
+            .count();
+        if active >= usize::try_from(max_active).unwrap_or(usize::MAX) {
+            return Err(RepoError::LimitReached);
+        }
+        state.api_keys.insert(key.id, key.clone());
+        append(&mut state, events);
+        Ok(())
+    }
+
+    async fn get(&self, id: ApiKeyId) -> Result<Option<ApiKey>, RepoError> {
+        Ok(self.lock().api_keys.get(&id).cloned())
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        after: Option<ApiKeyId>,
+        limit: usize,
+        active_at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ApiKey>, RepoError> {
+        let state = self.lock();
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        Ok(state
+            .api_keys
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, k)| k)
+            .filter(|k| k.tenant_id == tenant)
+            .filter(|k| active_at.is_none_or(|at| k.is_active(at)))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn revoke(
+        &self,
+        id: ApiKeyId,
+        at: DateTime<Utc>,
+        events: &[Event],
+    ) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        let key = state.api_keys.get_mut(&id).ok_or(RepoError::NotFound)?;
+        if key.revoked_at.is_none() {
+            key.revoked_at = Some(at);
+            append(&mut state, events);
+        }
+        Ok(())
+    }
+
+    async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {
+        if let Some(key) = self.lock().api_keys.get_mut(&id) {
+            key.last_used_at = Some(at);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +248,7 @@ mod tests {
         let store = MemoryStore::new();
         Stores {
             tenants: Arc::new(store.clone()),
+            api_keys: Arc::new(store.clone()),
             events: Arc::new(store),
             plans: Arc::new(crate::memory::MemoryPlanRepository::default()),
             guard: None,

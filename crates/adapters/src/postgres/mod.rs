@@ -16,6 +16,7 @@
 //! [`RepoError::SlugTaken`](tenantd_domain::RepoError::SlugTaken), a lost connection, pool
 //! exhaustion or statement timeout [`RepoError::Unavailable`](tenantd_domain::RepoError::Unavailable).
 
+mod api_keys;
 mod connect;
 mod errors;
 mod plans;

@@ -22,6 +22,10 @@ impl PgStore {
         Self { pool }
     }
 
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Whether the database answers a trivial query now.
     ///
     /// # Errors
@@ -37,14 +41,17 @@ impl PgStore {
 
 /// Rolls `tx` back now and returns `err`. A dropped transaction would only be rolled back
 /// when its connection is next used, holding its locks until then.
-async fn abort(tx: Transaction<'_, Postgres>, err: RepoError) -> RepoError {
+pub(crate) async fn abort(tx: Transaction<'_, Postgres>, err: RepoError) -> RepoError {
     if let Err(rollback) = tx.rollback().await {
         tracing::warn!(error = %rollback, "rollback failed; the connection is discarded");
     }
     err
 }
 
-async fn append(tx: &mut Transaction<'_, Postgres>, events: &[Event]) -> Result<(), RepoError> {
+pub(crate) async fn append(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[Event],
+) -> Result<(), RepoError> {
     if events.is_empty() {
         return Ok(());
     }

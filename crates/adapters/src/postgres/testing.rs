@@ -129,6 +129,7 @@ mod tests {
         let store = PgStore::new(pool.clone());
         Stores {
             tenants: Arc::new(store.clone()),
+            api_keys: Arc::new(store.clone()),
             events: Arc::new(store),
             plans: Arc::new(PgPlanRepository::new(pool)),
             guard: Some(Arc::new(schema)),

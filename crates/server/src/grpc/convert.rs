@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 use serde_json::{Map, Number, Value as Json};
-use tenantd_domain::{Error, Event, EventKind, FieldViolation, Plan, Tenant, TenantStatus};
+use tenantd_domain::{ApiKey, Error, Event, EventKind, FieldViolation, Plan, Tenant, TenantStatus};
 
 use crate::proto;
 
@@ -137,6 +137,32 @@ impl From<&Tenant> for proto::Tenant {
     }
 }
 
+impl From<&ApiKey> for proto::ApiKey {
+    fn from(key: &ApiKey) -> Self {
+        Self {
+            key_id: key.id.to_string(),
+            tenant_id: key.tenant_id.to_string(),
+            display_name: key.display_name.clone(),
+            scopes: key.scopes.clone(),
+            create_time: Some(timestamp(key.created_at)),
+            expire_time: key.expires_at.map(timestamp),
+            revoke_time: key.revoked_at.map(timestamp),
+            last_used_time: key.last_used_at.map(timestamp),
+        }
+    }
+}
+
+/// A protobuf timestamp as a domain time; `field` names it in errors.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a timestamp outside chrono's range or with bad nanos.
+pub fn time(value: &Timestamp, field: &str) -> Result<DateTime<Utc>, Error> {
+    u32::try_from(value.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
+        .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
+}
+
 impl From<&Plan> for proto::Plan {
     fn from(plan: &Plan) -> Self {
         let quota = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
@@ -197,6 +223,15 @@ impl From<&Event> for proto::TenantEvent {
                     status: status_to_proto(*status).into(),
                 })
             }
+            EventKind::ApiKeyCreated { key_id, scopes } => {
+                Payload::ApiKeyCreated(proto::ApiKeyCreated {
+                    key_id: key_id.clone(),
+                    scopes: scopes.clone(),
+                })
+            }
+            EventKind::ApiKeyRevoked { key_id } => Payload::ApiKeyRevoked(proto::ApiKeyRevoked {
+                key_id: key_id.clone(),
+            }),
         };
         Self {
             event_id: event.id.0.to_string(),

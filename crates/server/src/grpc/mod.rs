@@ -1,6 +1,7 @@
 //! The gRPC driving adapter: thin handlers per service (proto <-> use case), the
 //! conversions, and the single domain-error -> Status mapping.
 
+mod api_keys;
 pub mod convert;
 mod events;
 mod pending;
@@ -8,8 +9,9 @@ mod plans;
 pub mod status;
 mod tenants;
 
+pub use api_keys::ApiKeyApi;
 pub use events::EventApi;
-pub use pending::{PendingApiKeyApi, PendingProvisioningApi};
+pub use pending::PendingProvisioningApi;
 pub use plans::PlanApi;
 pub use tenants::TenantApi;
 

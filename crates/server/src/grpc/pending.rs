@@ -8,10 +8,9 @@ use tenantd_application::Operation;
 use tonic::{Request, Response, Status};
 
 use super::status::not_yet;
-use crate::proto::{self, api_key_service_server, provisioning_service_server};
+use crate::proto::{self, provisioning_service_server};
 
 const PIPELINE: &str = "the durable provisioning pipeline";
-const API_KEYS: &str = "tenant API keys";
 
 /// ProvisioningService until the provisioning pipeline lands.
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,68 +67,5 @@ impl provisioning_service_server::ProvisioningService for PendingProvisioningApi
             Some(&request.get_ref().tenant_id),
         )?;
         Err(not_yet("RetryProvisioning", PIPELINE))
-    }
-}
-
-/// ApiKeyService until tenant API keys land.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PendingApiKeyApi;
-
-#[tonic::async_trait]
-impl api_key_service_server::ApiKeyService for PendingApiKeyApi {
-    async fn create_api_key(
-        &self,
-        request: Request<proto::CreateApiKeyRequest>,
-    ) -> Result<Response<proto::CreateApiKeyResponse>, Status> {
-        super::allow(
-            &request,
-            Operation::CreateApiKey,
-            Some(&request.get_ref().tenant_id),
-        )?;
-        Err(not_yet("CreateApiKey", API_KEYS))
-    }
-
-    async fn list_api_keys(
-        &self,
-        request: Request<proto::ListApiKeysRequest>,
-    ) -> Result<Response<proto::ListApiKeysResponse>, Status> {
-        super::allow(
-            &request,
-            Operation::ListApiKeys,
-            Some(&request.get_ref().tenant_id),
-        )?;
-        Err(not_yet("ListApiKeys", API_KEYS))
-    }
-
-    async fn revoke_api_key(
-        &self,
-        request: Request<proto::RevokeApiKeyRequest>,
-    ) -> Result<Response<proto::RevokeApiKeyResponse>, Status> {
-        super::allow(
-            &request,
-            Operation::RevokeApiKey,
-            Some(&request.get_ref().tenant_id),
-        )?;
-        Err(not_yet("RevokeApiKey", API_KEYS))
-    }
-
-    async fn verify_api_key(
-        &self,
-        request: Request<proto::VerifyApiKeyRequest>,
-    ) -> Result<Response<proto::VerifyApiKeyResponse>, Status> {
-        super::allow(&request, Operation::VerifyApiKey, None)?;
-        Err(not_yet("VerifyApiKey", API_KEYS))
-    }
-
-    async fn claim_initial_api_key(
-        &self,
-        request: Request<proto::ClaimInitialApiKeyRequest>,
-    ) -> Result<Response<proto::ClaimInitialApiKeyResponse>, Status> {
-        super::allow(
-            &request,
-            Operation::ClaimInitialApiKey,
-            Some(&request.get_ref().tenant_id),
-        )?;
-        Err(not_yet("ClaimInitialApiKey", API_KEYS))
     }
 }

@@ -1,0 +1,200 @@
+//! API keys in PostgreSQL. The plan quota is enforced inside the insert's transaction,
+//! serialized per tenant by locking the tenant's row, so concurrent creates cannot exceed it.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, QueryBuilder, Transaction};
+use tenantd_domain::ports::ApiKeyRepository;
+use tenantd_domain::{ApiKey, ApiKeyId, Event, RepoError, TenantId};
+use uuid::Uuid;
+
+use super::errors::db;
+use super::tenants::{PgStore, abort, append};
+
+const COLUMNS: &str = "key_id, tenant_id, display_name, scopes, secret_hash, created_at, \
+     expires_at, revoked_at, last_used_at";
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    key_id: Uuid,
+    tenant_id: Uuid,
+    display_name: String,
+    scopes: Vec<String>,
+    secret_hash: Vec<u8>,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<KeyRow> for ApiKey {
+    type Error = RepoError;
+
+    fn try_from(row: KeyRow) -> Result<Self, RepoError> {
+        let corrupt = || RepoError::Internal("stored API key is malformed".into());
+        Ok(ApiKey {
+            id: ApiKeyId(row.key_id),
+            tenant_id: TenantId::from_uuid(row.tenant_id).map_err(|_| corrupt())?,
+            display_name: row.display_name,
+            scopes: row.scopes,
+            secret_hash: row.secret_hash.try_into().map_err(|_| corrupt())?,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            last_used_at: row.last_used_at,
+        })
+    }
+}
+
+async fn insert_within_quota(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &ApiKey,
+    events: &[Event],
+    max_active: u32,
+    now: DateTime<Utc>,
+) -> Result<(), RepoError> {
+    let tenant = key.tenant_id.as_uuid();
+    let locked = sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
+        .bind(tenant)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?;
+    if locked.is_none() {
+        return Err(RepoError::NotFound);
+    }
+    let (active,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $2)",
+    )
+    .bind(tenant)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db)?;
+    if active >= i64::from(max_active) {
+        return Err(RepoError::LimitReached);
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    )))
+    .bind(key.id.0)
+    .bind(tenant)
+    .bind(&key.display_name)
+    .bind(&key.scopes)
+    .bind(key.secret_hash.as_slice())
+    .bind(key.created_at)
+    .bind(key.expires_at)
+    .bind(key.revoked_at)
+    .bind(key.last_used_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    append(tx, events).await
+}
+
+async fn mark_revoked(
+    tx: &mut Transaction<'_, Postgres>,
+    id: ApiKeyId,
+    at: DateTime<Utc>,
+    events: &[Event],
+) -> Result<(), RepoError> {
+    let revoked_at: Option<(Option<DateTime<Utc>>,)> =
+        sqlx::query_as("SELECT revoked_at FROM api_keys WHERE key_id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
+    match revoked_at {
+        None => Err(RepoError::NotFound),
+        Some((Some(_),)) => Ok(()),
+        Some((None,)) => {
+            sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1")
+                .bind(id.0)
+                .bind(at)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+            append(tx, events).await
+        }
+    }
+}
+
+#[async_trait]
+impl ApiKeyRepository for PgStore {
+    async fn create(
+        &self,
+        key: &ApiKey,
+        events: &[Event],
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let mut tx = self.pool().begin().await.map_err(db)?;
+        match insert_within_quota(&mut tx, key, events, max_active, now).await {
+            Ok(()) => tx.commit().await.map_err(db),
+            Err(err) => Err(abort(tx, err).await),
+        }
+    }
+
+    async fn get(&self, id: ApiKeyId) -> Result<Option<ApiKey>, RepoError> {
+        let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE key_id = $1"
+        )))
+        .bind(id.0)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(db)?;
+        row.map(ApiKey::try_from).transpose()
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        after: Option<ApiKeyId>,
+        limit: usize,
+        active_at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ApiKey>, RepoError> {
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE tenant_id = "
+        ));
+        sql.push_bind(tenant.as_uuid());
+        if let Some(after) = after {
+            sql.push(" AND key_id > ").push_bind(after.0);
+        }
+        if let Some(at) = active_at {
+            sql.push(" AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ")
+                .push_bind(at)
+                .push(")");
+        }
+        sql.push(" ORDER BY key_id LIMIT ")
+            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        let rows: Vec<KeyRow> = sql
+            .build_query_as()
+            .fetch_all(self.pool())
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(ApiKey::try_from).collect()
+    }
+
+    async fn revoke(
+        &self,
+        id: ApiKeyId,
+        at: DateTime<Utc>,
+        events: &[Event],
+    ) -> Result<(), RepoError> {
+        let mut tx = self.pool().begin().await.map_err(db)?;
+        match mark_revoked(&mut tx, id, at, events).await {
+            Ok(()) => tx.commit().await.map_err(db),
+            Err(err) => Err(abort(tx, err).await),
+        }
+    }
+
+    async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE key_id = $1")
+            .bind(id.0)
+            .bind(at)
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
