@@ -209,18 +209,19 @@ impl TestServer {
         Ok(body.to_owned())
     }
 
-    /// Signals shutdown and waits for the server to stop.
+    /// Signals shutdown and waits for the server to stop; hands back the scratch schema
+    /// (of a PostgreSQL-backed server) so a test can inspect what was left in it.
     ///
     /// # Errors
     /// When the server reports an error while stopping.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<Option<ScratchSchema>> {
         if let Some(stop) = self.stop.take() {
             let _already_stopped = stop.send(());
         }
-        match self.task.take() {
-            Some(task) => task.await?,
-            None => Ok(()),
+        if let Some(task) = self.task.take() {
+            task.await??;
         }
+        Ok(self.schema.take())
     }
 }
 

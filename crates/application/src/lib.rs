@@ -3,6 +3,7 @@
 //! gRPC handlers nor in the adapters.
 
 pub mod api_keys;
+pub mod audit;
 pub mod authorization;
 mod digest;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod plans;
 pub mod tenants;
 
 pub use api_keys::{ApiKeyService, CreateApiKey, Verification};
+pub use audit::{AuditService, ListAuditRecords};
 pub use authorization::{Operation, authorize};
 pub use events::EventService;
 pub use pagination::{Page, PageRequest};

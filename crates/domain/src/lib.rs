@@ -6,6 +6,7 @@
 //! types themselves, so an invalid tenant cannot be built.
 
 pub mod api_key;
+pub mod audit;
 pub mod error;
 pub mod event;
 pub mod plan;
@@ -14,6 +15,7 @@ pub mod principal;
 pub mod tenant;
 
 pub use api_key::{ApiKey, ApiKeyId, ApiKeySecret};
+pub use audit::{AuditQuery, AuditRecord};
 pub use error::{Error, FieldViolation, RepoError};
 pub use event::{Event, EventId, EventKind};
 pub use plan::{Plan, PlanId, PlanQuotas};

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::api_key::SECRET_BYTES;
 use crate::{
-    ApiKey, ApiKeyId, ContactEmail, Event, EventId, Plan, PlanId, RepoError, Tenant, TenantId,
-    TenantStatus,
+    ApiKey, ApiKeyId, AuditQuery, AuditRecord, ContactEmail, Event, EventId, Plan, PlanId,
+    RepoError, Tenant, TenantId, TenantStatus,
 };
 
 /// A stored idempotency record: the request's fingerprint and the response it produced.
@@ -213,4 +213,21 @@ pub trait ApiKeyRepository: Send + Sync {
 pub trait SecretGenerator: Send + Sync {
     /// Fresh random bytes for an API key secret.
     fn api_key_secret(&self) -> [u8; SECRET_BYTES];
+}
+
+/// The audit log: appended in batches by a write-behind writer, read by operators.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends records (ids are unique; appending one twice stores it once).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`]; nothing is stored on error.
+    async fn append(&self, records: &[AuditRecord]) -> Result<(), RepoError>;
+
+    /// Records matching `query`, newest first.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn list(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, RepoError>;
 }

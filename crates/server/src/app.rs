@@ -17,13 +17,13 @@ use crate::config::Config;
 use crate::devcerts::DevCerts;
 use crate::grpc::{ApiKeyApi, EventApi, PendingProvisioningApi, PlanApi, TenantApi};
 use crate::identity::IdentityLayer;
-use crate::metrics::{GrpcMetrics, GrpcMetricsLayer};
+use crate::metrics::{CallLayer, GrpcMetrics};
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
     plan_service_server::PlanServiceServer, provisioning_service_server::ProvisioningServiceServer,
     tenant_service_server::TenantServiceServer,
 };
-use crate::{health, tls, wiring};
+use crate::{audit, health, tls, wiring};
 
 /// Deadline of a call whose client sets none (a shorter grpc-timeout wins). The database
 /// pool's acquire timeout stays well below it, so an exhausted pool answers UNAVAILABLE.
@@ -141,19 +141,26 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let services = self.services;
+        let (audit_sink, audit_queue) = audit::queue();
+        let audit_writer =
+            tokio::spawn(audit::write_behind(services.audit_log.clone(), audit_queue));
         let router = Server::builder()
             .tls_config(self.tls.config)
             .context("tls: the certificate, key or client CA is not usable")?
             .timeout(REQUEST_TIMEOUT)
             .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
-            .layer(GrpcMetricsLayer::new(self.grpc_metrics))
+            // The first layer is the outermost: identity first, so calls know their caller.
             .layer(IdentityLayer::new(&self.config.trust_domain))
+            .layer(CallLayer::new(self.grpc_metrics, Some(audit_sink)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(TenantServiceServer::new(TenantApi::new(services.tenants)))
             .add_service(PlanServiceServer::new(PlanApi::new(services.plans)))
-            .add_service(EventServiceServer::new(EventApi::new(services.events)))
+            .add_service(EventServiceServer::new(EventApi::new(
+                services.events,
+                services.audit,
+            )))
             .add_service(ProvisioningServiceServer::new(PendingProvisioningApi))
             .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)));
 
@@ -172,12 +179,20 @@ impl App {
         let _receivers_gone = stop_tx.send(true);
 
         let grace = self.config.shutdown_grace;
+        let grpc_abort = grpc.abort_handle();
         if let Ok(joined) = tokio::time::timeout(grace, grpc).await {
             joined.context("gRPC server task")?.context("gRPC server")?;
         } else {
             tracing::warn!(
                 grace_seconds = grace.as_secs(),
                 "drain deadline passed; closing the remaining connections"
+            );
+            grpc_abort.abort();
+        }
+        // The server is gone, and with it every audit sender: the writer flushes and ends.
+        if tokio::time::timeout(grace, audit_writer).await.is_err() {
+            tracing::error!(
+                "audit writer did not finish within the grace period; records may be lost"
             );
         }
         if let Ok(joined) = tokio::time::timeout(grace, metrics).await {

@@ -15,6 +15,18 @@ pub struct Caller {
     /// The principal, or `None` when the certificate carries no (or more than one)
     /// SPIFFE id of the trust domain.
     pub principal: Option<Principal>,
+    /// The trust domain the principal belongs to.
+    pub trust_domain: std::sync::Arc<str>,
+}
+
+impl Caller {
+    /// The caller's SPIFFE id, or `unknown` without a tenantd identity.
+    pub fn name(&self) -> String {
+        self.principal.as_ref().map_or_else(
+            || "unknown".to_owned(),
+            |p| format!("spiffe://{}/{p}", self.trust_domain),
+        )
+    }
 }
 
 /// The principal of a DER client certificate: its one SPIFFE id in `trust_domain`.
@@ -91,7 +103,10 @@ where
                     .first()
                     .and_then(|leaf| principal_of(leaf, &self.trust_domain))
             });
-        request.extensions_mut().insert(Caller { principal });
+        request.extensions_mut().insert(Caller {
+            principal,
+            trust_domain: self.trust_domain.clone(),
+        });
         self.inner.call(request)
     }
 }

@@ -2,6 +2,7 @@
 //! health, reflection, Prometheus metrics, configuration and the wiring of every adapter.
 
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod devcerts;
 pub mod grpc;

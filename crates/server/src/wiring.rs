@@ -9,9 +9,11 @@ use tenantd_adapters::memory::{MemoryPlanRepository, MemoryStore};
 use tenantd_adapters::postgres::{self, PgPlanRepository, PgSettings, PgStore};
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
 use tenantd_application::{
-    ApiKeyService, EventService, PlanService, TenantService, TenantSettings,
+    ApiKeyService, AuditService, EventService, PlanService, TenantService, TenantSettings,
 };
-use tenantd_domain::ports::{ApiKeyRepository, EventLog, PlanRepository, TenantRepository};
+use tenantd_domain::ports::{
+    ApiKeyRepository, AuditLog, EventLog, PlanRepository, TenantRepository,
+};
 
 use crate::config::{Config, Store};
 use crate::health::DependencyCheck;
@@ -27,6 +29,10 @@ pub struct Services {
     pub events: EventService,
     /// Tenant API keys.
     pub api_keys: Arc<ApiKeyService>,
+    /// Reading the audit log.
+    pub audit: AuditService,
+    /// Where the write-behind audit writer appends.
+    pub audit_log: Arc<dyn AuditLog>,
     /// Dependencies the health service reports.
     pub checks: Vec<Arc<dyn DependencyCheck>>,
 }
@@ -46,6 +52,7 @@ impl std::fmt::Debug for Services {
 struct Ports {
     tenants: Arc<dyn TenantRepository>,
     api_keys: Arc<dyn ApiKeyRepository>,
+    audit: Arc<dyn AuditLog>,
     events: Arc<dyn EventLog>,
     plans: Arc<dyn PlanRepository>,
     checks: Vec<Arc<dyn DependencyCheck>>,
@@ -63,6 +70,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             Ports {
                 tenants: Arc::new(store.clone()),
                 api_keys: Arc::new(store.clone()),
+                audit: Arc::new(store.clone()),
                 events: Arc::new(store),
                 plans: Arc::new(MemoryPlanRepository::default()),
                 checks: Vec::new(),
@@ -77,6 +85,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             Ports {
                 tenants: Arc::new(store.clone()),
                 api_keys: Arc::new(store.clone()),
+                audit: Arc::new(store.clone()),
                 events: Arc::new(store.clone()),
                 plans: Arc::new(PgPlanRepository::new(pool)),
                 checks: vec![Arc::new(Database(store))],
@@ -102,6 +111,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         tenants: TenantService::new(ports.tenants, ports.plans.clone(), clock, ids, settings),
         plans: PlanService::new(ports.plans),
         events: EventService::new(ports.events),
+        audit: AuditService::new(ports.audit.clone()),
+        audit_log: ports.audit,
         checks: ports.checks,
     })
 }

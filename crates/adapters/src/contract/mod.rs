@@ -11,15 +11,19 @@
 )]
 
 mod api_keys;
+mod audit;
 mod fixtures;
 mod plans;
 mod tenants;
 
 use std::sync::Arc;
 
-use tenantd_domain::ports::{ApiKeyRepository, EventLog, PlanRepository, TenantRepository};
+use tenantd_domain::ports::{
+    ApiKeyRepository, AuditLog, EventLog, PlanRepository, TenantRepository,
+};
 
 pub use api_keys::*;
+pub use audit::*;
 pub use plans::*;
 pub use tenants::*;
 
@@ -39,6 +43,8 @@ pub struct Stores {
     pub events: Arc<dyn EventLog>,
     /// The plan catalogue.
     pub plans: Arc<dyn PlanRepository>,
+    /// The audit log.
+    pub audit: Arc<dyn AuditLog>,
     /// Keeps per-test resources alive until the test ends (e.g. a scratch schema that is
     /// dropped with it).
     pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
@@ -69,6 +75,7 @@ macro_rules! repository_contract_tests {
             concurrent_api_key_creates_never_exceed_the_quota,
             api_key_revoke_and_touch_are_recorded,
             api_key_for_unknown_tenant_is_not_found,
+            audit_records_list_newest_first_with_filters,
         );
     };
     (@each $factory:path; $($contract:ident),* $(,)?) => {

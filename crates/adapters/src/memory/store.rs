@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{
-    ApiKeyRepository, EventLog, IdempotencyRecord, TenantQuery, TenantRepository,
+    ApiKeyRepository, AuditLog, EventLog, IdempotencyRecord, TenantQuery, TenantRepository,
 };
-use tenantd_domain::{ApiKey, ApiKeyId, Event, EventId, RepoError, Tenant, TenantId, TenantStatus};
+use tenantd_domain::{
+    ApiKey, ApiKeyId, AuditQuery, AuditRecord, Event, EventId, RepoError, Tenant, TenantId,
+    TenantStatus,
+};
 
 #[derive(Debug, Default)]
 struct State {
@@ -17,7 +20,13 @@ struct State {
     events: BTreeMap<EventId, Event>,
     idempotency: HashMap<String, IdempotencyRecord>,
     api_keys: BTreeMap<ApiKeyId, ApiKey>,
+    /// Keyed by id (UUIDv7): time order. Bounded, oldest dropped first: the embedded mode
+    /// keeps no more history than it can hold in memory.
+    audit: BTreeMap<uuid::Uuid, AuditRecord>,
 }
+
+/// Most audit records the in-memory store keeps.
+const MAX_AUDIT_RECORDS: usize = 100_000;
 
 /// The in-memory tenant store; cheap to clone (clones share the state).
 #[derive(Debug, Clone, Default)]
@@ -239,6 +248,36 @@ impl ApiKeyRepository for MemoryStore {
     }
 }
 
+#[async_trait]
+impl AuditLog for MemoryStore {
+    async fn append(&self, records: &[AuditRecord]) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        for record in records {
+            state.audit.insert(record.id, record.clone());
+        }
+        while state.audit.len() > MAX_AUDIT_RECORDS {
+            state.audit.pop_first();
+        }
+        Ok(())
+    }
+
+    async fn list(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, RepoError> {
+        let state = self.lock();
+        let end = query
+            .before
+            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        Ok(state
+            .audit
+            .range((std::ops::Bound::Unbounded, end))
+            .rev()
+            .map(|(_, r)| r)
+            .filter(|r| query.matches(r))
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +288,7 @@ mod tests {
         Stores {
             tenants: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
+            audit: Arc::new(store.clone()),
             events: Arc::new(store),
             plans: Arc::new(crate::memory::MemoryPlanRepository::default()),
             guard: None,

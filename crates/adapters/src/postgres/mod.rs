@@ -17,6 +17,7 @@
 //! exhaustion or statement timeout [`RepoError::Unavailable`](tenantd_domain::RepoError::Unavailable).
 
 mod api_keys;
+mod audit;
 mod connect;
 mod errors;
 mod plans;

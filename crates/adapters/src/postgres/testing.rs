@@ -130,7 +130,8 @@ mod tests {
         Stores {
             tenants: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
-            events: Arc::new(store),
+            events: Arc::new(store.clone()),
+            audit: Arc::new(store.clone()),
             plans: Arc::new(PgPlanRepository::new(pool)),
             guard: Some(Arc::new(schema)),
         }

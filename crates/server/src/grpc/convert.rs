@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 use serde_json::{Map, Number, Value as Json};
-use tenantd_domain::{ApiKey, Error, Event, EventKind, FieldViolation, Plan, Tenant, TenantStatus};
+use tenantd_domain::{
+    ApiKey, AuditRecord, Error, Event, EventKind, FieldViolation, Plan, Tenant, TenantStatus,
+};
 
 use crate::proto;
 
@@ -161,6 +163,20 @@ pub fn time(value: &Timestamp, field: &str) -> Result<DateTime<Utc>, Error> {
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
         .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
+}
+
+impl From<&AuditRecord> for proto::AuditRecord {
+    fn from(record: &AuditRecord) -> Self {
+        Self {
+            audit_id: record.id.to_string(),
+            principal: record.principal.clone(),
+            method: record.method.clone(),
+            tenant_id: record.tenant_id.map(|t| t.to_string()).unwrap_or_default(),
+            code: record.code.clone(),
+            time: Some(timestamp(record.at)),
+            request_id: record.request_id.clone(),
+        }
+    }
 }
 
 impl From<&Plan> for proto::Plan {

@@ -1,22 +1,24 @@
 //! `tenant.v1.EventService`.
 
-use tenantd_application::EventService;
 use tenantd_application::Operation;
+use tenantd_application::{AuditService, EventService, ListAuditRecords};
 use tonic::{Request, Response, Status};
 
-use super::status::{not_yet, to_status};
+use super::convert::time;
+use super::status::to_status;
 use crate::proto::{self, event_service_server};
 
 /// The EventService handlers.
 #[derive(Debug, Clone)]
 pub struct EventApi {
     service: EventService,
+    audit: AuditService,
 }
 
 impl EventApi {
-    /// Handlers over `service`.
-    pub fn new(service: EventService) -> Self {
-        Self { service }
+    /// Handlers over the event log and the audit log.
+    pub fn new(service: EventService, audit: AuditService) -> Self {
+        Self { service, audit }
     }
 }
 
@@ -48,6 +50,33 @@ impl event_service_server::EventService for EventApi {
         request: Request<proto::ListAuditRecordsRequest>,
     ) -> Result<Response<proto::ListAuditRecordsResponse>, Status> {
         super::allow(&request, Operation::ListAuditRecords, None)?;
-        Err(not_yet("ListAuditRecords", "the audit log"))
+        let request = request.into_inner();
+        let start = request
+            .start_time
+            .as_ref()
+            .map(|t| time(t, "start_time"))
+            .transpose();
+        let end = request
+            .end_time
+            .as_ref()
+            .map(|t| time(t, "end_time"))
+            .transpose();
+        let page = self
+            .audit
+            .list(ListAuditRecords {
+                tenant_id: request.tenant_id,
+                principal: request.principal,
+                method: request.method,
+                start: start.map_err(to_status)?,
+                end: end.map_err(to_status)?,
+                page_size: request.page_size,
+                page_token: request.page_token,
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::ListAuditRecordsResponse {
+            records: page.items.iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 }

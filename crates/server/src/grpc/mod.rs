@@ -18,6 +18,9 @@ pub use tenants::TenantApi;
 use tenantd_application::{Operation, authorize};
 use tonic::{Request, Status};
 
+use tenantd_domain::TenantId;
+
+use crate::audit::AuditTarget;
 use crate::identity::Caller;
 
 /// Authorizes the caller of `request` for `operation` on `tenant` (the tenant id as sent).
@@ -31,5 +34,11 @@ pub(crate) fn allow<T>(
         .extensions()
         .get::<Caller>()
         .and_then(|caller| caller.principal.as_ref());
+    if let (Some(target), Some(tenant)) = (
+        request.extensions().get::<AuditTarget>(),
+        tenant.and_then(|t| t.parse::<TenantId>().ok()),
+    ) {
+        target.set(tenant);
+    }
     authorize(principal, operation, tenant).map_err(status::to_status)
 }

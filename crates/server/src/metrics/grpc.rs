@@ -1,5 +1,7 @@
-//! `grpc_server_started_total`, `grpc_server_handled_total` and
-//! `grpc_server_handling_seconds`, labelled by service, method, type and code.
+//! The call observer: every RPC's end is recorded once, as the gRPC server metrics
+//! (`grpc_server_started_total`, `grpc_server_handled_total`,
+//! `grpc_server_handling_seconds`, labelled by service, method, type and code), as one log
+//! line, and as an audit record (principal, method, tenant, code, request id).
 //!
 //! The code of a call is read from the `grpc-status` of the response headers (a
 //! trailers-only error) or of the trailers at the end of the body, so streaming calls are
@@ -14,10 +16,16 @@ use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::Bytes;
+use chrono::Utc;
 use http_body::{Body, Frame, SizeHint};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use prost::Message as _;
+use tenantd_domain::AuditRecord;
 use tonic::Code;
+use uuid::Uuid;
+
+use crate::audit::{AuditSink, AuditTarget};
+use crate::identity::Caller;
 
 /// One RPC method's labels.
 #[derive(Debug, Clone)]
@@ -96,6 +104,7 @@ impl GrpcMetrics {
             method,
             started: Instant::now(),
             code: None,
+            audit: None,
         }
     }
 }
@@ -136,6 +145,17 @@ struct Call {
     method: Method,
     started: Instant,
     code: Option<Code>,
+    audit: Option<Audit>,
+}
+
+/// What the audit record of a call needs besides its outcome.
+#[derive(Debug)]
+struct Audit {
+    sink: AuditSink,
+    path: String,
+    principal: String,
+    request_id: String,
+    target: AuditTarget,
 }
 
 impl Call {
@@ -158,14 +178,60 @@ impl Drop for Call {
             .seconds
             .with_label_values(&[&m.service, &m.name, m.kind])
             .observe(elapsed.as_secs_f64());
+        let principal = self.audit.as_ref().map_or("", |a| a.principal.as_str());
         tracing::info!(
             grpc.service = %m.service,
             grpc.method = %m.name,
             grpc.code = code_name(code),
+            principal,
             latency_ms = elapsed.as_secs_f64() * 1e3,
             "rpc finished"
         );
+        if let Some(audit) = self.audit.take() {
+            audit.sink.record(AuditRecord {
+                id: Uuid::now_v7(),
+                principal: audit.principal,
+                method: audit.path,
+                tenant_id: audit.target.get(),
+                code: status_name(code).to_owned(),
+                at: Utc::now(),
+                request_id: audit.request_id,
+            });
+        }
     }
+}
+
+/// The canonical name of `code` (`OK`, `PERMISSION_DENIED`, ...), as audit records use it.
+fn status_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The caller's `x-request-id` when it is a sane one (1-128 visible ASCII characters),
+/// else a fresh UUIDv7.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
 }
 
 /// The label Go's grpc-prometheus uses for `code`: Go's `codes.Code.String()` (`OK`, `NotFound`, ...).
@@ -196,38 +262,42 @@ fn status_of(headers: &http::HeaderMap) -> Option<Code> {
     Some(Code::from_i32(value.parse().ok()?))
 }
 
-/// Tower layer that meters every call of the services it wraps.
+/// Tower layer observing every call of the services it wraps. It must sit inside the
+/// identity layer, which tells it who calls.
 #[derive(Debug, Clone)]
-pub struct GrpcMetricsLayer {
+pub struct CallLayer {
     metrics: GrpcMetrics,
+    audit: Option<AuditSink>,
 }
 
-impl GrpcMetricsLayer {
-    /// A layer recording into `metrics`.
-    pub fn new(metrics: GrpcMetrics) -> Self {
-        Self { metrics }
+impl CallLayer {
+    /// A layer recording into `metrics` and, when given, queueing audit records on `audit`.
+    pub fn new(metrics: GrpcMetrics, audit: Option<AuditSink>) -> Self {
+        Self { metrics, audit }
     }
 }
 
-impl<S> tower::Layer<S> for GrpcMetricsLayer {
-    type Service = GrpcMetricsService<S>;
+impl<S> tower::Layer<S> for CallLayer {
+    type Service = CallService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetricsService {
+        CallService {
             inner,
             metrics: self.metrics.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
 
-/// The service [`GrpcMetricsLayer`] produces.
+/// The service [`CallLayer`] produces.
 #[derive(Debug, Clone)]
-pub struct GrpcMetricsService<S> {
+pub struct CallService<S> {
     inner: S,
     metrics: GrpcMetrics,
+    audit: Option<AuditSink>,
 }
 
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for GrpcMetricsService<S>
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for CallService<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Send,
     S::Future: Send + 'static,
@@ -241,8 +311,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let mut call = self.metrics.start(request.uri().path());
+        if let Some(sink) = &self.audit {
+            let target = AuditTarget::default();
+            request.extensions_mut().insert(target.clone());
+            let principal = request
+                .extensions()
+                .get::<Caller>()
+                .map_or_else(|| "unknown".to_owned(), Caller::name);
+            call.audit = Some(Audit {
+                sink: sink.clone(),
+                path: request.uri().path().to_owned(),
+                principal,
+                request_id: request_id(request.headers()),
+                target,
+            });
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
             // If the handler future is dropped (client gone), `call` records CANCELLED.

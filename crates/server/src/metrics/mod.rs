@@ -5,5 +5,5 @@
 mod grpc;
 mod http;
 
-pub use grpc::{GrpcMetrics, GrpcMetricsLayer};
+pub use grpc::{CallLayer, GrpcMetrics};
 pub use http::serve as serve_http;
