@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::postgres::testing::ScratchSchema;
 use tenantd_server::config::{Config, LogFormat, Secret, Store, TlsSource};
 use tenantd_server::devcerts::{self, DevCerts};
@@ -142,6 +143,19 @@ impl TestServer {
         })
     }
 
+    /// Starts a server on an existing scratch `schema` (say, one a stopped server handed
+    /// back) with the contact-email `keys`; the server keeps the schema alive.
+    ///
+    /// # Errors
+    /// When the server cannot be built.
+    pub async fn start_on_schema(schema: ScratchSchema, keys: &TestKeys) -> anyhow::Result<Self> {
+        let store = postgres_store_with(&schema.url(), keys);
+        let mut server =
+            Self::start_with(Backend::Memory, |config| Config { store, ..config }).await?;
+        server.schema = Some(schema);
+        Ok(server)
+    }
+
     /// The scratch schema of a PostgreSQL-backed server.
     pub fn schema(&self) -> Option<&ScratchSchema> {
         self.schema.as_ref()
@@ -233,13 +247,56 @@ impl Drop for TestServer {
     }
 }
 
-/// The PostgreSQL store settings tests use for `url`.
+/// Contact-email keys for a test: fresh and random, shared by the servers of one test.
+#[derive(Debug, Clone)]
+pub struct TestKeys {
+    /// `id:base64` entries, the first sealing.
+    pub encryption: String,
+    /// The blind-index key.
+    pub blind_index: String,
+}
+
+impl TestKeys {
+    /// One fresh key with id `k1`.
+    pub fn generate() -> Self {
+        Self::with_ids(&["k1"])
+    }
+
+    /// One fresh key per id, the first sealing.
+    pub fn with_ids(ids: &[&str]) -> Self {
+        Self {
+            encryption: ids
+                .iter()
+                .map(|id| KeyRing::generate_entry(id))
+                .collect::<Vec<_>>()
+                .join(","),
+            blind_index: KeyRing::generate_blind_index_key(),
+        }
+    }
+
+    /// The same keys as environment variables for a `tenantd` process.
+    pub fn env(&self) -> [(&'static str, String); 2] {
+        [
+            ("TENANTD_ENCRYPTION_KEYS", self.encryption.clone()),
+            ("TENANTD_BLIND_INDEX_KEY", self.blind_index.clone()),
+        ]
+    }
+}
+
+/// The PostgreSQL store settings tests use for `url`, with fresh random keys.
 pub fn postgres_store(url: &str) -> Store {
+    postgres_store_with(url, &TestKeys::generate())
+}
+
+/// The PostgreSQL store settings tests use for `url` and `keys`.
+pub fn postgres_store_with(url: &str, keys: &TestKeys) -> Store {
     Store::Postgres {
         url: Secret::new(url),
         max_connections: 10,
         acquire_timeout: Duration::from_secs(3),
         statement_timeout: Duration::from_secs(5),
+        encryption_keys: Secret::new(keys.encryption.clone()),
+        blind_index_key: Secret::new(keys.blind_index.clone()),
     }
 }
 

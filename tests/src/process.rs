@@ -11,6 +11,8 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::TestKeys;
+
 /// A running `tenantd` process.
 #[derive(Debug)]
 pub struct TenantdProcess {
@@ -40,13 +42,18 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 }
 
 impl TenantdProcess {
-    /// Starts `tenantd` on free ports with `database_url` and the development certificates
-    /// in `certs_dir`, and waits until it listens.
+    /// Starts `tenantd` on free ports with `database_url`, the contact-email `keys` and the
+    /// development certificates in `certs_dir`, and waits until it listens.
     ///
     /// # Errors
     /// When it cannot start or exits before listening (its stderr is in the error).
-    pub async fn start(database_url: &str, certs_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(
+        database_url: &str,
+        certs_dir: &Path,
+        keys: &TestKeys,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary()?)
+            .envs(keys.env())
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(["--log-format", "json", "--log", "info"])
             .arg("--dev-certs-dir")

@@ -13,7 +13,7 @@ use tenantd_e2e::pb::tenant_event::Payload;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
 use tenantd_e2e::pb::{GetTenantRequest, ListTenantEventsRequest};
 use tenantd_e2e::process::{TenantdProcess, binary};
-use tenantd_e2e::{admin_channel, create, new_tenant};
+use tenantd_e2e::{TestKeys, admin_channel, create, new_tenant};
 use tenantd_server::devcerts::{self, DevCerts};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -30,8 +30,9 @@ fn certs() -> (tempfile::TempDir, DevCerts) {
 async fn a_tenant_acknowledged_before_sigkill_is_there_after_restart_with_its_events() {
     let schema = ScratchSchema::create().await.unwrap();
     let (dir, certs) = certs();
+    let keys = TestKeys::generate();
 
-    let first = TenantdProcess::start(&schema.url(), dir.path())
+    let first = TenantdProcess::start(&schema.url(), dir.path(), &keys)
         .await
         .unwrap();
     let channel = admin_channel(first.grpc_addr, &certs).await.unwrap();
@@ -43,7 +44,7 @@ async fn a_tenant_acknowledged_before_sigkill_is_there_after_restart_with_its_ev
     .unwrap();
     first.kill().await.unwrap();
 
-    let second = TenantdProcess::start(&schema.url(), dir.path())
+    let second = TenantdProcess::start(&schema.url(), dir.path(), &keys)
         .await
         .unwrap();
     let channel = admin_channel(second.grpc_addr, &certs).await.unwrap();
@@ -76,11 +77,12 @@ async fn a_tenant_acknowledged_before_sigkill_is_there_after_restart_with_its_ev
 async fn three_replicas_started_together_on_an_empty_database_all_become_healthy() {
     let schema = ScratchSchema::create().await.unwrap();
     let (dir, certs) = certs();
+    let keys = TestKeys::generate();
     let url = schema.url();
     let (a, b, c) = tokio::join!(
-        TenantdProcess::start(&url, dir.path()),
-        TenantdProcess::start(&url, dir.path()),
-        TenantdProcess::start(&url, dir.path()),
+        TenantdProcess::start(&url, dir.path(), &keys),
+        TenantdProcess::start(&url, dir.path(), &keys),
+        TenantdProcess::start(&url, dir.path(), &keys),
     );
     for replica in [a.unwrap(), b.unwrap(), c.unwrap()] {
         let mut health = HealthClient::new(admin_channel(replica.grpc_addr, &certs).await.unwrap());
@@ -111,6 +113,7 @@ async fn migrate_subcommand_applies_the_migrations_and_exits() {
     let schema = ScratchSchema::create().await.unwrap();
     let output = tokio::process::Command::new(binary().unwrap())
         .arg("migrate")
+        .envs(TestKeys::generate().env())
         .env("TENANTD_DATABASE_URL", schema.url())
         .env_remove("DATABASE_URL")
         .output()
@@ -144,6 +147,7 @@ async fn a_bad_or_unreachable_database_stops_startup_with_one_line_and_no_passwo
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .arg("--dev-certs-dir")
             .arg(dir.path())
+            .envs(TestKeys::generate().env())
             .env("TENANTD_DATABASE_URL", url)
             .env_remove("DATABASE_URL")
             .output()

@@ -1,6 +1,7 @@
 //! Driven adapters of tenantd, one module per technology. Each implements port traits of
 //! `tenantd-domain`; the server's wiring picks which.
 //!
+//! - [`crypto`]: the AES-256-GCM key ring for contact emails and their blind index.
 //! - [`memory`]: the embedded default (no infrastructure) and test doubles.
 //! - [`postgres`]: the production store (sqlx), with migrations and the outbox.
 //! - [`system`]: the real clock and UUIDv7 generator.
@@ -9,6 +10,7 @@
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;
+pub mod crypto;
 pub mod memory;
 pub mod postgres;
 pub mod system;

@@ -45,6 +45,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit (start-up also applies them).
     Migrate(ServeArgs),
+    /// Manage the contact-email encryption keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Manage development certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -78,6 +81,28 @@ pub enum CertsCommand {
         /// The identity.
         #[command(flatten)]
         identity: IdentityArgs,
+    },
+}
+
+/// `tenantd keys ...`.
+#[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start-up")]
+pub enum KeysCommand {
+    /// Print a new random encryption key entry (id:base64) and blind-index key.
+    Generate {
+        /// Id of the new key.
+        #[arg(long, default_value = "k1")]
+        id: String,
+    },
+    /// Re-seal every contact email still on an older key with the first key of
+    /// --encryption-keys, in batches, while the service runs.
+    Rewrap {
+        /// Settings (database and keys) as for `serve`.
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
     },
 }
 
@@ -165,6 +190,14 @@ pub struct ServeArgs {
     /// [default: 2000].
     #[arg(long, env = "TENANTD_HEALTH_PROBE_INTERVAL_MS")]
     pub health_probe_interval_ms: Option<u64>,
+    /// Contact-email encryption keys, `id:base64(32 bytes)` separated by commas; the first
+    /// encrypts, all decrypt. Required with a database (`tenantd keys generate` makes one).
+    #[arg(long, env = "TENANTD_ENCRYPTION_KEYS", hide_env_values = true)]
+    pub encryption_keys: Option<String>,
+    /// Key of the contact-email blind index (base64, at least 32 bytes). Required with a
+    /// database; never change it without re-indexing.
+    #[arg(long, env = "TENANTD_BLIND_INDEX_KEY", hide_env_values = true)]
+    pub blind_index_key: Option<String>,
 }
 
 /// The same settings in the TOML file.
@@ -187,6 +220,8 @@ struct FileConfig {
     database_acquire_timeout_ms: Option<u64>,
     database_statement_timeout_ms: Option<u64>,
     health_probe_interval_ms: Option<u64>,
+    encryption_keys: Option<String>,
+    blind_index_key: Option<String>,
 }
 
 /// Where the server's TLS material comes from.
@@ -245,6 +280,10 @@ pub enum Store {
         acquire_timeout: Duration,
         /// Server-side statement limit.
         statement_timeout: Duration,
+        /// Contact-email key ring entries.
+        encryption_keys: Secret,
+        /// Blind-index key.
+        blind_index_key: Secret,
     },
 }
 
@@ -300,6 +339,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let store = store(&args, &file)?;
         let tls_cert = args.tls_cert.or(file.tls_cert);
         let tls_key = args.tls_key.or(file.tls_key);
         let tls_client_ca = args.tls_client_ca.or(file.tls_client_ca);
@@ -350,17 +390,6 @@ impl Config {
                 "is not a valid tracing filter (e.g. info,tenantd=debug)",
             ));
         }
-        let store = store(
-            args.database_url
-                .or_else(|| std::env::var("DATABASE_URL").ok())
-                .or(file.database_url),
-            args.database_max_connections
-                .or(file.database_max_connections),
-            args.database_acquire_timeout_ms
-                .or(file.database_acquire_timeout_ms),
-            args.database_statement_timeout_ms
-                .or(file.database_statement_timeout_ms),
-        )?;
         let health_probe_interval = positive_ms(
             "health-probe-interval-ms",
             args.health_probe_interval_ms
@@ -393,12 +422,21 @@ impl Config {
 }
 
 /// The store: PostgreSQL when a URL is set, else memory.
-fn store(
-    url: Option<String>,
-    max_connections: Option<u32>,
-    acquire_timeout_ms: Option<u64>,
-    statement_timeout_ms: Option<u64>,
-) -> Result<Store, ConfigError> {
+fn store(args: &ServeArgs, file: &FileConfig) -> Result<Store, ConfigError> {
+    let url = args
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .or_else(|| file.database_url.clone());
+    let max_connections = args
+        .database_max_connections
+        .or(file.database_max_connections);
+    let acquire_timeout_ms = args
+        .database_acquire_timeout_ms
+        .or(file.database_acquire_timeout_ms);
+    let statement_timeout_ms = args
+        .database_statement_timeout_ms
+        .or(file.database_statement_timeout_ms);
     let Some(url) = url.filter(|url| !url.is_empty()) else {
         return Ok(Store::Memory);
     };
@@ -412,7 +450,31 @@ fn store(
     if max_connections == 0 {
         return Err(bad("database-max-connections", "must be at least 1"));
     }
+    let Some(encryption_keys) = args
+        .encryption_keys
+        .clone()
+        .or_else(|| file.encryption_keys.clone())
+        .filter(|k| !k.is_empty())
+    else {
+        return Err(bad(
+            "encryption-keys",
+            "required with a database: contact emails are stored encrypted (tenantd keys generate)",
+        ));
+    };
+    let Some(blind_index_key) = args
+        .blind_index_key
+        .clone()
+        .or_else(|| file.blind_index_key.clone())
+        .filter(|k| !k.is_empty())
+    else {
+        return Err(bad(
+            "blind-index-key",
+            "required with a database (tenantd keys generate)",
+        ));
+    };
     Ok(Store::Postgres {
+        encryption_keys: Secret::new(encryption_keys),
+        blind_index_key: Secret::new(blind_index_key),
         url: Secret::new(url),
         max_connections,
         acquire_timeout: positive_ms("database-acquire-timeout-ms", acquire_timeout_ms, 3000)?,
@@ -517,6 +579,10 @@ mod tests {
     #[test]
     fn database_url_selects_postgres_and_is_redacted() {
         let config = Config::load(parse(&[
+            "--encryption-keys",
+            "k1:AAAA",
+            "--blind-index-key",
+            "BBBB",
             "--database-url",
             "postgres://app:s3cret@db:5432/tenantd",
             "--database-acquire-timeout-ms",
@@ -537,6 +603,11 @@ mod tests {
 
         let err = Config::load(parse(&["--database-url", "mysql://db"])).unwrap_err();
         assert_eq!(err.setting, "database-url");
+        let err = Config::load(parse(&["--database-url", "postgres://db/x"])).unwrap_err();
+        assert_eq!(
+            err.setting, "encryption-keys",
+            "a database needs encryption keys"
+        );
     }
 
     #[test]

@@ -4,8 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use tenantd_adapters::crypto::KeyRing;
 use tenantd_domain::{Principal, TenantId};
-use tenantd_server::config::{CertsCommand, Cli, Command, IdentityArgs, ServeArgs, Store};
+use tenantd_server::config::{
+    CertsCommand, Cli, Command, IdentityArgs, KeysCommand, ServeArgs, Store,
+};
 use tenantd_server::{App, Config, devcerts, install_crypto_provider, telemetry};
 
 fn main() -> ExitCode {
@@ -24,6 +27,17 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Migrate(args) => runtime.block_on(migrate(args)),
+        Command::Keys(KeysCommand::Generate { id }) => {
+            println!(
+                "TENANTD_ENCRYPTION_KEYS={}\nTENANTD_BLIND_INDEX_KEY={}",
+                KeyRing::generate_entry(&id),
+                KeyRing::generate_blind_index_key()
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Rewrap { serve, batch_size }) => {
+            runtime.block_on(rewrap(serve, batch_size))
+        }
         Command::Certs(CertsCommand::Generate {
             dev_certs_dir,
             trust_domain,
@@ -99,6 +113,14 @@ fn issue(dir: &std::path::Path, trust_domain: &str, identity: &IdentityArgs) -> 
         cert.display(),
         key.display()
     );
+    Ok(())
+}
+
+async fn rewrap(args: ServeArgs, batch_size: usize) -> anyhow::Result<()> {
+    let config = Config::load(args)?;
+    telemetry::init(config.log_format, &config.log);
+    let rewrapped = tenantd_server::wiring::rewrap(&config, batch_size).await?;
+    println!("re-sealed {rewrapped} contact emails with the primary key");
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::memory::{MemoryPlanRepository, MemoryStore};
 use tenantd_adapters::postgres::{self, PgPlanRepository, PgSettings, PgStore};
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
@@ -77,11 +78,12 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             }
         }
         Store::Postgres { url, .. } => {
+            let ring = key_ring(config)?;
             let pool = postgres::connect(url.expose(), &pg_settings(config))
                 .await
                 .context("database-url")?;
             postgres::migrate(&pool).await.context("database-url")?;
-            let store = PgStore::new(pool.clone());
+            let store = PgStore::new(pool.clone(), Arc::new(ring));
             Ports {
                 tenants: Arc::new(store.clone()),
                 api_keys: Arc::new(store.clone()),
@@ -133,6 +135,42 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     postgres::migrate(&pool).await.context("database-url")?;
     pool.close().await;
     Ok(())
+}
+
+/// Re-seals contact emails still on older keys (`tenantd keys rewrap`).
+///
+/// # Errors
+/// When no database is configured, the keys are invalid, or the database fails.
+pub async fn rewrap(config: &Config, batch_size: usize) -> anyhow::Result<u64> {
+    let Store::Postgres { url, .. } = &config.store else {
+        anyhow::bail!(
+            "database-url: no database is configured (set DATABASE_URL or --database-url)"
+        );
+    };
+    let ring = key_ring(config)?;
+    let pool = postgres::connect(url.expose(), &pg_settings(config))
+        .await
+        .context("database-url")?;
+    let store = PgStore::new(pool.clone(), Arc::new(ring));
+    let rewrapped = store
+        .rewrap_contact_emails(batch_size)
+        .await
+        .map_err(|e| anyhow::anyhow!("rewrap: {e}"))?;
+    pool.close().await;
+    Ok(rewrapped)
+}
+
+fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
+    let Store::Postgres {
+        encryption_keys,
+        blind_index_key,
+        ..
+    } = &config.store
+    else {
+        anyhow::bail!("encryption-keys: only used with a database");
+    };
+    KeyRing::parse(encryption_keys.expose(), blind_index_key.expose())
+        .map_err(|e| anyhow::anyhow!("encryption-keys: {e}"))
 }
 
 fn pg_settings(config: &Config) -> PgSettings {

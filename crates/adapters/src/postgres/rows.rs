@@ -5,16 +5,17 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use tenantd_domain::ports::EmailCipher;
 use tenantd_domain::{
-    ContactEmail, DisplayName, Event, EventId, EventKind, Labels, PlanId, RepoError, Slug, Tenant,
-    TenantConfig, TenantId, TenantParts, TenantStatus,
+    DisplayName, Event, EventId, EventKind, Labels, PlanId, RepoError, Slug, Tenant, TenantConfig,
+    TenantId, TenantParts, TenantStatus,
 };
 use uuid::Uuid;
 
 /// Columns of `tenants` in [`TenantRow`] order.
 pub(crate) const TENANT_COLUMNS: &str = "tenant_id, slug, display_name, plan_id, status, \
-     status_reason, status_before_delete, contact_email, labels, config, created_at, \
-     updated_at, deleted_at, purge_at, version";
+     status_reason, status_before_delete, contact_email_sealed, contact_email_key_id, \
+     contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, version";
 
 /// One `tenants` row.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
@@ -26,7 +27,9 @@ pub(crate) struct TenantRow {
     pub status: String,
     pub status_reason: String,
     pub status_before_delete: Option<String>,
-    pub contact_email: String,
+    pub contact_email_sealed: Vec<u8>,
+    pub contact_email_key_id: String,
+    pub contact_email_index: Vec<u8>,
     pub labels: Json<BTreeMap<String, String>>,
     pub config: Json<serde_json::Map<String, serde_json::Value>>,
     pub created_at: DateTime<Utc>,
@@ -36,9 +39,11 @@ pub(crate) struct TenantRow {
     pub version: i64,
 }
 
-impl From<&Tenant> for TenantRow {
-    fn from(tenant: &Tenant) -> Self {
+impl TenantRow {
+    /// The row of `tenant`, its contact email sealed by `cipher`.
+    pub(crate) fn seal(tenant: &Tenant, cipher: &dyn EmailCipher) -> Self {
         let p = tenant.parts();
+        let sealed = cipher.seal(p.id, &p.contact_email);
         Self {
             tenant_id: p.id.as_uuid(),
             slug: p.slug.as_str().to_owned(),
@@ -47,7 +52,9 @@ impl From<&Tenant> for TenantRow {
             status: p.status.as_str().to_owned(),
             status_reason: p.status_reason.clone(),
             status_before_delete: p.status_before_delete.map(|s| s.as_str().to_owned()),
-            contact_email: p.contact_email.expose().to_owned(),
+            contact_email_sealed: sealed.envelope,
+            contact_email_key_id: sealed.key_id,
+            contact_email_index: cipher.blind_index(&p.contact_email).to_vec(),
             labels: Json(p.labels.as_map().clone()),
             config: Json(p.config.as_map().clone()),
             created_at: p.created_at,
@@ -70,20 +77,32 @@ fn status(text: &str) -> Result<TenantStatus, RepoError> {
         .ok_or_else(|| corrupt("status"))
 }
 
-impl TryFrom<TenantRow> for Tenant {
-    type Error = RepoError;
-
-    fn try_from(row: TenantRow) -> Result<Self, RepoError> {
+impl TenantRow {
+    /// The tenant of this row, its contact email opened by `cipher`.
+    ///
+    /// An envelope that does not open is an alert, not a bad row: tampering, a ciphertext
+    /// copied from another tenant, or a key missing from the ring.
+    pub(crate) fn open(self, cipher: &dyn EmailCipher) -> Result<Tenant, RepoError> {
+        let id = TenantId::from_uuid(self.tenant_id).map_err(|_| corrupt("id"))?;
+        let contact_email = cipher.open(id, &self.contact_email_sealed).map_err(|err| {
+            tracing::error!(
+                tenant_id = %id,
+                key_id = %self.contact_email_key_id,
+                error = %err,
+                "ALERT: a stored contact email does not decrypt (tampering, a row copied between tenants, or a key missing from the ring)"
+            );
+            RepoError::Internal(format!("contact email of tenant {id} does not decrypt"))
+        })?;
+        let row = self;
         Ok(Tenant::from_parts(TenantParts {
-            id: TenantId::from_uuid(row.tenant_id).map_err(|_| corrupt("id"))?,
+            id,
             slug: Slug::from_stored(row.slug),
             display_name: DisplayName::parse(&row.display_name)
                 .map_err(|_| corrupt("display name"))?,
             plan_id: PlanId::new(row.plan_id),
             status: status(&row.status)?,
             status_reason: row.status_reason,
-            contact_email: ContactEmail::parse(&row.contact_email)
-                .map_err(|_| corrupt("contact email"))?,
+            contact_email,
             labels: Labels::parse(row.labels.0).map_err(|_| corrupt("labels"))?,
             config: TenantConfig::parse(row.config.0).map_err(|_| corrupt("config"))?,
             created_at: row.created_at,

@@ -1,25 +1,107 @@
 //! Tenants, their event log (outbox) and idempotency records in PostgreSQL.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
-use tenantd_domain::ports::{EventLog, IdempotencyRecord, TenantQuery, TenantRepository};
+use tenantd_domain::ports::{
+    EmailCipher, EventLog, IdempotencyRecord, TenantQuery, TenantRepository,
+};
 use tenantd_domain::{Event, EventId, RepoError, Tenant, TenantId, TenantStatus};
 use uuid::Uuid;
 
 use super::errors::{db, translate};
 use super::rows::{EventRow, TENANT_COLUMNS, TenantRow};
 
-/// The PostgreSQL tenant store: implements [`TenantRepository`] and [`EventLog`].
-#[derive(Debug, Clone)]
+/// The PostgreSQL store: implements [`TenantRepository`], [`EventLog`], the API key
+/// repository and the audit log. Contact emails are sealed with `cipher` on the way in and
+/// opened on the way out; the database never sees them in clear.
+#[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    cipher: Arc<dyn EmailCipher>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
 }
 
 impl PgStore {
-    /// A store over `pool` (migrated).
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A store over `pool` (migrated), sealing contact emails with `cipher`.
+    pub fn new(pool: PgPool, cipher: Arc<dyn EmailCipher>) -> Self {
+        Self { pool, cipher }
+    }
+
+    /// Re-seals, in batches of `batch_size`, every contact email not sealed with the
+    /// cipher's primary key; safe while the service runs (rows are locked one batch at a
+    /// time and skipped if busy, and the tenant's version is not touched). Returns how many
+    /// rows were re-sealed.
+    ///
+    /// # Errors
+    /// Store failures, or an envelope that does not open (nothing of that batch is written).
+    pub async fn rewrap_contact_emails(&self, batch_size: usize) -> Result<u64, RepoError> {
+        let primary = self.cipher.primary_key_id();
+        let limit = i64::try_from(batch_size.max(1)).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            let rows: Vec<(Uuid, Vec<u8>)> = match sqlx::query_as(
+                "SELECT tenant_id, contact_email_sealed FROM tenants \
+                 WHERE contact_email_key_id <> $1 LIMIT $2 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(&primary)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            {
+                Ok(rows) => rows,
+                Err(err) => return Err(abort(tx, db(err)).await),
+            };
+            if rows.is_empty() {
+                tx.commit().await.map_err(db)?;
+                return Ok(total);
+            }
+            for (id, envelope) in &rows {
+                if let Err(err) = self.reseal(&mut tx, *id, envelope).await {
+                    return Err(abort(tx, err).await);
+                }
+            }
+            tx.commit().await.map_err(db)?;
+            total += rows.len() as u64;
+            tracing::info!(
+                rewrapped = total,
+                "re-sealed contact emails with the primary key"
+            );
+        }
+    }
+
+    async fn reseal(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        id: Uuid,
+        envelope: &[u8],
+    ) -> Result<(), RepoError> {
+        let tenant = TenantId::from_uuid(id)
+            .map_err(|_| RepoError::Internal("stored tenant has an invalid id".into()))?;
+        let email = self
+            .cipher
+            .open(tenant, envelope)
+            .map_err(|e| RepoError::Internal(format!("tenant {tenant}: {e}")))?;
+        let sealed = self.cipher.seal(tenant, &email);
+        sqlx::query(
+            "UPDATE tenants SET contact_email_sealed = $2, contact_email_key_id = $3 \
+             WHERE tenant_id = $1",
+        )
+        .bind(id)
+        .bind(sealed.envelope)
+        .bind(sealed.key_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 
     pub(crate) fn pool(&self) -> &PgPool {
@@ -74,8 +156,10 @@ async fn claim_request_id(
     tx: &mut Transaction<'_, Postgres>,
     record: &IdempotencyRecord,
     now: DateTime<Utc>,
+    cipher: &dyn EmailCipher,
 ) -> Result<bool, RepoError> {
-    let response = serde_json::to_value(TenantRow::from(&record.response))
+    // The response snapshot keeps the contact email sealed, like the tenants table.
+    let response = serde_json::to_value(TenantRow::seal(&record.response, cipher))
         .map_err(|e| RepoError::Internal(format!("cannot encode response snapshot: {e}")))?;
     let claimed = sqlx::query(
         "INSERT INTO idempotency_records \
@@ -106,17 +190,18 @@ async fn insert_tenant(
     tenant: &Tenant,
     events: &[Event],
     idempotency: Option<&IdempotencyRecord>,
+    cipher: &dyn EmailCipher,
 ) -> Result<(), RepoError> {
     // The request id first: a concurrent twin blocks here and is answered from it.
     if let Some(record) = idempotency
-        && !claim_request_id(tx, record, tenant.created_at()).await?
+        && !claim_request_id(tx, record, tenant.created_at(), cipher).await?
     {
         return Err(RepoError::IdempotencyKeyTaken);
     }
-    let row = TenantRow::from(tenant);
+    let row = TenantRow::seal(tenant, cipher);
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tenants ({TENANT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     )))
     .bind(row.tenant_id)
     .bind(&row.slug)
@@ -125,7 +210,9 @@ async fn insert_tenant(
     .bind(&row.status)
     .bind(&row.status_reason)
     .bind(&row.status_before_delete)
-    .bind(&row.contact_email)
+    .bind(&row.contact_email_sealed)
+    .bind(&row.contact_email_key_id)
+    .bind(&row.contact_email_index)
     .bind(&row.labels)
     .bind(&row.config)
     .bind(row.created_at)
@@ -146,14 +233,15 @@ async fn update_tenant(
     tenant: &Tenant,
     expected_version: u64,
     events: &[Event],
+    cipher: &dyn EmailCipher,
 ) -> Result<(), RepoError> {
-    let row = TenantRow::from(tenant);
+    let row = TenantRow::seal(tenant, cipher);
     let expected = i64::try_from(expected_version).map_err(|_| RepoError::VersionConflict)?;
     let updated = sqlx::query(
         "UPDATE tenants SET display_name = $3, plan_id = $4, status = $5, \
-             status_reason = $6, status_before_delete = $7, contact_email = $8, \
-             labels = $9, config = $10, updated_at = $11, deleted_at = $12, \
-             purge_at = $13, version = $14 \
+             status_reason = $6, status_before_delete = $7, contact_email_sealed = $8, \
+             contact_email_key_id = $9, contact_email_index = $10, labels = $11, \
+             config = $12, updated_at = $13, deleted_at = $14, purge_at = $15, version = $16 \
          WHERE tenant_id = $1 AND version = $2",
     )
     .bind(row.tenant_id)
@@ -163,7 +251,9 @@ async fn update_tenant(
     .bind(&row.status)
     .bind(&row.status_reason)
     .bind(&row.status_before_delete)
-    .bind(&row.contact_email)
+    .bind(&row.contact_email_sealed)
+    .bind(&row.contact_email_key_id)
+    .bind(&row.contact_email_index)
     .bind(&row.labels)
     .bind(&row.config)
     .bind(row.updated_at)
@@ -199,7 +289,7 @@ impl TenantRepository for PgStore {
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<(), RepoError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        match insert_tenant(&mut tx, tenant, events, idempotency.as_ref()).await {
+        match insert_tenant(&mut tx, tenant, events, idempotency.as_ref(), &*self.cipher).await {
             Ok(()) => tx.commit().await.map_err(db),
             Err(err) => Err(abort(tx, err).await),
         }
@@ -213,7 +303,7 @@ impl TenantRepository for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(Tenant::try_from).transpose()
+        row.map(|r| r.open(&*self.cipher)).transpose()
     }
 
     async fn update(
@@ -223,7 +313,7 @@ impl TenantRepository for PgStore {
         events: &[Event],
     ) -> Result<(), RepoError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        match update_tenant(&mut tx, tenant, expected_version, events).await {
+        match update_tenant(&mut tx, tenant, expected_version, events, &*self.cipher).await {
             Ok(()) => tx.commit().await.map_err(db),
             Err(err) => Err(abort(tx, err).await),
         }
@@ -257,8 +347,8 @@ impl TenantRepository for PgStore {
                 .push(")");
         }
         if let Some(email) = &query.contact_email {
-            sql.push(" AND lower(contact_email) = ")
-                .push_bind(email.normalized());
+            sql.push(" AND contact_email_index = ")
+                .push_bind(self.cipher.blind_index(email).to_vec());
         }
         sql.push(" ORDER BY tenant_id LIMIT ")
             .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
@@ -267,7 +357,7 @@ impl TenantRepository for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.into_iter().map(Tenant::try_from).collect()
+        rows.into_iter().map(|r| r.open(&*self.cipher)).collect()
     }
 
     async fn find_idempotency(
@@ -289,7 +379,7 @@ impl TenantRepository for PgStore {
             Ok(IdempotencyRecord {
                 request_id,
                 fingerprint,
-                response: Tenant::try_from(response.0)?,
+                response: response.0.open(&*self.cipher)?,
                 expires_at,
             })
         })

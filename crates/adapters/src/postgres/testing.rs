@@ -9,6 +9,7 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{PgSettings, connect, migrate};
+use crate::crypto::KeyRing;
 
 /// The server tests use when nothing else is configured.
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -18,6 +19,18 @@ pub fn test_database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
+}
+
+/// A key ring with fresh random keys (id `test`), for stores under test.
+///
+/// # Panics
+/// Never: the generated entries are well-formed.
+pub fn test_key_ring() -> KeyRing {
+    KeyRing::parse(
+        &KeyRing::generate_entry("test"),
+        &KeyRing::generate_blind_index_key(),
+    )
+    .expect("generated keys are valid")
 }
 
 /// A schema of its own in the test database; dropped (with everything in it) on drop.
@@ -126,7 +139,7 @@ mod tests {
     async fn stores() -> Stores {
         let schema = ScratchSchema::create().await.expect("scratch schema");
         let pool = schema.migrated_pool().await.expect("migrated pool");
-        let store = PgStore::new(pool.clone());
+        let store = PgStore::new(pool.clone(), Arc::new(test_key_ring()));
         Stores {
             tenants: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),

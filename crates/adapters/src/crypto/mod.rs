@@ -1,0 +1,210 @@
+//! AES-256-GCM key ring for contact emails and the HMAC-SHA256 blind index.
+//!
+//! Envelope: `version (1) | key id length (1) | key id | nonce (12) | ciphertext + tag`.
+//! Every seal draws a fresh random 96-bit nonce. The associated data is the field name and
+//! the tenant id, so a ciphertext copied into another tenant's row (or another field) does
+//! not open. The first key of the ring seals; every key opens, which is how keys rotate:
+//! put the new key first, run `tenantd keys rewrap`, then drop the old one.
+
+use std::fmt;
+
+use aes_gcm::aead::{Aead as _, Generate as _, KeyInit as _, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+use tenantd_domain::ports::{CipherError, EmailCipher, SealedEmail};
+use tenantd_domain::{ContactEmail, TenantId};
+
+const VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const FIELD: &[u8] = b"tenantd:tenants.contact_email:";
+
+/// One named 256-bit key.
+struct RingKey {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+/// The contact-email key ring. Its `Debug` names key ids, never key material.
+pub struct KeyRing {
+    keys: Vec<RingKey>,
+    blind_index_key: Vec<u8>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRing")
+            .field(
+                "key_ids",
+                &self.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key ring configuration that cannot be used. Messages never contain key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRingError {
+    /// No encryption key at all.
+    #[error("at least one key is required, as id:base64 (32 bytes)")]
+    Empty,
+    /// An entry is not `id:base64`.
+    #[error("entry {0} is not id:base64")]
+    Malformed(usize),
+    /// A key id is not 1-32 of a-z, 0-9, '-', or repeats.
+    #[error("entry {0} has an invalid or repeated key id (1-32 of a-z, 0-9, '-')")]
+    BadId(usize),
+    /// A key does not decode to exactly 32 bytes.
+    #[error("key {0:?} is not 32 bytes of base64")]
+    BadKey(String),
+    /// The blind-index key is shorter than 32 bytes.
+    #[error("the blind-index key must be at least 32 bytes of base64")]
+    BadBlindIndexKey,
+}
+
+impl KeyRing {
+    /// Builds a ring from `id:base64key` entries separated by commas (the first seals) and a
+    /// base64 blind-index key.
+    ///
+    /// # Errors
+    /// [`KeyRingError`] naming the bad entry.
+    pub fn parse(keys: &str, blind_index_key: &str) -> Result<Self, KeyRingError> {
+        let mut ring = Vec::new();
+        for (n, entry) in keys
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
+            let position = n + 1;
+            let (id, material) = entry
+                .split_once(':')
+                .ok_or(KeyRingError::Malformed(position))?;
+            let id_ok = (1..=32).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ring.iter().any(|k: &RingKey| k.id == id);
+            if !id_ok {
+                return Err(KeyRingError::BadId(position));
+            }
+            let bytes = STANDARD
+                .decode(material.trim())
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| KeyRingError::BadKey(id.to_owned()))?;
+            let cipher = Aes256Gcm::new_from_slice(&bytes)
+                .map_err(|_| KeyRingError::BadKey(id.to_owned()))?;
+            ring.push(RingKey {
+                id: id.to_owned(),
+                cipher,
+            });
+        }
+        if ring.is_empty() {
+            return Err(KeyRingError::Empty);
+        }
+        let blind_index_key = STANDARD
+            .decode(blind_index_key.trim())
+            .ok()
+            .filter(|k| k.len() >= 32)
+            .ok_or(KeyRingError::BadBlindIndexKey)?;
+        Ok(Self {
+            keys: ring,
+            blind_index_key,
+        })
+    }
+
+    /// A fresh random key in the `id:base64` form [`KeyRing::parse`] takes.
+    pub fn generate_entry(id: &str) -> String {
+        let key = aes_gcm::Key::<Aes256Gcm>::generate();
+        format!("{id}:{}", STANDARD.encode(key.as_slice()))
+    }
+
+    /// A fresh random blind-index key, base64.
+    pub fn generate_blind_index_key() -> String {
+        let key = aes_gcm::Key::<Aes256Gcm>::generate();
+        STANDARD.encode(key.as_slice())
+    }
+
+    fn aad(tenant: TenantId) -> Vec<u8> {
+        let mut aad = FIELD.to_vec();
+        aad.extend_from_slice(tenant.as_uuid().as_bytes());
+        aad
+    }
+}
+
+impl EmailCipher for KeyRing {
+    fn seal(&self, tenant: TenantId, email: &ContactEmail) -> SealedEmail {
+        let key = &self.keys[0];
+        let nonce = Nonce::generate();
+        let aad = Self::aad(tenant);
+        // Encryption with a valid key and a 12-byte nonce cannot fail for short messages.
+        let ciphertext = key
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: email.expose().as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .expect("AES-GCM encryption of a short message");
+        let mut envelope = Vec::with_capacity(2 + key.id.len() + NONCE_LEN + ciphertext.len());
+        envelope.push(VERSION);
+        envelope.push(u8::try_from(key.id.len()).unwrap_or(u8::MAX));
+        envelope.extend_from_slice(key.id.as_bytes());
+        envelope.extend_from_slice(nonce.as_slice());
+        envelope.extend_from_slice(&ciphertext);
+        SealedEmail {
+            envelope,
+            key_id: key.id.clone(),
+        }
+    }
+
+    fn open(&self, tenant: TenantId, envelope: &[u8]) -> Result<ContactEmail, CipherError> {
+        let [version, id_len, rest @ ..] = envelope else {
+            return Err(CipherError::Malformed);
+        };
+        if *version != VERSION || rest.len() < usize::from(*id_len) + NONCE_LEN {
+            return Err(CipherError::Malformed);
+        }
+        let (id, rest) = rest.split_at(usize::from(*id_len));
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let id = std::str::from_utf8(id).map_err(|_| CipherError::Malformed)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| CipherError::UnknownKey(id.to_owned()))?;
+        let nonce = Nonce::try_from(nonce).map_err(|_| CipherError::Malformed)?;
+        let aad = Self::aad(tenant);
+        let plaintext = key
+            .cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CipherError::Authentication)?;
+        let text = String::from_utf8(plaintext).map_err(|_| CipherError::Malformed)?;
+        ContactEmail::parse(&text).map_err(|_| CipherError::Malformed)
+    }
+
+    fn blind_index(&self, email: &ContactEmail) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.blind_index_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(email.normalized().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn primary_key_id(&self) -> String {
+        self.keys[0].id.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

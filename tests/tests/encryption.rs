@@ -1,0 +1,222 @@
+//! Contact emails at rest on PostgreSQL: no plaintext anywhere in the database, an envelope
+//! copied to another tenant's row fails loudly instead of decrypting, and key rotation with
+//! `tenantd keys rewrap` moves every row to the new key.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
+)]
+
+use prost_types::FieldMask;
+use tenantd_adapters::postgres::testing::ScratchSchema;
+use tenantd_e2e::pb::{
+    CreateTenantRequest, GetTenantRequest, ListTenantsRequest, UpdateTenantRequest,
+};
+use tenantd_e2e::process::binary;
+use tenantd_e2e::{Backend, TestKeys, TestServer, create, new_tenant};
+use tonic::Code;
+
+async fn dump(url: &str) -> String {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut dump = String::new();
+    for (table,) in tables {
+        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT t::text FROM \"{table}\" t"
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        for (row,) in rows {
+            dump.push_str(&row);
+            dump.push('\n');
+        }
+    }
+    dump.to_lowercase()
+}
+
+/// The ways `email` could appear in a text dump: as text, as bytea hex, as a JSON byte array.
+fn encodings(email: &str) -> [String; 3] {
+    let lower = email.to_lowercase();
+    let hex = lower.bytes().fold(String::new(), |mut out, b| {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+        out
+    });
+    let decimals = lower
+        .bytes()
+        .take(8)
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    [lower, hex, decimals]
+}
+
+#[tokio::test]
+async fn no_contact_email_is_stored_in_plaintext_anywhere() {
+    let server = TestServer::start(Backend::Postgres).await.unwrap();
+    let mut client = server.tenants().await.unwrap();
+    let mut emails = Vec::new();
+    for slug in ["alpha", "bravo", "charlie"] {
+        let tenant = new_tenant(slug);
+        emails.push(tenant.contact_email.clone());
+        client
+            .create_tenant(CreateTenantRequest {
+                tenant: Some(tenant),
+                request_id: format!("req-{slug}"),
+            })
+            .await
+            .unwrap();
+    }
+    let alpha = client
+        .list_tenants(ListTenantsRequest {
+            contact_email: "OPS@alpha.example".into(),
+            ..ListTenantsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenants;
+    assert_eq!(alpha.len(), 1, "the blind index finds the tenant by email");
+    let mut change = alpha[0].clone();
+    change.contact_email = "Billing.Team@alpha-corp.example".into();
+    emails.push(change.contact_email.clone());
+    client
+        .update_tenant(UpdateTenantRequest {
+            tenant: Some(change),
+            update_mask: Some(FieldMask {
+                paths: vec!["contact_email".into()],
+            }),
+        })
+        .await
+        .unwrap();
+
+    let dump = dump(&server.schema().unwrap().url()).await;
+    assert!(
+        dump.contains("alpha"),
+        "the dump has the tenants (slugs are not secret)"
+    );
+    for email in &emails {
+        for form in encodings(email) {
+            assert!(
+                !dump.contains(&form),
+                "{email} found in the database as {form}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_envelope_copied_to_another_tenant_is_an_internal_error_not_garbage() {
+    let server = TestServer::start(Backend::Postgres).await.unwrap();
+    let mut client = server.tenants().await.unwrap();
+    let victim = create(&mut client, new_tenant("victim")).await.unwrap();
+    let thief = create(&mut client, new_tenant("thief")).await.unwrap();
+    let pool = sqlx::PgPool::connect(&server.schema().unwrap().url())
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE tenants SET contact_email_sealed = \
+         (SELECT contact_email_sealed FROM tenants WHERE tenant_id = $1::uuid) WHERE tenant_id = $2::uuid",
+    )
+    .bind(&victim.tenant_id)
+    .bind(&thief.tenant_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let status = client
+        .get_tenant(GetTenantRequest {
+            tenant_id: thief.tenant_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(
+        status.message(),
+        "internal error",
+        "no detail leaks to the caller"
+    );
+    assert!(!status.message().contains("victim.example"));
+    let intact = client
+        .get_tenant(GetTenantRequest {
+            tenant_id: victim.tenant_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        intact.into_inner().tenant.unwrap().contact_email,
+        victim.contact_email
+    );
+}
+
+#[tokio::test]
+async fn rewrap_moves_every_row_to_the_new_key_so_the_old_one_can_go() {
+    let old = TestKeys::with_ids(&["k1"]);
+    let schema = ScratchSchema::create().await.unwrap();
+    let schema_url = schema.url();
+    let first = TestServer::start_on_schema(schema, &old).await.unwrap();
+    let mut client = first.tenants().await.unwrap();
+    let mut created = Vec::new();
+    for i in 0..5 {
+        created.push(
+            create(&mut client, new_tenant(&format!("rot-{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    drop(client);
+    let schema = first.stop().await.unwrap().unwrap();
+
+    let new_key = TestKeys::with_ids(&["k2"]);
+    let rotated = TestKeys {
+        encryption: format!("{},{}", new_key.encryption, old.encryption),
+        blind_index: old.blind_index.clone(),
+    };
+    let output = tokio::process::Command::new(binary().unwrap())
+        .args(["keys", "rewrap", "--batch-size", "2"])
+        .envs(rotated.env())
+        .env("TENANTD_DATABASE_URL", &schema_url)
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("re-sealed 5 contact emails"));
+
+    let pool = sqlx::PgPool::connect(&schema_url).await.unwrap();
+    let keys: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT contact_email_key_id FROM tenants")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, [("k2".to_owned(),)]);
+
+    let only_new = TestKeys {
+        encryption: new_key.encryption,
+        blind_index: old.blind_index,
+    };
+    let second = TestServer::start_on_schema(schema, &only_new)
+        .await
+        .unwrap();
+    let mut client = second.tenants().await.unwrap();
+    for tenant in created {
+        let read = client
+            .get_tenant(GetTenantRequest {
+                tenant_id: tenant.tenant_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tenant
+            .unwrap();
+        assert_eq!(read.contact_email, tenant.contact_email);
+    }
+}
