@@ -52,13 +52,28 @@ impl TenantdProcess {
         certs_dir: &Path,
         keys: &TestKeys,
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary()?)
+        let mut command = Command::new(binary()?);
+        command
             .envs(keys.env())
+            .env("TENANTD_DATABASE_URL", database_url);
+        Self::spawn(command, certs_dir).await
+    }
+
+    /// Starts `tenantd` on the in-memory store with the development certificates in
+    /// `certs_dir`, and waits until it listens.
+    ///
+    /// # Errors
+    /// When it cannot start or exits before listening.
+    pub async fn start_in_memory(certs_dir: &Path) -> anyhow::Result<Self> {
+        Self::spawn(Command::new(binary()?), certs_dir).await
+    }
+
+    async fn spawn(mut command: Command, certs_dir: &Path) -> anyhow::Result<Self> {
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(["--log-format", "json", "--log", "info"])
             .arg("--dev-certs-dir")
             .arg(certs_dir)
-            .env("TENANTD_DATABASE_URL", database_url)
             .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -85,6 +100,25 @@ impl TenantdProcess {
         // Keep draining its log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self { child, grpc_addr })
+    }
+
+    /// Sends SIGHUP (reload the TLS material).
+    ///
+    /// # Errors
+    /// When the signal cannot be delivered.
+    pub async fn hangup(&self) -> anyhow::Result<()> {
+        let pid = self.child.id().context("the process has exited")?;
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "kill -HUP {pid} failed");
+        Ok(())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Kills the process with SIGKILL: no shutdown hook runs.

@@ -4,13 +4,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use prometheus::Registry;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
@@ -38,13 +39,33 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
+/// Re-reads the TLS material on every SIGHUP; bad material is refused and logged.
+async fn reload_on_sighup(tls: Arc<tls::ReloadableTls>) {
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP; TLS reload is unavailable");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate, key and client CA"),
+            Err(err) => tracing::error!(
+                error = format!("{err:#}"),
+                "SIGHUP: new TLS material refused; the current material stays in force"
+            ),
+        }
+    }
+}
+
 /// A configured server with its listeners bound.
 #[derive(Debug)]
 pub struct App {
     config: Config,
     grpc: TcpListener,
     metrics: TcpListener,
-    tls: tls::ServerTls,
+    tls: Arc<tls::ReloadableTls>,
     services: wiring::Services,
     registry: Registry,
     grpc_metrics: GrpcMetrics,
@@ -56,7 +77,7 @@ impl App {
     /// # Errors
     /// Bad TLS material, an address that cannot be bound, metrics registration failure.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let tls = tls::load(&config.tls, &config.trust_domain)?;
+        let tls = Arc::new(tls::ReloadableTls::load(&config.tls, &config.trust_domain)?);
         let services = wiring::build(&config).await?;
         let registry = Registry::new();
         let grpc_metrics = GrpcMetrics::register(
@@ -103,7 +124,7 @@ impl App {
 
     /// The development certificates in use (embedded mode).
     pub fn dev_certs(&self) -> Option<&DevCerts> {
-        self.tls.dev_certs.as_ref()
+        self.tls.dev_certs()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING and
@@ -145,8 +166,6 @@ impl App {
         let audit_writer =
             tokio::spawn(audit::write_behind(services.audit_log.clone(), audit_queue));
         let router = Server::builder()
-            .tls_config(self.tls.config)
-            .context("tls: the certificate, key or client CA is not usable")?
             .timeout(REQUEST_TIMEOUT)
             .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
             // The first layer is the outermost: identity first, so calls know their caller.
@@ -164,7 +183,8 @@ impl App {
             .add_service(ProvisioningServiceServer::new(PendingProvisioningApi))
             .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)));
 
-        let incoming = TcpIncoming::from(self.grpc).with_nodelay(Some(true));
+        let (incoming, acceptor) = tls::incoming(self.grpc, self.tls.clone());
+        let reloader = tokio::spawn(reload_on_sighup(self.tls.clone()));
         let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped()));
         let metrics = tokio::spawn(crate::metrics::serve_http(
             self.metrics,
@@ -175,6 +195,8 @@ impl App {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight calls");
         prober.abort();
+        reloader.abort();
+        acceptor.abort();
         health::set_all(&health, ServingStatus::NotServing).await;
         let _receivers_gone = stop_tx.send(true);
 

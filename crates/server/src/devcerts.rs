@@ -93,16 +93,7 @@ fn generate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
     write(dir, "ca.key", &ca_key.serialize_pem(), true)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let server_key = KeyPair::generate()?;
-    let mut server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
-    server
-        .distinguished_name
-        .push(DnType::CommonName, "tenantd");
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.use_authority_key_identifier_extension = true;
-    let server_cert = server.signed_by(&server_key, &issuer)?;
-    write(dir, "server.pem", &server_cert.pem(), false)?;
-    write(dir, "server.key", &server_key.serialize_pem(), true)?;
+    write_server_cert(dir, &issuer)?;
 
     let admin_key = KeyPair::generate()?;
     let admin_cert = client_params(&format!("spiffe://{trust_domain}/admin"), "admin")?
@@ -118,6 +109,26 @@ fn generate(dir: &Path, trust_domain: &str) -> anyhow::Result<()> {
 /// # Errors
 /// When the CA cannot be read or the files cannot be written.
 pub fn issue(dir: &Path, spiffe_id: &str, name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let issuer = load_issuer(dir)?;
+    let key = KeyPair::generate()?;
+    let cert = client_params(spiffe_id, name)?.signed_by(&key, &issuer)?;
+    let (cert_name, key_name) = (format!("{name}.pem"), format!("{name}.key"));
+    write(dir, &cert_name, &cert.pem(), false)?;
+    write(dir, &key_name, &key.serialize_pem(), true)?;
+    Ok((dir.join(cert_name), dir.join(key_name)))
+}
+
+/// Replaces the server certificate and key in `dir` with new ones (a new serial) signed by
+/// the development CA there: what a certificate rotation does.
+///
+/// # Errors
+/// When the CA cannot be read or the files cannot be written.
+pub fn renew_server_cert(dir: &Path) -> anyhow::Result<()> {
+    let issuer = load_issuer(dir)?;
+    write_server_cert(dir, &issuer)
+}
+
+fn load_issuer(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
     let certs = DevCerts {
         dir: dir.to_path_buf(),
     };
@@ -125,13 +136,25 @@ pub fn issue(dir: &Path, spiffe_id: &str, name: &str) -> anyhow::Result<(PathBuf
         .with_context(|| format!("cannot read {}", certs.ca_key().display()))?;
     let ca_pem = fs::read_to_string(certs.ca_cert())
         .with_context(|| format!("cannot read {}", certs.ca_cert().display()))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem)?)?;
-    let key = KeyPair::generate()?;
-    let cert = client_params(spiffe_id, name)?.signed_by(&key, &issuer)?;
-    let (cert_name, key_name) = (format!("{name}.pem"), format!("{name}.key"));
-    write(dir, &cert_name, &cert.pem(), false)?;
-    write(dir, &key_name, &key.serialize_pem(), true)?;
-    Ok((dir.join(cert_name), dir.join(key_name)))
+    Ok(Issuer::from_ca_cert_pem(
+        &ca_pem,
+        KeyPair::from_pem(&ca_key_pem)?,
+    )?)
+}
+
+fn write_server_cert(dir: &Path, issuer: &Issuer<'_, KeyPair>) -> anyhow::Result<()> {
+    let server_key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "tenantd");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.use_authority_key_identifier_extension = true;
+    let server_cert = server.signed_by(&server_key, issuer)?;
+    // Key first: a reload between the two writes then fails (the key does not match the
+    // old certificate) and keeps the old pair in force.
+    write(dir, "server.key", &server_key.serialize_pem(), true)?;
+    write(dir, "server.pem", &server_cert.pem(), false)
 }
 
 /// Parameters of a client certificate whose only identity is the SAN URI `spiffe_id`.

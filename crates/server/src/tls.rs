@@ -1,70 +1,200 @@
-//! Server TLS material: mutual TLS with rustls, client certificates required and verified
-//! against the configured client CA bundle.
+//! Server TLS: mutual TLS with rustls (client certificates required and verified against
+//! the client CA bundle), reloadable without a restart.
+//!
+//! The server accepts TCP itself and runs each handshake with the configuration current at
+//! that moment, so [`ReloadableTls::reload`] (on SIGHUP) switches new connections to new
+//! material while established connections keep theirs. New material that does not load or
+//! does not fit together is refused with a log line and the old stays in force.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use anyhow::Context as _;
+use rustls::RootCertStore;
+use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::TlsSource;
 use crate::devcerts::{self, DevCerts};
 
-/// The server's TLS configuration and, in embedded mode, the development certificates.
-#[derive(Debug, Clone)]
-pub struct ServerTls {
-    /// The tonic TLS configuration (identity + client CA).
-    pub config: ServerTlsConfig,
-    /// The development certificate set, when generated or reused.
-    pub dev_certs: Option<DevCerts>,
+/// Longest a client may take to complete its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The files the TLS material is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
 }
 
-/// Loads (or, for [`TlsSource::Dev`], generates if absent) the TLS material.
-///
-/// # Errors
-/// One line naming the unreadable or malformed file.
-pub fn load(source: &TlsSource, trust_domain: &str) -> anyhow::Result<ServerTls> {
-    let (cert, key, client_ca, dev_certs) = match source {
-        TlsSource::Files {
-            cert,
-            key,
-            client_ca,
-        } => (cert.clone(), key.clone(), client_ca.clone(), None),
-        TlsSource::Dev { dir } => {
-            let (certs, generated) = devcerts::ensure(dir, trust_domain, false)?;
-            if generated {
-                tracing::info!(dir = %dir.display(), "generated development certificates");
+/// The server's TLS configuration, swappable at run time.
+#[derive(Debug)]
+pub struct ReloadableTls {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+    dev_certs: Option<DevCerts>,
+}
+
+impl ReloadableTls {
+    /// Loads (or, for [`TlsSource::Dev`], generates if absent) the TLS material.
+    ///
+    /// # Errors
+    /// One line naming the unreadable or malformed file.
+    pub fn load(source: &TlsSource, trust_domain: &str) -> anyhow::Result<Self> {
+        let (files, dev_certs) = match source {
+            TlsSource::Files {
+                cert,
+                key,
+                client_ca,
+            } => (
+                TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: client_ca.clone(),
+                },
+                None,
+            ),
+            TlsSource::Dev { dir } => {
+                let (certs, generated) = devcerts::ensure(dir, trust_domain, false)?;
+                if generated {
+                    tracing::info!(dir = %dir.display(), "generated development certificates");
+                }
+                (
+                    TlsFiles {
+                        cert: certs.server_cert(),
+                        key: certs.server_key(),
+                        client_ca: certs.ca_cert(),
+                    },
+                    Some(certs),
+                )
             }
-            (
-                certs.server_cert(),
-                certs.server_key(),
-                certs.ca_cert(),
-                Some(certs),
-            )
-        }
-    };
-    let cert_pem = read_pem(&cert, "tls-cert", "CERTIFICATE")?;
-    let key_pem = read_pem(&key, "tls-key", "PRIVATE KEY")?;
-    let ca_pem = read_pem(&client_ca, "tls-client-ca", "CERTIFICATE")?;
-    let config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        .client_ca_root(Certificate::from_pem(ca_pem))
-        .client_auth_optional(false);
-    Ok(ServerTls { config, dev_certs })
+        };
+        let config = build(&files)?;
+        Ok(Self {
+            files,
+            current: RwLock::new(Arc::new(config)),
+            dev_certs,
+        })
+    }
+
+    /// The development certificate set, in embedded mode.
+    pub fn dev_certs(&self) -> Option<&DevCerts> {
+        self.dev_certs.as_ref()
+    }
+
+    /// Re-reads certificate, key and client CA; new connections use them from now on.
+    ///
+    /// # Errors
+    /// When the new material is unusable; the current configuration then stays in force.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let config = build(&self.files)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
 }
 
-fn read_pem(path: &Path, setting: &str, label: &str) -> anyhow::Result<Vec<u8>> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("{setting}: cannot read {}", path.display()))?;
-    let marker = format!("-----BEGIN {label}-----");
-    let found = String::from_utf8_lossy(&pem).lines().any(|line| {
-        let line = line.trim();
-        line == marker
-            || (label == "PRIVATE KEY"
-                && line.starts_with("-----BEGIN")
-                && line.ends_with("PRIVATE KEY-----"))
-    });
-    if !found {
-        bail!("{setting}: {} holds no PEM {label}", path.display());
+fn build(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("tls-cert: cannot read {}", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("tls-cert: {} is not PEM", files.cert.display()))?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "tls-cert: {} holds no certificate",
+        files.cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(&files.key).with_context(|| {
+        format!(
+            "tls-key: {} holds no usable PEM private key",
+            files.key.display()
+        )
+    })?;
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&files.client_ca)
+        .with_context(|| format!("tls-client-ca: cannot read {}", files.client_ca.display()))?
+    {
+        let ca =
+            ca.with_context(|| format!("tls-client-ca: {} is not PEM", files.client_ca.display()))?;
+        roots.add(ca).with_context(|| {
+            format!(
+                "tls-client-ca: {} holds an unusable CA",
+                files.client_ca.display()
+            )
+        })?;
     }
-    Ok(pem)
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "tls-client-ca: {} holds no certificate",
+        files.client_ca.display()
+    );
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .context("tls-client-ca: cannot build the client verifier")?;
+    let mut config = ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .context("tls-key: the key does not match the certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Accepts TCP connections on `listener` and completes their TLS handshakes concurrently
+/// (a slow client never holds up the others), yielding established streams. The returned
+/// task owns the listener: abort it to stop accepting.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Arc<ReloadableTls>,
+) -> (
+    ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>,
+    JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _nodelay = tcp.set_nodelay(true);
+            let acceptor = tls.acceptor();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _server_gone = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(err)) => handshake_failed(peer, &err.to_string()),
+                    Err(_) => handshake_failed(peer, "timed out"),
+                }
+            });
+        }
+    });
+    (ReceiverStream::new(rx), acceptor)
+}
+
+fn handshake_failed(peer: SocketAddr, why: &str) {
+    tracing::debug!(%peer, why, "TLS handshake failed");
 }
