@@ -65,8 +65,39 @@ async fn no_email_api_key_secret_or_encryption_key_appears_in_any_log_line() {
     })
     .await
     .unwrap();
+    let (tenant_id, emails) = exercise_tenants(&server).await;
+    let secret = exercise_api_keys(&server, &tenant_id).await;
+    EventServiceClient::new(server.admin_channel().await.unwrap())
+        .list_audit_records(ListAuditRecordsRequest::default())
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("rpc finished"), "the capture works");
+    let lower = text.to_lowercase();
+    for email in &emails {
+        assert!(
+            !lower.contains(&email.to_lowercase()),
+            "email {email} logged"
+        );
+    }
+    let secret_part = &secret[3 + 32 + 1..];
+    assert!(!text.contains(secret_part), "an API key secret was logged");
+    for entry in keys.encryption.split(',') {
+        let material = entry.split_once(':').unwrap().1;
+        assert!(!text.contains(material), "an encryption key was logged");
+    }
+    assert!(
+        !text.contains(&keys.blind_index),
+        "the blind-index key was logged"
+    );
+}
+
+/// Creates, lists by email, updates and rejects tenants; returns the created tenant's id and
+/// every email used.
+async fn exercise_tenants(server: &TestServer) -> (String, Vec<String>) {
     let mut tenants = server.tenants().await.unwrap();
-    let mut api_keys = ApiKeyServiceClient::new(server.admin_channel().await.unwrap());
     let mut emails = vec!["Founder.Secret@Hidden-Corp.example".to_owned()];
 
     let mut tenant = new_tenant("hidden");
@@ -119,9 +150,15 @@ async fn no_email_api_key_secret_or_encryption_key_appears_in_any_log_line() {
         .await
         .unwrap();
 
+    (created.tenant_id, emails)
+}
+
+/// Issues, verifies (right and wrong) and revokes an API key; returns its secret.
+async fn exercise_api_keys(server: &TestServer, tenant_id: &str) -> String {
+    let mut api_keys = ApiKeyServiceClient::new(server.admin_channel().await.unwrap());
     let issued = api_keys
         .create_api_key(CreateApiKeyRequest {
-            tenant_id: created.tenant_id.clone(),
+            tenant_id: tenant_id.to_owned(),
             display_name: "ci".into(),
             scopes: vec!["tenants.read".into()],
             expire_time: None,
@@ -148,35 +185,10 @@ async fn no_email_api_key_secret_or_encryption_key_appears_in_any_log_line() {
         .unwrap();
     api_keys
         .revoke_api_key(RevokeApiKeyRequest {
-            tenant_id: created.tenant_id.clone(),
+            tenant_id: tenant_id.to_owned(),
             key_id: issued.api_key.unwrap().key_id,
         })
         .await
         .unwrap();
-    EventServiceClient::new(server.admin_channel().await.unwrap())
-        .list_audit_records(ListAuditRecordsRequest::default())
-        .await
-        .unwrap();
-    drop((tenants, api_keys));
-    server.stop().await.unwrap();
-
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("rpc finished"), "the capture works");
-    let lower = text.to_lowercase();
-    for email in &emails {
-        assert!(
-            !lower.contains(&email.to_lowercase()),
-            "email {email} logged"
-        );
-    }
-    let secret_part = &secret[3 + 32 + 1..];
-    assert!(!text.contains(secret_part), "an API key secret was logged");
-    for entry in keys.encryption.split(',') {
-        let material = entry.split_once(':').unwrap().1;
-        assert!(!text.contains(material), "an encryption key was logged");
-    }
-    assert!(
-        !text.contains(&keys.blind_index),
-        "the blind-index key was logged"
-    );
+    secret
 }
