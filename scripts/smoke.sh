@@ -61,6 +61,9 @@ phase() {
   for marker in $markers; do readme_block "$marker" >>"$dir/session.sh"; done
   [ -s "$dir/session.sh" ] || { echo "smoke: README.md has no $markers block" >&2; exit 1; }
 
+  # The README calls the binary as ./target/debug/tenantd from the repository root.
+  mkdir -p "$dir/target/debug"
+  ln -sf "$bin" "$dir/target/debug/tenantd"
   (cd "$dir" && exec "$bin") >"$dir/stdout.log" 2>"$dir/stderr.log" &
   server_pid=$!
   for _ in $(seq 1 100); do
@@ -91,8 +94,9 @@ phase() {
   fi
 }
 
-phase memory smoke \
-  'tenant.v1.TenantService' 'rpc CreateTenant' '"slug": "acme"' '"status": "TENANT_STATUS_ACTIVE"' '"status": "SERVING"'
+phase memory "smoke smoke-tenant" \
+  'tenant.v1.TenantService' 'rpc CreateTenant' '"slug": "acme"' '"status": "TENANT_STATUS_ACTIVE"' '"status": "SERVING"' \
+  '"secret": "tk_' 'Code: PermissionDenied' 'refused, as it should be'
 
 psql -q "$base_url" -c "CREATE SCHEMA $schema" >/dev/null
 # A database needs contact-email keys, made as the README says.
