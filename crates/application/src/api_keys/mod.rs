@@ -230,7 +230,7 @@ impl ApiKeyService {
         let Some(key) = self.keys.get(secret.id()).await? else {
             return Ok(None);
         };
-        let matches: bool = hash(&secret).ct_eq(&key.secret_hash).into();
+        let matches = hashes_match(&hash(&secret), &key.secret_hash);
         let now = self.clock.now();
         if !matches || !key.is_active(now) {
             return Ok(None);
@@ -272,6 +272,12 @@ impl ApiKeyService {
             kind,
         }
     }
+}
+
+/// Compares two secret hashes in constant time: how long it takes never tells an attacker
+/// how many leading bytes of a guess were right.
+fn hashes_match(presented: &[u8; 32], stored: &[u8; 32]) -> bool {
+    presented.ct_eq(stored).into()
 }
 
 fn hash(secret: &ApiKeySecret) -> [u8; 32] {

@@ -223,3 +223,17 @@ async fn revoke_of_another_tenants_key_is_not_found() {
         }
     ));
 }
+
+#[test]
+fn hash_comparison_accepts_only_the_exact_hash() {
+    let stored = [0xab; 32];
+    assert!(hashes_match(&stored, &stored));
+    for position in [0, 15, 31] {
+        let mut guess = stored;
+        guess[position] ^= 1;
+        assert!(
+            !hashes_match(&guess, &stored),
+            "one bit off at byte {position}"
+        );
+    }
+}
