@@ -179,11 +179,19 @@ impl Drop for Call {
             .with_label_values(&[&m.service, &m.name, m.kind])
             .observe(elapsed.as_secs_f64());
         let principal = self.audit.as_ref().map_or("", |a| a.principal.as_str());
+        let tenant_id = self
+            .audit
+            .as_ref()
+            .and_then(|a| a.target.get())
+            .map(|t| t.to_string())
+            .unwrap_or_default();
         tracing::info!(
             grpc.service = %m.service,
             grpc.method = %m.name,
             grpc.code = code_name(code),
             principal,
+            tenant_id,
+            request_id = self.audit.as_ref().map_or("", |a| a.request_id.as_str()),
             latency_ms = elapsed.as_secs_f64() * 1e3,
             "rpc finished"
         );
