@@ -16,6 +16,7 @@ use tenantd_e2e::{TestServer, create, new_tenant, on_every_store, violated_field
 use tonic::Code;
 
 on_every_store!(
+    nul_characters_and_odd_filters_are_invalid_argument_not_internal,
     create_tenant_returns_an_active_tenant_that_get_tenant_returns,
     create_tenant_with_invalid_slug_returns_invalid_argument_naming_the_field,
     create_tenant_with_reserved_slug_unknown_plan_or_no_tenant_is_invalid_argument,
@@ -407,4 +408,47 @@ async fn suspend_and_resume_follow_the_lifecycle(server: TestServer) {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Aborted, "stale etag");
+}
+
+async fn nul_characters_and_odd_filters_are_invalid_argument_not_internal(server: TestServer) {
+    use tenantd_e2e::pb::GetPlanRequest;
+    use tenantd_e2e::pb::plan_service_client::PlanServiceClient;
+
+    let mut client = server.tenants().await.unwrap();
+    let mut tenant = new_tenant("nul");
+    let mut config = prost_types::Struct::default();
+    config.fields.insert(
+        "k".into(),
+        prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue("a\u{0}b".into())),
+        },
+    );
+    tenant.config = Some(config);
+    let status = create(&mut client, tenant).await.unwrap_err();
+    assert_eq!(violated_fields(&status), ["tenant.config"]);
+
+    for request in [
+        ListTenantsRequest {
+            plan_id: "p\u{0}".into(),
+            ..ListTenantsRequest::default()
+        },
+        ListTenantsRequest {
+            slug_prefix: "s\u{0}".into(),
+            ..ListTenantsRequest::default()
+        },
+        ListTenantsRequest {
+            labels: [("env".into(), "\u{0}".into())].into(),
+            ..ListTenantsRequest::default()
+        },
+    ] {
+        let status = client.list_tenants(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let status = PlanServiceClient::new(server.admin_channel().await.unwrap())
+        .get_plan(GetPlanRequest {
+            plan_id: "pro\u{0}".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
 }

@@ -54,6 +54,12 @@ impl PlanService {
         if plan_id.is_empty() {
             return Err(Error::invalid("plan_id", "is required"));
         }
+        if plan_id.len() > 63 || plan_id.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "plan_id",
+                "must be at most 63 characters without control characters",
+            ));
+        }
         self.plans
             .get(&PlanId::new(plan_id))
             .await?

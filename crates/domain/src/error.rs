@@ -120,6 +120,10 @@ pub enum RepoError {
     /// The stored version differs from the expected one: a concurrent change committed first.
     #[error("version conflict: the record changed concurrently")]
     VersionConflict,
+    /// The store cannot hold a value of the request (say, a NUL character in text): the
+    /// caller's input is at fault, not the store.
+    #[error("the store refused a value: {0}")]
+    InvalidValue(String),
     /// A limit the store enforces atomically (such as a plan quota) is reached.
     #[error("limit reached")]
     LimitReached,
@@ -149,6 +153,10 @@ impl From<RepoError> for Error {
                 id: String::new(),
             },
             RepoError::Unavailable(detail) => Self::Unavailable(detail),
+            RepoError::InvalidValue(_) => Self::invalid(
+                "request",
+                "contains a value that cannot be stored (e.g. a NUL character)",
+            ),
             RepoError::LimitReached => Self::ResourceExhausted {
                 detail: "a quota is exhausted".into(),
                 retry_after: None,

@@ -143,10 +143,22 @@ pub(crate) fn validate_new(fields: &TenantFields) -> Result<NewTenant, Vec<Field
 pub(crate) fn plan_id(text: &str) -> Result<PlanId, FieldViolation> {
     if text.is_empty() {
         Err(FieldViolation::new("plan_id", "is required"))
-    } else if text.len() > 63 {
+    } else if text.len() > 63 || text.chars().any(char::is_control) {
         Err(FieldViolation::new("plan_id", "is not a known plan"))
     } else {
         Ok(PlanId::new(text))
+    }
+}
+
+/// Checks a free-text filter value: at most 256 characters, no control characters.
+pub(crate) fn filter_text(field: &str, text: &str) -> Result<(), FieldViolation> {
+    if text.chars().count() > 256 || text.chars().any(char::is_control) {
+        Err(FieldViolation::new(
+            field,
+            "must be at most 256 characters without control characters",
+        ))
+    } else {
+        Ok(())
     }
 }
 

@@ -170,6 +170,17 @@ impl TenantService {
     /// store failures.
     #[instrument(skip_all)]
     pub async fn list(&self, cmd: ListTenants) -> Result<Page<Tenant>, Error> {
+        let mut violations = Vec::new();
+        for (field, text) in [("plan_id", &cmd.plan_id), ("slug_prefix", &cmd.slug_prefix)] {
+            violations.extend(commands::filter_text(field, text).err());
+        }
+        for (key, value) in &cmd.labels {
+            violations.extend(commands::filter_text("labels", key).err());
+            violations.extend(commands::filter_text("labels", value).err());
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
         let contact_email = if cmd.contact_email.is_empty() {
             None
         } else {

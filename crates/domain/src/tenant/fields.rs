@@ -205,12 +205,27 @@ impl TenantConfig {
                 "must be at most 64 KiB as JSON",
             ));
         }
+        if object.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
+            return Err(FieldViolation::new(
+                "config",
+                "must not contain NUL characters",
+            ));
+        }
         Ok(Self(object))
     }
 
     /// The JSON object.
     pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
         &self.0
+    }
+}
+
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 
@@ -288,6 +303,9 @@ mod tests {
         let mut big = serde_json::Map::new();
         big.insert("blob".into(), serde_json::Value::String("x".repeat(70_000)));
         assert_eq!(TenantConfig::parse(big).unwrap_err().field, "config");
+        let mut nul = serde_json::Map::new();
+        nul.insert("k".into(), serde_json::json!({"deep": ["ok", "bad\u{0}"]}));
+        assert_eq!(TenantConfig::parse(nul).unwrap_err().field, "config");
         assert!(TenantConfig::parse(serde_json::Map::new()).is_ok());
     }
 }

@@ -159,9 +159,11 @@ impl From<&ApiKey> for proto::ApiKey {
 /// # Errors
 /// [`Error::InvalidArgument`] for a timestamp outside chrono's range or with bad nanos.
 pub fn time(value: &Timestamp, field: &str) -> Result<DateTime<Utc>, Error> {
+    use chrono::Datelike as _;
     u32::try_from(value.nanos)
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
+        .filter(|t| (1..=9999).contains(&t.year()))
         .ok_or_else(|| Error::invalid(field, "is not a valid timestamp"))
 }
 
