@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use prometheus::Registry;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -39,15 +39,11 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
+/// Time the audit writer gets to flush even when draining used up the grace period.
+const FLUSH_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Re-reads the TLS material on every SIGHUP; bad material is refused and logged.
-async fn reload_on_sighup(tls: Arc<tls::ReloadableTls>) {
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(hangups) => hangups,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGHUP; TLS reload is unavailable");
-            return;
-        }
-    };
+async fn reload_on_sighup(tls: Arc<tls::ReloadableTls>, mut hangups: Signal) {
     while hangups.recv().await.is_some() {
         match tls.reload() {
             Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate, key and client CA"),
@@ -69,6 +65,8 @@ pub struct App {
     services: wiring::Services,
     registry: Registry,
     grpc_metrics: GrpcMetrics,
+    /// SIGHUP, registered at build time: from then on a SIGHUP never kills the process.
+    hangups: Signal,
 }
 
 impl App {
@@ -92,6 +90,7 @@ impl App {
         let grpc = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+        let hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
         let metrics = TcpListener::bind(config.metrics_listen)
             .await
             .with_context(|| format!("metrics-listen: cannot bind {}", config.metrics_listen))?;
@@ -103,6 +102,7 @@ impl App {
             services,
             registry,
             grpc_metrics,
+            hangups,
         })
     }
 
@@ -162,9 +162,15 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let services = self.services;
-        let (audit_sink, audit_queue) = audit::queue();
-        let audit_writer =
-            tokio::spawn(audit::write_behind(services.audit_log.clone(), audit_queue));
+        let (audit_sink, audit_queue) = audit::queue(audit::CAPACITY);
+        let (close_audit, audit_closing) = tokio::sync::oneshot::channel::<()>();
+        let audit_writer = tokio::spawn(audit::write_behind(
+            services.audit_log.clone(),
+            audit_queue,
+            async {
+                let _closed = audit_closing.await;
+            },
+        ));
         let router = Server::builder()
             .timeout(REQUEST_TIMEOUT)
             .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
@@ -184,7 +190,7 @@ impl App {
             .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)));
 
         let (incoming, acceptor) = tls::incoming(self.grpc, self.tls.clone());
-        let reloader = tokio::spawn(reload_on_sighup(self.tls.clone()));
+        let reloader = tokio::spawn(reload_on_sighup(self.tls.clone(), self.hangups));
         let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped()));
         let metrics = tokio::spawn(crate::metrics::serve_http(
             self.metrics,
@@ -200,9 +206,11 @@ impl App {
         health::set_all(&health, ServingStatus::NotServing).await;
         let _receivers_gone = stop_tx.send(true);
 
+        // One deadline for the whole shutdown: drain calls, then flush the audit queue.
         let grace = self.config.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
         let grpc_abort = grpc.abort_handle();
-        if let Ok(joined) = tokio::time::timeout(grace, grpc).await {
+        if let Ok(joined) = tokio::time::timeout_at(deadline, grpc).await {
             joined.context("gRPC server task")?.context("gRPC server")?;
         } else {
             tracing::warn!(
@@ -211,13 +219,17 @@ impl App {
             );
             grpc_abort.abort();
         }
-        // The server is gone, and with it every audit sender: the writer flushes and ends.
-        if tokio::time::timeout(grace, audit_writer).await.is_err() {
-            tracing::error!(
-                "audit writer did not finish within the grace period; records may be lost"
-            );
+        // Every finished call has queued its record: close the queue and let the writer
+        // flush it (at least a moment even when the drain used up the grace period).
+        let _writer_gone = close_audit.send(());
+        let flush_deadline = deadline.max(tokio::time::Instant::now() + FLUSH_AT_LEAST);
+        if tokio::time::timeout_at(flush_deadline, audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::error!("audit writer did not finish in time; queued records may be lost");
         }
-        if let Ok(joined) = tokio::time::timeout(grace, metrics).await {
+        if let Ok(joined) = tokio::time::timeout_at(flush_deadline, metrics).await {
             joined
                 .context("metrics server task")?
                 .context("metrics server")?;

@@ -3,9 +3,10 @@
 //! shutdown the gRPC server drains first, which drops every sender; the writer then sees the
 //! queue close, appends what is left and ends, and `App::run_until` waits for it (within
 //! the shutdown grace period) before the process exits, so no record of a finished call is
-//! lost. A failing store is retried with backoff; records are dropped, loudly, only after
-//! the retries.
+//! lost. The queue is bounded (a store that stays down must not exhaust memory); a full
+//! queue and a store failing past its retries drop records, counted and logged loudly.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -17,30 +18,68 @@ use tokio::sync::mpsc;
 const BATCH: usize = 500;
 /// Attempts to append a batch before it is given up.
 const ATTEMPTS: u32 = 5;
+/// Records the queue holds at most.
+pub const CAPACITY: usize = 65_536;
 
 /// The sending side of the audit queue (cheap to clone).
 #[derive(Debug, Clone)]
-pub struct AuditSink(mpsc::UnboundedSender<AuditRecord>);
+pub struct AuditSink {
+    tx: mpsc::Sender<AuditRecord>,
+    dropped: Arc<AtomicU64>,
+}
 
 impl AuditSink {
-    /// Queues a record; never blocks.
+    /// Queues a record; never blocks. A full or closed queue drops it, counted and logged.
     pub fn record(&self, record: AuditRecord) {
-        if self.0.send(record).is_err() {
-            tracing::error!("audit writer is gone; an audit record was lost");
+        if self.tx.try_send(record).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::error!(dropped, "audit queue full or closed: audit records lost");
+            }
         }
+    }
+
+    /// Records lost so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
 /// A new queue: the sink for the call layer and the receiver for [`write_behind`].
-pub fn queue() -> (AuditSink, mpsc::UnboundedReceiver<AuditRecord>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (AuditSink(tx), rx)
+pub fn queue(capacity: usize) -> (AuditSink, mpsc::Receiver<AuditRecord>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (
+        AuditSink {
+            tx,
+            dropped: Arc::default(),
+        },
+        rx,
+    )
 }
 
-/// Appends queued records in batches until the queue closes and is empty.
-pub async fn write_behind(log: Arc<dyn AuditLog>, mut queue: mpsc::UnboundedReceiver<AuditRecord>) {
+/// Appends queued records in batches. When `closing` fires, the queue is closed to new
+/// records and what it holds is written; then the writer ends.
+pub async fn write_behind(
+    log: Arc<dyn AuditLog>,
+    mut queue: mpsc::Receiver<AuditRecord>,
+    closing: impl Future<Output = ()>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
-    while queue.recv_many(&mut batch, BATCH).await > 0 {
+    let mut closing = std::pin::pin!(closing);
+    let mut closed = false;
+    loop {
+        let received = tokio::select! {
+            biased;
+            n = queue.recv_many(&mut batch, BATCH) => n,
+            () = &mut closing, if !closed => {
+                closed = true;
+                queue.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
         let mut delay = Duration::from_millis(100);
         for attempt in 1..=ATTEMPTS {
             match log.append(&batch).await {
@@ -131,14 +170,29 @@ mod tests {
             failures: Mutex::new(2),
             ..Flaky::default()
         });
-        let (sink, rx) = queue();
-        let writer = tokio::spawn(write_behind(log.clone(), rx));
+        let (sink, rx) = queue(CAPACITY);
+        let (close, closing) = tokio::sync::oneshot::channel::<()>();
+        let writer = tokio::spawn(write_behind(log.clone(), rx, async {
+            let _ = closing.await;
+        }));
         let records: Vec<_> = (0..1200).map(|_| record()).collect();
         for r in &records {
             sink.record(r.clone());
         }
-        drop(sink);
+        // The sink stays alive (as in a server whose connections linger): closing is explicit.
+        close.send(()).unwrap();
         writer.await.unwrap();
         assert_eq!(*log.stored.lock().unwrap(), records);
+        sink.record(record());
+        assert_eq!(sink.dropped(), 1, "a closed queue refuses and counts");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_growing() {
+        let (sink, _rx) = queue(2);
+        for _ in 0..5 {
+            sink.record(record());
+        }
+        assert_eq!(sink.dropped(), 3);
     }
 }

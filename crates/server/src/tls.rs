@@ -17,7 +17,7 @@ use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -28,6 +28,9 @@ use crate::devcerts::{self, DevCerts};
 
 /// Longest a client may take to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at most; beyond, accepting waits (slow clients cannot exhaust
+/// file descriptors and memory).
+const MAX_HANDSHAKES: usize = 1024;
 
 /// The files the TLS material is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,8 +171,12 @@ pub fn incoming(
     JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(64);
+    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let acceptor = tokio::spawn(async move {
         loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -182,7 +189,9 @@ pub fn incoming(
             let acceptor = tls.acceptor();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(permit);
+                match handshake {
                     Ok(Ok(stream)) => {
                         let _server_gone = tx.send(Ok(stream)).await;
                     }
