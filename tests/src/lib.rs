@@ -109,6 +109,7 @@ impl TestServer {
             log: "info".into(),
             store: Store::Memory,
             health_probe_interval: Duration::from_millis(200),
+            ignored_settings: Vec::new(),
         };
         let schema = match backend {
             Backend::Memory => None,

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -17,6 +18,7 @@ use crate::TestKeys;
 #[derive(Debug)]
 pub struct TenantdProcess {
     child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
     /// Its gRPC address.
     pub grpc_addr: SocketAddr,
 }
@@ -97,9 +99,21 @@ impl TenantdProcess {
         })
         .await
         .context("tenantd did not listen within 30 s")??;
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self { child, grpc_addr })
+        // Keep reading its log (so it never blocks on a full pipe), for wait_for_log.
+        let logs = Arc::new(Mutex::new(seen));
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
+            }
+        });
+        Ok(Self {
+            child,
+            logs,
+            grpc_addr,
+        })
     }
 
     /// Sends SIGHUP (reload the TLS material).
@@ -114,6 +128,23 @@ impl TenantdProcess {
             .await?;
         anyhow::ensure!(status.success(), "kill -HUP {pid} failed");
         Ok(())
+    }
+
+    /// Waits up to `limit` for a log line containing `needle`; whether one came.
+    pub async fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            let found = self
+                .logs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|line| line.contains(needle));
+            if found || started.elapsed() > limit {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Whether the process is still running.

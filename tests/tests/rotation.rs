@@ -84,7 +84,12 @@ async fn sighup_rotates_the_server_certificate_for_new_connections_only() {
     )
     .unwrap();
     server.hangup().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        server
+            .wait_for_log("new TLS material refused", Duration::from_secs(10))
+            .await,
+        "the refusal is logged"
+    );
     assert!(server.is_running(), "bad material must not stop the server");
     assert_eq!(
         served_serial(addr, &certs).await,

@@ -190,7 +190,8 @@ pub trait ApiKeyRepository: Send + Sync {
         active_at: Option<DateTime<Utc>>,
     ) -> Result<Vec<ApiKey>, RepoError>;
 
-    /// Marks a key revoked at `at` (unless it already is) with its events, atomically.
+    /// Marks a key revoked at `at` with its events, atomically, unless it already is (then
+    /// nothing is written). Returns the key's revocation time as stored.
     ///
     /// # Errors
     /// [`RepoError::NotFound`]; [`RepoError::Unavailable`] / [`RepoError::Internal`].
@@ -199,7 +200,7 @@ pub trait ApiKeyRepository: Send + Sync {
         id: ApiKeyId,
         at: DateTime<Utc>,
         events: &[Event],
-    ) -> Result<(), RepoError>;
+    ) -> Result<DateTime<Utc>, RepoError>;
 
     /// Records a successful verification at `at`.
     ///

@@ -175,7 +175,7 @@ pub struct ServeArgs {
     pub log: Option<String>,
     /// PostgreSQL URL (also read from DATABASE_URL); unset = in-memory store.
     #[arg(long, env = "TENANTD_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
     /// Most pooled database connections [default: 10].
     #[arg(long, env = "TENANTD_DATABASE_MAX_CONNECTIONS")]
     pub database_max_connections: Option<u32>,
@@ -193,11 +193,19 @@ pub struct ServeArgs {
     /// Contact-email encryption keys, `id:base64(32 bytes)` separated by commas; the first
     /// encrypts, all decrypt. Required with a database (`tenantd keys generate` makes one).
     #[arg(long, env = "TENANTD_ENCRYPTION_KEYS", hide_env_values = true)]
-    pub encryption_keys: Option<String>,
+    pub encryption_keys: Option<Secret>,
     /// Key of the contact-email blind index (base64, at least 32 bytes). Required with a
     /// database; never change it without re-indexing.
     #[arg(long, env = "TENANTD_BLIND_INDEX_KEY", hide_env_values = true)]
-    pub blind_index_key: Option<String>,
+    pub blind_index_key: Option<Secret>,
+    /// Redis URL (also REDIS_URL) for the cache and shared rate limits: accepted, not used
+    /// by this version yet.
+    #[arg(long, env = "TENANTD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+    /// Kafka bootstrap brokers (also KAFKA_BROKERS) for the event relay: accepted, not used
+    /// by this version yet.
+    #[arg(long, env = "TENANTD_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<Secret>,
 }
 
 /// The same settings in the TOML file.
@@ -215,13 +223,15 @@ struct FileConfig {
     shutdown_grace_seconds: Option<u64>,
     log_format: Option<LogFormat>,
     log: Option<String>,
-    database_url: Option<String>,
+    database_url: Option<Secret>,
     database_max_connections: Option<u32>,
     database_acquire_timeout_ms: Option<u64>,
     database_statement_timeout_ms: Option<u64>,
     health_probe_interval_ms: Option<u64>,
-    encryption_keys: Option<String>,
-    blind_index_key: Option<String>,
+    encryption_keys: Option<Secret>,
+    blind_index_key: Option<Secret>,
+    redis_url: Option<Secret>,
+    kafka_brokers: Option<Secret>,
 }
 
 /// Where the server's TLS material comes from.
@@ -244,8 +254,17 @@ pub enum TlsSource {
 }
 
 /// A secret string (a database URL may carry a password): never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(Self(text.to_owned()))
+    }
+}
 
 impl Secret {
     /// Wraps `value`.
@@ -310,6 +329,8 @@ pub struct Config {
     pub store: Store,
     /// Interval of the dependency health probes.
     pub health_probe_interval: Duration,
+    /// Settings given that this version does not use yet (warned about at start).
+    pub ignored_settings: Vec<&'static str>,
 }
 
 /// A configuration problem, naming the setting.
@@ -335,11 +356,37 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the first bad setting (unreadable or malformed file included).
     pub fn load(args: ServeArgs) -> Result<Self, ConfigError> {
+        Self::load_with(args, std::env::var("DATABASE_URL").ok())
+    }
+
+    /// [`Config::load`] with the value of the plain `DATABASE_URL` variable passed in (so
+    /// tests do not depend on the environment they run in).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first bad setting.
+    pub fn load_with(
+        args: ServeArgs,
+        database_url_env: Option<String>,
+    ) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let store = store(&args, &file)?;
+        let store = store(&args, &file, database_url_env)?;
+        let ignored_settings = [
+            (
+                "redis-url",
+                args.redis_url.as_ref().or(file.redis_url.as_ref()),
+            ),
+            (
+                "kafka-brokers",
+                args.kafka_brokers.as_ref().or(file.kafka_brokers.as_ref()),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, value)| value.is_some_and(|v| !v.expose().is_empty()))
+        .map(|(setting, _)| setting)
+        .collect();
         let tls_cert = args.tls_cert.or(file.tls_cert);
         let tls_key = args.tls_key.or(file.tls_key);
         let tls_client_ca = args.tls_client_ca.or(file.tls_client_ca);
@@ -399,6 +446,7 @@ impl Config {
         Ok(Self {
             store,
             health_probe_interval,
+            ignored_settings,
             listen: args
                 .listen
                 .or(file.listen)
@@ -422,12 +470,21 @@ impl Config {
 }
 
 /// The store: PostgreSQL when a URL is set, else memory.
-fn store(args: &ServeArgs, file: &FileConfig) -> Result<Store, ConfigError> {
+fn store(
+    args: &ServeArgs,
+    file: &FileConfig,
+    database_url_env: Option<String>,
+) -> Result<Store, ConfigError> {
     let url = args
         .database_url
         .clone()
-        .or_else(|| std::env::var("DATABASE_URL").ok())
-        .or_else(|| file.database_url.clone());
+        .map(|url| url.expose().to_owned())
+        .or(database_url_env)
+        .or_else(|| {
+            file.database_url
+                .as_ref()
+                .map(|url| url.expose().to_owned())
+        });
     let max_connections = args
         .database_max_connections
         .or(file.database_max_connections);
@@ -454,7 +511,7 @@ fn store(args: &ServeArgs, file: &FileConfig) -> Result<Store, ConfigError> {
         .encryption_keys
         .clone()
         .or_else(|| file.encryption_keys.clone())
-        .filter(|k| !k.is_empty())
+        .filter(|k| !k.expose().is_empty())
     else {
         return Err(bad(
             "encryption-keys",
@@ -465,7 +522,7 @@ fn store(args: &ServeArgs, file: &FileConfig) -> Result<Store, ConfigError> {
         .blind_index_key
         .clone()
         .or_else(|| file.blind_index_key.clone())
-        .filter(|k| !k.is_empty())
+        .filter(|k| !k.expose().is_empty())
     else {
         return Err(bad(
             "blind-index-key",
@@ -473,8 +530,8 @@ fn store(args: &ServeArgs, file: &FileConfig) -> Result<Store, ConfigError> {
         ));
     };
     Ok(Store::Postgres {
-        encryption_keys: Secret::new(encryption_keys),
-        blind_index_key: Secret::new(blind_index_key),
+        encryption_keys,
+        blind_index_key,
         url: Secret::new(url),
         max_connections,
         acquire_timeout: positive_ms("database-acquire-timeout-ms", acquire_timeout_ms, 3000)?,
@@ -527,7 +584,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_design() {
-        let config = Config::load(ServeArgs::default()).unwrap();
+        let config = Config::load_with(ServeArgs::default(), None).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:50051");
         assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:9464");
         assert_eq!(config.trust_domain, "tenantd.local");
@@ -549,8 +606,11 @@ mod tests {
         )
         .unwrap();
         let path = file.path().to_str().unwrap();
-        let config =
-            Config::load(parse(&["--config", path, "--listen", "127.0.0.1:8000"])).unwrap();
+        let config = Config::load_with(
+            parse(&["--config", path, "--listen", "127.0.0.1:8000"]),
+            None,
+        )
+        .unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8000");
         assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:7001");
         assert_eq!(config.log_format, LogFormat::Json);
@@ -560,34 +620,39 @@ mod tests {
     fn unknown_file_keys_and_partial_tls_are_refused_with_the_setting_named() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "lisen = \"127.0.0.1:7000\"").unwrap();
-        let err = Config::load(parse(&["--config", file.path().to_str().unwrap()])).unwrap_err();
+        let err = Config::load_with(parse(&["--config", file.path().to_str().unwrap()]), None)
+            .unwrap_err();
         assert_eq!(err.setting, "config");
         assert!(err.to_string().contains("lisen"), "{err}");
 
-        let err = Config::load(parse(&["--tls-cert", "a.pem"])).unwrap_err();
+        let err = Config::load_with(parse(&["--tls-cert", "a.pem"]), None).unwrap_err();
         assert_eq!(err.setting, "tls-cert");
 
-        let err = Config::load(parse(&["--trust-domain", "Not Valid"])).unwrap_err();
+        let err = Config::load_with(parse(&["--trust-domain", "Not Valid"]), None).unwrap_err();
         assert_eq!(err.setting, "trust-domain");
 
         for days in ["0", "3651"] {
-            let err = Config::load(parse(&["--deletion-retention-days", days])).unwrap_err();
+            let err =
+                Config::load_with(parse(&["--deletion-retention-days", days]), None).unwrap_err();
             assert_eq!(err.setting, "deletion-retention-days");
         }
     }
 
     #[test]
     fn database_url_selects_postgres_and_is_redacted() {
-        let config = Config::load(parse(&[
-            "--encryption-keys",
-            "k1:AAAA",
-            "--blind-index-key",
-            "BBBB",
-            "--database-url",
-            "postgres://app:s3cret@db:5432/tenantd",
-            "--database-acquire-timeout-ms",
-            "750",
-        ]))
+        let config = Config::load_with(
+            parse(&[
+                "--encryption-keys",
+                "k1:AAAA",
+                "--blind-index-key",
+                "BBBB",
+                "--database-url",
+                "postgres://app:s3cret@db:5432/tenantd",
+                "--database-acquire-timeout-ms",
+                "750",
+            ]),
+            None,
+        )
         .unwrap();
         let Store::Postgres {
             url,
@@ -601,9 +666,10 @@ mod tests {
         assert_eq!(*acquire_timeout, Duration::from_millis(750));
         assert!(!format!("{config:?}").contains("s3cret"));
 
-        let err = Config::load(parse(&["--database-url", "mysql://db"])).unwrap_err();
+        let err = Config::load_with(parse(&["--database-url", "mysql://db"]), None).unwrap_err();
         assert_eq!(err.setting, "database-url");
-        let err = Config::load(parse(&["--database-url", "postgres://db/x"])).unwrap_err();
+        let err =
+            Config::load_with(parse(&["--database-url", "postgres://db/x"]), None).unwrap_err();
         assert_eq!(
             err.setting, "encryption-keys",
             "a database needs encryption keys"

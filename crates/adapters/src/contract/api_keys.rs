@@ -145,11 +145,18 @@ pub async fn api_key_revoke_and_touch_are_recorded(stores: Stores) {
             key_id: k.id.to_string(),
         },
     );
-    stores
+    let stored_at = stores
         .api_keys
         .revoke(k.id, revoked_at, std::slice::from_ref(&revoked))
         .await
         .expect("revoke");
+    assert_eq!(stored_at, revoked_at);
+    let again = stores
+        .api_keys
+        .revoke(k.id, revoked_at + Duration::seconds(5), &[])
+        .await
+        .expect("revoke again");
+    assert_eq!(again, revoked_at, "a second revoke reports the first time");
     let got = stores
         .api_keys
         .get(k.id)

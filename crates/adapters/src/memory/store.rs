@@ -79,6 +79,12 @@ impl TenantRepository for MemoryStore {
         state.tenants.insert(tenant.id(), tenant.clone());
         append(&mut state, events);
         if let Some(record) = idempotency {
+            // Expired records are forgotten now and then, so the map stays bounded by the
+            // requests of one TTL.
+            if state.idempotency.len() % 1024 == 1023 {
+                let now = tenant.created_at();
+                state.idempotency.retain(|_, r| r.expires_at > now);
+            }
             state.idempotency.insert(record.request_id.clone(), record);
         }
         Ok(())
@@ -230,14 +236,15 @@ impl ApiKeyRepository for MemoryStore {
         id: ApiKeyId,
         at: DateTime<Utc>,
         events: &[Event],
-    ) -> Result<(), RepoError> {
+    ) -> Result<DateTime<Utc>, RepoError> {
         let mut state = self.lock();
         let key = state.api_keys.get_mut(&id).ok_or(RepoError::NotFound)?;
-        if key.revoked_at.is_none() {
-            key.revoked_at = Some(at);
-            append(&mut state, events);
+        if let Some(revoked_at) = key.revoked_at {
+            return Ok(revoked_at);
         }
-        Ok(())
+        key.revoked_at = Some(at);
+        append(&mut state, events);
+        Ok(at)
     }
 
     async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {

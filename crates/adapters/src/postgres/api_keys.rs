@@ -97,7 +97,7 @@ async fn mark_revoked(
     id: ApiKeyId,
     at: DateTime<Utc>,
     events: &[Event],
-) -> Result<(), RepoError> {
+) -> Result<DateTime<Utc>, RepoError> {
     let revoked_at: Option<(Option<DateTime<Utc>>,)> =
         sqlx::query_as("SELECT revoked_at FROM api_keys WHERE key_id = $1 FOR UPDATE")
             .bind(id.0)
@@ -106,7 +106,7 @@ async fn mark_revoked(
             .map_err(db)?;
     match revoked_at {
         None => Err(RepoError::NotFound),
-        Some((Some(_),)) => Ok(()),
+        Some((Some(revoked_at),)) => Ok(revoked_at),
         Some((None,)) => {
             sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE key_id = $1")
                 .bind(id.0)
@@ -114,7 +114,8 @@ async fn mark_revoked(
                 .execute(&mut **tx)
                 .await
                 .map_err(db)?;
-            append(tx, events).await
+            append(tx, events).await?;
+            Ok(at)
         }
     }
 }
@@ -180,10 +181,13 @@ impl ApiKeyRepository for PgStore {
         id: ApiKeyId,
         at: DateTime<Utc>,
         events: &[Event],
-    ) -> Result<(), RepoError> {
+    ) -> Result<DateTime<Utc>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(db)?;
         match mark_revoked(&mut tx, id, at, events).await {
-            Ok(()) => tx.commit().await.map_err(db),
+            Ok(revoked_at) => {
+                tx.commit().await.map_err(db)?;
+                Ok(revoked_at)
+            }
             Err(err) => Err(abort(tx, err).await),
         }
     }

@@ -103,8 +103,19 @@ pub async fn connect(url: &str, settings: &PgSettings) -> Result<PgPool, Connect
 /// # Errors
 /// [`ConnectError::Migrate`] naming the failure.
 pub async fn migrate(pool: &PgPool) -> Result<(), ConnectError> {
-    MIGRATOR
-        .run(pool)
+    let failed = |e: sqlx::Error| ConnectError::Migrate(e.to_string());
+    // A connection of its own, without the pool's statement timeout: waiting for another
+    // replica's migrations (the advisory lock) or a long DDL statement must not time out.
+    // Detached, so its session setting never returns to the pool.
+    let mut conn = pool.acquire().await.map_err(failed)?.detach();
+    sqlx::query("SET statement_timeout = 0")
+        .execute(&mut conn)
         .await
-        .map_err(|e| ConnectError::Migrate(e.to_string()))
+        .map_err(failed)?;
+    let migrated = MIGRATOR
+        .run(&mut conn)
+        .await
+        .map_err(|e| ConnectError::Migrate(e.to_string()));
+    let _closed = conn.close().await;
+    migrated
 }

@@ -158,6 +158,15 @@ async fn claim_request_id(
     now: DateTime<Utc>,
     cipher: &dyn EmailCipher,
 ) -> Result<bool, RepoError> {
+    // Forget a few expired records on the way (bounded work, skipping busy rows).
+    sqlx::query(
+        "DELETE FROM idempotency_records WHERE request_id IN (SELECT request_id \
+         FROM idempotency_records WHERE expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
     // The response snapshot keeps the contact email sealed, like the tenants table.
     let response = serde_json::to_value(TenantRow::seal(&record.response, cipher))
         .map_err(|e| RepoError::Internal(format!("cannot encode response snapshot: {e}")))?;

@@ -209,8 +209,8 @@ impl ApiKeyService {
             now,
         );
         match self.keys.revoke(id, now, &[event]).await {
-            Ok(()) => {
-                key.revoked_at = Some(now);
+            Ok(revoked_at) => {
+                key.revoked_at = Some(revoked_at);
                 Ok(key)
             }
             Err(RepoError::NotFound) => Err(not_found()),
@@ -218,8 +218,9 @@ impl ApiKeyService {
         }
     }
 
-    /// Verifies a presented key: `None` unless it is well-formed, known, matches, and is
-    /// neither revoked nor expired. Malformed keys are refused before any lookup.
+    /// Verifies a presented key: `None` unless it is well-formed, known, matches, is
+    /// neither revoked nor expired, and its tenant is not deleted. Malformed keys are
+    /// refused before any lookup.
     ///
     /// # Errors
     /// Store failures only.
@@ -235,7 +236,13 @@ impl ApiKeyService {
         if !matches || !key.is_active(now) {
             return Ok(None);
         }
-        let Some(tenant) = self.tenants.get(key.tenant_id).await? else {
+        // A deleted tenant's keys stop verifying (they return if the tenant is restored).
+        let Some(tenant) = self
+            .tenants
+            .get(key.tenant_id)
+            .await?
+            .filter(|t| t.status() != TenantStatus::Deleted)
+        else {
             return Ok(None);
         };
         if self.due_for_touch(key.id, now)

@@ -237,3 +237,17 @@ fn hash_comparison_accepts_only_the_exact_hash() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_deleted_tenants_keys_do_not_verify() {
+    let t = tenant(TenantStatus::Deleted);
+    let secret = ApiKeySecret::new(ApiKeyId(Uuid::now_v7()), &[5; 20]);
+    let key = stored_key(&t, &secret);
+    let mut keys = MockApiKeyRepository::new();
+    keys.expect_get().returning(move |_| Ok(Some(key.clone())));
+    keys.expect_touch().never();
+    assert_eq!(
+        service(keys, &t).verify(&secret.expose()).await.unwrap(),
+        None
+    );
+}

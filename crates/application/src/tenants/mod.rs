@@ -236,6 +236,8 @@ impl TenantService {
             self.require_plan(plan).await?;
         }
         self.mutate(&cmd.tenant_id, &cmd.etag, |tenant, now| {
+            // Checked before the no-change shortcut: a deleted tenant refuses every update.
+            tenant.ensure_updatable()?;
             let (change, changed) = effective(tenant, change.clone());
             if changed.is_empty() {
                 return Ok(None);

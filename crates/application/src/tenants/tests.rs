@@ -605,3 +605,19 @@ async fn mutations_on_missing_tenants_are_not_found() {
         Err(Error::NotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn an_update_that_changes_nothing_on_a_deleted_tenant_is_still_refused() {
+    let mut tenant = active_tenant();
+    tenant.delete(Duration::days(30), now()).unwrap();
+    let mut repo = MockTenantRepository::new();
+    returning_tenant(&mut repo, &tenant);
+    repo.expect_update().never();
+    let same = update(&tenant, &["display_name"], |f| {
+        f.display_name = "Acme Corp".into();
+    });
+    assert!(matches!(
+        service(repo).update(same).await,
+        Err(Error::FailedPrecondition(_))
+    ));
+}

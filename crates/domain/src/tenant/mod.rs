@@ -187,11 +187,7 @@ impl Tenant {
     /// # Errors
     /// [`Error::FailedPrecondition`] when the tenant is DELETED.
     pub fn update(&mut self, change: TenantChange, now: DateTime<Utc>) -> Result<(), Error> {
-        if self.0.status == TenantStatus::Deleted {
-            return Err(Error::FailedPrecondition(
-                "a deleted tenant cannot be updated; undelete it first".into(),
-            ));
-        }
+        self.ensure_updatable()?;
         let parts = &mut self.0;
         if let Some(v) = change.display_name {
             parts.display_name = v;
@@ -210,6 +206,20 @@ impl Tenant {
         }
         self.touch(now);
         Ok(())
+    }
+
+    /// Whether descriptive fields may change: not on a deleted tenant.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] when the tenant is DELETED.
+    pub fn ensure_updatable(&self) -> Result<(), Error> {
+        if self.0.status == TenantStatus::Deleted {
+            Err(Error::FailedPrecondition(
+                "a deleted tenant cannot be updated; undelete it first".into(),
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     /// PROVISIONING -> ACTIVE.
