@@ -1,7 +1,7 @@
 # The Makefile mirrors CI: `make test` is exactly what .ci/run checks.
 CARGO ?= cargo
 
-.PHONY: run build test fmt fmt-check lint proto-lint services test-rust smoke certs migrate
+.PHONY: run build test fmt fmt-check lint proto-lint services test-rust smoke certs migrate bench
 
 ## run: start tenantd with development certificates: in memory, or on DATABASE_URL when set
 run:
@@ -38,6 +38,12 @@ test-rust:
 smoke:
 	$(CARGO) build --bin tenantd
 	scripts/smoke.sh
+
+## bench: throughput and latency of CreateTenant, GetTenant and VerifyApiKey (release
+## build; in memory, then on PostgreSQL). BENCH_ARGS="--requests 5000 --concurrency 64"
+bench: services
+	$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench -- --store memory $(BENCH_ARGS)
+	$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench -- --store postgres $(BENCH_ARGS)
 
 ## migrate: apply the migrations to DATABASE_URL
 migrate:

@@ -323,3 +323,18 @@ async fn shutdown_stops_the_server_and_refuses_new_connections() {
         "still accepting after stop"
     );
 }
+
+#[tokio::test]
+async fn metrics_expose_the_database_pool_on_postgres() {
+    let server = TestServer::start(Backend::Postgres).await.unwrap();
+    create(&mut server.tenants().await.unwrap(), new_tenant("pooled"))
+        .await
+        .unwrap();
+    let text = server.metrics_text().await.unwrap();
+    assert_eq!(counter(&text, "db_pool_max_connections", &[]), 10);
+    assert!(
+        counter(&text, "db_pool_connections", &[("state", "idle")]) >= 1,
+        "{text}"
+    );
+    assert!(text.contains("db_pool_connections{state=\"in_use\"}"));
+}

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::devcerts::DevCerts;
 use crate::grpc::{ApiKeyApi, EventApi, PendingProvisioningApi, PlanApi, TenantApi};
 use crate::identity::IdentityLayer;
-use crate::metrics::{CallLayer, GrpcMetrics};
+use crate::metrics::{CallLayer, DbPoolCollector, GrpcMetrics};
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
     plan_service_server::PlanServiceServer, provisioning_service_server::ProvisioningServiceServer,
@@ -87,6 +87,9 @@ impl App {
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             ],
         )?;
+        if let Some(stats) = services.db_pool.clone() {
+            registry.register(Box::new(DbPoolCollector::new(stats)?))?;
+        }
         let grpc = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;

@@ -18,6 +18,7 @@ use tenantd_domain::ports::{
 
 use crate::config::{Config, Store};
 use crate::health::DependencyCheck;
+use crate::metrics::PoolStats;
 
 /// The use-case services the gRPC handlers call, and the dependencies to probe.
 #[derive(Clone)]
@@ -36,6 +37,8 @@ pub struct Services {
     pub audit_log: Arc<dyn AuditLog>,
     /// Dependencies the health service reports.
     pub checks: Vec<Arc<dyn DependencyCheck>>,
+    /// The database pool's (open, idle, maximum) connections, when there is a database.
+    pub db_pool: Option<PoolStats>,
 }
 
 impl std::fmt::Debug for Services {
@@ -57,6 +60,7 @@ struct Ports {
     events: Arc<dyn EventLog>,
     plans: Arc<dyn PlanRepository>,
     checks: Vec<Arc<dyn DependencyCheck>>,
+    db_pool: Option<PoolStats>,
 }
 
 /// Builds the services for `config`: PostgreSQL (connected and migrated) when a database
@@ -75,6 +79,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
                 events: Arc::new(store),
                 plans: Arc::new(MemoryPlanRepository::default()),
                 checks: Vec::new(),
+                db_pool: None,
             }
         }
         Store::Postgres { url, .. } => {
@@ -90,7 +95,8 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
                 audit: Arc::new(store.clone()),
                 events: Arc::new(store.clone()),
                 plans: Arc::new(PgPlanRepository::new(pool)),
-                checks: vec![Arc::new(Database(store))],
+                checks: vec![Arc::new(Database(store.clone()))],
+                db_pool: Some(Arc::new(move || store.pool_stats())),
             }
         }
     };
@@ -116,6 +122,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
         audit: AuditService::new(ports.audit.clone()),
         audit_log: ports.audit,
         checks: ports.checks,
+        db_pool: ports.db_pool,
     })
 }
 

@@ -108,6 +108,16 @@ impl PgStore {
         &self.pool
     }
 
+    /// The pool's connections now: (open, idle, maximum).
+    pub fn pool_stats(&self) -> (u32, u32, u32) {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        (
+            self.pool.size(),
+            idle,
+            self.pool.options().get_max_connections(),
+        )
+    }
+
     /// Whether the database answers a trivial query now.
     ///
     /// # Errors

@@ -4,6 +4,8 @@
 
 mod grpc;
 mod http;
+mod pool;
 
 pub use grpc::{CallLayer, GrpcMetrics};
 pub use http::serve as serve_http;
+pub use pool::{DbPoolCollector, PoolStats};

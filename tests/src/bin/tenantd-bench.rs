@@ -1,0 +1,168 @@
+//! `tenantd-bench`: throughput and latency of the hot RPCs (CreateTenant, GetTenant,
+//! VerifyApiKey) against a real tenantd server started in-process, over mTLS, on the
+//! in-memory store or PostgreSQL. `make bench` runs it in release mode.
+//!
+//! Usage: `tenantd-bench [--store memory|postgres] [--requests N] [--concurrency C]`
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tenantd_e2e::pb::api_key_service_client::ApiKeyServiceClient;
+use tenantd_e2e::pb::{CreateApiKeyRequest, GetTenantRequest, VerifyApiKeyRequest};
+use tenantd_e2e::{Backend, TestServer, create, new_tenant};
+
+struct Options {
+    backend: Backend,
+    requests: usize,
+    concurrency: usize,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut options = Options {
+        backend: Backend::Memory,
+        requests: 2_000,
+        concurrency: 32,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--store" => {
+                options.backend = match value.as_str() {
+                    "memory" => Backend::Memory,
+                    "postgres" => Backend::Postgres,
+                    other => bail!("--store: {other} is neither memory nor postgres"),
+                }
+            }
+            "--requests" => options.requests = value.parse().context("--requests")?,
+            "--concurrency" => options.concurrency = value.parse().context("--concurrency")?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    anyhow::ensure!(
+        options.requests > 0 && options.concurrency > 0,
+        "both must be positive"
+    );
+    Ok(options)
+}
+
+/// Runs `call(i)` for i in 0..requests on `concurrency` workers; prints one result line.
+async fn phase<F, Fut>(name: &str, options: &Options, call: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..options.concurrency)
+        .map(|_| {
+            let (call, next, requests) = (call.clone(), next.clone(), options.requests);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    let one = Instant::now();
+                    call(i).await?;
+                    latencies.push(one.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = Vec::with_capacity(options.requests);
+    for worker in workers {
+        latencies.extend(worker.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    // The latency at `per_mille` of the sorted calls, in milliseconds.
+    let at =
+        |per_mille: usize| latencies[(latencies.len() - 1) * per_mille / 1000].as_secs_f64() * 1e3;
+    let calls = f64::from(u32::try_from(latencies.len()).unwrap_or(u32::MAX));
+    println!(
+        "{name:<14} {:>8} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
+        latencies.len(),
+        calls / elapsed.as_secs_f64(),
+        at(500),
+        at(990),
+        at(1000),
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    let server = TestServer::start(options.backend).await?;
+    let tenants = server.tenants().await?;
+    println!(
+        "tenantd-bench: store {:?}, {} requests per RPC, {} concurrent, over mTLS on one HTTP/2 connection",
+        options.backend, options.requests, options.concurrency
+    );
+    println!(
+        "{:<14} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "rpc", "calls", "calls/s", "p50 ms", "p99 ms", "max ms"
+    );
+
+    let ids = Arc::new(std::sync::Mutex::new(vec![String::new(); options.requests]));
+    let (client, sink) = (tenants.clone(), ids.clone());
+    phase("CreateTenant", &options, move |i| {
+        let (mut client, sink) = (client.clone(), sink.clone());
+        async move {
+            let mut tenant = new_tenant(&format!("bench-{i}"));
+            tenant.plan_id = "enterprise".into();
+            let created = create(&mut client, tenant).await?;
+            sink.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[i] = created.tenant_id;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let ids: Arc<Vec<String>> =
+        Arc::new(ids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone());
+    let (client, all) = (tenants.clone(), ids.clone());
+    phase("GetTenant", &options, move |i| {
+        let (mut client, id) = (client.clone(), all[i].clone());
+        async move {
+            client
+                .get_tenant(GetTenantRequest { tenant_id: id })
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let mut keys = ApiKeyServiceClient::new(server.admin_channel().await?);
+    let secret = keys
+        .create_api_key(CreateApiKeyRequest {
+            tenant_id: ids[0].clone(),
+            display_name: "bench".into(),
+            scopes: vec!["tenants.read".into()],
+            expire_time: None,
+        })
+        .await?
+        .into_inner()
+        .secret;
+    phase("VerifyApiKey", &options, move |_| {
+        let (mut keys, secret) = (keys.clone(), secret.clone());
+        async move {
+            let verified = keys
+                .verify_api_key(VerifyApiKeyRequest { api_key: secret })
+                .await?;
+            anyhow::ensure!(verified.into_inner().valid, "the key did not verify");
+            Ok(())
+        }
+    })
+    .await?;
+    drop(tenants);
+    server.stop().await?;
+    Ok(())
+}
