@@ -124,6 +124,10 @@ pub enum RepoError {
     /// caller's input is at fault, not the store.
     #[error("the store refused a value: {0}")]
     InvalidValue(String),
+    /// A state the store checks atomically does not hold (say, the tenant of a new API key
+    /// was deleted concurrently).
+    #[error("precondition failed: {0}")]
+    Precondition(String),
     /// A limit the store enforces atomically (such as a plan quota) is reached.
     #[error("limit reached")]
     LimitReached,
@@ -157,6 +161,7 @@ impl From<RepoError> for Error {
                 "request",
                 "contains a value that cannot be stored (e.g. a NUL character)",
             ),
+            RepoError::Precondition(why) => Self::FailedPrecondition(why),
             RepoError::LimitReached => Self::ResourceExhausted {
                 detail: "a quota is exhausted".into(),
                 retry_after: None,

@@ -162,7 +162,8 @@ pub trait ApiKeyRepository: Send + Sync {
     ///
     /// # Errors
     /// [`RepoError::LimitReached`] at the quota; [`RepoError::NotFound`] if the tenant does
-    /// not exist; [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    /// not exist; [`RepoError::Precondition`] if it is deleted (checked under the same lock
+    /// as the quota); [`RepoError::Unavailable`] / [`RepoError::Internal`].
     async fn create(
         &self,
         key: &ApiKey,

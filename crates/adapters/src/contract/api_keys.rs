@@ -178,7 +178,7 @@ pub async fn api_key_revoke_and_touch_are_recorded(stores: Stores) {
     assert_eq!(missing, Err(RepoError::NotFound));
 }
 
-/// A key for a tenant that does not exist is refused.
+/// A key for a tenant that does not exist, or is deleted, is refused.
 pub async fn api_key_for_unknown_tenant_is_not_found(stores: Stores) {
     let ghost = tenant(&slug("ghost"), "free", &[]);
     let err = stores
@@ -187,4 +187,17 @@ pub async fn api_key_for_unknown_tenant_is_not_found(stores: Stores) {
         .await
         .expect_err("ghost");
     assert_eq!(err, RepoError::NotFound);
+    let mut gone = stored_tenant(&stores).await;
+    gone.delete(Duration::days(1), now()).expect("delete");
+    stores
+        .tenants
+        .update(&gone, 1, &[])
+        .await
+        .expect("store delete");
+    let err = stores
+        .api_keys
+        .create(&key(&gone), &[], 5, now())
+        .await
+        .expect_err("deleted");
+    assert!(matches!(err, RepoError::Precondition(_)), "{err:?}");
 }

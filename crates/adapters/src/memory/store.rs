@@ -191,8 +191,14 @@ impl ApiKeyRepository for MemoryStore {
         now: DateTime<Utc>,
     ) -> Result<(), RepoError> {
         let mut state = self.lock();
-        if !state.tenants.contains_key(&key.tenant_id) {
-            return Err(RepoError::NotFound);
+        match state.tenants.get(&key.tenant_id) {
+            None => return Err(RepoError::NotFound),
+            Some(t) if t.status() == TenantStatus::Deleted => {
+                return Err(RepoError::Precondition(
+                    "a deleted tenant cannot get API keys".into(),
+                ));
+            }
+            Some(_) => {}
         }
         let active = state
             .api_keys

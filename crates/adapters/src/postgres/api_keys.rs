@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 use tenantd_domain::ports::ApiKeyRepository;
-use tenantd_domain::{ApiKey, ApiKeyId, Event, RepoError, TenantId};
+use tenantd_domain::{ApiKey, ApiKeyId, Event, RepoError, TenantId, TenantStatus};
 use uuid::Uuid;
 
 use super::errors::db;
@@ -54,13 +54,20 @@ async fn insert_within_quota(
     now: DateTime<Utc>,
 ) -> Result<(), RepoError> {
     let tenant = key.tenant_id.as_uuid();
-    let locked = sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
-        .bind(tenant)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db)?;
-    if locked.is_none() {
-        return Err(RepoError::NotFound);
+    let status: Option<(String,)> =
+        sqlx::query_as("SELECT status FROM tenants WHERE tenant_id = $1 FOR UPDATE")
+            .bind(tenant)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
+    match status {
+        None => return Err(RepoError::NotFound),
+        Some((status,)) if status == TenantStatus::Deleted.as_str() => {
+            return Err(RepoError::Precondition(
+                "a deleted tenant cannot get API keys".into(),
+            ));
+        }
+        Some(_) => {}
     }
     let (active,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
