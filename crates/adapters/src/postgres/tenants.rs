@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use tenantd_domain::ports::{
     EmailCipher, EventLog, IdempotencyRecord, TenantQuery, TenantRepository,
@@ -218,31 +220,45 @@ async fn insert_tenant(
         return Err(RepoError::IdempotencyKeyTaken);
     }
     let row = TenantRow::seal(tenant, cipher);
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES \
+    let insert = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tenants (tenant_id, slug, created_at, {MUTABLE_COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     )))
     .bind(row.tenant_id)
     .bind(&row.slug)
-    .bind(&row.display_name)
-    .bind(&row.plan_id)
-    .bind(&row.status)
-    .bind(&row.status_reason)
-    .bind(&row.status_before_delete)
-    .bind(&row.contact_email_sealed)
-    .bind(&row.contact_email_key_id)
-    .bind(&row.contact_email_index)
-    .bind(&row.labels)
-    .bind(&row.config)
-    .bind(row.created_at)
-    .bind(row.updated_at)
-    .bind(row.deleted_at)
-    .bind(row.purge_at)
-    .bind(row.version)
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| translate(e, Some(&row.slug)))?;
+    .bind(row.created_at);
+    bind_mutable(insert, &row)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| translate(e, Some(&row.slug)))?;
     append(tx, events).await
+}
+
+/// The columns a tenant's changes write, in the order [`bind_mutable`] binds them.
+const MUTABLE_COLUMNS: &str = "display_name, plan_id, status, status_reason, \
+     status_before_delete, contact_email_sealed, contact_email_key_id, contact_email_index, \
+     labels, config, updated_at, deleted_at, purge_at, version";
+
+/// Binds the [`MUTABLE_COLUMNS`] of `row`, in order.
+fn bind_mutable<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    row: &'q TenantRow,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(&row.display_name)
+        .bind(&row.plan_id)
+        .bind(&row.status)
+        .bind(&row.status_reason)
+        .bind(&row.status_before_delete)
+        .bind(&row.contact_email_sealed)
+        .bind(&row.contact_email_key_id)
+        .bind(&row.contact_email_index)
+        .bind(&row.labels)
+        .bind(&row.config)
+        .bind(row.updated_at)
+        .bind(row.deleted_at)
+        .bind(row.purge_at)
+        .bind(row.version)
 }
 
 /// The writes of [`PgStore::update`], inside `tx`: the row only if it is still at
@@ -256,33 +272,18 @@ async fn update_tenant(
 ) -> Result<(), RepoError> {
     let row = TenantRow::seal(tenant, cipher);
     let expected = i64::try_from(expected_version).map_err(|_| RepoError::VersionConflict)?;
-    let updated = sqlx::query(
-        "UPDATE tenants SET display_name = $3, plan_id = $4, status = $5, \
-             status_reason = $6, status_before_delete = $7, contact_email_sealed = $8, \
-             contact_email_key_id = $9, contact_email_index = $10, labels = $11, \
-             config = $12, updated_at = $13, deleted_at = $14, purge_at = $15, version = $16 \
-         WHERE tenant_id = $1 AND version = $2",
-    )
+    let update = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE tenants SET ({MUTABLE_COLUMNS}) = \
+         ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         WHERE tenant_id = $1 AND version = $2"
+    )))
     .bind(row.tenant_id)
-    .bind(expected)
-    .bind(&row.display_name)
-    .bind(&row.plan_id)
-    .bind(&row.status)
-    .bind(&row.status_reason)
-    .bind(&row.status_before_delete)
-    .bind(&row.contact_email_sealed)
-    .bind(&row.contact_email_key_id)
-    .bind(&row.contact_email_index)
-    .bind(&row.labels)
-    .bind(&row.config)
-    .bind(row.updated_at)
-    .bind(row.deleted_at)
-    .bind(row.purge_at)
-    .bind(row.version)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?
-    .rows_affected();
+    .bind(expected);
+    let updated = bind_mutable(update, &row)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
     if updated == 0 {
         let exists = sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1")
             .bind(row.tenant_id)
