@@ -12,6 +12,7 @@ pub mod event;
 pub mod plan;
 pub mod ports;
 pub mod principal;
+pub mod provisioning;
 pub mod tenant;
 
 pub use api_key::{ApiKey, ApiKeyId, ApiKeySecret};

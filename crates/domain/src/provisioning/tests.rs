@@ -1,0 +1,151 @@
+//! The run state machine, rule by rule.
+
+use chrono::TimeZone as _;
+
+use super::*;
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+}
+
+fn run() -> ProvisioningRun {
+    ProvisioningRun::new(
+        RunId(Uuid::now_v7()),
+        TenantId::from_uuid(Uuid::now_v7()).unwrap(),
+        now(),
+        Duration::minutes(30),
+    )
+}
+
+fn policy(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::seconds(1),
+        max_delay: Duration::seconds(30),
+        max_attempts,
+    }
+}
+
+fn boom() -> StepError {
+    StepError {
+        reason: "DNS_PROVIDER_UNAVAILABLE".into(),
+        message: "503".into(),
+    }
+}
+
+#[test]
+fn a_new_run_has_every_step_pending_in_order_with_the_first_due() {
+    let r = run();
+    let kinds: Vec<_> = r.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, StepKind::ORDER);
+    assert!(r.steps.iter().all(|s| s.state == StepState::Pending));
+    assert_eq!(r.steps[0].next_attempt_at, Some(now()));
+    assert_eq!(r.steps[1].next_attempt_at, None);
+    assert_eq!(r.deadline, now() + Duration::minutes(30));
+}
+
+#[test]
+fn steps_run_in_order_and_the_run_succeeds_after_the_last() {
+    let mut r = run();
+    assert!(r.start(StepKind::Dns, now()).is_err(), "out of order");
+    for kind in StepKind::ORDER {
+        r.start(kind, now()).unwrap();
+        assert!(r.start(kind, now()).is_err(), "twice");
+        r.succeed(kind, now()).unwrap();
+    }
+    assert_eq!(r.state, RunState::Succeeded);
+    assert_eq!(r.completed(), 5);
+    assert_eq!(r.current(), None);
+}
+
+#[test]
+fn a_failing_step_is_retried_with_growing_capped_delays_then_fails_the_run() {
+    let mut r = run();
+    let p = policy(3);
+    r.start(StepKind::Database, now()).unwrap();
+    r.succeed(StepKind::Database, now()).unwrap();
+    r.start(StepKind::Dns, now()).unwrap();
+    r.succeed(StepKind::Dns, now()).unwrap();
+    r.start(StepKind::Credentials, now()).unwrap();
+    assert_eq!(
+        r.fail(StepKind::Credentials, boom(), &p, 1.0, now())
+            .unwrap(),
+        AfterFailure::RetryAt(now() + Duration::seconds(1))
+    );
+    r.start(StepKind::Credentials, now()).unwrap();
+    assert_eq!(
+        r.fail(StepKind::Credentials, boom(), &p, 1.0, now())
+            .unwrap(),
+        AfterFailure::RetryAt(now() + Duration::seconds(2))
+    );
+    r.start(StepKind::Credentials, now()).unwrap();
+    let after = r
+        .fail(StepKind::Credentials, boom(), &p, 1.0, now())
+        .unwrap();
+    assert_eq!(
+        after,
+        AfterFailure::Compensate(vec![StepKind::Dns, StepKind::Database])
+    );
+    assert_eq!(r.state, RunState::Failed);
+    assert_eq!(r.error, Some(boom()));
+    assert_eq!(r.steps[2].state, StepState::Failed);
+    assert_eq!(r.steps[2].attempts, 3);
+    assert!(r.steps[3..].iter().all(|s| s.state == StepState::Cancelled));
+}
+
+#[test]
+fn backoff_grows_exponentially_is_capped_and_jittered() {
+    let p = RetryPolicy {
+        base: Duration::seconds(1),
+        max_delay: Duration::seconds(10),
+        max_attempts: 100,
+    };
+    let delays: Vec<_> = (1..=6)
+        .map(|a| p.delay_after(a, 1.0).unwrap().num_seconds())
+        .collect();
+    assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
+    assert_eq!(p.delay_after(3, 0.5), Some(Duration::seconds(2)));
+    assert_eq!(p.delay_after(3, 0.0), Some(Duration::zero()));
+    assert_eq!(policy(3).delay_after(3, 1.0), None, "no attempts left");
+}
+
+#[test]
+fn cancel_compensates_done_steps_latest_first_and_only_once() {
+    let mut r = run();
+    r.start(StepKind::Database, now()).unwrap();
+    r.succeed(StepKind::Database, now()).unwrap();
+    r.start(StepKind::Dns, now()).unwrap();
+    let undo = r.cancel(boom(), now()).unwrap();
+    assert_eq!(undo, vec![StepKind::Database]);
+    assert_eq!(r.state, RunState::Cancelled);
+    assert_eq!(r.steps[1].state, StepState::Cancelled);
+    assert!(r.cancel(boom(), now()).is_err());
+    r.compensated(StepKind::Database, now()).unwrap();
+    assert_eq!(r.steps[0].state, StepState::Compensated);
+    assert!(r.compensated(StepKind::Database, now()).is_err());
+}
+
+#[test]
+fn retry_restarts_from_the_first_undone_step_including_compensated_ones() {
+    let mut r = run();
+    r.start(StepKind::Database, now()).unwrap();
+    r.succeed(StepKind::Database, now()).unwrap();
+    r.start(StepKind::Dns, now()).unwrap();
+    r.fail(StepKind::Dns, boom(), &policy(1), 1.0, now())
+        .unwrap();
+    r.compensated(StepKind::Database, now()).unwrap();
+    let later = now() + Duration::hours(1);
+    r.retry(later, Duration::minutes(30)).unwrap();
+    assert_eq!(r.state, RunState::Running);
+    assert_eq!(r.current().map(|s| s.kind), Some(StepKind::Database));
+    assert_eq!(r.steps[0].next_attempt_at, Some(later));
+    assert!(
+        r.steps
+            .iter()
+            .all(|s| s.state == StepState::Pending && s.attempts == 0)
+    );
+    assert_eq!(r.deadline, later + Duration::minutes(30));
+    assert!(
+        r.retry(later, Duration::minutes(30)).is_err(),
+        "a running run is not retried"
+    );
+}
