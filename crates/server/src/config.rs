@@ -374,33 +374,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let store = store(&args, &file, env("DATABASE_URL"))?;
-        let set = |flag: Option<&Secret>, plain: &str, in_file: Option<&Secret>| {
-            flag.map(|v| v.expose().to_owned())
-                .or_else(|| env(plain))
-                .or_else(|| in_file.map(|v| v.expose().to_owned()))
-                .is_some_and(|v| !v.is_empty())
-        };
-        let ignored_settings = [
-            (
-                "redis-url",
-                set(
-                    args.redis_url.as_ref(),
-                    "REDIS_URL",
-                    file.redis_url.as_ref(),
-                ),
-            ),
-            (
-                "kafka-brokers",
-                set(
-                    args.kafka_brokers.as_ref(),
-                    "KAFKA_BROKERS",
-                    file.kafka_brokers.as_ref(),
-                ),
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(setting, given)| given.then_some(setting))
-        .collect();
+        let ignored_settings = ignored_settings(&args, &file, env);
         let tls_cert = args.tls_cert.or(file.tls_cert);
         let tls_key = args.tls_key.or(file.tls_key);
         let tls_client_ca = args.tls_client_ca.or(file.tls_client_ca);
@@ -481,6 +455,41 @@ impl Config {
             log,
         })
     }
+}
+
+/// The settings given (flag, unprefixed variable or file) that this version does not use.
+fn ignored_settings(
+    args: &ServeArgs,
+    file: &FileConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<&'static str> {
+    let set = |flag: Option<&Secret>, plain: &str, in_file: Option<&Secret>| {
+        flag.map(|v| v.expose().to_owned())
+            .or_else(|| env(plain))
+            .or_else(|| in_file.map(|v| v.expose().to_owned()))
+            .is_some_and(|v| !v.is_empty())
+    };
+    [
+        (
+            "redis-url",
+            set(
+                args.redis_url.as_ref(),
+                "REDIS_URL",
+                file.redis_url.as_ref(),
+            ),
+        ),
+        (
+            "kafka-brokers",
+            set(
+                args.kafka_brokers.as_ref(),
+                "KAFKA_BROKERS",
+                file.kafka_brokers.as_ref(),
+            ),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(setting, given)| given.then_some(setting))
+    .collect()
 }
 
 /// The store: PostgreSQL when a URL is set, else memory.
