@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use prometheus::Registry;
+use prometheus::{IntCounter, Registry};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -67,6 +67,8 @@ pub struct App {
     grpc_metrics: GrpcMetrics,
     /// SIGHUP, registered at build time: from then on a SIGHUP never kills the process.
     hangups: Signal,
+    /// Audit records lost to a full queue or a store failing past its retries.
+    audit_dropped: IntCounter,
 }
 
 impl App {
@@ -94,6 +96,11 @@ impl App {
             .await
             .with_context(|| format!("listen: cannot bind {}", config.listen))?;
         let hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        let audit_dropped = IntCounter::new(
+            "audit_records_dropped_total",
+            "Audit records lost to a full queue or a store that kept failing.",
+        )?;
+        registry.register(Box::new(audit_dropped.clone()))?;
         let metrics = TcpListener::bind(config.metrics_listen)
             .await
             .with_context(|| format!("metrics-listen: cannot bind {}", config.metrics_listen))?;
@@ -106,6 +113,7 @@ impl App {
             registry,
             grpc_metrics,
             hangups,
+            audit_dropped,
         })
     }
 
@@ -165,7 +173,7 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let services = self.services;
-        let (audit_sink, audit_queue) = audit::queue(audit::CAPACITY);
+        let (audit_sink, audit_queue) = audit::queue(audit::CAPACITY, self.audit_dropped.clone());
         let (close_audit, audit_closing) = tokio::sync::oneshot::channel::<()>();
         let audit_writer = tokio::spawn(audit::write_behind(
             services.audit_log.clone(),
@@ -173,6 +181,7 @@ impl App {
             async {
                 let _closed = audit_closing.await;
             },
+            self.audit_dropped,
         ));
         let router = Server::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -213,15 +222,19 @@ impl App {
         let grace = self.config.shutdown_grace;
         let deadline = tokio::time::Instant::now() + grace;
         let grpc_abort = grpc.abort_handle();
-        if let Ok(joined) = tokio::time::timeout_at(deadline, grpc).await {
-            joined.context("gRPC server task")?.context("gRPC server")?;
+        // A failed server still has queued audit records: its error waits for the flush.
+        let served = if let Ok(joined) = tokio::time::timeout_at(deadline, grpc).await {
+            joined
+                .context("gRPC server task")
+                .and_then(|served| served.context("gRPC server"))
         } else {
             tracing::warn!(
                 grace_seconds = grace.as_secs(),
                 "drain deadline passed; closing the remaining connections"
             );
             grpc_abort.abort();
-        }
+            Ok(())
+        };
         // Every finished call has queued its record: close the queue and let the writer
         // flush it (at least a moment even when the drain used up the grace period).
         let _writer_gone = close_audit.send(());
@@ -232,6 +245,7 @@ impl App {
         {
             tracing::error!("audit writer did not finish in time; queued records may be lost");
         }
+        served?;
         if let Ok(joined) = tokio::time::timeout_at(flush_deadline, metrics).await {
             joined
                 .context("metrics server task")?

@@ -6,10 +6,10 @@
 //! lost. The queue is bounded (a store that stays down must not exhaust memory); a full
 //! queue and a store failing past its retries drop records, counted and logged loudly.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use tenantd_domain::ports::AuditLog;
 use tenantd_domain::{AuditRecord, TenantId};
 use tokio::sync::mpsc;
@@ -25,14 +25,15 @@ pub const CAPACITY: usize = 65_536;
 #[derive(Debug, Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<AuditRecord>,
-    dropped: Arc<AtomicU64>,
+    dropped: IntCounter,
 }
 
 impl AuditSink {
     /// Queues a record; never blocks. A full or closed queue drops it, counted and logged.
     pub fn record(&self, record: AuditRecord) {
         if self.tx.try_send(record).is_err() {
-            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            self.dropped.inc();
+            let dropped = self.dropped.get();
             if dropped.is_power_of_two() {
                 tracing::error!(dropped, "audit queue full or closed: audit records lost");
             }
@@ -41,20 +42,15 @@ impl AuditSink {
 
     /// Records lost so far.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
     }
 }
 
-/// A new queue: the sink for the call layer and the receiver for [`write_behind`].
-pub fn queue(capacity: usize) -> (AuditSink, mpsc::Receiver<AuditRecord>) {
+/// A new queue: the sink for the call layer and the receiver for [`write_behind`]; lost
+/// records count in `dropped` (exported as `audit_records_dropped_total`).
+pub fn queue(capacity: usize, dropped: IntCounter) -> (AuditSink, mpsc::Receiver<AuditRecord>) {
     let (tx, rx) = mpsc::channel(capacity);
-    (
-        AuditSink {
-            tx,
-            dropped: Arc::default(),
-        },
-        rx,
-    )
+    (AuditSink { tx, dropped }, rx)
 }
 
 /// Appends queued records in batches. When `closing` fires, the queue is closed to new
@@ -63,6 +59,7 @@ pub async fn write_behind(
     log: Arc<dyn AuditLog>,
     mut queue: mpsc::Receiver<AuditRecord>,
     closing: impl Future<Output = ()>,
+    dropped: IntCounter,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut closing = std::pin::pin!(closing);
@@ -89,11 +86,14 @@ pub async fn write_behind(
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
-                Err(err) => tracing::error!(
-                    error = %err,
-                    lost = batch.len(),
-                    "cannot write audit records; giving them up"
-                ),
+                Err(err) => {
+                    dropped.inc_by(batch.len() as u64);
+                    tracing::error!(
+                        error = %err,
+                        lost = batch.len(),
+                        "cannot write audit records; giving them up"
+                    );
+                }
             }
         }
         batch.clear();
@@ -152,6 +152,10 @@ mod tests {
         }
     }
 
+    fn counter() -> IntCounter {
+        IntCounter::new("audit_records_dropped_total", "test").unwrap()
+    }
+
     fn record() -> AuditRecord {
         AuditRecord {
             id: Uuid::now_v7(),
@@ -170,11 +174,16 @@ mod tests {
             failures: Mutex::new(2),
             ..Flaky::default()
         });
-        let (sink, rx) = queue(CAPACITY);
+        let (sink, rx) = queue(CAPACITY, counter());
         let (close, closing) = tokio::sync::oneshot::channel::<()>();
-        let writer = tokio::spawn(write_behind(log.clone(), rx, async {
-            let _ = closing.await;
-        }));
+        let writer = tokio::spawn(write_behind(
+            log.clone(),
+            rx,
+            async {
+                let _ = closing.await;
+            },
+            counter(),
+        ));
         let records: Vec<_> = (0..1200).map(|_| record()).collect();
         for r in &records {
             sink.record(r.clone());
@@ -189,7 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_instead_of_growing() {
-        let (sink, _rx) = queue(2);
+        let (sink, _rx) = queue(2, counter());
         for _ in 0..5 {
             sink.record(record());
         }

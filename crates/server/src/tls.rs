@@ -6,9 +6,10 @@
 //! material while established connections keep theirs. New material that does not load or
 //! does not fit together is refused with a log line and the old stays in force.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -31,6 +32,47 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at most; beyond, accepting waits (slow clients cannot exhaust
 /// file descriptors and memory).
 const MAX_HANDSHAKES: usize = 1024;
+/// Handshakes in progress from one peer address at most; beyond, its new connections are
+/// closed at once, so one slow source cannot take all of [`MAX_HANDSHAKES`].
+const MAX_HANDSHAKES_PER_PEER: usize = 32;
+
+/// Handshakes in progress per peer address.
+#[derive(Debug, Default)]
+struct PeerHandshakes(Mutex<HashMap<IpAddr, usize>>);
+
+impl PeerHandshakes {
+    /// Counts one more handshake from `peer`, unless it has its share already.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<PeerSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(peer).or_default();
+        if *count >= MAX_HANDSHAKES_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            peer,
+        })
+    }
+}
+
+/// One admitted handshake; frees its peer's slot when dropped.
+struct PeerSlot {
+    peers: Arc<PeerHandshakes>,
+    peer: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.peers.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.peer);
+            }
+        }
+    }
+}
 
 /// The files the TLS material is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +214,7 @@ pub fn incoming(
 ) {
     let (tx, rx) = mpsc::channel(64);
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let peers = Arc::new(PeerHandshakes::default());
     let acceptor = tokio::spawn(async move {
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -185,12 +228,16 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Some(slot) = peers.admit(peer.ip()) else {
+                handshake_failed(peer, "too many handshakes in progress from this address");
+                continue;
+            };
             let _nodelay = tcp.set_nodelay(true);
             let acceptor = tls.acceptor();
             let tx = tx.clone();
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(permit);
+                drop((permit, slot));
                 match handshake {
                     Ok(Ok(stream)) => {
                         let _server_gone = tx.send(Ok(stream)).await;
@@ -206,4 +253,27 @@ pub fn incoming(
 
 fn handshake_failed(peer: SocketAddr, why: &str) {
     tracing::debug!(%peer, why, "TLS handshake failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_peer_gets_a_bounded_share_of_handshakes() {
+        let peers = Arc::new(PeerHandshakes::default());
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let mut held: Vec<_> = (0..MAX_HANDSHAKES_PER_PEER)
+            .map(|_| peers.admit(a).expect("within the share"))
+            .collect();
+        assert!(peers.admit(a).is_none(), "over the share");
+        assert!(peers.admit(b).is_some(), "other peers are unaffected");
+        held.pop();
+        assert!(
+            peers.admit(a).is_some(),
+            "a finished handshake frees a slot"
+        );
+        drop(held);
+        assert!(peers.0.lock().unwrap().is_empty(), "finished peers leave no entry");
+    }
 }

@@ -12,7 +12,7 @@
 
 mod api_keys;
 mod audit;
-mod fixtures;
+pub(crate) mod fixtures;
 mod plans;
 mod tenants;
 

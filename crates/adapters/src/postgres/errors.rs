@@ -24,9 +24,10 @@ pub(crate) fn translate(err: sqlx::Error, slug: Option<&str>) -> RepoError {
                     RepoError::Unavailable(err.to_string())
                 }
                 c if c.starts_with("08") => RepoError::Unavailable(err.to_string()),
-                // data exceptions: NUL in text (22021), \u0000 in jsonb (22P05), a
-                // timestamp out of range (22008) and their kin come from caller input
-                c if c.starts_with("22") => RepoError::InvalidValue(err.to_string()),
+                // data exceptions caller input can cause: NUL in text (22021), \u0000 in
+                // jsonb (22P05), a timestamp out of range (22008), a value too long (22001);
+                // other class-22 errors are our bugs and stay INTERNAL
+                "22021" | "22P05" | "22008" | "22001" => RepoError::InvalidValue(err.to_string()),
                 _ => RepoError::Internal(err.to_string()),
             }
         }

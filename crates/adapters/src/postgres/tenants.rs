@@ -106,6 +106,22 @@ impl PgStore {
         Ok(())
     }
 
+    /// Forgets a few expired idempotency records: bounded work, in its own statement (row
+    /// locks of a sweep inside a create transaction could deadlock two creates), skipping
+    /// busy rows. A failure only delays the sweep.
+    async fn sweep_idempotency(&self, now: DateTime<Utc>) {
+        let swept = sqlx::query(
+            "DELETE FROM idempotency_records WHERE request_id IN (SELECT request_id \
+             FROM idempotency_records WHERE expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        if let Err(err) = swept {
+            tracing::warn!(error = %err, "cannot sweep expired idempotency records");
+        }
+    }
+
     pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -170,15 +186,6 @@ async fn claim_request_id(
     now: DateTime<Utc>,
     cipher: &dyn EmailCipher,
 ) -> Result<bool, RepoError> {
-    // Forget a few expired records on the way (bounded work, skipping busy rows).
-    sqlx::query(
-        "DELETE FROM idempotency_records WHERE request_id IN (SELECT request_id \
-         FROM idempotency_records WHERE expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
     // The response snapshot keeps the contact email sealed, like the tenants table.
     let response = serde_json::to_value(TenantRow::seal(&record.response, cipher))
         .map_err(|e| RepoError::Internal(format!("cannot encode response snapshot: {e}")))?;
@@ -308,6 +315,9 @@ impl TenantRepository for PgStore {
         events: &[Event],
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<(), RepoError> {
+        if idempotency.is_some() {
+            self.sweep_idempotency(tenant.created_at()).await;
+        }
         let mut tx = self.pool.begin().await.map_err(db)?;
         match insert_tenant(&mut tx, tenant, events, idempotency.as_ref(), &*self.cipher).await {
             Ok(()) => tx.commit().await.map_err(db),

@@ -170,6 +170,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn creates_with_a_request_id_sweep_expired_idempotency_records() {
+        use chrono::Duration;
+        use tenantd_domain::ports::{IdempotencyRecord, TenantRepository as _};
+
+        use crate::contract::fixtures::{now, slug, tenant};
+
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("migrated pool");
+        let store = PgStore::new(pool.clone(), Arc::new(test_key_ring()));
+        let record = |t: &tenantd_domain::Tenant, id: &str, expires_at| IdempotencyRecord {
+            request_id: id.into(),
+            fingerprint: "f".into(),
+            response: t.clone(),
+            expires_at,
+        };
+        let old = tenant(&slug("old"), "free", &[]);
+        let expired = record(&old, "req-old", now() - Duration::hours(1));
+        store
+            .create(&old, &[], Some(expired))
+            .await
+            .expect("create old");
+        let new = tenant(&slug("new"), "free", &[]);
+        let fresh = record(&new, "req-new", now() + Duration::hours(1));
+        store
+            .create(&new, &[], Some(fresh))
+            .await
+            .expect("create new");
+        let left: Vec<(String,)> = sqlx::query_as("SELECT request_id FROM idempotency_records")
+            .fetch_all(&pool)
+            .await
+            .expect("query");
+        assert_eq!(left, [("req-new".to_owned(),)]);
+    }
+
+    #[tokio::test]
     async fn migrations_are_recorded_once_per_schema() {
         let schema = ScratchSchema::create().await.expect("scratch schema");
         let pool = schema.migrated_pool().await.expect("migrated pool");

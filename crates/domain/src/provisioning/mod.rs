@@ -186,6 +186,9 @@ pub struct ProvisioningRun {
     pub deadline: DateTime<Utc>,
     /// Why it failed or was cancelled.
     pub error: Option<StepError>,
+    /// Steps of an ended run still to be undone, latest first: every step that succeeded,
+    /// failed or was in flight (its effects may be partial; undoing is idempotent).
+    pub pending_compensation: Vec<StepKind>,
 }
 
 impl ProvisioningRun {
@@ -212,6 +215,7 @@ impl ProvisioningRun {
             finished_at: None,
             deadline: now + timeout,
             error: None,
+            pending_compensation: Vec::new(),
         }
     }
 
@@ -333,6 +337,19 @@ impl ProvisioningRun {
     }
 
     fn end(&mut self, state: RunState, error: StepError, now: DateTime<Utc>) -> Vec<StepKind> {
+        // Whatever was done or attempted may have left something behind.
+        let undo: Vec<StepKind> = self
+            .steps
+            .iter()
+            .rev()
+            .filter(|s| {
+                matches!(
+                    s.state,
+                    StepState::Succeeded | StepState::Failed | StepState::Running
+                )
+            })
+            .map(|s| s.kind)
+            .collect();
         for step in &mut self.steps {
             if matches!(step.state, StepState::Pending | StepState::Running) {
                 step.state = StepState::Cancelled;
@@ -343,26 +360,22 @@ impl ProvisioningRun {
         self.state = state;
         self.error = Some(error);
         self.finished_at = Some(now);
-        self.steps
-            .iter()
-            .rev()
-            .filter(|s| s.state == StepState::Succeeded)
-            .map(|s| s.kind)
-            .collect()
+        self.pending_compensation.clone_from(&undo);
+        undo
     }
 
-    /// A succeeded step of an ended run was undone.
+    /// A step of an ended run was undone.
     ///
     /// # Errors
-    /// [`Error::FailedPrecondition`] unless the run has ended and the step had succeeded.
+    /// [`Error::FailedPrecondition`] unless the step is pending compensation.
     pub fn compensated(&mut self, kind: StepKind, now: DateTime<Utc>) -> Result<(), Error> {
-        let ended = matches!(self.state, RunState::Failed | RunState::Cancelled);
-        let step = self.step_mut(kind);
-        if !ended || step.state != StepState::Succeeded {
+        let Some(position) = self.pending_compensation.iter().position(|k| *k == kind) else {
             return Err(Error::FailedPrecondition(format!(
-                "step {kind} cannot be compensated now"
+                "step {kind} is not waiting to be compensated"
             )));
-        }
+        };
+        self.pending_compensation.remove(position);
+        let step = self.step_mut(kind);
         step.state = StepState::Compensated;
         step.finished_at = Some(now);
         Ok(())
@@ -372,7 +385,8 @@ impl ProvisioningRun {
     /// since compensation undid them) is pending again, from the first such step.
     ///
     /// # Errors
-    /// [`Error::FailedPrecondition`] unless the run failed or was cancelled.
+    /// [`Error::FailedPrecondition`] unless the run failed or was cancelled and its
+    /// compensation has finished (a retry must not race an undo or an abandoned attempt).
     pub fn retry(&mut self, now: DateTime<Utc>, timeout: Duration) -> Result<(), Error> {
         if !matches!(self.state, RunState::Failed | RunState::Cancelled) {
             return Err(Error::FailedPrecondition(format!(
@@ -380,11 +394,18 @@ impl ProvisioningRun {
                 self.state
             )));
         }
+        if !self.pending_compensation.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "the run's compensation has not finished yet; retry once it has".into(),
+            ));
+        }
         let mut first = true;
         for step in &mut self.steps {
             if step.state != StepState::Succeeded {
                 step.state = StepState::Pending;
                 step.attempts = 0;
+                step.last_error = None;
+                step.started_at = None;
                 step.finished_at = None;
                 step.next_attempt_at = first.then_some(now);
                 first = false;

@@ -83,7 +83,12 @@ fn a_failing_step_is_retried_with_growing_capped_delays_then_fails_the_run() {
         .unwrap();
     assert_eq!(
         after,
-        AfterFailure::Compensate(vec![StepKind::Dns, StepKind::Database])
+        AfterFailure::Compensate(vec![
+            StepKind::Credentials,
+            StepKind::Dns,
+            StepKind::Database
+        ]),
+        "the failed step may have left something behind too"
     );
     assert_eq!(r.state, RunState::Failed);
     assert_eq!(r.error, Some(boom()));
@@ -109,16 +114,29 @@ fn backoff_grows_exponentially_is_capped_and_jittered() {
 }
 
 #[test]
-fn cancel_compensates_done_steps_latest_first_and_only_once() {
+fn cancel_compensates_done_and_in_flight_steps_latest_first_and_only_once() {
     let mut r = run();
     r.start(StepKind::Database, now()).unwrap();
     r.succeed(StepKind::Database, now()).unwrap();
     r.start(StepKind::Dns, now()).unwrap();
     let undo = r.cancel(boom(), now()).unwrap();
-    assert_eq!(undo, vec![StepKind::Database]);
+    assert_eq!(
+        undo,
+        vec![StepKind::Dns, StepKind::Database],
+        "the in-flight step too"
+    );
     assert_eq!(r.state, RunState::Cancelled);
     assert_eq!(r.steps[1].state, StepState::Cancelled);
+    assert!(
+        r.succeed(StepKind::Dns, now()).is_err(),
+        "a late attempt cannot succeed"
+    );
     assert!(r.cancel(boom(), now()).is_err());
+    assert!(
+        r.compensated(StepKind::Credentials, now()).is_err(),
+        "never attempted"
+    );
+    r.compensated(StepKind::Dns, now()).unwrap();
     r.compensated(StepKind::Database, now()).unwrap();
     assert_eq!(r.steps[0].state, StepState::Compensated);
     assert!(r.compensated(StepKind::Database, now()).is_err());
@@ -132,6 +150,11 @@ fn retry_restarts_from_the_first_undone_step_including_compensated_ones() {
     r.start(StepKind::Dns, now()).unwrap();
     r.fail(StepKind::Dns, boom(), &policy(1), 1.0, now())
         .unwrap();
+    r.compensated(StepKind::Dns, now()).unwrap();
+    assert!(
+        r.retry(now(), Duration::minutes(30)).is_err(),
+        "no retry while an undo is still pending"
+    );
     r.compensated(StepKind::Database, now()).unwrap();
     let later = now() + Duration::hours(1);
     r.retry(later, Duration::minutes(30)).unwrap();
@@ -142,6 +165,11 @@ fn retry_restarts_from_the_first_undone_step_including_compensated_ones() {
         r.steps
             .iter()
             .all(|s| s.state == StepState::Pending && s.attempts == 0)
+    );
+    assert!(
+        r.steps
+            .iter()
+            .all(|s| s.last_error.is_none() && s.started_at.is_none())
     );
     assert_eq!(r.deadline, later + Duration::minutes(30));
     assert!(
