@@ -274,6 +274,9 @@ mod tests {
             "a finished handshake frees a slot"
         );
         drop(held);
-        assert!(peers.0.lock().unwrap().is_empty(), "finished peers leave no entry");
+        assert!(
+            peers.0.lock().unwrap().is_empty(),
+            "finished peers leave no entry"
+        );
     }
 }
