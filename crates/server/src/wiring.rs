@@ -71,7 +71,17 @@ struct Ports {
 pub async fn build(config: &Config) -> anyhow::Result<Services> {
     let ports = match &config.store {
         Store::Memory => {
-            let store = MemoryStore::new();
+            // Even in memory, contact emails are kept sealed, with a key that lives and dies
+            // with the process (as the data does).
+            let ephemeral = KeyRing::parse(
+                &KeyRing::generate_entry("ephemeral"),
+                &KeyRing::generate_blind_index_key(),
+            )
+            .map_err(|e| anyhow::anyhow!("ephemeral key ring: {e}"))?;
+            tracing::warn!(
+                "embedded mode: contact emails are sealed with an ephemeral key generated at start; it is lost when tenantd stops, like the data"
+            );
+            let store = MemoryStore::with_cipher(Arc::new(ephemeral));
             Ports {
                 tenants: Arc::new(store.clone()),
                 api_keys: Arc::new(store.clone()),

@@ -1,4 +1,8 @@
 //! Tenants, their event log and idempotency records in one mutex-guarded state.
+//!
+//! With a cipher (as the embedded mode runs it, with an ephemeral key), contact emails are
+//! kept sealed here too: stored tenants carry a placeholder address and the envelope lives
+//! beside them, opened on every read, like the PostgreSQL store does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -6,11 +10,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, EventLog, IdempotencyRecord, TenantQuery, TenantRepository,
+    ApiKeyRepository, AuditLog, EmailCipher, EventLog, IdempotencyRecord, TenantQuery,
+    TenantRepository,
 };
 use tenantd_domain::{
-    ApiKey, ApiKeyId, AuditQuery, AuditRecord, Event, EventId, RepoError, Tenant, TenantId,
-    TenantStatus,
+    ApiKey, ApiKeyId, AuditQuery, AuditRecord, ContactEmail, Event, EventId, RepoError, Tenant,
+    TenantId, TenantStatus,
 };
 
 #[derive(Debug, Default)]
@@ -19,6 +24,10 @@ struct State {
     /// Keyed by event id: UUIDv7, so iteration is append order.
     events: BTreeMap<EventId, Event>,
     idempotency: HashMap<String, IdempotencyRecord>,
+    /// Sealed contact emails (envelope, blind index) of stored tenants, with a cipher.
+    sealed: HashMap<TenantId, Sealed>,
+    /// Sealed contact emails of idempotency responses, by request id, with a cipher.
+    sealed_responses: HashMap<String, Sealed>,
     api_keys: BTreeMap<ApiKeyId, ApiKey>,
     /// Keyed by id (UUIDv7): time order. Bounded, oldest dropped first: the embedded mode
     /// keeps no more history than it can hold in memory.
@@ -28,16 +37,75 @@ struct State {
 /// Most audit records the in-memory store keeps.
 const MAX_AUDIT_RECORDS: usize = 100_000;
 
+/// A sealed contact email and its blind index.
+#[derive(Debug, Clone)]
+struct Sealed {
+    envelope: Vec<u8>,
+    index: [u8; 32],
+}
+
 /// The in-memory tenant store; cheap to clone (clones share the state).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    cipher: Option<Arc<dyn EmailCipher>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("sealed", &self.cipher.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store keeping contact emails as given.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store keeping contact emails sealed with `cipher`.
+    pub fn with_cipher(cipher: Arc<dyn EmailCipher>) -> Self {
+        Self {
+            state: Arc::default(),
+            cipher: Some(cipher),
+        }
+    }
+
+    /// The tenant as stored (placeholder email when sealing) and its sealed email.
+    fn conceal(&self, tenant: &Tenant) -> (Tenant, Option<Sealed>) {
+        let Some(cipher) = &self.cipher else {
+            return (tenant.clone(), None);
+        };
+        let sealed = Sealed {
+            envelope: cipher.seal(tenant.id(), tenant.contact_email()).envelope,
+            index: cipher.blind_index(tenant.contact_email()),
+        };
+        let mut parts = tenant.parts().clone();
+        parts.contact_email = placeholder();
+        (Tenant::from_parts(parts), Some(sealed))
+    }
+
+    /// The tenant with its contact email opened.
+    fn reveal(&self, stored: &Tenant, sealed: Option<&Sealed>) -> Result<Tenant, RepoError> {
+        let (Some(cipher), Some(sealed)) = (&self.cipher, sealed) else {
+            return Ok(stored.clone());
+        };
+        let email = cipher.open(stored.id(), &sealed.envelope).map_err(|err| {
+            tracing::error!(
+                tenant_id = %stored.id(),
+                error = %err,
+                "ALERT: a stored contact email does not decrypt"
+            );
+            RepoError::Internal(format!(
+                "contact email of tenant {} does not decrypt",
+                stored.id()
+            ))
+        })?;
+        let mut parts = stored.parts().clone();
+        parts.contact_email = email;
+        Ok(Tenant::from_parts(parts))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -45,6 +113,11 @@ impl MemoryStore {
         // is validated before the first write.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// What a sealed tenant carries instead of its address.
+fn placeholder() -> ContactEmail {
+    ContactEmail::parse("sealed@tenantd.invalid").unwrap_or_else(|_| unreachable!("valid"))
 }
 
 fn append(state: &mut State, events: &[Event]) {
@@ -76,14 +149,25 @@ impl TenantRepository for MemoryStore {
         if state.tenants.contains_key(&tenant.id()) {
             return Err(RepoError::Internal("duplicate tenant id".into()));
         }
-        state.tenants.insert(tenant.id(), tenant.clone());
+        let (stored, sealed) = self.conceal(tenant);
+        state.tenants.insert(tenant.id(), stored);
+        if let Some(sealed) = sealed {
+            state.sealed.insert(tenant.id(), sealed);
+        }
         append(&mut state, events);
-        if let Some(record) = idempotency {
+        if let Some(mut record) = idempotency {
             // Expired records are forgotten now and then, so the map stays bounded by the
             // requests of one TTL.
             if state.idempotency.len() % 1024 == 1023 {
                 let now = tenant.created_at();
                 state.idempotency.retain(|_, r| r.expires_at > now);
+            }
+            let (response, sealed) = self.conceal(&record.response);
+            record.response = response;
+            if let Some(sealed) = sealed {
+                state
+                    .sealed_responses
+                    .insert(record.request_id.clone(), sealed);
             }
             state.idempotency.insert(record.request_id.clone(), record);
         }
@@ -91,7 +175,12 @@ impl TenantRepository for MemoryStore {
     }
 
     async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {
-        Ok(self.lock().tenants.get(&id).cloned())
+        let state = self.lock();
+        state
+            .tenants
+            .get(&id)
+            .map(|t| self.reveal(t, state.sealed.get(&id)))
+            .transpose()
     }
 
     async fn update(
@@ -108,21 +197,25 @@ impl TenantRepository for MemoryStore {
         if stored.version() != expected_version {
             return Err(RepoError::VersionConflict);
         }
-        *stored = tenant.clone();
+        let (concealed, sealed) = self.conceal(tenant);
+        *stored = concealed;
+        if let Some(sealed) = sealed {
+            state.sealed.insert(tenant.id(), sealed);
+        }
         append(&mut state, events);
         Ok(())
     }
 
     async fn list(&self, query: &TenantQuery) -> Result<Vec<Tenant>, RepoError> {
         let state = self.lock();
-        let email = query
-            .contact_email
-            .as_ref()
-            .map(tenantd_domain::ContactEmail::normalized);
+        let email = query.contact_email.as_ref();
+        let index = email
+            .zip(self.cipher.as_ref())
+            .map(|(e, c)| c.blind_index(e));
         let start = query
             .after
             .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-        Ok(state
+        state
             .tenants
             .range((start, std::ops::Bound::Unbounded))
             .map(|(_, t)| t)
@@ -136,14 +229,16 @@ impl TenantRepository for MemoryStore {
                     .as_deref()
                     .is_none_or(|p| t.slug().as_str().starts_with(p))
             })
-            .filter(|t| {
-                email
-                    .as_ref()
-                    .is_none_or(|e| &t.contact_email().normalized() == e)
+            .filter(|t| match (email, index) {
+                (None, _) => true,
+                (Some(_), Some(index)) => {
+                    state.sealed.get(&t.id()).is_some_and(|s| s.index == index)
+                }
+                (Some(e), None) => t.contact_email().normalized() == e.normalized(),
             })
             .take(query.limit)
-            .cloned()
-            .collect())
+            .map(|t| self.reveal(t, state.sealed.get(&t.id())))
+            .collect()
     }
 
     async fn find_idempotency(
@@ -151,12 +246,17 @@ impl TenantRepository for MemoryStore {
         request_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, RepoError> {
-        Ok(self
-            .lock()
+        let state = self.lock();
+        let Some(record) = state
             .idempotency
             .get(request_id)
             .filter(|r| r.expires_at > now)
-            .cloned())
+        else {
+            return Ok(None);
+        };
+        let mut record = record.clone();
+        record.response = self.reveal(&record.response, state.sealed_responses.get(request_id))?;
+        Ok(Some(record))
     }
 }
 
@@ -295,9 +395,20 @@ impl AuditLog for MemoryStore {
 mod tests {
     use super::*;
     use crate::contract::Stores;
+    use crate::crypto::KeyRing;
+
+    fn ring() -> Arc<KeyRing> {
+        Arc::new(
+            KeyRing::parse(
+                &KeyRing::generate_entry("test"),
+                &KeyRing::generate_blind_index_key(),
+            )
+            .expect("generated keys are valid"),
+        )
+    }
 
     async fn stores() -> Stores {
-        let store = MemoryStore::new();
+        let store = MemoryStore::with_cipher(ring());
         Stores {
             tenants: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
@@ -309,4 +420,45 @@ mod tests {
     }
 
     crate::repository_contract_tests!(stores);
+
+    async fn plain_stores() -> Stores {
+        let store = MemoryStore::new();
+        Stores {
+            tenants: Arc::new(store.clone()),
+            api_keys: Arc::new(store.clone()),
+            audit: Arc::new(store.clone()),
+            events: Arc::new(store),
+            plans: Arc::new(crate::memory::MemoryPlanRepository::default()),
+            guard: None,
+        }
+    }
+
+    mod without_cipher {
+        crate::repository_contract_tests!(super::plain_stores);
+    }
+
+    #[tokio::test]
+    async fn a_sealing_store_holds_no_plaintext_email() {
+        let store = MemoryStore::with_cipher(ring());
+        let tenant = crate::contract::fixtures::tenant("sealed-acme", "pro", &[]);
+        TenantRepository::create(&store, &tenant, &[], None)
+            .await
+            .expect("create");
+        {
+            let state = store.lock();
+            let held = &state.tenants[&tenant.id()];
+            assert_eq!(held.contact_email(), &placeholder());
+            let envelope = &state.sealed[&tenant.id()].envelope;
+            assert!(
+                !envelope
+                    .windows(5)
+                    .any(|w| w.eq_ignore_ascii_case(b"sealed-acme".get(..5).unwrap_or_default()))
+            );
+        }
+        let read = TenantRepository::get(&store, tenant.id())
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!(read, tenant);
+    }
 }
