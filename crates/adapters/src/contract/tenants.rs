@@ -58,11 +58,7 @@ pub async fn create_with_taken_slug_fails_and_stores_nothing(stores: Stores) {
             .expect("get")
             .is_none()
     );
-    let events = stores
-        .events
-        .list(Some(second.id()), None, 10)
-        .await
-        .expect("events");
+    let events = events_of(&stores, &second).await;
     assert!(
         events.is_empty(),
         "events of a refused create must not be stored"
@@ -107,11 +103,7 @@ pub async fn create_appends_its_events_in_order(stores: Stores) {
         .create(&t, &[first.clone(), second.clone()], None)
         .await
         .expect("create");
-    let listed = stores
-        .events
-        .list(Some(t.id()), None, 10)
-        .await
-        .expect("events");
+    let listed = events_of(&stores, &t).await;
     assert_eq!(listed, vec![first, second]);
 }
 
@@ -141,11 +133,7 @@ pub async fn update_at_expected_version_replaces_and_appends_events(stores: Stor
     assert_eq!(got, t);
     assert_eq!(got.version(), 3);
     assert_eq!(got.status_reason(), "unpaid");
-    let listed = stores
-        .events
-        .list(Some(t.id()), None, 10)
-        .await
-        .expect("events");
+    let listed = events_of(&stores, &t).await;
     assert_eq!(listed, vec![suspended]);
 }
 
@@ -174,14 +162,7 @@ pub async fn update_at_stale_version_conflicts_and_stores_nothing(stores: Stores
         .expect("get")
         .expect("stored");
     assert_eq!(got, original);
-    assert!(
-        stores
-            .events
-            .list(Some(t.id()), None, 10)
-            .await
-            .expect("events")
-            .is_empty()
-    );
+    assert!(events_of(&stores, &t).await.is_empty());
 }
 
 /// Updating a tenant that was never stored is `NotFound`.
@@ -264,14 +245,7 @@ pub async fn second_create_with_same_request_id_is_refused_and_stores_nothing(st
             .expect("get")
             .is_none()
     );
-    assert!(
-        stores
-            .events
-            .list(Some(second.id()), None, 10)
-            .await
-            .expect("events")
-            .is_empty()
-    );
+    assert!(events_of(&stores, &second).await.is_empty());
 }
 
 /// Listing walks tenants in id (creation) order, resuming strictly after a given id.
@@ -403,6 +377,15 @@ pub async fn list_filters_combine_and_hide_deleted_by_default(stores: Stores) {
     );
 }
 
+/// Every event of `tenant` (the suites store only a few).
+async fn events_of(stores: &Stores, tenant: &tenantd_domain::Tenant) -> Vec<tenantd_domain::Event> {
+    stores
+        .events
+        .list(Some(tenant.id()), None, 10)
+        .await
+        .expect("events")
+}
+
 /// The last `-`-separated part of the slugs `query` lists (defaulting the prefix).
 async fn suffixes(stores: &Stores, prefix: &str, query: TenantQuery) -> Vec<String> {
     let query = TenantQuery {
@@ -455,11 +438,7 @@ pub async fn event_log_pages_after_an_event_and_filters_by_tenant(stores: Stores
         .await
         .expect("update a");
 
-    let of_a = stores
-        .events
-        .list(Some(a.id()), None, 10)
-        .await
-        .expect("events");
+    let of_a = events_of(&stores, &a).await;
     assert_eq!(of_a, vec![a_created.clone(), a_activated.clone()]);
     let after_first = stores
         .events

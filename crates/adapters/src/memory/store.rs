@@ -5,6 +5,7 @@
 //! beside them, opened on every read, like the PostgreSQL store does.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -115,6 +116,13 @@ impl MemoryStore {
     }
 }
 
+/// The values of `map` with keys strictly greater than `after` (all of them without one),
+/// in key order: the keyset pagination of every list here.
+fn after_key<K: Ord, V>(map: &BTreeMap<K, V>, after: Option<K>) -> impl Iterator<Item = &V> {
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    map.range((start, Bound::Unbounded)).map(|(_, v)| v)
+}
+
 /// What a sealed tenant carries instead of its address.
 fn placeholder() -> ContactEmail {
     ContactEmail::parse("sealed@tenantd.invalid").unwrap_or_else(|_| unreachable!("valid"))
@@ -212,13 +220,7 @@ impl TenantRepository for MemoryStore {
         let index = email
             .zip(self.cipher.as_ref())
             .map(|(e, c)| c.blind_index(e));
-        let start = query
-            .after
-            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-        state
-            .tenants
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, t)| t)
+        after_key(&state.tenants, query.after)
             .filter(|t| query.include_deleted || t.status() != TenantStatus::Deleted)
             .filter(|t| query.status.is_none_or(|s| t.status() == s))
             .filter(|t| query.plan_id.as_ref().is_none_or(|p| t.plan_id() == p))
@@ -269,11 +271,7 @@ impl EventLog for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Event>, RepoError> {
         let state = self.lock();
-        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-        Ok(state
-            .events
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, e)| e)
+        Ok(after_key(&state.events, after)
             .filter(|e| tenant.is_none_or(|t| e.tenant_id == t))
             .take(limit)
             .cloned()
@@ -325,11 +323,7 @@ impl ApiKeyRepository for MemoryStore {
         active_at: Option<DateTime<Utc>>,
     ) -> Result<Vec<ApiKey>, RepoError> {
         let state = self.lock();
-        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-        Ok(state
-            .api_keys
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, k)| k)
+        Ok(after_key(&state.api_keys, after)
             .filter(|k| k.tenant_id == tenant)
             .filter(|k| active_at.is_none_or(|at| k.is_active(at)))
             .take(limit)
@@ -376,12 +370,10 @@ impl AuditLog for MemoryStore {
 
     async fn list(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, RepoError> {
         let state = self.lock();
-        let end = query
-            .before
-            .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let end = query.before.map_or(Bound::Unbounded, Bound::Excluded);
         Ok(state
             .audit
-            .range((std::ops::Bound::Unbounded, end))
+            .range((Bound::Unbounded, end))
             .rev()
             .map(|(_, r)| r)
             .filter(|r| query.matches(r))
