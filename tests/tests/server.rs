@@ -332,9 +332,10 @@ async fn metrics_expose_the_database_pool_on_postgres() {
         .unwrap();
     let text = server.metrics_text().await.unwrap();
     assert_eq!(counter(&text, "db_pool_max_connections", &[]), 10);
-    assert!(
-        counter(&text, "db_pool_connections", &[("state", "idle")]) >= 1,
-        "{text}"
-    );
+    // Which connections are idle at scrape time depends on the background tasks; how many
+    // are open does not: at least the one that served the create, at most the maximum.
+    let idle = counter(&text, "db_pool_connections", &[("state", "idle")]);
+    let in_use = counter(&text, "db_pool_connections", &[("state", "in_use")]);
+    assert!((1..=10).contains(&(idle + in_use)), "{text}");
     assert!(text.contains("db_pool_connections{state=\"in_use\"}"));
 }
