@@ -12,12 +12,19 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::postgres::testing::ScratchSchema;
-use tenantd_server::config::{Config, LogFormat, Secret, Store, TlsSource};
+use tenantd_application::{Providers, ProvisioningSettings};
+use tenantd_domain::provisioning::RetryPolicy;
+use tenantd_server::config::{Config, LogFormat, Secret, Store, TenantResources, TlsSource};
 use tenantd_server::devcerts::{self, DevCerts};
 use tenantd_server::proto::event_service_client::EventServiceClient;
 use tenantd_server::proto::plan_service_client::PlanServiceClient;
+use tenantd_server::proto::provisioning_service_client::ProvisioningServiceClient;
 use tenantd_server::proto::tenant_service_client::TenantServiceClient;
-use tenantd_server::proto::{CreateTenantRequest, Tenant};
+use tenantd_server::proto::{
+    CreateTenantRequest, GetTenantRequest, ProvisioningRun, Tenant, TenantStatus,
+    WatchProvisioningRequest,
+};
+use tenantd_server::wiring::ProviderWrap;
 use tenantd_server::{App, install_crypto_provider, telemetry};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::oneshot;
@@ -91,6 +98,27 @@ impl TestServer {
         backend: Backend,
         adjust: impl FnOnce(Config) -> Config,
     ) -> anyhow::Result<Self> {
+        Self::start_full(backend, adjust, None).await
+    }
+
+    /// Starts a server on `backend` whose provisioning providers pass through `wrap` (the
+    /// failure-injecting decorators of [`faults`]).
+    ///
+    /// # Errors
+    /// When the server cannot be built (or PostgreSQL is unreachable).
+    pub async fn start_with_providers(
+        backend: Backend,
+        adjust: impl FnOnce(Config) -> Config,
+        wrap: impl FnOnce(Providers) -> Providers + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        Self::start_full(backend, adjust, Some(Box::new(wrap))).await
+    }
+
+    async fn start_full(
+        backend: Backend,
+        adjust: impl FnOnce(Config) -> Config,
+        wrap: Option<ProviderWrap>,
+    ) -> anyhow::Result<Self> {
         install_crypto_provider();
         if std::env::var_os("TEST_LOG").is_some() {
             telemetry::init(LogFormat::Text, "info");
@@ -109,6 +137,8 @@ impl TestServer {
             log: "info".into(),
             store: Store::Memory,
             health_probe_interval: Duration::from_millis(200),
+            provisioning: fast_provisioning(),
+            tenant_resources: TenantResources::default(),
             ignored_settings: Vec::new(),
         };
         let schema = match backend {
@@ -120,9 +150,15 @@ impl TestServer {
                 None => Store::Memory,
                 Some(schema) => postgres_store(&schema.url()),
             },
+            tenant_resources: TenantResources {
+                schema_prefix: schema
+                    .as_ref()
+                    .map_or_else(|| "t_".to_owned(), ScratchSchema::tenant_schema_prefix),
+                ..TenantResources::default()
+            },
             ..config
         });
-        let app = App::build(config).await?;
+        let app = App::build_with(config, wrap).await?;
         let grpc_addr = app.grpc_addr()?;
         let metrics_addr = app.metrics_addr()?;
         let certs = app
@@ -151,8 +187,16 @@ impl TestServer {
     /// When the server cannot be built.
     pub async fn start_on_schema(schema: ScratchSchema, keys: &TestKeys) -> anyhow::Result<Self> {
         let store = postgres_store_with(&schema.url(), keys);
-        let mut server =
-            Self::start_with(Backend::Memory, |config| Config { store, ..config }).await?;
+        let tenant_resources = TenantResources {
+            schema_prefix: schema.tenant_schema_prefix(),
+            ..TenantResources::default()
+        };
+        let mut server = Self::start_with(Backend::Memory, |config| Config {
+            store,
+            tenant_resources,
+            ..config
+        })
+        .await?;
         server.schema = Some(schema);
         Ok(server)
     }
@@ -203,6 +247,41 @@ impl TestServer {
         Ok(EventServiceClient::new(self.admin_channel().await?))
     }
 
+    /// A ProvisioningService client as admin.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn provisioning(&self) -> anyhow::Result<ProvisioningServiceClient<Channel>> {
+        Ok(ProvisioningServiceClient::new(self.admin_channel().await?))
+    }
+
+    /// Creates `tenant`, waits until its provisioning run settles and returns the tenant as
+    /// read then; fails unless it is ACTIVE.
+    ///
+    /// # Errors
+    /// The server's status, a run that did not succeed, or no end within 30 seconds.
+    pub async fn create_active(&self, tenant: Tenant) -> anyhow::Result<Tenant> {
+        let mut tenants = self.tenants().await?;
+        let created = create(&mut tenants, tenant).await?;
+        let run = settle(&mut self.provisioning().await?, &created.tenant_id).await?;
+        let read = tenants
+            .get_tenant(GetTenantRequest {
+                tenant_id: created.tenant_id.clone(),
+            })
+            .await?
+            .into_inner()
+            .tenant
+            .context("no tenant in response")?;
+        anyhow::ensure!(
+            read.status() == TenantStatus::Active,
+            "tenant {} is {:?} after its run ended {:?}",
+            read.slug,
+            read.status(),
+            run.state()
+        );
+        Ok(read)
+    }
+
     /// The body of `GET /metrics`.
     ///
     /// # Errors
@@ -245,6 +324,23 @@ impl Drop for TestServer {
         if let Some(task) = &self.task {
             task.abort();
         }
+    }
+}
+
+/// Provisioning tuned for tests: quick polls and retries, a short lease.
+pub fn fast_provisioning() -> ProvisioningSettings {
+    ProvisioningSettings {
+        workers: 4,
+        lease: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(50),
+        step_timeout: Duration::from_secs(10),
+        retry: RetryPolicy {
+            base: chrono::Duration::milliseconds(20),
+            max_delay: chrono::Duration::milliseconds(200),
+            max_attempts: 5,
+        },
+        run_timeout: Duration::from_mins(10),
+        sweep_interval: Duration::from_millis(200),
     }
 }
 
@@ -377,6 +473,34 @@ pub async fn create(
         .into_inner()
         .tenant
         .ok_or_else(|| tonic::Status::internal("no tenant in response"))
+}
+
+/// Follows the tenant's run with WatchProvisioning until the stream ends (the run settled)
+/// and returns the last state seen.
+///
+/// # Errors
+/// The server's status, or no end within 30 seconds.
+pub async fn settle(
+    client: &mut ProvisioningServiceClient<Channel>,
+    tenant_id: &str,
+) -> anyhow::Result<ProvisioningRun> {
+    let mut stream = client
+        .watch_provisioning(WatchProvisioningRequest {
+            tenant_id: tenant_id.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    let follow = async {
+        while let Some(message) = stream.message().await? {
+            last = message.run;
+        }
+        Ok::<_, tonic::Status>(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), follow)
+        .await
+        .context("the run did not settle within 30 seconds")??;
+    last.context("the watch sent nothing")
 }
 
 /// The summed integer value of the samples of `metric` whose labels include all of

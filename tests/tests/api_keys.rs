@@ -15,7 +15,7 @@ use tenantd_e2e::pb::{
     CreateApiKeyRequest, ListApiKeysRequest, RevokeApiKeyRequest, SuspendTenantRequest,
     VerifyApiKeyRequest, VerifyApiKeyResponse,
 };
-use tenantd_e2e::{TestServer, create, identity, new_tenant, on_every_store};
+use tenantd_e2e::{TestServer, identity, new_tenant, on_every_store};
 use tenantd_server::devcerts;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -71,9 +71,7 @@ async fn verify(client: &mut ApiKeyServiceClient<Channel>, key: &str) -> VerifyA
 }
 
 async fn a_created_key_is_shown_once_and_verifies_for_other_services(server: TestServer) {
-    let tenant = create(&mut server.tenants().await.unwrap(), new_tenant("acme"))
-        .await
-        .unwrap();
+    let tenant = server.create_active(new_tenant("acme")).await.unwrap();
     let mut admin = admin_keys(&server).await;
     let created = admin
         .create_api_key(new_key(&tenant.tenant_id))
@@ -95,7 +93,10 @@ async fn a_created_key_is_shown_once_and_verifies_for_other_services(server: Tes
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.api_keys, vec![key.clone()]);
+    // The first admin key, made by provisioning, comes first.
+    assert_eq!(listed.api_keys.len(), 2, "{listed:?}");
+    assert_eq!(listed.api_keys[0].scopes, ["tenant.admin"]);
+    assert_eq!(listed.api_keys[1], key);
     assert!(
         !format!("{listed:?}").contains(&created.secret[40..]),
         "a listing shows no secret"
@@ -136,9 +137,7 @@ async fn a_created_key_is_shown_once_and_verifies_for_other_services(server: Tes
 }
 
 async fn a_revoked_key_fails_the_very_next_verification(server: TestServer) {
-    let tenant = create(&mut server.tenants().await.unwrap(), new_tenant("acme"))
-        .await
-        .unwrap();
+    let tenant = server.create_active(new_tenant("acme")).await.unwrap();
     let mut admin = admin_keys(&server).await;
     let created = admin
         .create_api_key(new_key(&tenant.tenant_id))
@@ -168,15 +167,13 @@ async fn a_revoked_key_fails_the_very_next_verification(server: TestServer) {
         .unwrap()
         .into_inner();
     assert!(
-        active.api_keys.is_empty(),
+        active.api_keys.iter().all(|k| k.key_id != key_id),
         "revoked keys are hidden unless show_inactive"
     );
 }
 
 async fn an_expired_key_no_longer_verifies(server: TestServer) {
-    let tenant = create(&mut server.tenants().await.unwrap(), new_tenant("acme"))
-        .await
-        .unwrap();
+    let tenant = server.create_active(new_tenant("acme")).await.unwrap();
     let mut admin = admin_keys(&server).await;
     let mut past = new_key(&tenant.tenant_id);
     past.expire_time = Some(prost_types::Timestamp::from(
@@ -200,9 +197,7 @@ async fn an_expired_key_no_longer_verifies(server: TestServer) {
 async fn the_plan_quota_holds_under_twenty_concurrent_creates(server: TestServer) {
     let mut free = new_tenant("frugal");
     free.plan_id = "free".into();
-    let tenant = create(&mut server.tenants().await.unwrap(), free)
-        .await
-        .unwrap();
+    let tenant = server.create_active(free).await.unwrap();
     let admin = admin_keys(&server).await;
     let calls = (0..20).map(|_| {
         let mut client = admin.clone();
@@ -217,15 +212,14 @@ async fn the_plan_quota_holds_under_twenty_concurrent_creates(server: TestServer
         .count();
     assert_eq!(
         (ok, exhausted),
-        (2, 18),
-        "the free plan allows 2 active keys"
+        (1, 19),
+        "the free plan allows 2 active keys, and the first admin key is one"
     );
 }
 
 async fn a_tenant_manages_its_own_keys_only(server: TestServer) {
-    let mut tenants = server.tenants().await.unwrap();
-    let mine = create(&mut tenants, new_tenant("mine")).await.unwrap();
-    let theirs = create(&mut tenants, new_tenant("theirs")).await.unwrap();
+    let mine = server.create_active(new_tenant("mine")).await.unwrap();
+    let theirs = server.create_active(new_tenant("theirs")).await.unwrap();
     let mut me = keys_as(
         &server,
         &format!("tenant/{}", mine.tenant_id),

@@ -38,9 +38,8 @@ fn get(tenant_id: &str) -> GetTenantRequest {
 }
 
 async fn a_tenant_certificate_reads_its_own_tenant_and_nothing_else(server: TestServer) {
-    let mut admin = server.tenants().await.unwrap();
-    let mine = create(&mut admin, new_tenant("mine")).await.unwrap();
-    let theirs = create(&mut admin, new_tenant("theirs")).await.unwrap();
+    let mine = server.create_active(new_tenant("mine")).await.unwrap();
+    let theirs = server.create_active(new_tenant("theirs")).await.unwrap();
     let channel = channel_as(
         &server,
         &format!("tenantd.local/tenant/{}", mine.tenant_id),

@@ -9,15 +9,15 @@
 use prost_types::FieldMask;
 use tenantd_e2e::pb::{
     CreateTenantRequest, DeleteTenantRequest, GetTenantRequest, ListTenantsRequest,
-    ResumeTenantRequest, SuspendTenantRequest, TenantStatus, UndeleteTenantRequest,
+    ResumeTenantRequest, RunState, SuspendTenantRequest, TenantStatus, UndeleteTenantRequest,
     UpdateTenantRequest,
 };
-use tenantd_e2e::{TestServer, create, new_tenant, on_every_store, violated_fields};
+use tenantd_e2e::{TestServer, create, new_tenant, on_every_store, settle, violated_fields};
 use tonic::Code;
 
 on_every_store!(
     nul_characters_and_odd_filters_are_invalid_argument_not_internal,
-    create_tenant_returns_an_active_tenant_that_get_tenant_returns,
+    create_tenant_returns_a_provisioning_tenant_that_becomes_active,
     create_tenant_with_invalid_slug_returns_invalid_argument_naming_the_field,
     create_tenant_with_reserved_slug_unknown_plan_or_no_tenant_is_invalid_argument,
     create_tenant_with_taken_slug_returns_already_exists,
@@ -29,11 +29,18 @@ on_every_store!(
     suspend_and_resume_follow_the_lifecycle,
 );
 
-async fn create_tenant_returns_an_active_tenant_that_get_tenant_returns(server: TestServer) {
+async fn create_tenant_returns_a_provisioning_tenant_that_becomes_active(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     let created = create(&mut client, new_tenant("acme")).await.unwrap();
     assert_eq!(created.slug, "acme");
-    assert_eq!(created.status(), TenantStatus::Active);
+    assert_eq!(created.status(), TenantStatus::Provisioning);
+    let summary = created
+        .provisioning
+        .clone()
+        .expect("a provisioning summary");
+    assert_eq!(summary.state(), RunState::Running);
+    assert_eq!(summary.total_steps, 5);
+    assert!(summary.completed_steps < 5);
     assert_eq!(created.contact_email, "ops@acme.example");
     assert!(!created.etag.is_empty());
     assert!(created.create_time.is_some());
@@ -48,7 +55,32 @@ async fn create_tenant_returns_an_active_tenant_that_get_tenant_returns(server: 
         .into_inner()
         .tenant
         .unwrap();
-    assert_eq!(got, created);
+    assert_eq!(got.tenant_id, created.tenant_id);
+    assert_eq!(got.create_time, created.create_time);
+
+    let run = settle(
+        &mut server.provisioning().await.unwrap(),
+        &created.tenant_id,
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.state(), RunState::Succeeded);
+    let active = client
+        .get_tenant(GetTenantRequest {
+            tenant_id: created.tenant_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(active.status(), TenantStatus::Active);
+    let summary = active.provisioning.unwrap();
+    assert_eq!(
+        (summary.state(), summary.completed_steps),
+        (RunState::Succeeded, 5)
+    );
+    assert_eq!(summary.run_id, run.run_id);
 }
 
 fn uuid_v7(text: &str) {
@@ -279,7 +311,7 @@ async fn update_tenant_changes_only_masked_fields_and_checks_the_etag(server: Te
 
 async fn delete_tenant_is_soft_and_undelete_restores_it(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
-    let created = create(&mut client, new_tenant("acme")).await.unwrap();
+    let created = server.create_active(new_tenant("acme")).await.unwrap();
     let id = created.tenant_id.clone();
 
     let deleted = client
@@ -346,7 +378,7 @@ async fn delete_tenant_is_soft_and_undelete_restores_it(server: TestServer) {
 
 async fn suspend_and_resume_follow_the_lifecycle(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
-    let created = create(&mut client, new_tenant("acme")).await.unwrap();
+    let created = server.create_active(new_tenant("acme")).await.unwrap();
     let id = created.tenant_id.clone();
 
     let status = client

@@ -9,6 +9,7 @@ mod digest;
 pub mod events;
 pub mod pagination;
 pub mod plans;
+pub mod provisioning;
 pub mod tenants;
 
 pub use api_keys::{ApiKeyService, CreateApiKey, Verification};
@@ -17,6 +18,10 @@ pub use authorization::{Operation, authorize};
 pub use events::EventService;
 pub use pagination::{Page, PageRequest};
 pub use plans::PlanService;
+pub use provisioning::{
+    Engine, NoObserver, Providers, ProvisioningObserver, ProvisioningService, ProvisioningSettings,
+    Signals, StepPorts,
+};
 pub use tenants::{
     CreateTenant, ListTenants, TenantFields, TenantService, TenantSettings, UpdateTenant,
 };

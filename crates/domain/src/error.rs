@@ -120,6 +120,10 @@ pub enum RepoError {
     /// The stored version differs from the expected one: a concurrent change committed first.
     #[error("version conflict: the record changed concurrently")]
     VersionConflict,
+    /// A worker's lease on a job was taken over (it expired) or released: its write is
+    /// refused so two workers never both act on one job.
+    #[error("the lease on the job was lost")]
+    LeaseLost,
     /// The store cannot hold a value of the request (say, a NUL character in text): the
     /// caller's input is at fault, not the store.
     #[error("the store refused a value: {0}")]
@@ -151,6 +155,9 @@ impl From<RepoError> for Error {
             },
             RepoError::VersionConflict => {
                 Self::Aborted("the tenant was changed concurrently; read it again".into())
+            }
+            RepoError::LeaseLost => {
+                Self::Aborted("the job was taken over by another worker".into())
             }
             RepoError::NotFound => Self::NotFound {
                 resource: "record",

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::provisioning::{StepError, StepKind, StepState};
 use crate::{TenantId, TenantStatus};
 
 /// An event's id: a UUIDv7, stable across redeliveries (consumers de-duplicate on it).
@@ -86,6 +87,43 @@ pub enum EventKind {
         /// The key's id.
         key_id: String,
     },
+    /// A provisioning step changed state.
+    ProvisioningStepChanged {
+        /// The run.
+        run_id: String,
+        /// The step.
+        step: StepKind,
+        /// Its new state.
+        state: StepState,
+        /// The attempt number.
+        attempt: u32,
+        /// The failure, when an attempt failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<StepError>,
+    },
+    /// A provisioning run failed: the dead letter, with the cause.
+    ProvisioningFailed {
+        /// The run.
+        run_id: String,
+        /// The step that exhausted its attempts.
+        failed_step: StepKind,
+        /// The cause.
+        error: StepError,
+    },
+    /// A provisioning run was cancelled (on request or by its deadline).
+    ProvisioningCancelled {
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A mailer should send the welcome message. Carries no address.
+    WelcomeNotificationRequested {
+        /// The tenant's slug.
+        slug: String,
+        /// Its display name.
+        display_name: String,
+    },
 }
 
 impl EventKind {
@@ -101,6 +139,10 @@ impl EventKind {
             Self::TenantUndeleted { .. } => "tenant.v1.TenantUndeleted",
             Self::ApiKeyCreated { .. } => "tenant.v1.ApiKeyCreated",
             Self::ApiKeyRevoked { .. } => "tenant.v1.ApiKeyRevoked",
+            Self::ProvisioningStepChanged { .. } => "tenant.v1.ProvisioningStepChanged",
+            Self::ProvisioningFailed { .. } => "tenant.v1.ProvisioningFailed",
+            Self::ProvisioningCancelled { .. } => "tenant.v1.ProvisioningCancelled",
+            Self::WelcomeNotificationRequested { .. } => "tenant.v1.WelcomeNotificationRequested",
         }
     }
 }

@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::api_key::SECRET_BYTES;
+use crate::provisioning::{ProvisioningRun, RunId, StepError};
 use crate::{
-    ApiKey, ApiKeyId, AuditQuery, AuditRecord, ContactEmail, Event, EventId, Plan, PlanId,
-    RepoError, Tenant, TenantId, TenantStatus,
+    ApiKey, ApiKeyId, AuditQuery, AuditRecord, ContactEmail, DisplayName, Event, EventId, Plan,
+    PlanId, RepoError, Slug, Tenant, TenantId, TenantStatus,
 };
 
 /// A stored idempotency record: the request's fingerprint and the response it produced.
@@ -55,7 +56,8 @@ pub struct TenantQuery {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait TenantRepository: Send + Sync {
-    /// Stores a new tenant with its events and, if given, its idempotency record, atomically.
+    /// Stores a new tenant with its provisioning run, its events and, if given, its
+    /// idempotency record, atomically.
     ///
     /// # Errors
     /// [`RepoError::SlugTaken`] if a non-purged tenant has the slug;
@@ -65,11 +67,12 @@ pub trait TenantRepository: Send + Sync {
     async fn create(
         &self,
         tenant: &Tenant,
+        run: &ProvisioningRun,
         events: &[Event],
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<(), RepoError>;
 
-    /// Reads a tenant (including a soft-deleted one).
+    /// Reads a tenant (including a soft-deleted one), with its latest run's summary.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] / [`RepoError::Internal`] on store failure.
@@ -277,4 +280,243 @@ pub trait EmailCipher: Send + Sync {
 
     /// The id of the key new envelopes are sealed with.
     fn primary_key_id(&self) -> String;
+}
+
+/// A worker's exclusive, expiring claim on a provisioning run. Every write a worker makes
+/// carries it; a write under a lease that was taken over is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Unique per claim: the fencing token.
+    pub token: Uuid,
+    /// Who holds it (replica and worker), for operators.
+    pub owner: String,
+    /// When it lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A run a worker claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedRun {
+    /// The run as stored when claimed.
+    pub run: ProvisioningRun,
+    /// The worker's lease on it.
+    pub lease: Lease,
+}
+
+/// A change to a run, written atomically with the tenant's status change (if any) and the
+/// events describing both.
+#[derive(Debug, Clone, Copy)]
+pub struct RunWrite<'a> {
+    /// The run as it is to be stored (its `version` is the stored one plus one).
+    pub run: &'a ProvisioningRun,
+    /// The stored version the change was made from.
+    pub expected_version: u64,
+    /// The writer's lease, for a worker; `None` for a request (cancel, retry).
+    pub lease: Option<&'a Lease>,
+    /// The tenant, changed, with the stored version it was changed from.
+    pub tenant: Option<(&'a Tenant, u64)>,
+    /// Events to append.
+    pub events: &'a [Event],
+}
+
+/// Durable provisioning runs and the queue workers claim them from. (Not mocked: its
+/// engine tests run on the in-memory adapter, which passes the same contract suite as
+/// PostgreSQL.)
+#[async_trait]
+pub trait ProvisioningRepository: Send + Sync {
+    /// The tenant's latest run.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn latest(&self, tenant: TenantId) -> Result<Option<ProvisioningRun>, RepoError>;
+
+    /// Claims the run due longest ago (due at or before `now`, no live lease on it) for
+    /// `owner` until `now + lease_for`. Concurrent claimers never get the same run.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: chrono::Duration,
+    ) -> Result<Option<ClaimedRun>, RepoError>;
+
+    /// Extends a lease to `until`. Returns `false` when it is no longer held.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn renew(
+        &self,
+        run: RunId,
+        lease: &Lease,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError>;
+
+    /// Gives a lease up (a no-op when it is no longer held).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn release(&self, run: RunId, lease: &Lease) -> Result<(), RepoError>;
+
+    /// Stores a change to a run with the tenant's change and the events, atomically.
+    ///
+    /// # Errors
+    /// [`RepoError::LeaseLost`] when `write.lease` is no longer held;
+    /// [`RepoError::VersionConflict`] when the run's or the tenant's stored version differs;
+    /// [`RepoError::NotFound`]; [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    /// Nothing is stored on error.
+    async fn save(&self, write: RunWrite<'_>) -> Result<(), RepoError>;
+
+    /// Tenants whose running run's deadline is before `now`, at most `limit`.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn overdue(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<TenantId>, RepoError>;
+
+    /// How many runs are running.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn running(&self) -> Result<u64, RepoError>;
+}
+
+/// What a provisioning step knows about the tenant it provisions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProvisioningTarget {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Its slug (DNS names derive from it).
+    pub slug: Slug,
+    /// Its display name.
+    pub display_name: DisplayName,
+    /// Its plan.
+    pub plan_id: PlanId,
+    /// Its contact (the tenant's first admin user).
+    pub contact_email: ContactEmail,
+}
+
+/// The DATABASE step's provider: the tenant's own schema, migrated and seeded.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait TenantDatabases: Send + Sync {
+    /// Creates and migrates the tenant's schema; idempotent.
+    ///
+    /// # Errors
+    /// A [`StepError`] with a stable reason.
+    async fn provision(&self, target: &ProvisioningTarget) -> Result<(), StepError>;
+
+    /// Drops the tenant's schema and everything in it; idempotent.
+    ///
+    /// # Errors
+    /// A [`StepError`] with a stable reason.
+    async fn deprovision(&self, tenant: TenantId) -> Result<(), StepError>;
+}
+
+/// The DNS step's provider.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait DnsProvider: Send + Sync {
+    /// Publishes the tenant's records; idempotent.
+    ///
+    /// # Errors
+    /// A [`StepError`] with a stable reason (e.g. a name held by another tenant).
+    async fn publish(&self, target: &ProvisioningTarget) -> Result<(), StepError>;
+
+    /// Withdraws every record of the tenant; idempotent.
+    ///
+    /// # Errors
+    /// A [`StepError`] with a stable reason.
+    async fn withdraw(&self, tenant: TenantId) -> Result<(), StepError>;
+}
+
+/// The BILLING step's provider.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait BillingProvider: Send + Sync {
+    /// Makes sure the tenant is a customer with an active subscription to its plan;
+    /// idempotent.
+    ///
+    /// # Errors
+    /// A [`StepError`] with a stable reason.
+    async fn subscribe(&self, target: &ProvisioningTarget) -> Result<(), StepError>;
+
+    /// Cancels the tenant's subscription; idempotent.
+    ///
+    /// # Errors
+    /// A [`StepError`] with a stable reason.
+    async fn cancel(&self, tenant: TenantId) -> Result<(), StepError>;
+}
+
+/// The sealed secret of a tenant's first admin key, kept until claimed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialKey {
+    /// The key.
+    pub key_id: ApiKeyId,
+    /// The sealed secret; `None` once claimed.
+    pub sealed_secret: Option<Vec<u8>>,
+}
+
+/// What storing a first admin key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialKeyOutcome {
+    /// The key was stored.
+    Created,
+    /// The tenant already has an active first key (an earlier attempt made it).
+    AlreadyPresent,
+}
+
+/// The CREDENTIALS step's store: first admin keys and their sealed secrets.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait InitialKeyStore: Send + Sync {
+    /// Stores `key` as the tenant's first admin key, with its sealed secret and events,
+    /// atomically, unless the tenant already has an active one (then nothing is written).
+    /// A revoked earlier first key (compensated by a failed run) is replaced.
+    ///
+    /// # Errors
+    /// [`RepoError::LimitReached`] at the plan's key quota; [`RepoError::NotFound`];
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn create_initial(
+        &self,
+        key: &ApiKey,
+        sealed_secret: &[u8],
+        events: &[Event],
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<InitialKeyOutcome, RepoError>;
+
+    /// The tenant's first admin key, if any.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn initial(&self, tenant: TenantId) -> Result<Option<InitialKey>, RepoError>;
+
+    /// Takes the sealed secret of the tenant's first key, destroying the stored copy in the
+    /// same step, so exactly one caller ever gets it. `None` when there is none (any more).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn take_initial_secret(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<(ApiKeyId, Vec<u8>)>, RepoError>;
+}
+
+/// Sealing of small secrets at rest (AES-GCM), bound to their tenant and purpose.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait SecretSealer: Send + Sync {
+    /// Seals `secret` so it opens only for `tenant` and `purpose`.
+    fn seal_secret(&self, tenant: TenantId, purpose: &'static str, secret: &[u8]) -> Vec<u8>;
+
+    /// Opens an envelope sealed for `tenant` and `purpose`.
+    ///
+    /// # Errors
+    /// [`CipherError`] when the envelope does not open.
+    fn open_secret(
+        &self,
+        tenant: TenantId,
+        purpose: &'static str,
+        envelope: &[u8],
+    ) -> Result<Vec<u8>, CipherError>;
 }

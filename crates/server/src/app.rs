@@ -5,25 +5,29 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use prometheus::{IntCounter, Registry};
+use tenantd_application::{Engine, ProvisioningService};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::config::Config;
 use crate::devcerts::DevCerts;
-use crate::grpc::{ApiKeyApi, EventApi, PendingProvisioningApi, PlanApi, TenantApi};
+use crate::grpc::{ApiKeyApi, EventApi, PlanApi, ProvisioningApi, TenantApi};
 use crate::identity::IdentityLayer;
-use crate::metrics::{CallLayer, DbPoolCollector, GrpcMetrics};
+use crate::metrics::{CallLayer, DbPoolCollector, GrpcMetrics, ProvisioningMetrics};
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
     plan_service_server::PlanServiceServer, provisioning_service_server::ProvisioningServiceServer,
     tenant_service_server::TenantServiceServer,
 };
+use crate::wiring::ProviderWrap;
 use crate::{audit, health, tls, wiring};
 
 /// Deadline of a call whose client sets none (a shorter grpc-timeout wins). The database
@@ -77,9 +81,19 @@ impl App {
     /// # Errors
     /// Bad TLS material, an address that cannot be bound, metrics registration failure.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, None).await
+    }
+
+    /// [`App::build`] with the provisioning providers passed through `wrap` (how tests
+    /// inject failures).
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub async fn build_with(config: Config, wrap: Option<ProviderWrap>) -> anyhow::Result<Self> {
         let tls = Arc::new(tls::ReloadableTls::load(&config.tls, &config.trust_domain)?);
-        let services = wiring::build(&config).await?;
         let registry = Registry::new();
+        let observer = Arc::new(ProvisioningMetrics::register(&registry)?);
+        let services = wiring::build(&config, observer, wrap).await?;
         let grpc_metrics = GrpcMetrics::register(
             &registry,
             &[
@@ -156,13 +170,7 @@ impl App {
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health::set_all(&health, ServingStatus::Serving).await;
-        // Dependencies were reachable when the app was built; the prober takes over from here.
-        for check in &self.services.checks {
-            health
-                .set_service_status(check.name(), ServingStatus::Serving)
-                .await;
-        }
+        serving(&health, &self.services).await;
         let prober = tokio::spawn(health::probe(
             health.clone(),
             self.services.checks.clone(),
@@ -173,6 +181,7 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let services = self.services;
+        let (workers, sweeper) = provisioning(&services, &self.config, &stop_tx);
         let (audit_sink, audit_queue) = audit::queue(audit::CAPACITY, self.audit_dropped.clone());
         let (close_audit, audit_closing) = tokio::sync::oneshot::channel::<()>();
         let audit_writer = tokio::spawn(audit::write_behind(
@@ -198,7 +207,9 @@ impl App {
                 services.events,
                 services.audit,
             )))
-            .add_service(ProvisioningServiceServer::new(PendingProvisioningApi))
+            .add_service(ProvisioningServiceServer::new(ProvisioningApi::new(
+                services.provisioning.clone(),
+            )))
             .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)));
 
         let (incoming, acceptor) = tls::incoming(self.grpc, self.tls.clone());
@@ -213,6 +224,7 @@ impl App {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight calls");
         prober.abort();
+        sweeper.abort();
         reloader.abort();
         acceptor.abort();
         health::set_all(&health, ServingStatus::NotServing).await;
@@ -235,6 +247,7 @@ impl App {
             grpc_abort.abort();
             Ok(())
         };
+        stop_workers(workers, deadline).await;
         // Every finished call has queued its record: close the queue and let the writer
         // flush it (at least a moment even when the drain used up the grace period).
         let _writer_gone = close_audit.send(());
@@ -255,5 +268,101 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Reports every service and dependency SERVING: dependencies were reachable when the app
+/// was built; the prober takes over from here.
+async fn serving(health: &tonic_health::server::HealthReporter, services: &wiring::Services) {
+    health::set_all(health, ServingStatus::Serving).await;
+    for check in &services.checks {
+        health
+            .set_service_status(check.name(), ServingStatus::Serving)
+            .await;
+    }
+}
+
+/// Starts the provisioning engine: its workers and the deadline sweeper.
+fn provisioning(
+    services: &wiring::Services,
+    config: &Config,
+    stop: &watch::Sender<bool>,
+) -> (Vec<JoinHandle<()>>, JoinHandle<()>) {
+    let workers = provisioning_workers(&services.engine, stop);
+    let sweeper = tokio::spawn(sweep(
+        services.provisioning.clone(),
+        config.provisioning.sweep_interval,
+    ));
+    (workers, sweeper)
+}
+
+/// Starts the engine's workers; each stops between runs once `stop` turns true.
+fn provisioning_workers(engine: &Engine, stop: &watch::Sender<bool>) -> Vec<JoinHandle<()>> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "tenantd".to_owned(), |h| h.trim().to_owned());
+    let pid = std::process::id();
+    (0..engine.settings().workers)
+        .map(|i| {
+            let name = format!("{host}/{pid}/worker-{i}");
+            tokio::spawn(work(engine.clone(), name, stop.subscribe()))
+        })
+        .collect()
+}
+
+/// Waits for the workers to finish the step at hand until `deadline`; one still busy then
+/// is dropped (its transaction rolls back) and its run resumes, here after a restart or in
+/// another replica, once the lease expires.
+async fn stop_workers(workers: Vec<JoinHandle<()>>, deadline: tokio::time::Instant) {
+    for worker in workers {
+        let abort = worker.abort_handle();
+        if tokio::time::timeout_at(deadline, worker).await.is_err() {
+            abort.abort();
+            tracing::warn!(
+                "a provisioning worker was still busy at the deadline; its run resumes after the lease"
+            );
+        }
+    }
+}
+
+/// One worker: drives due runs one after another, idles until woken or the poll interval
+/// passes, and stops between runs on shutdown.
+async fn work(engine: Engine, name: String, mut stop: watch::Receiver<bool>) {
+    let mut failing = false;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match engine.work_once(&name).await {
+            Ok(true) => {
+                failing = false;
+                continue;
+            }
+            Ok(false) => failing = false,
+            Err(err) => {
+                // Once per outage, not once per poll.
+                if !failing {
+                    tracing::warn!(worker = %name, error = %err, "provisioning worker cannot work; retrying");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            () = engine.idle() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// The deadline sweeper: cancels overdue runs (with compensation) every `interval`.
+async fn sweep(provisioning: ProvisioningService, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match provisioning.cancel_overdue().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(cancelled = n, "sweeper cancelled overdue provisioning runs"),
+            Err(err) => tracing::warn!(error = %err, "provisioning sweep failed"),
+        }
     }
 }

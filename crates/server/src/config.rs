@@ -3,12 +3,14 @@
 //! over the file). Everything is validated before anything starts; a bad setting stops
 //! start-up with one line naming it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
+use tenantd_application::ProvisioningSettings;
+use tenantd_domain::provisioning::RetryPolicy;
 
 /// Default gRPC address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -198,6 +200,44 @@ pub struct ServeArgs {
     /// database; never change it without re-indexing.
     #[arg(long, env = "TENANTD_BLIND_INDEX_KEY", hide_env_values = true)]
     pub blind_index_key: Option<Secret>,
+    /// Provisioning workers in this replica [default: 4].
+    #[arg(long, env = "TENANTD_PROVISIONING_WORKERS")]
+    pub provisioning_workers: Option<usize>,
+    /// How long a worker's claim on a run lasts without renewal, in milliseconds; a run of
+    /// a replica that died is resumed by another after this [default: 30000].
+    #[arg(long, env = "TENANTD_PROVISIONING_LEASE_MS")]
+    pub provisioning_lease_ms: Option<u64>,
+    /// How often idle workers look for due runs, in milliseconds [default: 500].
+    #[arg(long, env = "TENANTD_PROVISIONING_POLL_INTERVAL_MS")]
+    pub provisioning_poll_interval_ms: Option<u64>,
+    /// Longest attempt of one provisioning step, in milliseconds [default: 60000].
+    #[arg(long, env = "TENANTD_PROVISIONING_STEP_TIMEOUT_MS")]
+    pub provisioning_step_timeout_ms: Option<u64>,
+    /// Attempts of a failing step before the run fails [default: 5].
+    #[arg(long, env = "TENANTD_PROVISIONING_MAX_ATTEMPTS")]
+    pub provisioning_max_attempts: Option<u32>,
+    /// Delay before a step's second attempt, doubled each time (with full jitter), in
+    /// milliseconds [default: 1000].
+    #[arg(long, env = "TENANTD_PROVISIONING_BACKOFF_BASE_MS")]
+    pub provisioning_backoff_base_ms: Option<u64>,
+    /// Longest delay between attempts, in milliseconds [default: 60000].
+    #[arg(long, env = "TENANTD_PROVISIONING_BACKOFF_MAX_MS")]
+    pub provisioning_backoff_max_ms: Option<u64>,
+    /// Seconds a provisioning run may take before the sweeper cancels it [default: 1800].
+    #[arg(long, env = "TENANTD_PROVISIONING_RUN_TIMEOUT_SECONDS")]
+    pub provisioning_run_timeout_seconds: Option<u64>,
+    /// How often the sweeper looks for overdue runs, in milliseconds [default: 10000].
+    #[arg(long, env = "TENANTD_PROVISIONING_SWEEP_INTERVAL_MS")]
+    pub provisioning_sweep_interval_ms: Option<u64>,
+    /// Domain under which tenants get DNS names, `<slug>.<domain>` [default: tenants.tenantd.local].
+    #[arg(long, env = "TENANTD_DNS_BASE_DOMAIN")]
+    pub dns_base_domain: Option<String>,
+    /// Address the tenants' A (or AAAA) records point at [default: 127.0.0.1].
+    #[arg(long, env = "TENANTD_DNS_INGRESS_ADDRESS")]
+    pub dns_ingress_address: Option<IpAddr>,
+    /// Prefix of tenant schema names, `<prefix><tenant id>` [default: t_].
+    #[arg(long, env = "TENANTD_TENANT_SCHEMA_PREFIX")]
+    pub tenant_schema_prefix: Option<String>,
     /// Redis URL (also REDIS_URL) for the cache and shared rate limits: accepted, not used
     /// by this version yet.
     #[arg(long, env = "TENANTD_REDIS_URL", hide_env_values = true)]
@@ -230,6 +270,18 @@ struct FileConfig {
     health_probe_interval_ms: Option<u64>,
     encryption_keys: Option<Secret>,
     blind_index_key: Option<Secret>,
+    provisioning_workers: Option<usize>,
+    provisioning_lease_ms: Option<u64>,
+    provisioning_poll_interval_ms: Option<u64>,
+    provisioning_step_timeout_ms: Option<u64>,
+    provisioning_max_attempts: Option<u32>,
+    provisioning_backoff_base_ms: Option<u64>,
+    provisioning_backoff_max_ms: Option<u64>,
+    provisioning_run_timeout_seconds: Option<u64>,
+    provisioning_sweep_interval_ms: Option<u64>,
+    dns_base_domain: Option<String>,
+    dns_ingress_address: Option<IpAddr>,
+    tenant_schema_prefix: Option<String>,
     redis_url: Option<Secret>,
     kafka_brokers: Option<Secret>,
 }
@@ -329,6 +381,10 @@ pub struct Config {
     pub store: Store,
     /// Interval of the dependency health probes.
     pub health_probe_interval: Duration,
+    /// The provisioning engine's tunables.
+    pub provisioning: ProvisioningSettings,
+    /// Where tenants' provisioned resources are named and pointed.
+    pub tenant_resources: TenantResources,
     /// Settings given that this version does not use yet (warned about at start).
     pub ignored_settings: Vec<&'static str>,
 }
@@ -374,6 +430,8 @@ impl Config {
             None => FileConfig::default(),
         };
         let store = store(&args, &file, env("DATABASE_URL"))?;
+        let provisioning = provisioning(&args, &file)?;
+        let tenant_resources = tenant_resources(&args, &file)?;
         let ignored_settings = ignored_settings(&args, &file, env);
         let tls_cert = args.tls_cert.or(file.tls_cert);
         let tls_key = args.tls_key.or(file.tls_key);
@@ -434,6 +492,8 @@ impl Config {
         Ok(Self {
             store,
             health_probe_interval,
+            provisioning,
+            tenant_resources,
             ignored_settings,
             listen: args
                 .listen
@@ -563,6 +623,154 @@ fn store(
             statement_timeout_ms,
             5000,
         )?,
+    })
+}
+
+/// Names and addresses of the resources provisioning creates for each tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantResources {
+    /// DNS names are `<slug>.<base_domain>`.
+    pub dns_base_domain: String,
+    /// What the tenants' address records point at.
+    pub dns_ingress: IpAddr,
+    /// Tenant schemas are `<prefix><tenant id>`.
+    pub schema_prefix: String,
+}
+
+impl Default for TenantResources {
+    fn default() -> Self {
+        Self {
+            dns_base_domain: "tenants.tenantd.local".into(),
+            dns_ingress: IpAddr::from([127, 0, 0, 1]),
+            schema_prefix: "t_".into(),
+        }
+    }
+}
+
+fn provisioning(args: &ServeArgs, file: &FileConfig) -> Result<ProvisioningSettings, ConfigError> {
+    let defaults = ProvisioningSettings::default();
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let workers = args
+        .provisioning_workers
+        .or(file.provisioning_workers)
+        .unwrap_or(defaults.workers);
+    if !(1..=256).contains(&workers) {
+        return Err(bad("provisioning-workers", "must be between 1 and 256"));
+    }
+    let max_attempts = args
+        .provisioning_max_attempts
+        .or(file.provisioning_max_attempts)
+        .unwrap_or(defaults.retry.max_attempts);
+    if !(1..=100).contains(&max_attempts) {
+        return Err(bad(
+            "provisioning-max-attempts",
+            "must be between 1 and 100",
+        ));
+    }
+    let lease = positive_ms(
+        "provisioning-lease-ms",
+        args.provisioning_lease_ms.or(file.provisioning_lease_ms),
+        ms(defaults.lease),
+    )?;
+    let backoff_base = positive_ms(
+        "provisioning-backoff-base-ms",
+        args.provisioning_backoff_base_ms
+            .or(file.provisioning_backoff_base_ms),
+        1000,
+    )?;
+    let backoff_max = positive_ms(
+        "provisioning-backoff-max-ms",
+        args.provisioning_backoff_max_ms
+            .or(file.provisioning_backoff_max_ms),
+        60_000,
+    )?;
+    if backoff_max < backoff_base {
+        return Err(bad(
+            "provisioning-backoff-max-ms",
+            "must be at least provisioning-backoff-base-ms",
+        ));
+    }
+    let run_timeout_seconds = args
+        .provisioning_run_timeout_seconds
+        .or(file.provisioning_run_timeout_seconds)
+        .unwrap_or(defaults.run_timeout.as_secs());
+    if !(1..=7 * 24 * 3600).contains(&run_timeout_seconds) {
+        return Err(bad(
+            "provisioning-run-timeout-seconds",
+            "must be between 1 and 604800 (a week)",
+        ));
+    }
+    let chrono_ms = |d: Duration| {
+        chrono::Duration::milliseconds(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
+    Ok(ProvisioningSettings {
+        workers,
+        lease,
+        poll_interval: positive_ms(
+            "provisioning-poll-interval-ms",
+            args.provisioning_poll_interval_ms
+                .or(file.provisioning_poll_interval_ms),
+            ms(defaults.poll_interval),
+        )?,
+        step_timeout: positive_ms(
+            "provisioning-step-timeout-ms",
+            args.provisioning_step_timeout_ms
+                .or(file.provisioning_step_timeout_ms),
+            ms(defaults.step_timeout),
+        )?,
+        retry: RetryPolicy {
+            base: chrono_ms(backoff_base),
+            max_delay: chrono_ms(backoff_max),
+            max_attempts,
+        },
+        run_timeout: Duration::from_secs(run_timeout_seconds),
+        sweep_interval: positive_ms(
+            "provisioning-sweep-interval-ms",
+            args.provisioning_sweep_interval_ms
+                .or(file.provisioning_sweep_interval_ms),
+            ms(defaults.sweep_interval),
+        )?,
+    })
+}
+
+fn tenant_resources(args: &ServeArgs, file: &FileConfig) -> Result<TenantResources, ConfigError> {
+    let defaults = TenantResources::default();
+    let dns_base_domain = args
+        .dns_base_domain
+        .clone()
+        .or_else(|| file.dns_base_domain.clone())
+        .unwrap_or(defaults.dns_base_domain);
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if dns_base_domain.len() > 180 || !dns_base_domain.split('.').all(label_ok) {
+        return Err(bad(
+            "dns-base-domain",
+            "must be a lowercase DNS name such as tenants.example.com",
+        ));
+    }
+    let schema_prefix = args
+        .tenant_schema_prefix
+        .clone()
+        .or_else(|| file.tenant_schema_prefix.clone())
+        .unwrap_or(defaults.schema_prefix);
+    if !tenantd_adapters::postgres::is_valid_schema_prefix(&schema_prefix) {
+        return Err(bad(
+            "tenant-schema-prefix",
+            tenantd_adapters::postgres::BadSchemaPrefix.to_string(),
+        ));
+    }
+    Ok(TenantResources {
+        dns_base_domain,
+        dns_ingress: args
+            .dns_ingress_address
+            .or(file.dns_ingress_address)
+            .unwrap_or(defaults.dns_ingress),
+        schema_prefix,
     })
 }
 

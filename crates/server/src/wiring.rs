@@ -6,14 +6,20 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use tenantd_adapters::crypto::KeyRing;
-use tenantd_adapters::memory::{MemoryPlanRepository, MemoryStore};
-use tenantd_adapters::postgres::{self, PgPlanRepository, PgSettings, PgStore};
+use tenantd_adapters::memory::{
+    MemoryBilling, MemoryDns, MemoryPlanRepository, MemoryStore, MemoryTenantDatabases,
+};
+use tenantd_adapters::postgres::{
+    self, PgBilling, PgDns, PgPlanRepository, PgSettings, PgStore, PgTenantDatabases,
+};
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
 use tenantd_application::{
-    ApiKeyService, AuditService, EventService, PlanService, TenantService, TenantSettings,
+    ApiKeyService, AuditService, Engine, EventService, PlanService, Providers,
+    ProvisioningObserver, ProvisioningService, Signals, StepPorts, TenantService, TenantSettings,
 };
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, EventLog, PlanRepository, TenantRepository,
+    ApiKeyRepository, AuditLog, EventLog, InitialKeyStore, PlanRepository, ProvisioningRepository,
+    SecretSealer, TenantRepository,
 };
 
 use crate::config::{Config, Store};
@@ -33,6 +39,10 @@ pub struct Services {
     pub api_keys: Arc<ApiKeyService>,
     /// Reading the audit log.
     pub audit: AuditService,
+    /// Provisioning runs: reading, watching, cancelling, retrying.
+    pub provisioning: ProvisioningService,
+    /// The provisioning engine the workers run.
+    pub engine: Engine,
     /// Where the write-behind audit writer appends.
     pub audit_log: Arc<dyn AuditLog>,
     /// Dependencies the health service reports.
@@ -52,9 +62,17 @@ impl std::fmt::Debug for Services {
     }
 }
 
+/// Rewraps the providers before the engine gets them: how tests inject failures (a
+/// decorator per provider port) without the production wiring knowing.
+pub type ProviderWrap = Box<dyn FnOnce(Providers) -> Providers + Send>;
+
 /// One adapter per port.
 struct Ports {
     tenants: Arc<dyn TenantRepository>,
+    runs: Arc<dyn ProvisioningRepository>,
+    initial_keys: Arc<dyn InitialKeyStore>,
+    sealer: Arc<dyn SecretSealer>,
+    providers: Providers,
     api_keys: Arc<dyn ApiKeyRepository>,
     audit: Arc<dyn AuditLog>,
     events: Arc<dyn EventLog>,
@@ -64,12 +82,86 @@ struct Ports {
 }
 
 /// Builds the services for `config`: PostgreSQL (connected and migrated) when a database
-/// is configured, else every port in memory (the embedded default).
+/// is configured, else every port in memory (the embedded default). Provisioning reports
+/// to `observer`; its providers pass through `wrap`, if given.
 ///
 /// # Errors
 /// One line naming `database-url` when the database is unreachable or cannot be migrated.
-pub async fn build(config: &Config) -> anyhow::Result<Services> {
-    let ports = match &config.store {
+pub async fn build(
+    config: &Config,
+    observer: Arc<dyn ProvisioningObserver>,
+    wrap: Option<ProviderWrap>,
+) -> anyhow::Result<Services> {
+    let ports = ports(config).await?;
+    let settings = TenantSettings {
+        deletion_retention: chrono::Duration::from_std(config.deletion_retention)
+            .unwrap_or(chrono::Duration::days(30)),
+        provisioning_timeout: config.provisioning.run_timeout(),
+        ..TenantSettings::default()
+    };
+    let clock = Arc::new(SystemClock);
+    let ids = Arc::new(UuidV7Generator);
+    let random = Arc::new(OsRandom);
+    let signals = Signals::default();
+    let providers = match wrap {
+        Some(wrap) => wrap(ports.providers),
+        None => ports.providers,
+    };
+    let engine = Engine::new(
+        ports.runs.clone(),
+        ports.tenants.clone(),
+        StepPorts {
+            providers,
+            initial_keys: ports.initial_keys.clone(),
+            api_keys: ports.api_keys.clone(),
+            plans: ports.plans.clone(),
+            sealer: ports.sealer.clone(),
+            secrets: random.clone(),
+            ids: ids.clone(),
+        },
+        clock.clone(),
+        ids.clone(),
+        config.provisioning,
+        signals.clone(),
+        observer.clone(),
+    );
+    Ok(Services {
+        provisioning: ProvisioningService::new(
+            ports.runs,
+            ports.tenants.clone(),
+            clock.clone(),
+            ids.clone(),
+            config.provisioning,
+            signals.clone(),
+            observer,
+        ),
+        engine,
+        api_keys: Arc::new(
+            ApiKeyService::new(
+                ports.api_keys,
+                ports.tenants.clone(),
+                ports.plans.clone(),
+                clock.clone(),
+                ids.clone(),
+                random,
+            )
+            .with_initial_keys(ports.initial_keys, ports.sealer),
+        ),
+        tenants: TenantService::new(ports.tenants, ports.plans.clone(), clock, ids, settings)
+            .with_signals(signals),
+        plans: PlanService::new(ports.plans),
+        events: EventService::new(ports.events),
+        audit: AuditService::new(ports.audit.clone()),
+        audit_log: ports.audit,
+        checks: ports.checks,
+        db_pool: ports.db_pool,
+    })
+}
+
+/// The adapters of every port for `config`.
+async fn ports(config: &Config) -> anyhow::Result<Ports> {
+    let resources = &config.tenant_resources;
+    Ok(match &config.store {
         Store::Memory => {
             // Even in memory, contact emails are kept sealed, with a key that lives and dies
             // with the process (as the data does).
@@ -81,9 +173,18 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             tracing::warn!(
                 "embedded mode: contact emails are sealed with an ephemeral key generated at start; it is lost when tenantd stops, like the data"
             );
-            let store = MemoryStore::with_cipher(Arc::new(ephemeral));
+            let ring = Arc::new(ephemeral);
+            let store = MemoryStore::with_cipher(ring.clone());
             Ports {
                 tenants: Arc::new(store.clone()),
+                runs: Arc::new(store.clone()),
+                initial_keys: Arc::new(store.clone()),
+                sealer: ring,
+                providers: Providers {
+                    databases: Arc::new(MemoryTenantDatabases::default()),
+                    dns: Arc::new(MemoryDns::new(&resources.dns_base_domain)),
+                    billing: Arc::new(MemoryBilling::default()),
+                },
                 api_keys: Arc::new(store.clone()),
                 audit: Arc::new(store.clone()),
                 events: Arc::new(store),
@@ -93,14 +194,29 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
             }
         }
         Store::Postgres { url, .. } => {
-            let ring = key_ring(config)?;
+            let ring = Arc::new(key_ring(config)?);
             let pool = postgres::connect(url.expose(), &pg_settings(config))
                 .await
                 .context("database-url")?;
             postgres::migrate(&pool).await.context("database-url")?;
-            let store = PgStore::new(pool.clone(), Arc::new(ring));
+            let store = PgStore::new(pool.clone(), ring.clone());
+            let databases =
+                PgTenantDatabases::new(pool.clone(), ring.clone(), &resources.schema_prefix)
+                    .map_err(|e| anyhow::anyhow!("tenant-schema-prefix: {e}"))?;
             Ports {
                 tenants: Arc::new(store.clone()),
+                runs: Arc::new(store.clone()),
+                initial_keys: Arc::new(store.clone()),
+                sealer: ring,
+                providers: Providers {
+                    databases: Arc::new(databases),
+                    dns: Arc::new(PgDns::new(
+                        pool.clone(),
+                        &resources.dns_base_domain,
+                        resources.dns_ingress,
+                    )),
+                    billing: Arc::new(PgBilling::new(pool.clone())),
+                },
                 api_keys: Arc::new(store.clone()),
                 audit: Arc::new(store.clone()),
                 events: Arc::new(store.clone()),
@@ -109,30 +225,6 @@ pub async fn build(config: &Config) -> anyhow::Result<Services> {
                 db_pool: Some(Arc::new(move || store.pool_stats())),
             }
         }
-    };
-    let settings = TenantSettings {
-        deletion_retention: chrono::Duration::from_std(config.deletion_retention)
-            .unwrap_or(chrono::Duration::days(30)),
-        ..TenantSettings::default()
-    };
-    let clock = Arc::new(SystemClock);
-    let ids = Arc::new(UuidV7Generator);
-    Ok(Services {
-        api_keys: Arc::new(ApiKeyService::new(
-            ports.api_keys,
-            ports.tenants.clone(),
-            ports.plans.clone(),
-            clock.clone(),
-            ids.clone(),
-            Arc::new(OsRandom),
-        )),
-        tenants: TenantService::new(ports.tenants, ports.plans.clone(), clock, ids, settings),
-        plans: PlanService::new(ports.plans),
-        events: EventService::new(ports.events),
-        audit: AuditService::new(ports.audit.clone()),
-        audit_log: ports.audit,
-        checks: ports.checks,
-        db_pool: ports.db_pool,
     })
 }
 

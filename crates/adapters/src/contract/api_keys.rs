@@ -6,13 +6,13 @@ use tenantd_domain::{ApiKey, ApiKeyId, EventKind, RepoError, Tenant};
 use uuid::Uuid;
 
 use super::Stores;
-use super::fixtures::{event, now, slug, tenant};
+use super::fixtures::{event, now, run_for, slug, tenant};
 
 async fn stored_tenant(stores: &Stores) -> Tenant {
     let t = tenant(&slug("keys"), "free", &[]);
     stores
         .tenants
-        .create(&t, &[], None)
+        .create(&t, &run_for(&t), &[], None)
         .await
         .expect("create tenant");
     t

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use tenantd_domain::provisioning::{ProvisioningRun, RunId};
 use tenantd_domain::{
     ContactEmail, DisplayName, Event, EventId, EventKind, Labels, NewTenant, PlanId, Slug, Tenant,
     TenantConfig, TenantId,
@@ -64,5 +65,15 @@ pub(crate) fn created(tenant: &Tenant) -> Event {
             plan_id: tenant.plan_id().to_string(),
             labels: tenant.labels().as_map().clone(),
         },
+    )
+}
+
+/// A new provisioning run for `tenant`, as a create stores it.
+pub(crate) fn run_for(tenant: &Tenant) -> ProvisioningRun {
+    ProvisioningRun::new(
+        RunId(Uuid::now_v7()),
+        tenant.id(),
+        tenant.created_at(),
+        chrono::Duration::minutes(30),
     )
 }

@@ -8,15 +8,16 @@ use tenantd_domain::ports::{IdempotencyRecord, TenantQuery};
 use tenantd_domain::{ContactEmail, EventKind, PlanId, RepoError, TenantStatus};
 
 use super::Stores;
-use super::fixtures::{created, event, now, slug, tenant};
+use super::fixtures::{created, event, now, run_for, slug, tenant};
 
 /// A stored tenant reads back equal, field for field.
 pub async fn create_then_get_round_trips_every_field(stores: Stores) {
     let mut t = tenant(&slug("round"), "pro", &[("env", "prod"), ("tier", "")]);
     t.activate(now()).expect("activate");
+    let run = run_for(&t);
     stores
         .tenants
-        .create(&t, &[created(&t)], None)
+        .create(&t, &run, &[created(&t)], None)
         .await
         .expect("create");
     let got = stores
@@ -25,7 +26,8 @@ pub async fn create_then_get_round_trips_every_field(stores: Stores) {
         .await
         .expect("get")
         .expect("stored");
-    assert_eq!(got, t);
+    // Reads carry the latest run's summary.
+    assert_eq!(got, t.with_provisioning(Some(run.summary())));
 }
 
 /// Reading an id never stored is `None`, not an error.
@@ -40,13 +42,13 @@ pub async fn create_with_taken_slug_fails_and_stores_nothing(stores: Stores) {
     let first = tenant(&s, "free", &[]);
     stores
         .tenants
-        .create(&first, &[created(&first)], None)
+        .create(&first, &run_for(&first), &[created(&first)], None)
         .await
         .expect("first");
     let second = tenant(&s, "pro", &[]);
     let err = stores
         .tenants
-        .create(&second, &[created(&second)], None)
+        .create(&second, &run_for(&second), &[created(&second)], None)
         .await
         .expect_err("duplicate slug");
     assert_eq!(err, RepoError::SlugTaken(s));
@@ -71,7 +73,7 @@ pub async fn slug_of_a_deleted_tenant_stays_taken(stores: Stores) {
     let mut first = tenant(&s, "free", &[]);
     stores
         .tenants
-        .create(&first, &[], None)
+        .create(&first, &run_for(&first), &[], None)
         .await
         .expect("create");
     first.delete(Duration::days(30), now()).expect("delete");
@@ -82,7 +84,10 @@ pub async fn slug_of_a_deleted_tenant_stays_taken(stores: Stores) {
         .expect("store delete");
     let again = tenant(&s, "free", &[]);
     assert!(matches!(
-        stores.tenants.create(&again, &[], None).await,
+        stores
+            .tenants
+            .create(&again, &run_for(&again), &[], None)
+            .await,
         Err(RepoError::SlugTaken(_))
     ));
 }
@@ -100,7 +105,7 @@ pub async fn create_appends_its_events_in_order(stores: Stores) {
     );
     stores
         .tenants
-        .create(&t, &[first.clone(), second.clone()], None)
+        .create(&t, &run_for(&t), &[first.clone(), second.clone()], None)
         .await
         .expect("create");
     let listed = events_of(&stores, &t).await;
@@ -110,7 +115,12 @@ pub async fn create_appends_its_events_in_order(stores: Stores) {
 /// An update at the stored version replaces the tenant and appends its events.
 pub async fn update_at_expected_version_replaces_and_appends_events(stores: Stores) {
     let mut t = tenant(&slug("upd"), "pro", &[]);
-    stores.tenants.create(&t, &[], None).await.expect("create");
+    let run = run_for(&t);
+    stores
+        .tenants
+        .create(&t, &run, &[], None)
+        .await
+        .expect("create");
     t.activate(now()).expect("activate");
     t.suspend("unpaid".into(), now()).expect("suspend");
     let suspended = event(
@@ -130,7 +140,7 @@ pub async fn update_at_expected_version_replaces_and_appends_events(stores: Stor
         .await
         .expect("get")
         .expect("stored");
-    assert_eq!(got, t);
+    assert_eq!(got, t.clone().with_provisioning(Some(run.summary())));
     assert_eq!(got.version(), 3);
     assert_eq!(got.status_reason(), "unpaid");
     let listed = events_of(&stores, &t).await;
@@ -140,8 +150,13 @@ pub async fn update_at_expected_version_replaces_and_appends_events(stores: Stor
 /// An update based on an old version conflicts; the stored tenant and log are unchanged.
 pub async fn update_at_stale_version_conflicts_and_stores_nothing(stores: Stores) {
     let mut t = tenant(&slug("stale"), "pro", &[]);
-    stores.tenants.create(&t, &[], None).await.expect("create");
-    let original = t.clone();
+    let run = run_for(&t);
+    stores
+        .tenants
+        .create(&t, &run, &[], None)
+        .await
+        .expect("create");
+    let original = t.clone().with_provisioning(Some(run.summary()));
     t.activate(now()).expect("activate");
     let activated = event(
         &t,
@@ -186,7 +201,7 @@ pub async fn idempotency_record_is_found_until_it_expires(stores: Stores) {
     };
     stores
         .tenants
-        .create(&t, &[], Some(record.clone()))
+        .create(&t, &run_for(&t), &[], Some(record.clone()))
         .await
         .expect("create");
     let found = stores
@@ -227,13 +242,23 @@ pub async fn second_create_with_same_request_id_is_refused_and_stores_nothing(st
     };
     stores
         .tenants
-        .create(&first, &[created(&first)], Some(record(&first)))
+        .create(
+            &first,
+            &run_for(&first),
+            &[created(&first)],
+            Some(record(&first)),
+        )
         .await
         .expect("first");
     let second = tenant(&slug("race-b"), "pro", &[]);
     let err = stores
         .tenants
-        .create(&second, &[created(&second)], Some(record(&second)))
+        .create(
+            &second,
+            &run_for(&second),
+            &[created(&second)],
+            Some(record(&second)),
+        )
         .await
         .expect_err("same request id");
     assert_eq!(err, RepoError::IdempotencyKeyTaken);
@@ -254,7 +279,11 @@ pub async fn list_pages_in_id_order(stores: Stores) {
     let mut ids = Vec::new();
     for i in 0..5 {
         let t = tenant(&format!("{prefix}-{i}"), "free", &[]);
-        stores.tenants.create(&t, &[], None).await.expect("create");
+        stores
+            .tenants
+            .create(&t, &run_for(&t), &[], None)
+            .await
+            .expect("create");
         ids.push(t.id());
     }
     let query = |after, limit| TenantQuery {
@@ -299,7 +328,11 @@ pub async fn list_filters_combine_and_hide_deleted_by_default(stores: Stores) {
     let mut d = tenant(&format!("{prefix}-d"), "pro", &[("env", "prod")]);
     d.delete(Duration::days(30), now()).expect("delete");
     for t in [&a, &b, &c, &d] {
-        stores.tenants.create(t, &[], None).await.expect("create");
+        stores
+            .tenants
+            .create(t, &run_for(t), &[], None)
+            .await
+            .expect("create");
     }
     let slugs = |query| suffixes(&stores, &prefix, query);
     assert_eq!(slugs(TenantQuery::default()).await, ["a", "b", "c"]);
@@ -417,12 +450,12 @@ pub async fn event_log_pages_after_an_event_and_filters_by_tenant(stores: Stores
     let a_created = created(&a);
     stores
         .tenants
-        .create(&a, std::slice::from_ref(&a_created), None)
+        .create(&a, &run_for(&a), std::slice::from_ref(&a_created), None)
         .await
         .expect("create a");
     stores
         .tenants
-        .create(&b, &[created(&b)], None)
+        .create(&b, &run_for(&b), &[created(&b)], None)
         .await
         .expect("create b");
     a.activate(now()).expect("activate");

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
-use tenantd_domain::ports::{CipherError, EmailCipher, SealedEmail};
+use tenantd_domain::ports::{CipherError, EmailCipher, SealedEmail, SecretSealer};
 use tenantd_domain::{ContactEmail, TenantId};
 
 const VERSION: u8 = 1;
@@ -128,25 +128,24 @@ impl KeyRing {
         STANDARD.encode(key.as_slice())
     }
 
-    fn aad(tenant: TenantId) -> Vec<u8> {
-        let mut aad = FIELD.to_vec();
+    fn aad(field: &[u8], tenant: TenantId) -> Vec<u8> {
+        let mut aad = field.to_vec();
         aad.extend_from_slice(tenant.as_uuid().as_bytes());
         aad
     }
-}
 
-impl EmailCipher for KeyRing {
-    fn seal(&self, tenant: TenantId, email: &ContactEmail) -> SealedEmail {
+    /// Seals `plaintext` with the primary key, bound to `field` and `tenant`.
+    fn seal_bytes(&self, field: &[u8], tenant: TenantId, plaintext: &[u8]) -> Vec<u8> {
         let key = &self.keys[0];
         let nonce = Nonce::generate();
-        let aad = Self::aad(tenant);
+        let aad = Self::aad(field, tenant);
         // Encryption with a valid key and a 12-byte nonce cannot fail for short messages.
         let ciphertext = key
             .cipher
             .encrypt(
                 &nonce,
                 Payload {
-                    msg: email.expose().as_bytes(),
+                    msg: plaintext,
                     aad: &aad,
                 },
             )
@@ -157,13 +156,16 @@ impl EmailCipher for KeyRing {
         envelope.extend_from_slice(key.id.as_bytes());
         envelope.extend_from_slice(nonce.as_slice());
         envelope.extend_from_slice(&ciphertext);
-        SealedEmail {
-            envelope,
-            key_id: key.id.clone(),
-        }
+        envelope
     }
 
-    fn open(&self, tenant: TenantId, envelope: &[u8]) -> Result<ContactEmail, CipherError> {
+    /// Opens an envelope sealed for `field` and `tenant`.
+    fn open_bytes(
+        &self,
+        field: &[u8],
+        tenant: TenantId,
+        envelope: &[u8],
+    ) -> Result<Vec<u8>, CipherError> {
         let [version, id_len, rest @ ..] = envelope else {
             return Err(CipherError::Malformed);
         };
@@ -179,9 +181,8 @@ impl EmailCipher for KeyRing {
             .find(|k| k.id == id)
             .ok_or_else(|| CipherError::UnknownKey(id.to_owned()))?;
         let nonce = Nonce::try_from(nonce).map_err(|_| CipherError::Malformed)?;
-        let aad = Self::aad(tenant);
-        let plaintext = key
-            .cipher
+        let aad = Self::aad(field, tenant);
+        key.cipher
             .decrypt(
                 &nonce,
                 Payload {
@@ -189,7 +190,20 @@ impl EmailCipher for KeyRing {
                     aad: &aad,
                 },
             )
-            .map_err(|_| CipherError::Authentication)?;
+            .map_err(|_| CipherError::Authentication)
+    }
+}
+
+impl EmailCipher for KeyRing {
+    fn seal(&self, tenant: TenantId, email: &ContactEmail) -> SealedEmail {
+        SealedEmail {
+            envelope: self.seal_bytes(FIELD, tenant, email.expose().as_bytes()),
+            key_id: self.keys[0].id.clone(),
+        }
+    }
+
+    fn open(&self, tenant: TenantId, envelope: &[u8]) -> Result<ContactEmail, CipherError> {
+        let plaintext = self.open_bytes(FIELD, tenant, envelope)?;
         let text = String::from_utf8(plaintext).map_err(|_| CipherError::Malformed)?;
         ContactEmail::parse(&text).map_err(|_| CipherError::Malformed)
     }
@@ -204,6 +218,28 @@ impl EmailCipher for KeyRing {
     fn primary_key_id(&self) -> String {
         self.keys[0].id.clone()
     }
+}
+
+/// Other secrets (the sealed first API key): the purpose takes the place of the field name
+/// in the associated data, under its own namespace, so an envelope of one purpose never
+/// opens as another, nor as a contact email.
+impl SecretSealer for KeyRing {
+    fn seal_secret(&self, tenant: TenantId, purpose: &'static str, secret: &[u8]) -> Vec<u8> {
+        self.seal_bytes(&secret_field(purpose), tenant, secret)
+    }
+
+    fn open_secret(
+        &self,
+        tenant: TenantId,
+        purpose: &'static str,
+        envelope: &[u8],
+    ) -> Result<Vec<u8>, CipherError> {
+        self.open_bytes(&secret_field(purpose), tenant, envelope)
+    }
+}
+
+fn secret_field(purpose: &str) -> Vec<u8> {
+    format!("tenantd:secret:{purpose}:").into_bytes()
 }
 
 #[cfg(test)]

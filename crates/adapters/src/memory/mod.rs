@@ -3,7 +3,9 @@
 //! its idempotency record are applied atomically, like a database transaction.
 
 mod plans;
+mod providers;
 mod store;
 
 pub use plans::MemoryPlanRepository;
+pub use providers::{MemoryBilling, MemoryDns, MemoryTenantDatabases};
 pub use store::MemoryStore;

@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, EmailCipher, EventLog, IdempotencyRecord, TenantQuery,
+    ApiKeyRepository, AuditLog, ClaimedRun, EmailCipher, EventLog, IdempotencyRecord, InitialKey,
+    InitialKeyOutcome, InitialKeyStore, Lease, ProvisioningRepository, RunWrite, TenantQuery,
     TenantRepository,
 };
+use tenantd_domain::provisioning::{ProvisioningRun, RunId, RunState};
 use tenantd_domain::{
     ApiKey, ApiKeyId, AuditQuery, AuditRecord, ContactEmail, Event, EventId, RepoError, Tenant,
     TenantId, TenantStatus,
@@ -33,6 +35,49 @@ struct State {
     /// Keyed by id (UUIDv7): time order. Bounded, oldest dropped first: the embedded mode
     /// keeps no more history than it can hold in memory.
     audit: BTreeMap<uuid::Uuid, AuditRecord>,
+    /// Provisioning runs and the lease on each.
+    runs: BTreeMap<RunId, (ProvisioningRun, Option<Lease>)>,
+    /// Each tenant's latest run.
+    latest_run: HashMap<TenantId, RunId>,
+    /// First admin keys, by tenant.
+    initial_keys: HashMap<TenantId, InitialKey>,
+}
+
+impl State {
+    fn latest(&self, tenant: TenantId) -> Option<&ProvisioningRun> {
+        let id = self.latest_run.get(&tenant)?;
+        self.runs.get(id).map(|(run, _)| run)
+    }
+
+    /// Stores `key` unless its tenant is missing, deleted or at `max_active` active keys.
+    fn insert_key(
+        &mut self,
+        key: &ApiKey,
+        events: &[Event],
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        match self.tenants.get(&key.tenant_id) {
+            None => return Err(RepoError::NotFound),
+            Some(t) if t.status() == TenantStatus::Deleted => {
+                return Err(RepoError::Precondition(
+                    "a deleted tenant cannot get API keys".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        let active = self
+            .api_keys
+            .values()
+            .filter(|k| k.tenant_id == key.tenant_id && k.is_active(now))
+            .count();
+        if active >= usize::try_from(max_active).unwrap_or(usize::MAX) {
+            return Err(RepoError::LimitReached);
+        }
+        self.api_keys.insert(key.id, key.clone());
+        append(self, events);
+        Ok(())
+    }
 }
 
 /// Most audit records the in-memory store keeps.
@@ -88,8 +133,15 @@ impl MemoryStore {
         (Tenant::from_parts(parts), Some(sealed))
     }
 
+    /// The tenant with its contact email opened and its latest run's summary.
+    fn reveal(&self, state: &State, stored: &Tenant) -> Result<Tenant, RepoError> {
+        let summary = state.latest(stored.id()).map(ProvisioningRun::summary);
+        self.open(stored, state.sealed.get(&stored.id()))
+            .map(|t| t.with_provisioning(summary))
+    }
+
     /// The tenant with its contact email opened.
-    fn reveal(&self, stored: &Tenant, sealed: Option<&Sealed>) -> Result<Tenant, RepoError> {
+    fn open(&self, stored: &Tenant, sealed: Option<&Sealed>) -> Result<Tenant, RepoError> {
         let (Some(cipher), Some(sealed)) = (&self.cipher, sealed) else {
             return Ok(stored.clone());
         };
@@ -139,6 +191,7 @@ impl TenantRepository for MemoryStore {
     async fn create(
         &self,
         tenant: &Tenant,
+        run: &ProvisioningRun,
         events: &[Event],
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<(), RepoError> {
@@ -162,6 +215,8 @@ impl TenantRepository for MemoryStore {
         if let Some(sealed) = sealed {
             state.sealed.insert(tenant.id(), sealed);
         }
+        state.runs.insert(run.id, (run.clone(), None));
+        state.latest_run.insert(tenant.id(), run.id);
         append(&mut state, events);
         if let Some(mut record) = idempotency {
             // Expired records are forgotten now and then, so the map stays bounded by the
@@ -187,7 +242,7 @@ impl TenantRepository for MemoryStore {
         state
             .tenants
             .get(&id)
-            .map(|t| self.reveal(t, state.sealed.get(&id)))
+            .map(|t| self.reveal(&state, t))
             .transpose()
     }
 
@@ -239,7 +294,7 @@ impl TenantRepository for MemoryStore {
                 (Some(e), None) => t.contact_email().normalized() == e.normalized(),
             })
             .take(query.limit)
-            .map(|t| self.reveal(t, state.sealed.get(&t.id())))
+            .map(|t| self.reveal(&state, t))
             .collect()
     }
 
@@ -257,7 +312,7 @@ impl TenantRepository for MemoryStore {
             return Ok(None);
         };
         let mut record = record.clone();
-        record.response = self.reveal(&record.response, state.sealed_responses.get(request_id))?;
+        record.response = self.open(&record.response, state.sealed_responses.get(request_id))?;
         Ok(Some(record))
     }
 }
@@ -288,27 +343,7 @@ impl ApiKeyRepository for MemoryStore {
         max_active: u32,
         now: DateTime<Utc>,
     ) -> Result<(), RepoError> {
-        let mut state = self.lock();
-        match state.tenants.get(&key.tenant_id) {
-            None => return Err(RepoError::NotFound),
-            Some(t) if t.status() == TenantStatus::Deleted => {
-                return Err(RepoError::Precondition(
-                    "a deleted tenant cannot get API keys".into(),
-                ));
-            }
-            Some(_) => {}
-        }
-        let active = state
-            .api_keys
-            .values()
-            .filter(|k| k.tenant_id == key.tenant_id && k.is_active(now))
-            .count();
-        if active >= usize::try_from(max_active).unwrap_or(usize::MAX) {
-            return Err(RepoError::LimitReached);
-        }
-        state.api_keys.insert(key.id, key.clone());
-        append(&mut state, events);
-        Ok(())
+        self.lock().insert_key(key, events, max_active, now)
     }
 
     async fn get(&self, id: ApiKeyId) -> Result<Option<ApiKey>, RepoError> {
@@ -383,6 +418,176 @@ impl AuditLog for MemoryStore {
     }
 }
 
+#[async_trait]
+impl ProvisioningRepository for MemoryStore {
+    async fn latest(&self, tenant: TenantId) -> Result<Option<ProvisioningRun>, RepoError> {
+        Ok(self.lock().latest(tenant).cloned())
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: chrono::Duration,
+    ) -> Result<Option<ClaimedRun>, RepoError> {
+        let mut state = self.lock();
+        let next = state
+            .runs
+            .values_mut()
+            .filter(|(run, lease)| {
+                run.due_at().is_some_and(|due| due <= now)
+                    && lease.as_ref().is_none_or(|l| l.expires_at <= now)
+            })
+            .min_by_key(|(run, _)| run.due_at());
+        let Some((run, held)) = next else {
+            return Ok(None);
+        };
+        let lease = Lease {
+            token: uuid::Uuid::new_v4(),
+            owner: owner.to_owned(),
+            expires_at: now + lease_for,
+        };
+        *held = Some(lease.clone());
+        Ok(Some(ClaimedRun {
+            run: run.clone(),
+            lease,
+        }))
+    }
+
+    async fn renew(
+        &self,
+        run: RunId,
+        lease: &Lease,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let mut state = self.lock();
+        match state.runs.get_mut(&run) {
+            Some((_, Some(held))) if held.token == lease.token => {
+                held.expires_at = until;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, run: RunId, lease: &Lease) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        if let Some((_, held)) = state.runs.get_mut(&run)
+            && held.as_ref().is_some_and(|h| h.token == lease.token)
+        {
+            *held = None;
+        }
+        Ok(())
+    }
+
+    async fn save(&self, write: RunWrite<'_>) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        let (stored, held) = state.runs.get(&write.run.id).ok_or(RepoError::NotFound)?;
+        if let Some(lease) = write.lease
+            && held.as_ref().is_none_or(|h| h.token != lease.token)
+        {
+            return Err(RepoError::LeaseLost);
+        }
+        if stored.version != write.expected_version {
+            return Err(RepoError::VersionConflict);
+        }
+        // Check everything before the first write: the change lands whole or not at all.
+        let tenant = match write.tenant {
+            Some((tenant, expected)) => {
+                let current = state.tenants.get(&tenant.id()).ok_or(RepoError::NotFound)?;
+                if current.version() != expected {
+                    return Err(RepoError::VersionConflict);
+                }
+                Some(self.conceal(tenant))
+            }
+            None => None,
+        };
+        let held = held.clone();
+        state.runs.insert(write.run.id, (write.run.clone(), held));
+        if let Some((concealed, sealed)) = tenant {
+            let id = concealed.id();
+            state.tenants.insert(id, concealed);
+            if let Some(sealed) = sealed {
+                state.sealed.insert(id, sealed);
+            }
+        }
+        append(&mut state, write.events);
+        Ok(())
+    }
+
+    async fn overdue(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<TenantId>, RepoError> {
+        let state = self.lock();
+        Ok(state
+            .runs
+            .values()
+            .filter(|(run, _)| run.state == RunState::Running && run.deadline < now)
+            .map(|(run, _)| run.tenant_id)
+            .take(limit)
+            .collect())
+    }
+
+    async fn running(&self) -> Result<u64, RepoError> {
+        let state = self.lock();
+        Ok(state
+            .runs
+            .values()
+            .filter(|(run, _)| run.state == RunState::Running)
+            .count() as u64)
+    }
+}
+
+#[async_trait]
+impl InitialKeyStore for MemoryStore {
+    async fn create_initial(
+        &self,
+        key: &ApiKey,
+        sealed_secret: &[u8],
+        events: &[Event],
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<InitialKeyOutcome, RepoError> {
+        let mut state = self.lock();
+        let present = state
+            .initial_keys
+            .get(&key.tenant_id)
+            .is_some_and(|initial| {
+                state
+                    .api_keys
+                    .get(&initial.key_id)
+                    .is_some_and(|k| k.revoked_at.is_none())
+            });
+        if present {
+            return Ok(InitialKeyOutcome::AlreadyPresent);
+        }
+        state.insert_key(key, events, max_active, now)?;
+        state.initial_keys.insert(
+            key.tenant_id,
+            InitialKey {
+                key_id: key.id,
+                sealed_secret: Some(sealed_secret.to_vec()),
+            },
+        );
+        Ok(InitialKeyOutcome::Created)
+    }
+
+    async fn initial(&self, tenant: TenantId) -> Result<Option<InitialKey>, RepoError> {
+        Ok(self.lock().initial_keys.get(&tenant).cloned())
+    }
+
+    async fn take_initial_secret(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Option<(ApiKeyId, Vec<u8>)>, RepoError> {
+        let mut state = self.lock();
+        Ok(state.initial_keys.get_mut(&tenant).and_then(|initial| {
+            initial
+                .sealed_secret
+                .take()
+                .map(|sealed| (initial.key_id, sealed))
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,7 +638,8 @@ mod tests {
     async fn a_sealing_store_holds_no_plaintext_email() {
         let store = MemoryStore::with_cipher(ring());
         let tenant = crate::contract::fixtures::tenant("sealed-acme", "pro", &[]);
-        TenantRepository::create(&store, &tenant, &[], None)
+        let run = crate::contract::fixtures::run_for(&tenant);
+        TenantRepository::create(&store, &tenant, &run, &[], None)
             .await
             .expect("create");
         {
@@ -451,6 +657,6 @@ mod tests {
             .await
             .expect("get")
             .expect("stored");
-        assert_eq!(read, tenant);
+        assert_eq!(read, tenant.with_provisioning(Some(run.summary())));
     }
 }

@@ -21,6 +21,8 @@ mod audit;
 mod connect;
 mod errors;
 mod plans;
+mod providers;
+mod provisioning;
 mod rows;
 mod tenants;
 #[cfg(any(test, feature = "test-support"))]
@@ -28,4 +30,8 @@ pub mod testing;
 
 pub use connect::{ConnectError, MIGRATOR, PgSettings, connect, migrate};
 pub use plans::PgPlanRepository;
+pub use providers::{
+    BadSchemaPrefix, DEFAULT_SCHEMA_PREFIX, PgBilling, PgDns, PgTenantDatabases, TENANT_MIGRATIONS,
+    is_valid_schema_prefix,
+};
 pub use tenants::PgStore;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use tenantd_domain::ports::EmailCipher;
+use tenantd_domain::provisioning::{RunId, RunState, RunSummary, StepKind};
 use tenantd_domain::{
     DisplayName, Event, EventId, EventKind, Labels, PlanId, RepoError, Slug, Tenant, TenantConfig,
     TenantId, TenantParts, TenantStatus,
@@ -37,6 +38,46 @@ pub(crate) struct TenantRow {
     pub deleted_at: Option<DateTime<Utc>>,
     pub purge_at: Option<DateTime<Utc>>,
     pub version: i64,
+    /// The run summary the tenant carried: kept in a create's response snapshot (so a
+    /// replay answers exactly as the create did); never a column, reads attach the latest.
+    #[sqlx(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<SummarySnapshot>,
+}
+
+/// A run summary in a response snapshot.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SummarySnapshot {
+    run_id: Uuid,
+    state: String,
+    current_step: Option<String>,
+    completed_steps: u32,
+    total_steps: u32,
+}
+
+impl SummarySnapshot {
+    fn of(summary: &RunSummary) -> Self {
+        Self {
+            run_id: summary.run_id.0,
+            state: summary.state.as_str().to_owned(),
+            current_step: summary.current_step.map(|k| k.as_str().to_owned()),
+            completed_steps: summary.completed_steps,
+            total_steps: summary.total_steps,
+        }
+    }
+
+    fn summary(self) -> Result<RunSummary, RepoError> {
+        Ok(RunSummary {
+            run_id: RunId(self.run_id),
+            state: RunState::parse(&self.state).ok_or_else(|| corrupt("run state"))?,
+            current_step: self
+                .current_step
+                .map(|k| StepKind::parse(&k).ok_or_else(|| corrupt("run step")))
+                .transpose()?,
+            completed_steps: self.completed_steps,
+            total_steps: self.total_steps,
+        })
+    }
 }
 
 impl TenantRow {
@@ -62,6 +103,7 @@ impl TenantRow {
             deleted_at: p.deleted_at,
             purge_at: p.purge_at,
             version: i64::try_from(p.version).unwrap_or(i64::MAX),
+            provisioning: p.provisioning.as_ref().map(SummarySnapshot::of),
         }
     }
 }
@@ -115,6 +157,7 @@ impl TenantRow {
                 .map(status)
                 .transpose()?,
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
+            provisioning: row.provisioning.map(SummarySnapshot::summary).transpose()?,
         }))
     }
 }

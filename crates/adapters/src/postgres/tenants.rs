@@ -10,10 +10,12 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use tenantd_domain::ports::{
     EmailCipher, EventLog, IdempotencyRecord, TenantQuery, TenantRepository,
 };
+use tenantd_domain::provisioning::ProvisioningRun;
 use tenantd_domain::{Event, EventId, RepoError, Tenant, TenantId, TenantStatus};
 use uuid::Uuid;
 
 use super::errors::{db, translate};
+use super::provisioning::{insert_run, summaries};
 use super::rows::{EventRow, TENANT_COLUMNS, TenantRow};
 
 /// The PostgreSQL store: implements [`TenantRepository`], [`EventLog`], the API key
@@ -126,6 +128,22 @@ impl PgStore {
         &self.pool
     }
 
+    pub(crate) fn cipher(&self) -> &dyn EmailCipher {
+        &*self.cipher
+    }
+
+    /// Opens stored rows and attaches their latest runs' summaries.
+    async fn tenants(&self, rows: Vec<TenantRow>) -> Result<Vec<Tenant>, RepoError> {
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.tenant_id).collect();
+        let mut summaries = summaries(&self.pool, &ids).await?;
+        rows.into_iter()
+            .map(|r| {
+                let summary = summaries.remove(&r.tenant_id);
+                Ok(r.open(&*self.cipher)?.with_provisioning(summary))
+            })
+            .collect()
+    }
+
     /// The pool's connections now: (open, idle, maximum).
     pub fn pool_stats(&self) -> (u32, u32, u32) {
         let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
@@ -216,6 +234,7 @@ async fn claim_request_id(
 async fn insert_tenant(
     tx: &mut Transaction<'_, Postgres>,
     tenant: &Tenant,
+    run: &ProvisioningRun,
     events: &[Event],
     idempotency: Option<&IdempotencyRecord>,
     cipher: &dyn EmailCipher,
@@ -238,6 +257,7 @@ async fn insert_tenant(
         .execute(&mut **tx)
         .await
         .map_err(|e| translate(e, Some(&row.slug)))?;
+    insert_run(tx, run).await?;
     append(tx, events).await
 }
 
@@ -270,7 +290,7 @@ fn bind_mutable<'q>(
 
 /// The writes of [`PgStore::update`], inside `tx`: the row only if it is still at
 /// `expected_version`, then the events.
-async fn update_tenant(
+pub(crate) async fn update_tenant(
     tx: &mut Transaction<'_, Postgres>,
     tenant: &Tenant,
     expected_version: u64,
@@ -312,6 +332,7 @@ impl TenantRepository for PgStore {
     async fn create(
         &self,
         tenant: &Tenant,
+        run: &ProvisioningRun,
         events: &[Event],
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<(), RepoError> {
@@ -319,7 +340,16 @@ impl TenantRepository for PgStore {
             self.sweep_idempotency(tenant.created_at()).await;
         }
         let mut tx = self.pool.begin().await.map_err(db)?;
-        match insert_tenant(&mut tx, tenant, events, idempotency.as_ref(), &*self.cipher).await {
+        let inserted = insert_tenant(
+            &mut tx,
+            tenant,
+            run,
+            events,
+            idempotency.as_ref(),
+            &*self.cipher,
+        )
+        .await;
+        match inserted {
             Ok(()) => tx.commit().await.map_err(db),
             Err(err) => Err(abort(tx, err).await),
         }
@@ -333,7 +363,7 @@ impl TenantRepository for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| r.open(&*self.cipher)).transpose()
+        Ok(self.tenants(row.into_iter().collect()).await?.pop())
     }
 
     async fn update(
@@ -387,7 +417,7 @@ impl TenantRepository for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.into_iter().map(|r| r.open(&*self.cipher)).collect()
+        self.tenants(rows).await
     }
 
     async fn find_idempotency(

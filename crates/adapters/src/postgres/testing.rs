@@ -68,6 +68,14 @@ impl ScratchSchema {
         &self.name
     }
 
+    /// The prefix of the tenant schemas a server on this schema creates (tenant schemas
+    /// live beside the control-plane schema, so they are named apart per test and dropped
+    /// with it).
+    pub fn tenant_schema_prefix(&self) -> String {
+        let id = self.name.trim_start_matches("tenantd_test_");
+        format!("tt_{}_", &id[..id.len().min(12)])
+    }
+
     /// A URL whose connections use this schema, through the `options` parameter that both
     /// sqlx and libpq (psql) understand.
     pub fn url(&self) -> String {
@@ -98,6 +106,7 @@ impl ScratchSchema {
 impl Drop for ScratchSchema {
     fn drop(&mut self) {
         let (name, url) = (self.name.clone(), self.base_url.clone());
+        let tenant_prefix = self.tenant_schema_prefix();
         // Drop runs inside the test's runtime: clean up on a thread with its own.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -119,6 +128,25 @@ impl Drop for ScratchSchema {
                 .execute(&mut conn)
                 .await
                 .map_err(|e| e.to_string())?;
+                let tenants: Vec<(String,)> = sqlx::query_as(
+                    "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)",
+                )
+                .bind(&tenant_prefix)
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+                // In batches: one transaction dropping hundreds of schemas would need more
+                // locks than the server's lock table holds.
+                for batch in tenants.chunks(20) {
+                    let names: Vec<String> = batch.iter().map(|(n,)| format!("\"{n}\"")).collect();
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {} CASCADE",
+                        names.join(", ")
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
                 Ok::<(), String>(())
             })
         });
@@ -174,7 +202,7 @@ mod tests {
         use chrono::Duration;
         use tenantd_domain::ports::{IdempotencyRecord, TenantRepository as _};
 
-        use crate::contract::fixtures::{now, slug, tenant};
+        use crate::contract::fixtures::{now, run_for, slug, tenant};
 
         let schema = ScratchSchema::create().await.expect("scratch schema");
         let pool = schema.migrated_pool().await.expect("migrated pool");
@@ -188,13 +216,13 @@ mod tests {
         let old = tenant(&slug("old"), "free", &[]);
         let expired = record(&old, "req-old", now() - Duration::hours(1));
         store
-            .create(&old, &[], Some(expired))
+            .create(&old, &run_for(&old), &[], Some(expired))
             .await
             .expect("create old");
         let new = tenant(&slug("new"), "free", &[]);
         let fresh = record(&new, "req-new", now() + Duration::hours(1));
         store
-            .create(&new, &[], Some(fresh))
+            .create(&new, &run_for(&new), &[], Some(fresh))
             .await
             .expect("create new");
         let left: Vec<(String,)> = sqlx::query_as("SELECT request_id FROM idempotency_records")

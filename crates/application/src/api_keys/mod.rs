@@ -8,7 +8,8 @@ use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use tenantd_domain::ports::{
-    ApiKeyRepository, Clock, IdGenerator, PlanRepository, SecretGenerator, TenantRepository,
+    ApiKeyRepository, Clock, IdGenerator, InitialKeyStore, PlanRepository, SecretGenerator,
+    SecretSealer, TenantRepository,
 };
 use tenantd_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, Error, Event, EventId, EventKind, FieldViolation, RepoError,
@@ -16,6 +17,7 @@ use tenantd_domain::{
 };
 use tracing::instrument;
 
+use crate::provisioning::INITIAL_KEY_PURPOSE;
 use crate::{Page, PageRequest};
 
 /// Most scopes on one key.
@@ -56,6 +58,8 @@ pub struct ApiKeyService {
     /// When each key's last-used time was last written, so a busy key costs one write a
     /// minute, not one per verification.
     touched: Mutex<HashMap<ApiKeyId, DateTime<Utc>>>,
+    /// First admin keys made by provisioning, and what opens their sealed secrets.
+    initial: Option<(Arc<dyn InitialKeyStore>, Arc<dyn SecretSealer>)>,
 }
 
 impl std::fmt::Debug for ApiKeyService {
@@ -85,7 +89,70 @@ impl ApiKeyService {
             ids,
             secrets,
             touched: Mutex::default(),
+            initial: None,
         }
+    }
+
+    /// The same service, able to hand out first admin keys from `store`, opened by `sealer`.
+    #[must_use]
+    pub fn with_initial_keys(
+        mut self,
+        store: Arc<dyn InitialKeyStore>,
+        sealer: Arc<dyn SecretSealer>,
+    ) -> Self {
+        self.initial = Some((store, sealer));
+        self
+    }
+
+    /// Hands out the secret of the tenant's first admin key (made by provisioning) once: the
+    /// sealed copy is destroyed as it is taken, so a second claim gets nothing.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown tenant or one whose provisioning has not made the
+    /// key yet; [`Error::FailedPrecondition`] when it was claimed already or was revoked;
+    /// store failures.
+    #[instrument(skip_all, fields(tenant_id = %tenant_id))]
+    pub async fn claim_initial(&self, tenant_id: &str) -> Result<(ApiKey, ApiKeySecret), Error> {
+        let tenant = TenantId::parse_field(tenant_id, "tenant_id")?;
+        let Some((store, sealer)) = &self.initial else {
+            return Err(Error::FailedPrecondition(
+                "this server does not provision first API keys".into(),
+            ));
+        };
+        let not_yet = || Error::NotFound {
+            resource: "initial API key",
+            id: tenant.to_string(),
+        };
+        let initial = store.initial(tenant).await?.ok_or_else(not_yet)?;
+        if initial.sealed_secret.is_none() {
+            return Err(Error::FailedPrecondition(
+                "the initial API key was already claimed; create a new key instead".into(),
+            ));
+        }
+        let key = self.keys.get(initial.key_id).await?.ok_or_else(not_yet)?;
+        if !key.is_active(self.clock.now()) {
+            return Err(Error::FailedPrecondition(
+                "the initial API key was revoked (its provisioning run was undone)".into(),
+            ));
+        }
+        let Some((key_id, envelope)) = store.take_initial_secret(tenant).await? else {
+            return Err(Error::FailedPrecondition(
+                "the initial API key was already claimed; create a new key instead".into(),
+            ));
+        };
+        let opened = sealer
+            .open_secret(tenant, INITIAL_KEY_PURPOSE, &envelope)
+            .map_err(|e| {
+                tracing::error!(tenant_id = %tenant, error = %e, "ALERT: a sealed initial API key does not open");
+                Error::Internal("the sealed initial API key does not open".into())
+            })?;
+        let secret = std::str::from_utf8(&opened)
+            .ok()
+            .and_then(ApiKeySecret::parse)
+            .filter(|s| s.id() == key_id)
+            .ok_or_else(|| Error::Internal("the sealed initial API key is malformed".into()))?;
+        tracing::info!(tenant_id = %tenant, key_id = %key_id, "initial API key claimed");
+        Ok((key, secret))
     }
 
     /// Creates a key and returns it with its secret, which is never retrievable again.
@@ -287,7 +354,7 @@ fn hashes_match(presented: &[u8; 32], stored: &[u8; 32]) -> bool {
     presented.ct_eq(stored).into()
 }
 
-fn hash(secret: &ApiKeySecret) -> [u8; 32] {
+pub(crate) fn hash(secret: &ApiKeySecret) -> [u8; 32] {
     Sha256::digest(secret.secret().as_bytes()).into()
 }
 

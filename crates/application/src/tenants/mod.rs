@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use tenantd_domain::ports::{
     Clock, IdGenerator, IdempotencyRecord, PlanRepository, TenantQuery, TenantRepository,
 };
+use tenantd_domain::provisioning::{ProvisioningRun, RunId};
 use tenantd_domain::{
     ContactEmail, Error, Event, EventId, EventKind, PlanId, RepoError, Tenant, TenantChange,
     TenantId, TenantStatus,
@@ -21,6 +22,7 @@ use tracing::instrument;
 
 pub use commands::{CreateTenant, ListTenants, TenantFields, UpdateTenant};
 
+use crate::provisioning::Signals;
 use crate::{Page, PageRequest};
 
 /// How often a mutation without an etag is retried after losing a race to another writer.
@@ -33,6 +35,8 @@ pub struct TenantSettings {
     pub deletion_retention: Duration,
     /// How long a create's request id is remembered.
     pub idempotency_ttl: Duration,
+    /// How long a new tenant's provisioning run may take before it is cancelled.
+    pub provisioning_timeout: Duration,
 }
 
 impl Default for TenantSettings {
@@ -40,6 +44,7 @@ impl Default for TenantSettings {
         Self {
             deletion_retention: Duration::days(30),
             idempotency_ttl: Duration::hours(24),
+            provisioning_timeout: Duration::minutes(30),
         }
     }
 }
@@ -52,6 +57,7 @@ pub struct TenantService {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     settings: TenantSettings,
+    signals: Signals,
 }
 
 impl std::fmt::Debug for TenantService {
@@ -77,13 +83,21 @@ impl TenantService {
             clock,
             ids,
             settings,
+            signals: Signals::default(),
         }
     }
 
-    /// Creates a tenant. With a request id, a retry returns the original tenant.
-    ///
-    /// Until the provisioning pipeline exists, provisioning has no steps: the tenant is
-    /// created and activated in one unit of work (events `TenantCreated`, `TenantActivated`).
+    /// The same service, waking the provisioning workers of `signals` when a tenant is
+    /// created.
+    #[must_use]
+    pub fn with_signals(mut self, signals: Signals) -> Self {
+        self.signals = signals;
+        self
+    }
+
+    /// Creates a tenant in PROVISIONING with its provisioning run, which the engine's
+    /// workers then drive (the tenant becomes ACTIVE when every step succeeded). With a
+    /// request id, a retry returns the original tenant.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for bad fields, an unknown plan or a request id reused with
@@ -103,7 +117,13 @@ impl TenantService {
 
         let id = TenantId::from_uuid(self.ids.new_v7())
             .map_err(|_| Error::Internal("id generator returned a non-v7 UUID".into()))?;
-        let mut tenant = Tenant::create(id, new, now);
+        let run = ProvisioningRun::new(
+            RunId(self.ids.new_v7()),
+            id,
+            now,
+            self.settings.provisioning_timeout,
+        );
+        let tenant = Tenant::create(id, new, now).with_provisioning(Some(run.summary()));
         let created = self.event(
             &tenant,
             EventKind::TenantCreated {
@@ -114,27 +134,16 @@ impl TenantService {
             },
             now,
         );
-        tenant.activate(now)?;
-        let activated = self.event(
-            &tenant,
-            EventKind::TenantActivated {
-                plan_id: tenant.plan_id().to_string(),
-            },
-            now,
-        );
         let record = (!cmd.request_id.is_empty()).then(|| IdempotencyRecord {
             request_id: cmd.request_id.clone(),
             fingerprint: fingerprint.clone(),
             response: tenant.clone(),
             expires_at: now + self.settings.idempotency_ttl,
         });
-        match self
-            .tenants
-            .create(&tenant, &[created, activated], record)
-            .await
-        {
+        match self.tenants.create(&tenant, &run, &[created], record).await {
             Ok(()) => {
-                tracing::info!(tenant_id = %tenant.id(), "tenant created");
+                tracing::info!(tenant_id = %tenant.id(), run_id = %run.id, "tenant created; provisioning started");
+                self.signals.wake();
                 Ok(tenant)
             }
             Err(RepoError::IdempotencyKeyTaken) => {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{TimeZone, Utc};
 use tenantd_domain::plan::seeded_plans;
 use tenantd_domain::ports::{MockClock, MockIdGenerator, MockPlanRepository, MockTenantRepository};
+use tenantd_domain::provisioning::RunState;
 use uuid::Uuid;
 
 use super::*;
@@ -117,8 +118,8 @@ async fn create_stores_tenant_events_and_idempotency_record_in_one_call() {
     let sink = seen.clone();
     repo.expect_create()
         .times(1)
-        .returning(move |tenant, events, record| {
-            *sink.lock().unwrap() = Some((tenant.clone(), events.to_vec(), record));
+        .returning(move |tenant, run, events, record| {
+            *sink.lock().unwrap() = Some((tenant.clone(), run.clone(), events.to_vec(), record));
             Ok(())
         });
     let created = service(repo)
@@ -129,15 +130,18 @@ async fn create_stores_tenant_events_and_idempotency_record_in_one_call() {
         .await
         .unwrap();
 
-    let (stored, events, record) = seen.lock().unwrap().take().unwrap();
+    let (stored, run, events, record) = seen.lock().unwrap().take().unwrap();
     assert_eq!(stored, created);
-    assert_eq!(created.status(), TenantStatus::Active);
+    // The tenant waits for its run: PROVISIONING, the run's first step due now.
+    assert_eq!(created.status(), TenantStatus::Provisioning);
     assert_eq!(created.slug().as_str(), "acme");
+    assert_eq!(run.tenant_id, created.id());
+    assert_eq!(run.state, RunState::Running);
+    assert_eq!(run.due_at(), Some(now()));
+    assert_eq!(run.deadline, now() + Duration::minutes(30));
+    assert_eq!(created.provisioning(), Some(&run.summary()));
     let kinds: Vec<_> = events.iter().map(|e| e.kind.type_name()).collect();
-    assert_eq!(
-        kinds,
-        ["tenant.v1.TenantCreated", "tenant.v1.TenantActivated"]
-    );
+    assert_eq!(kinds, ["tenant.v1.TenantCreated"]);
     assert!(events.iter().all(|e| e.tenant_id == created.id()));
     let record = record.expect("idempotency record");
     assert_eq!(record.request_id, "req-1");
@@ -150,9 +154,9 @@ async fn create_without_request_id_stores_no_idempotency_record() {
     let mut repo = MockTenantRepository::new();
     repo.expect_find_idempotency().never();
     repo.expect_create()
-        .withf(|_, _, record| record.is_none())
+        .withf(|_, _, _, record| record.is_none())
         .times(1)
-        .returning(|_, _, _| Ok(()));
+        .returning(|_, _, _, _| Ok(()));
     service(repo)
         .create(CreateTenant {
             tenant: fields(),
@@ -228,7 +232,7 @@ async fn create_losing_an_idempotency_race_answers_like_the_winner() {
     repo.expect_create()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _, _| Err(RepoError::IdempotencyKeyTaken));
+        .returning(|_, _, _, _| Err(RepoError::IdempotencyKeyTaken));
     repo.expect_find_idempotency()
         .times(1)
         .in_sequence(&mut seq)
@@ -247,7 +251,7 @@ async fn create_losing_an_idempotency_race_answers_like_the_winner() {
 async fn create_with_taken_slug_is_already_exists() {
     let mut repo = MockTenantRepository::new();
     repo.expect_create()
-        .returning(|t, _, _| Err(RepoError::SlugTaken(t.slug().to_string())));
+        .returning(|t, _, _, _| Err(RepoError::SlugTaken(t.slug().to_string())));
     let err = service(repo)
         .create(CreateTenant {
             tenant: fields(),

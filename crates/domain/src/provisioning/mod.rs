@@ -12,7 +12,10 @@ use uuid::Uuid;
 use crate::{Error, TenantId};
 
 /// What a step does, in execution order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StepKind {
     /// The tenant's own PostgreSQL schema and its migrations.
     Database,
@@ -46,6 +49,11 @@ impl StepKind {
             Self::Notification => "NOTIFICATION",
         }
     }
+
+    /// The step spelled `name` (as [`StepKind::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ORDER.into_iter().find(|k| k.as_str() == name)
+    }
 }
 
 impl fmt::Display for StepKind {
@@ -55,7 +63,8 @@ impl fmt::Display for StepKind {
 }
 
 /// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StepState {
     /// Waiting for its turn or its next attempt.
     Pending,
@@ -69,6 +78,35 @@ pub enum StepState {
     Cancelled,
     /// Was done, then undone.
     Compensated,
+}
+
+impl StepState {
+    /// Every state.
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Compensated,
+    ];
+
+    /// The state's name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::Compensated => "COMPENSATED",
+        }
+    }
+
+    /// The state spelled `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 /// Where a run is.
@@ -85,19 +123,58 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// Every state.
+    pub const ALL: [Self; 4] = [
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     /// Whether the run has ended (until a retry).
     pub fn is_terminal(self) -> bool {
         self != Self::Running
     }
+
+    /// The state's name as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// The state spelled `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 /// A machine-readable failure: a stable UPPER_SNAKE_CASE reason and a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepError {
     /// Stable reason code, e.g. `DNS_PROVIDER_UNAVAILABLE`.
     pub reason: String,
     /// Human-readable detail (never a secret or an email).
     pub message: String,
+}
+
+impl StepError {
+    /// A failure with this reason and message.
+    pub fn new(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
 }
 
 /// One step of a run.
@@ -122,6 +199,27 @@ pub struct Step {
 /// A run's id (UUIDv7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RunId(pub Uuid);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What the tenant resource shows of its latest run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: RunId,
+    /// Its state.
+    pub state: RunState,
+    /// The step running, waiting or failed, if any.
+    pub current_step: Option<StepKind>,
+    /// Steps that succeeded.
+    pub completed_steps: u32,
+    /// Steps in the run.
+    pub total_steps: u32,
+}
 
 /// Exponential backoff with full jitter, capped, for a limited number of attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +287,12 @@ pub struct ProvisioningRun {
     /// Steps of an ended run still to be undone, latest first: every step that succeeded,
     /// failed or was in flight (its effects may be partial; undoing is idempotent).
     pub pending_compensation: Vec<StepKind>,
+    /// Failed attempts to undo the next pending step.
+    pub compensation_attempts: u32,
+    /// When the next undo may be attempted, after one failed.
+    pub compensation_retry_at: Option<DateTime<Utc>>,
+    /// Optimistic-concurrency version: 1 on creation, +1 per stored change.
+    pub version: u64,
 }
 
 impl ProvisioningRun {
@@ -216,7 +320,53 @@ impl ProvisioningRun {
             deadline: now + timeout,
             error: None,
             pending_compensation: Vec::new(),
+            compensation_attempts: 0,
+            compensation_retry_at: None,
+            version: 1,
         }
+    }
+
+    /// When a worker should next look at the run: the current step's attempt time (or its
+    /// start, if a worker holds it), the next undo, or never.
+    pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        if let Some(step) = self.current() {
+            return match step.state {
+                StepState::Running => step.started_at.or(Some(self.created_at)),
+                _ => step.next_attempt_at,
+            };
+        }
+        if self.pending_compensation.is_empty() {
+            None
+        } else {
+            Some(
+                self.compensation_retry_at
+                    .or(self.finished_at)
+                    .unwrap_or(self.created_at),
+            )
+        }
+    }
+
+    /// The summary the tenant resource carries.
+    pub fn summary(&self) -> RunSummary {
+        let current_step = self.current().map(|s| s.kind).or_else(|| {
+            self.steps
+                .iter()
+                .find(|s| s.state == StepState::Failed)
+                .map(|s| s.kind)
+        });
+        RunSummary {
+            run_id: self.id,
+            state: self.state,
+            current_step,
+            completed_steps: u32::try_from(self.completed()).unwrap_or(u32::MAX),
+            total_steps: u32::try_from(self.steps.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The step of this kind.
+    pub fn step(&self, kind: StepKind) -> &Step {
+        let index = StepKind::ORDER.iter().position(|k| *k == kind).unwrap_or(0);
+        &self.steps[index]
     }
 
     /// The step to work on: the first that has not succeeded, while the run is running.
@@ -235,6 +385,7 @@ impl ProvisioningRun {
             .count()
     }
 
+    /// The step of this kind, to change.
     fn step_mut(&mut self, kind: StepKind) -> &mut Step {
         let index = StepKind::ORDER.iter().position(|k| *k == kind).unwrap_or(0);
         &mut self.steps[index]
@@ -375,10 +526,42 @@ impl ProvisioningRun {
             )));
         };
         self.pending_compensation.remove(position);
+        self.compensation_attempts = 0;
+        self.compensation_retry_at = None;
         let step = self.step_mut(kind);
         step.state = StepState::Compensated;
         step.finished_at = Some(now);
         Ok(())
+    }
+
+    /// Undoing the next pending step failed: it is tried again after the policy's delay
+    /// (compensation never gives up: leaving a half-provisioned tenant behind is worse than
+    /// retrying at the longest delay forever). Returns when.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] when nothing is pending compensation.
+    pub fn compensation_failed(
+        &mut self,
+        policy: &RetryPolicy,
+        jitter: f64,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, Error> {
+        if self.pending_compensation.is_empty() {
+            return Err(Error::FailedPrecondition(
+                "nothing is waiting to be compensated".into(),
+            ));
+        }
+        self.compensation_attempts = self.compensation_attempts.saturating_add(1);
+        let unbounded = RetryPolicy {
+            max_attempts: u32::MAX,
+            ..*policy
+        };
+        let delay = unbounded
+            .delay_after(self.compensation_attempts, jitter)
+            .unwrap_or(policy.max_delay);
+        let at = now + delay;
+        self.compensation_retry_at = Some(at);
+        Ok(at)
     }
 
     /// Restarts a failed or cancelled run: every step not done (compensated ones included,

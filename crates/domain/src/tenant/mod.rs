@@ -14,6 +14,7 @@ pub use id::TenantId;
 pub use slug::Slug;
 pub use status::TenantStatus;
 
+use crate::provisioning::RunSummary;
 use crate::{Error, PlanId};
 
 /// The validated fields of a tenant to create.
@@ -67,6 +68,9 @@ pub struct TenantParts {
     pub status_before_delete: Option<TenantStatus>,
     /// Optimistic-concurrency version, 1 on creation, +1 per change.
     pub version: u64,
+    /// The latest provisioning run, as stores read it (output only: never written back
+    /// through the tenant).
+    pub provisioning: Option<RunSummary>,
 }
 
 /// A tenant. Fields are read through accessors; changes go through lifecycle methods.
@@ -92,7 +96,20 @@ impl Tenant {
             purge_at: None,
             status_before_delete: None,
             version: 1,
+            provisioning: None,
         })
+    }
+
+    /// The same tenant showing `summary` as its provisioning run.
+    #[must_use]
+    pub fn with_provisioning(mut self, summary: Option<RunSummary>) -> Self {
+        self.0.provisioning = summary;
+        self
+    }
+
+    /// The latest provisioning run's summary, if the store read it.
+    pub fn provisioning(&self) -> Option<&RunSummary> {
+        self.0.provisioning.as_ref()
     }
 
     /// Rebuilds a stored tenant.
@@ -229,6 +246,50 @@ impl Tenant {
     pub fn activate(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
         self.require(TenantStatus::Provisioning, "activated")?;
         self.transition(TenantStatus::Active, String::new(), now)
+    }
+
+    /// Records how provisioning ended: PROVISIONING -> `outcome` (ACTIVE, FAILED or
+    /// CANCELLED) with `reason`. A tenant deleted while its run went on keeps DELETED, and
+    /// `outcome` becomes the status an undelete restores. Returns whether anything changed
+    /// (nothing does for a tenant in any other status).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when `outcome` is not an end of provisioning.
+    pub fn settle_provisioning(
+        &mut self,
+        outcome: TenantStatus,
+        reason: String,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        if !matches!(
+            outcome,
+            TenantStatus::Active | TenantStatus::Failed | TenantStatus::Cancelled
+        ) {
+            return Err(Error::Internal(format!(
+                "{outcome} is not an outcome of provisioning"
+            )));
+        }
+        match (self.0.status, self.0.status_before_delete) {
+            (TenantStatus::Provisioning, _) => {
+                self.transition(outcome, reason, now)?;
+                Ok(true)
+            }
+            (TenantStatus::Deleted, Some(TenantStatus::Provisioning)) => {
+                self.0.status_before_delete = Some(outcome);
+                self.0.status_reason = reason;
+                self.touch(now);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// FAILED | CANCELLED -> PROVISIONING, for a retried run.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] from any other status.
+    pub fn restart_provisioning(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
+        self.transition(TenantStatus::Provisioning, String::new(), now)
     }
 
     /// ACTIVE -> SUSPENDED, recording why.

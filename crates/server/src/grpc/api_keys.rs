@@ -4,7 +4,7 @@ use tenantd_application::{ApiKeyService, CreateApiKey, Operation};
 use tonic::{Request, Response, Status};
 
 use super::convert::time;
-use super::status::{not_yet, to_status};
+use super::status::to_status;
 use crate::proto::{self, api_key_service_server};
 
 /// The ApiKeyService handlers.
@@ -131,9 +131,14 @@ impl api_key_service_server::ApiKeyService for ApiKeyApi {
             Operation::ClaimInitialApiKey,
             Some(&request.get_ref().tenant_id),
         )?;
-        Err(not_yet(
-            "ClaimInitialApiKey",
-            "the provisioning pipeline's initial key",
-        ))
+        let (key, secret) = self
+            .service
+            .claim_initial(&request.get_ref().tenant_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::ClaimInitialApiKeyResponse {
+            api_key: Some(proto::ApiKey::from(&key)),
+            secret: secret.expose(),
+        }))
     }
 }

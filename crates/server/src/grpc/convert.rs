@@ -5,6 +5,9 @@
 use chrono::{DateTime, Utc};
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 use serde_json::{Map, Number, Value as Json};
+use tenantd_domain::provisioning::{
+    ProvisioningRun, RunState, RunSummary, Step, StepError, StepKind, StepState,
+};
 use tenantd_domain::{
     ApiKey, AuditRecord, Error, Event, EventKind, FieldViolation, Plan, Tenant, TenantStatus,
 };
@@ -128,8 +131,7 @@ impl From<&Tenant> for proto::Tenant {
             contact_email: tenant.contact_email().expose().to_owned(),
             labels: tenant.labels().as_map().clone(),
             config: Some(json_to_struct(tenant.config().as_map())),
-            // The provisioning pipeline does not exist yet: no run to summarize.
-            provisioning: None,
+            provisioning: tenant.provisioning().map(proto::ProvisioningSummary::from),
             create_time: Some(timestamp(tenant.created_at())),
             update_time: Some(timestamp(tenant.updated_at())),
             delete_time: tenant.deleted_at().map(timestamp),
@@ -250,12 +252,138 @@ impl From<&Event> for proto::TenantEvent {
             EventKind::ApiKeyRevoked { key_id } => Payload::ApiKeyRevoked(proto::ApiKeyRevoked {
                 key_id: key_id.clone(),
             }),
+            EventKind::ProvisioningStepChanged {
+                run_id,
+                step,
+                state,
+                attempt,
+                error,
+            } => Payload::ProvisioningStepChanged(proto::ProvisioningStepChanged {
+                run_id: run_id.clone(),
+                step: step_kind(*step).into(),
+                state: step_state(*state).into(),
+                attempt: count(*attempt),
+                error: error.as_ref().map(step_error),
+            }),
+            EventKind::ProvisioningFailed {
+                run_id,
+                failed_step,
+                error,
+            } => Payload::ProvisioningFailed(proto::ProvisioningFailed {
+                run_id: run_id.clone(),
+                failed_step: step_kind(*failed_step).into(),
+                error: Some(step_error(error)),
+            }),
+            EventKind::ProvisioningCancelled { run_id, reason } => {
+                Payload::ProvisioningCancelled(proto::ProvisioningCancelled {
+                    run_id: run_id.clone(),
+                    reason: reason.clone(),
+                })
+            }
+            EventKind::WelcomeNotificationRequested { slug, display_name } => {
+                Payload::WelcomeNotificationRequested(proto::WelcomeNotificationRequested {
+                    slug: slug.clone(),
+                    display_name: display_name.clone(),
+                })
+            }
         };
         Self {
             event_id: event.id.0.to_string(),
             tenant_id: event.tenant_id.to_string(),
             occur_time: Some(timestamp(event.occurred_at)),
             payload: Some(payload),
+        }
+    }
+}
+
+fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn step_kind(kind: StepKind) -> proto::StepKind {
+    match kind {
+        StepKind::Database => proto::StepKind::Database,
+        StepKind::Dns => proto::StepKind::Dns,
+        StepKind::Credentials => proto::StepKind::Credentials,
+        StepKind::Billing => proto::StepKind::Billing,
+        StepKind::Notification => proto::StepKind::Notification,
+    }
+}
+
+fn step_state(state: StepState) -> proto::StepState {
+    match state {
+        StepState::Pending => proto::StepState::Pending,
+        StepState::Running => proto::StepState::Running,
+        StepState::Succeeded => proto::StepState::Succeeded,
+        StepState::Failed => proto::StepState::Failed,
+        StepState::Cancelled => proto::StepState::Cancelled,
+        StepState::Compensated => proto::StepState::Compensated,
+    }
+}
+
+fn run_state(state: RunState) -> proto::RunState {
+    match state {
+        RunState::Running => proto::RunState::Running,
+        RunState::Succeeded => proto::RunState::Succeeded,
+        RunState::Failed => proto::RunState::Failed,
+        RunState::Cancelled => proto::RunState::Cancelled,
+    }
+}
+
+fn step_error(error: &StepError) -> proto::StepError {
+    proto::StepError {
+        reason: error.reason.clone(),
+        message: error.message.clone(),
+    }
+}
+
+impl From<&RunSummary> for proto::ProvisioningSummary {
+    fn from(summary: &RunSummary) -> Self {
+        Self {
+            run_id: summary.run_id.to_string(),
+            state: run_state(summary.state).into(),
+            current_step: summary
+                .current_step
+                .map_or(proto::StepKind::Unspecified, step_kind)
+                .into(),
+            completed_steps: count(summary.completed_steps),
+            total_steps: count(summary.total_steps),
+        }
+    }
+}
+
+impl From<&Step> for proto::ProvisioningStep {
+    fn from(step: &Step) -> Self {
+        Self {
+            kind: step_kind(step.kind).into(),
+            state: step_state(step.state).into(),
+            attempts: count(step.attempts),
+            last_error: step.last_error.as_ref().map(step_error),
+            start_time: step.started_at.map(timestamp),
+            finish_time: step.finished_at.map(timestamp),
+            next_attempt_time: step
+                .next_attempt_at
+                .filter(|_| step.state == StepState::Pending)
+                .map(timestamp),
+        }
+    }
+}
+
+impl From<&ProvisioningRun> for proto::ProvisioningRun {
+    fn from(run: &ProvisioningRun) -> Self {
+        Self {
+            run_id: run.id.to_string(),
+            tenant_id: run.tenant_id.to_string(),
+            state: run_state(run.state).into(),
+            steps: run
+                .steps
+                .iter()
+                .map(proto::ProvisioningStep::from)
+                .collect(),
+            create_time: Some(timestamp(run.created_at)),
+            finish_time: run.finished_at.map(timestamp),
+            deadline: Some(timestamp(run.deadline)),
+            error: run.error.as_ref().map(step_error),
         }
     }
 }

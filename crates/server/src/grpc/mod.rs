@@ -4,15 +4,15 @@
 mod api_keys;
 pub mod convert;
 mod events;
-mod pending;
 mod plans;
+mod provisioning;
 pub mod status;
 mod tenants;
 
 pub use api_keys::ApiKeyApi;
 pub use events::EventApi;
-pub use pending::PendingProvisioningApi;
 pub use plans::PlanApi;
+pub use provisioning::ProvisioningApi;
 pub use tenants::TenantApi;
 
 use tenantd_application::{Operation, authorize};

@@ -55,13 +55,6 @@ pub fn to_status(err: Error) -> Status {
     }
 }
 
-/// The status of an RPC whose capability is not built yet.
-pub fn not_yet(method: &str, capability: &str) -> Status {
-    Status::unimplemented(format!(
-        "{method} is not available yet: {capability} is not built in this version of tenantd"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -5,7 +5,9 @@
 mod grpc;
 mod http;
 mod pool;
+mod provisioning;
 
 pub use grpc::{CallLayer, GrpcMetrics};
 pub use http::serve as serve_http;
 pub use pool::{DbPoolCollector, PoolStats};
+pub use provisioning::ProvisioningMetrics;

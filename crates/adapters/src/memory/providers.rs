@@ -1,0 +1,143 @@
+//! In-memory provisioning providers: what the embedded mode provisions, and the doubles the
+//! engine's tests observe. Each keeps what it did, so tests can check for leftovers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use tenantd_domain::TenantId;
+use tenantd_domain::ports::{BillingProvider, DnsProvider, ProvisioningTarget, TenantDatabases};
+use tenantd_domain::provisioning::StepError;
+
+/// Tenant "schemas" as a set of tenant ids.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryTenantDatabases {
+    schemas: Arc<Mutex<BTreeSet<TenantId>>>,
+}
+
+impl MemoryTenantDatabases {
+    /// Whether `tenant` has a schema.
+    pub fn exists(&self, tenant: TenantId) -> bool {
+        self.schemas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&tenant)
+    }
+}
+
+#[async_trait]
+impl TenantDatabases for MemoryTenantDatabases {
+    async fn provision(&self, target: &ProvisioningTarget) -> Result<(), StepError> {
+        self.schemas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(target.tenant_id);
+        Ok(())
+    }
+
+    async fn deprovision(&self, tenant: TenantId) -> Result<(), StepError> {
+        self.schemas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&tenant);
+        Ok(())
+    }
+}
+
+/// DNS names by tenant.
+#[derive(Debug, Clone)]
+pub struct MemoryDns {
+    base_domain: String,
+    names: Arc<Mutex<BTreeMap<String, TenantId>>>,
+}
+
+impl MemoryDns {
+    /// Names under `base_domain`.
+    pub fn new(base_domain: &str) -> Self {
+        Self {
+            base_domain: base_domain.trim_end_matches('.').to_owned(),
+            names: Arc::default(),
+        }
+    }
+
+    /// The names published for `tenant`.
+    pub fn names_of(&self, tenant: TenantId) -> Vec<String> {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, t)| **t == tenant)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl DnsProvider for MemoryDns {
+    async fn publish(&self, target: &ProvisioningTarget) -> Result<(), StepError> {
+        let apex = format!("{}.{}", target.slug.as_str(), self.base_domain);
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        for name in [apex.clone(), format!("www.{apex}")] {
+            match names.get(&name) {
+                Some(holder) if *holder != target.tenant_id => {
+                    return Err(StepError::new(
+                        "DNS_NAME_TAKEN",
+                        format!("{name} is held by another tenant"),
+                    ));
+                }
+                _ => {
+                    names.insert(name, target.tenant_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn withdraw(&self, tenant: TenantId) -> Result<(), StepError> {
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, t| *t != tenant);
+        Ok(())
+    }
+}
+
+/// Subscriptions: tenant -> (plan, active).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryBilling {
+    subscriptions: Arc<Mutex<BTreeMap<TenantId, (String, bool)>>>,
+}
+
+impl MemoryBilling {
+    /// Whether `tenant` has an active subscription.
+    pub fn is_subscribed(&self, tenant: TenantId) -> bool {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&tenant)
+            .is_some_and(|(_, active)| *active)
+    }
+}
+
+#[async_trait]
+impl BillingProvider for MemoryBilling {
+    async fn subscribe(&self, target: &ProvisioningTarget) -> Result<(), StepError> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(target.tenant_id, (target.plan_id.to_string(), true));
+        Ok(())
+    }
+
+    async fn cancel(&self, tenant: TenantId) -> Result<(), StepError> {
+        if let Some((_, active)) = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&tenant)
+        {
+            *active = false;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! What each step does and how it is undone, over the provider ports.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tenantd_domain::ports::{
+    ApiKeyRepository, BillingProvider, DnsProvider, IdGenerator, InitialKeyStore, PlanRepository,
+    ProvisioningTarget, SecretGenerator, SecretSealer, TenantDatabases,
+};
+use tenantd_domain::provisioning::{StepError, StepKind};
+use tenantd_domain::{
+    ApiKey, ApiKeyId, ApiKeySecret, Event, EventId, EventKind, RepoError, Tenant,
+};
+
+use crate::api_keys::hash;
+
+/// The purpose the first key's secret is sealed for (the AAD binds it).
+pub const INITIAL_KEY_PURPOSE: &str = "initial_api_key";
+
+/// Scopes of a tenant's first admin key.
+const INITIAL_KEY_SCOPES: [&str; 1] = ["tenant.admin"];
+
+/// The external systems provisioning changes: one port per provider, so a real DNS,
+/// billing or database host is one adapter each.
+#[derive(Clone)]
+pub struct Providers {
+    /// DATABASE.
+    pub databases: Arc<dyn TenantDatabases>,
+    /// DNS.
+    pub dns: Arc<dyn DnsProvider>,
+    /// BILLING.
+    pub billing: Arc<dyn BillingProvider>,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Providers").finish_non_exhaustive()
+    }
+}
+
+/// Everything the steps use: the providers and, for CREDENTIALS, the key stores.
+#[derive(Clone)]
+pub struct StepPorts {
+    /// The providers.
+    pub providers: Providers,
+    /// The first admin keys.
+    pub initial_keys: Arc<dyn InitialKeyStore>,
+    /// API keys (to revoke the first one on compensation).
+    pub api_keys: Arc<dyn ApiKeyRepository>,
+    /// Plans (the key quota).
+    pub plans: Arc<dyn PlanRepository>,
+    /// Seals the first key's secret.
+    pub sealer: Arc<dyn SecretSealer>,
+    /// Randomness for the secret.
+    pub secrets: Arc<dyn SecretGenerator>,
+    /// Ids of keys and events.
+    pub ids: Arc<dyn IdGenerator>,
+}
+
+impl std::fmt::Debug for StepPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepPorts").finish_non_exhaustive()
+    }
+}
+
+fn store_error(what: &str, err: &RepoError) -> StepError {
+    match err {
+        RepoError::Unavailable(_) => StepError::new(
+            "STORE_UNAVAILABLE",
+            format!("{what}: the store is unavailable"),
+        ),
+        RepoError::LimitReached => StepError::new(
+            "API_KEY_QUOTA_EXCEEDED",
+            format!("{what}: the plan's API key quota is used up"),
+        ),
+        other => StepError::new("STORE_ERROR", format!("{what}: {other}")),
+    }
+}
+
+impl StepPorts {
+    fn event(&self, tenant: &Tenant, kind: EventKind, now: DateTime<Utc>) -> Event {
+        Event {
+            id: EventId(self.ids.new_v7()),
+            tenant_id: tenant.id(),
+            occurred_at: now,
+            kind,
+        }
+    }
+
+    /// Runs `step` for `tenant`; on success, the events to write with the step's success.
+    pub(crate) async fn run(
+        &self,
+        step: StepKind,
+        tenant: &Tenant,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventKind>, StepError> {
+        let target = ProvisioningTarget {
+            tenant_id: tenant.id(),
+            slug: tenant.slug().clone(),
+            display_name: tenant.display_name().clone(),
+            plan_id: tenant.plan_id().clone(),
+            contact_email: tenant.contact_email().clone(),
+        };
+        match step {
+            StepKind::Database => self.providers.databases.provision(&target).await?,
+            StepKind::Dns => self.providers.dns.publish(&target).await?,
+            StepKind::Credentials => self.first_key(tenant, now).await?,
+            StepKind::Billing => self.providers.billing.subscribe(&target).await?,
+            // The request is the event itself, written with the step's success.
+            StepKind::Notification => {
+                return Ok(vec![EventKind::WelcomeNotificationRequested {
+                    slug: tenant.slug().to_string(),
+                    display_name: tenant.display_name().as_str().to_owned(),
+                }]);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Undoes `step` for `tenant`.
+    pub(crate) async fn undo(
+        &self,
+        step: StepKind,
+        tenant: &Tenant,
+        now: DateTime<Utc>,
+    ) -> Result<(), StepError> {
+        match step {
+            StepKind::Database => self.providers.databases.deprovision(tenant.id()).await,
+            StepKind::Dns => self.providers.dns.withdraw(tenant.id()).await,
+            StepKind::Credentials => self.revoke_first_key(tenant, now).await,
+            StepKind::Billing => self.providers.billing.cancel(tenant.id()).await,
+            // A welcome request cannot be unsent; consumers see the tenant's FAILED or
+            // CANCELLED status and its events.
+            StepKind::Notification => Ok(()),
+        }
+    }
+
+    /// Creates the tenant's first admin key unless an earlier attempt did; its secret is
+    /// stored only sealed, for one claim.
+    async fn first_key(&self, tenant: &Tenant, now: DateTime<Utc>) -> Result<(), StepError> {
+        if let Some(initial) = self
+            .initial_keys
+            .initial(tenant.id())
+            .await
+            .map_err(|e| store_error("cannot read the first key", &e))?
+            && let Some(key) = self
+                .api_keys
+                .get(initial.key_id)
+                .await
+                .map_err(|e| store_error("cannot read the first key", &e))?
+            && key.revoked_at.is_none()
+        {
+            return Ok(());
+        }
+        let plan = self
+            .plans
+            .get(tenant.plan_id())
+            .await
+            .map_err(|e| store_error("cannot read the plan", &e))?
+            .ok_or_else(|| {
+                StepError::new(
+                    "PLAN_MISSING",
+                    format!("plan {} does not exist", tenant.plan_id()),
+                )
+            })?;
+        let secret = ApiKeySecret::new(ApiKeyId(self.ids.new_v7()), &self.secrets.api_key_secret());
+        let key = ApiKey {
+            id: secret.id(),
+            tenant_id: tenant.id(),
+            display_name: "initial admin key".into(),
+            scopes: INITIAL_KEY_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+            secret_hash: hash(&secret),
+            created_at: now,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let sealed =
+            self.sealer
+                .seal_secret(tenant.id(), INITIAL_KEY_PURPOSE, secret.expose().as_bytes());
+        let created = self.event(
+            tenant,
+            EventKind::ApiKeyCreated {
+                key_id: key.id.to_string(),
+                scopes: key.scopes.clone(),
+            },
+            now,
+        );
+        self.initial_keys
+            .create_initial(&key, &sealed, &[created], plan.quotas.max_api_keys, now)
+            .await
+            .map_err(|e| store_error("cannot store the first key", &e))?;
+        Ok(())
+    }
+
+    async fn revoke_first_key(&self, tenant: &Tenant, now: DateTime<Utc>) -> Result<(), StepError> {
+        let Some(initial) = self
+            .initial_keys
+            .initial(tenant.id())
+            .await
+            .map_err(|e| store_error("cannot read the first key", &e))?
+        else {
+            return Ok(());
+        };
+        let revoked = self.event(
+            tenant,
+            EventKind::ApiKeyRevoked {
+                key_id: initial.key_id.to_string(),
+            },
+            now,
+        );
+        match self.api_keys.revoke(initial.key_id, now, &[revoked]).await {
+            Ok(_) | Err(RepoError::NotFound) => Ok(()),
+            Err(err) => Err(store_error("cannot revoke the first key", &err)),
+        }
+    }
+}
