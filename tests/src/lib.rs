@@ -2,6 +2,7 @@
 //! ports with freshly generated certificates (its own per test, so tests share nothing),
 //! and gRPC clients that talk to it over mutual TLS.
 
+pub mod faults;
 pub mod process;
 pub mod proxy;
 
@@ -331,7 +332,7 @@ impl Drop for TestServer {
 pub fn fast_provisioning() -> ProvisioningSettings {
     ProvisioningSettings {
         workers: 4,
-        lease: Duration::from_secs(5),
+        lease: Duration::from_secs(3),
         poll_interval: Duration::from_millis(50),
         step_timeout: Duration::from_secs(10),
         retry: RetryPolicy {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use tenantd_adapters::postgres::testing::ScratchSchema;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -44,21 +45,45 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 }
 
 impl TenantdProcess {
-    /// Starts `tenantd` on free ports with `database_url`, the contact-email `keys` and the
-    /// development certificates in `certs_dir`, and waits until it listens.
+    /// Starts `tenantd` on free ports on the scratch `schema` (tenant schemas named apart
+    /// for it), with the contact-email `keys` and the development certificates in
+    /// `certs_dir`, and waits until it listens.
     ///
     /// # Errors
     /// When it cannot start or exits before listening (its stderr is in the error).
     pub async fn start(
-        database_url: &str,
+        schema: &ScratchSchema,
         certs_dir: &Path,
         keys: &TestKeys,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(schema, certs_dir, keys, &[]).await
+    }
+
+    /// [`TenantdProcess::start`] with more environment variables (settings).
+    ///
+    /// # Errors
+    /// When it cannot start or exits before listening (its stderr is in the error).
+    pub async fn start_with(
+        schema: &ScratchSchema,
+        certs_dir: &Path,
+        keys: &TestKeys,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let mut command = Command::new(binary()?);
         command
             .envs(keys.env())
-            .env("TENANTD_DATABASE_URL", database_url);
+            .env("TENANTD_DATABASE_URL", schema.url())
+            .env(
+                "TENANTD_TENANT_SCHEMA_PREFIX",
+                schema.tenant_schema_prefix(),
+            )
+            .envs(env.iter().copied());
         Self::spawn(command, certs_dir).await
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Starts `tenantd` on the in-memory store with the development certificates in

@@ -8,6 +8,7 @@
 
 use tenantd_adapters::postgres::MIGRATOR;
 use tenantd_adapters::postgres::testing::ScratchSchema;
+use tenantd_e2e::pb::StepState::{Pending, Running, Succeeded};
 use tenantd_e2e::pb::event_service_client::EventServiceClient;
 use tenantd_e2e::pb::tenant_event::Payload;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
@@ -32,7 +33,7 @@ async fn a_tenant_acknowledged_before_sigkill_is_there_after_restart_with_its_ev
     let (dir, certs) = certs();
     let keys = TestKeys::generate();
 
-    let first = TenantdProcess::start(&schema.url(), dir.path(), &keys)
+    let first = TenantdProcess::start(&schema, dir.path(), &keys)
         .await
         .unwrap();
     let channel = admin_channel(first.grpc_addr, &certs).await.unwrap();
@@ -44,7 +45,7 @@ async fn a_tenant_acknowledged_before_sigkill_is_there_after_restart_with_its_ev
     .unwrap();
     first.kill().await.unwrap();
 
-    let second = TenantdProcess::start(&schema.url(), dir.path(), &keys)
+    let second = TenantdProcess::start(&schema, dir.path(), &keys)
         .await
         .unwrap();
     let channel = admin_channel(second.grpc_addr, &certs).await.unwrap();
@@ -57,7 +58,11 @@ async fn a_tenant_acknowledged_before_sigkill_is_there_after_restart_with_its_ev
         .into_inner()
         .tenant
         .unwrap();
-    assert_eq!(read, created);
+    // Its run may have moved on since (the second process resumes it).
+    assert_eq!(
+        (&read.tenant_id, &read.slug, &read.create_time),
+        (&created.tenant_id, &created.slug, &created.create_time)
+    );
     let events = EventServiceClient::new(channel)
         .list_tenant_events(ListTenantEventsRequest {
             tenant_id: created.tenant_id.clone(),
@@ -78,11 +83,10 @@ async fn three_replicas_started_together_on_an_empty_database_all_become_healthy
     let schema = ScratchSchema::create().await.unwrap();
     let (dir, certs) = certs();
     let keys = TestKeys::generate();
-    let url = schema.url();
     let (a, b, c) = tokio::join!(
-        TenantdProcess::start(&url, dir.path(), &keys),
-        TenantdProcess::start(&url, dir.path(), &keys),
-        TenantdProcess::start(&url, dir.path(), &keys),
+        TenantdProcess::start(&schema, dir.path(), &keys),
+        TenantdProcess::start(&schema, dir.path(), &keys),
+        TenantdProcess::start(&schema, dir.path(), &keys),
     );
     for replica in [a.unwrap(), b.unwrap(), c.unwrap()] {
         let mut health = HealthClient::new(admin_channel(replica.grpc_addr, &certs).await.unwrap());
@@ -98,7 +102,7 @@ async fn three_replicas_started_together_on_an_empty_database_all_become_healthy
             assert_eq!(status, ServingStatus::Serving, "{service:?}");
         }
     }
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&schema.url()).await.unwrap();
     let (applied, succeeded): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE success) FROM _sqlx_migrations")
             .fetch_one(&pool)
@@ -163,4 +167,186 @@ async fn a_bad_or_unreachable_database_stops_startup_with_one_line_and_no_passwo
         assert!(errors[0].contains("database-url"), "{stderr}");
         assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
     }
+}
+
+/// Settings of the two replicas of the crash test: a short lease so the survivor takes
+/// over quickly, quick retries, and statements allowed to wait on the test's lock.
+const REPLICA_ENV: [(&str, &str); 5] = [
+    ("TENANTD_PROVISIONING_LEASE_MS", "2000"),
+    ("TENANTD_PROVISIONING_POLL_INTERVAL_MS", "100"),
+    ("TENANTD_PROVISIONING_BACKOFF_BASE_MS", "50"),
+    ("TENANTD_PROVISIONING_BACKOFF_MAX_MS", "200"),
+    ("TENANTD_DATABASE_STATEMENT_TIMEOUT_MS", "30000"),
+];
+
+/// The DNS step's (state, attempts) and the holder of the run's lease.
+async fn dns_step(pool: &sqlx::PgPool) -> Option<(String, i32, Option<String>)> {
+    sqlx::query_as(
+        "SELECT s.state, s.attempts, r.lease_owner FROM provisioning_steps s \
+         JOIN provisioning_runs r USING (run_id) WHERE s.kind = 'DNS'",
+    )
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+async fn wait_for_dns(
+    pool: &sqlx::PgPool,
+    ready: impl Fn(&str, i32) -> bool,
+) -> (String, i32, Option<String>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(step) = dns_step(pool).await
+            && ready(&step.0, step.1)
+        {
+            return step;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            dns_step(pool).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_whose_replica_is_killed_mid_step_is_finished_by_the_other_once_the_lease_expires() {
+    let schema = ScratchSchema::create().await.unwrap();
+    let (dir, certs) = certs();
+    let keys = TestKeys::generate();
+    let (a, b) = tokio::join!(
+        TenantdProcess::start_with(&schema, dir.path(), &keys, &REPLICA_ENV),
+        TenantdProcess::start_with(&schema, dir.path(), &keys, &REPLICA_ENV),
+    );
+    let mut replicas = vec![a.unwrap(), b.unwrap()];
+    let pool = sqlx::PgPool::connect(&schema.url()).await.unwrap();
+
+    // A slow DNS step: the test holds the lock its insert needs.
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE dns_records IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+
+    let channel = admin_channel(replicas[0].grpc_addr, &certs).await.unwrap();
+    let created = create(
+        &mut TenantServiceClient::new(channel),
+        new_tenant("phoenix"),
+    )
+    .await
+    .unwrap();
+    let (_, attempts, owner) = wait_for_dns(&pool, |state, _| state == "RUNNING").await;
+    assert_eq!(attempts, 1);
+    // Kill whichever replica holds the run (lease owner is host/pid/worker).
+    let owner = owner.unwrap();
+    let pid: u32 = owner.split('/').nth(1).unwrap().parse().unwrap();
+    let index = replicas
+        .iter()
+        .position(|r| r.pid() == Some(pid))
+        .unwrap_or_else(|| panic!("{owner} is not one of the replicas"));
+    let victim = replicas.remove(index);
+    let survivor = replicas.pop().unwrap();
+    victim.kill().await.unwrap();
+    let killed_at = chrono::Utc::now();
+
+    // The survivor takes the run over once the lease expires: the lost attempt counts,
+    // and its own attempt waits on the same lock.
+    let (_, attempts, owner) = wait_for_dns(&pool, |state, n| state == "RUNNING" && n == 2).await;
+    assert_eq!(attempts, 2);
+    assert!(
+        owner
+            .unwrap()
+            .contains(&format!("/{}/", survivor.pid().unwrap())),
+        "the survivor holds the run"
+    );
+    blocker.rollback().await.unwrap();
+
+    let channel = admin_channel(survivor.grpc_addr, &certs).await.unwrap();
+    let run = tenantd_e2e::settle(
+        &mut tenantd_e2e::pb::provisioning_service_client::ProvisioningServiceClient::new(
+            channel.clone(),
+        ),
+        &created.tenant_id,
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.state(), tenantd_e2e::pb::RunState::Succeeded);
+    let dns = &run.steps[1];
+    assert_eq!(dns.attempts, 2);
+
+    // The second attempt started only after the first replica was gone and its lease had
+    // expired; never two attempts at once.
+    let events = EventServiceClient::new(channel)
+        .list_tenant_events(ListTenantEventsRequest {
+            tenant_id: created.tenant_id.clone(),
+            page_size: 500,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let dns_changes: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e.payload.as_ref()? {
+            Payload::ProvisioningStepChanged(c) if c.step() == tenantd_e2e::pb::StepKind::Dns => {
+                Some((
+                    c.state(),
+                    c.attempt,
+                    c.error.clone().map(|e| e.reason),
+                    e.occur_time,
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    let shape: Vec<_> = dns_changes
+        .iter()
+        .map(|(s, n, reason, _)| (*s, *n, reason.clone()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (Running, 1, None),
+            (Pending, 1, Some("WORKER_LOST".to_owned())),
+            (Running, 2, None),
+            (Succeeded, 2, None),
+        ]
+    );
+    let second_start = dns_changes[2].3.unwrap();
+    assert!(
+        second_start.seconds * 1000 + i64::from(second_start.nanos / 1_000_000)
+            >= killed_at.timestamp_millis() + 1000,
+        "the takeover waited for the lease"
+    );
+
+    assert_made_once(&pool, &schema).await;
+}
+
+/// Nothing of the tenant's was made twice: two DNS records, one key, one subscription,
+/// one schema.
+async fn assert_made_once(pool: &sqlx::PgPool, schema: &ScratchSchema) {
+    let (names,): (i64,) = sqlx::query_as("SELECT count(*) FROM dns_records")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(names, 2);
+    let (keys_made,): (i64,) = sqlx::query_as("SELECT count(*) FROM api_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(keys_made, 1);
+    let (subscriptions,): (i64,) = sqlx::query_as("SELECT count(*) FROM billing_subscriptions")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(subscriptions, 1);
+    let (schemas,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, $1)")
+            .bind(schema.tenant_schema_prefix())
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(schemas, 1);
 }

@@ -342,13 +342,16 @@ pub trait ProvisioningRepository: Send + Sync {
         lease_for: chrono::Duration,
     ) -> Result<Option<ClaimedRun>, RepoError>;
 
-    /// Extends a lease to `until`. Returns `false` when it is no longer held.
+    /// Extends a lease to `until` while the run is still at `version`. Returns `false` when
+    /// the lease is no longer held or the run changed under it (a request cancelled it):
+    /// either way the worker must stop what it is doing.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
     async fn renew(
         &self,
         run: RunId,
+        version: u64,
         lease: &Lease,
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError>;

@@ -826,6 +826,84 @@ mod tests {
             }
         );
         assert_eq!(config.deletion_retention, Duration::from_hours(30 * 24));
+        assert_eq!(config.provisioning, ProvisioningSettings::default());
+        assert_eq!(config.provisioning.run_timeout, Duration::from_mins(30));
+        assert_eq!(config.tenant_resources, TenantResources::default());
+    }
+
+    #[test]
+    fn provisioning_settings_come_from_flags_and_are_checked() {
+        let config = Config::load_with(
+            parse(&[
+                "--provisioning-workers",
+                "8",
+                "--provisioning-lease-ms",
+                "2000",
+                "--provisioning-max-attempts",
+                "3",
+                "--provisioning-backoff-base-ms",
+                "50",
+                "--provisioning-backoff-max-ms",
+                "400",
+                "--provisioning-run-timeout-seconds",
+                "60",
+                "--dns-base-domain",
+                "tenants.example.com",
+                "--tenant-schema-prefix",
+                "tenant_",
+            ]),
+            &|_| None,
+        )
+        .unwrap();
+        let p = config.provisioning;
+        assert_eq!(
+            (p.workers, p.lease, p.run_timeout),
+            (8, Duration::from_secs(2), Duration::from_mins(1))
+        );
+        assert_eq!(
+            p.retry,
+            RetryPolicy {
+                base: chrono::Duration::milliseconds(50),
+                max_delay: chrono::Duration::milliseconds(400),
+                max_attempts: 3,
+            }
+        );
+        assert_eq!(
+            config.tenant_resources.dns_base_domain,
+            "tenants.example.com"
+        );
+        assert_eq!(config.tenant_resources.schema_prefix, "tenant_");
+
+        for (flags, setting) in [
+            (&["--provisioning-workers", "0"][..], "provisioning-workers"),
+            (
+                &["--provisioning-max-attempts", "0"],
+                "provisioning-max-attempts",
+            ),
+            (&["--provisioning-lease-ms", "0"], "provisioning-lease-ms"),
+            (
+                &[
+                    "--provisioning-backoff-base-ms",
+                    "500",
+                    "--provisioning-backoff-max-ms",
+                    "100",
+                ],
+                "provisioning-backoff-max-ms",
+            ),
+            (
+                &["--provisioning-run-timeout-seconds", "0"],
+                "provisioning-run-timeout-seconds",
+            ),
+            (&["--dns-base-domain", "Bad Domain"], "dns-base-domain"),
+            (
+                &["--tenant-schema-prefix", "x\"; DROP"],
+                "tenant-schema-prefix",
+            ),
+            (&["--tenant-schema-prefix", "_x"], "tenant-schema-prefix"),
+        ] {
+            let err = Config::load_with(parse(flags), &|_| None).unwrap_err();
+            assert_eq!(err.setting, setting, "{flags:?}");
+        }
     }
 
     #[test]

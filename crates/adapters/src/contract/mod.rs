@@ -14,17 +14,20 @@ mod api_keys;
 mod audit;
 pub(crate) mod fixtures;
 mod plans;
+mod provisioning;
 mod tenants;
 
 use std::sync::Arc;
 
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, EventLog, PlanRepository, TenantRepository,
+    ApiKeyRepository, AuditLog, EventLog, InitialKeyStore, PlanRepository, ProvisioningRepository,
+    TenantRepository,
 };
 
 pub use api_keys::*;
 pub use audit::*;
 pub use plans::*;
+pub use provisioning::*;
 pub use tenants::*;
 
 /// The repository ports of one store under test. `tenants` and `events` must share state:
@@ -37,6 +40,10 @@ pub use tenants::*;
 pub struct Stores {
     /// The tenant repository.
     pub tenants: Arc<dyn TenantRepository>,
+    /// Provisioning runs of the same store.
+    pub runs: Arc<dyn ProvisioningRepository>,
+    /// First admin keys of the same store.
+    pub initial_keys: Arc<dyn InitialKeyStore>,
     /// The API key repository of the same store.
     pub api_keys: Arc<dyn ApiKeyRepository>,
     /// The event log of the same store.
@@ -76,6 +83,14 @@ macro_rules! repository_contract_tests {
             api_key_revoke_and_touch_are_recorded,
             api_key_for_unknown_tenant_is_not_found,
             audit_records_list_newest_first_with_filters,
+            a_created_run_is_the_latest_and_summarized_on_its_tenant,
+            a_due_run_is_claimed_by_one_worker_at_a_time,
+            runs_not_due_or_leased_are_not_claimed,
+            an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off,
+            a_request_write_conflicts_with_a_stale_version_and_stops_renewals,
+            a_save_with_the_tenant_is_atomic,
+            overdue_runs_are_found_by_deadline,
+            the_first_key_is_stored_once_and_its_secret_taken_once,
         );
     };
     (@each $factory:path; $($contract:ident),* $(,)?) => {

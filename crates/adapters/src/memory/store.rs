@@ -457,12 +457,15 @@ impl ProvisioningRepository for MemoryStore {
     async fn renew(
         &self,
         run: RunId,
+        version: u64,
         lease: &Lease,
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
         let mut state = self.lock();
         match state.runs.get_mut(&run) {
-            Some((_, Some(held))) if held.token == lease.token => {
+            Some((stored, Some(held)))
+                if held.token == lease.token && stored.version == version =>
+            {
                 held.expires_at = until;
                 Ok(true)
             }
@@ -608,6 +611,8 @@ mod tests {
         let store = MemoryStore::with_cipher(ring());
         Stores {
             tenants: Arc::new(store.clone()),
+            runs: Arc::new(store.clone()),
+            initial_keys: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),
             events: Arc::new(store),
@@ -622,6 +627,8 @@ mod tests {
         let store = MemoryStore::new();
         Stores {
             tenants: Arc::new(store.clone()),
+            runs: Arc::new(store.clone()),
+            initial_keys: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),
             events: Arc::new(store),

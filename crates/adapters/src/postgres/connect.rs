@@ -82,20 +82,37 @@ pub async fn connect(url: &str, settings: &PgSettings) -> Result<PgPool, Connect
     };
     // One direct attempt first: a pool would only report that it timed out, while the
     // connection itself says why (refused, unknown host, authentication failed, ...).
-    let probe = tokio::time::timeout(
+    let mut probe = tokio::time::timeout(
         settings.acquire_timeout,
         PgConnection::connect_with(&options),
     )
     .await
     .map_err(|_| unreachable(format!("no answer within {:?}", settings.acquire_timeout)))?
     .map_err(|e| unreachable(e.to_string()))?;
+    let version = server_version(&mut probe).await;
     let _closed = probe.close().await;
+    // PostgreSQL 14+ notices a client that went away in the middle of a long statement (a
+    // killed replica waiting on a lock) and cancels it, instead of finishing it later
+    // beside the replica that took the work over.
+    let options = if version >= 140_000 {
+        options.options([("client_connection_check_interval", "1000")])
+    } else {
+        options
+    };
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
         .connect_with(options)
         .await
         .map_err(|e| unreachable(e.to_string()))
+}
+
+/// The server's `server_version_num` (0 when it cannot be read).
+async fn server_version(conn: &mut PgConnection) -> u32 {
+    let version: Result<(String,), _> = sqlx::query_as("SHOW server_version_num")
+        .fetch_one(conn)
+        .await;
+    version.ok().and_then(|(v,)| v.parse().ok()).unwrap_or(0)
 }
 
 /// Applies pending migrations under sqlx's advisory lock.

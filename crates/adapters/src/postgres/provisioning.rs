@@ -225,11 +225,13 @@ pub(crate) async fn summaries<'e>(
     if tenants.is_empty() {
         return Ok(HashMap::new());
     }
-    // The current step: while running, the first not succeeded; once failed, the failed one.
+    // The current step as ProvisioningRun::summary defines it: while running, the first
+    // not succeeded; once failed, the one with an error.
     let rows: Vec<(Uuid, Uuid, String, Option<String>, i64, i64)> = sqlx::query_as(
         "SELECT DISTINCT ON (r.tenant_id) r.tenant_id, r.run_id, r.state, \
              (SELECT s.kind FROM provisioning_steps s WHERE s.run_id = r.run_id \
-                AND ((r.state = 'RUNNING' AND s.state <> 'SUCCEEDED') OR s.state = 'FAILED') \
+                AND ((r.state = 'RUNNING' AND s.state <> 'SUCCEEDED') \
+                     OR (r.state = 'FAILED' AND s.error_reason IS NOT NULL)) \
                 ORDER BY s.position LIMIT 1), \
              (SELECT count(*) FROM provisioning_steps s \
                 WHERE s.run_id = r.run_id AND s.state = 'SUCCEEDED'), \
@@ -377,16 +379,18 @@ impl ProvisioningRepository for PgStore {
     async fn renew(
         &self,
         run: RunId,
+        at_version: u64,
         lease: &Lease,
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
         let renewed = sqlx::query(
             "UPDATE provisioning_runs SET lease_expires_at = $3 \
-             WHERE run_id = $1 AND lease_token = $2",
+             WHERE run_id = $1 AND lease_token = $2 AND version = $4",
         )
         .bind(run.0)
         .bind(lease.token)
         .bind(until)
+        .bind(version(at_version)?)
         .execute(self.pool())
         .await
         .map_err(db)?

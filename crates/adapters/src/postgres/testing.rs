@@ -170,6 +170,8 @@ mod tests {
         let store = PgStore::new(pool.clone(), Arc::new(test_key_ring()));
         Stores {
             tenants: Arc::new(store.clone()),
+            runs: Arc::new(store.clone()),
+            initial_keys: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),

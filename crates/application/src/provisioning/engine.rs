@@ -170,8 +170,9 @@ impl Engine {
         }
     }
 
-    /// Runs `work` while renewing `lease`; `None` when the lease was lost (the work is
-    /// dropped, which abandons it) or the step timed out is told apart by the caller.
+    /// Runs `work` while renewing `lease`: `Some` with its output, `None` when it timed
+    /// out. When the lease is lost or the run changes under it (cancelled), the work is
+    /// dropped — abandoned mid-way, which compensation covers — and the worker stops.
     async fn leased<T>(
         &self,
         run: &ProvisioningRun,
@@ -189,7 +190,7 @@ impl Engine {
             tokio::select! {
                 done = &mut work => return Ok(done.ok()),
                 _ = ticker.tick() => {
-                    match self.runs.renew(run.id, lease, self.clock.now() + lease_for).await {
+                    match self.runs.renew(run.id, run.version, lease, self.clock.now() + lease_for).await {
                         Ok(true) => {}
                         Ok(false) => return Err(Stop::Superseded),
                         // A blip: the lease is still ours until it expires; try again next tick.

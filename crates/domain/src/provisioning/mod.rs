@@ -348,10 +348,12 @@ impl ProvisioningRun {
 
     /// The summary the tenant resource carries.
     pub fn summary(&self) -> RunSummary {
+        // While running, the step being worked on; once failed, the step that failed (the
+        // only one with an error: success clears it), compensated or not.
         let current_step = self.current().map(|s| s.kind).or_else(|| {
-            self.steps
-                .iter()
-                .find(|s| s.state == StepState::Failed)
+            (self.state == RunState::Failed)
+                .then(|| self.steps.iter().find(|s| s.last_error.is_some()))
+                .flatten()
                 .map(|s| s.kind)
         });
         RunSummary {

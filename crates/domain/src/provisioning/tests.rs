@@ -177,3 +177,87 @@ fn retry_restarts_from_the_first_undone_step_including_compensated_ones() {
         "a running run is not retried"
     );
 }
+
+#[test]
+fn a_run_is_due_at_its_current_step_then_at_its_undo_then_never() {
+    let mut r = run();
+    assert_eq!(r.due_at(), Some(now()));
+    r.start(StepKind::Database, now()).unwrap();
+    // Held by a worker: due since it started, for whoever finds the lease expired.
+    assert_eq!(r.due_at(), Some(now()));
+    let later = now() + Duration::seconds(5);
+    let after = r
+        .fail(StepKind::Database, boom(), &policy(3), 1.0, later)
+        .unwrap();
+    assert_eq!(after, AfterFailure::RetryAt(later + Duration::seconds(1)));
+    assert_eq!(r.due_at(), Some(later + Duration::seconds(1)));
+    r.start(StepKind::Database, later).unwrap();
+    r.cancel(boom(), later).unwrap();
+    assert_eq!(r.due_at(), Some(later), "the undo is due at once");
+    let retry_at = r.compensation_failed(&policy(3), 1.0, later).unwrap();
+    assert_eq!(retry_at, later + Duration::seconds(1));
+    assert_eq!(r.due_at(), Some(retry_at));
+    let second = r.compensation_failed(&policy(3), 1.0, later).unwrap();
+    assert_eq!(
+        second,
+        later + Duration::seconds(2),
+        "undo retries back off"
+    );
+    r.compensated(StepKind::Database, later).unwrap();
+    assert_eq!((r.due_at(), r.compensation_attempts), (None, 0));
+    assert!(r.compensation_failed(&policy(3), 1.0, later).is_err());
+}
+
+#[test]
+fn compensation_never_gives_up_but_waits_at_most_the_longest_delay() {
+    let mut r = run();
+    r.start(StepKind::Database, now()).unwrap();
+    r.cancel(boom(), now()).unwrap();
+    let mut last = now();
+    for _ in 0..50 {
+        last = r.compensation_failed(&policy(2), 1.0, now()).unwrap();
+    }
+    assert_eq!(last, now() + Duration::seconds(30));
+}
+
+#[test]
+fn the_summary_names_the_step_at_work_or_the_one_that_failed() {
+    let mut r = run();
+    let s = r.summary();
+    assert_eq!(
+        (s.state, s.current_step, s.completed_steps, s.total_steps),
+        (RunState::Running, Some(StepKind::Database), 0, 5)
+    );
+    r.start(StepKind::Database, now()).unwrap();
+    r.succeed(StepKind::Database, now()).unwrap();
+    r.start(StepKind::Dns, now()).unwrap();
+    r.fail(StepKind::Dns, boom(), &policy(1), 0.5, now())
+        .unwrap();
+    for kind in [StepKind::Dns, StepKind::Database] {
+        r.compensated(kind, now()).unwrap();
+    }
+    let s = r.summary();
+    assert_eq!(
+        (s.state, s.current_step, s.completed_steps),
+        (RunState::Failed, Some(StepKind::Dns), 0),
+        "still the failed step once everything is undone"
+    );
+
+    let mut c = run();
+    c.cancel(boom(), now()).unwrap();
+    assert_eq!(c.summary().current_step, None);
+}
+
+#[test]
+fn names_round_trip() {
+    for kind in StepKind::ORDER {
+        assert_eq!(StepKind::parse(kind.as_str()), Some(kind));
+    }
+    for state in StepState::ALL {
+        assert_eq!(StepState::parse(state.as_str()), Some(state));
+    }
+    for state in RunState::ALL {
+        assert_eq!(RunState::parse(state.as_str()), Some(state));
+    }
+    assert_eq!(StepKind::parse("database"), None);
+}

@@ -485,4 +485,48 @@ mod tests {
         t.activate(Utc::now()).unwrap();
         assert!(matches!(t.check_etag("v1"), Err(Error::Aborted(_))));
     }
+
+    #[test]
+    fn provisioning_settles_a_provisioning_tenant_and_a_deleted_ones_restore_status() {
+        let now = Utc::now();
+        let mut t = tenant();
+        assert!(matches!(
+            t.settle_provisioning(TenantStatus::Suspended, String::new(), now),
+            Err(Error::Internal(_))
+        ));
+        assert!(
+            t.settle_provisioning(TenantStatus::Failed, "DNS: down".into(), now)
+                .unwrap()
+        );
+        assert_eq!(
+            (t.status(), t.status_reason(), t.version()),
+            (TenantStatus::Failed, "DNS: down", 2)
+        );
+        assert!(
+            !t.settle_provisioning(TenantStatus::Active, String::new(), now)
+                .unwrap(),
+            "only once"
+        );
+        t.restart_provisioning(now).unwrap();
+        assert_eq!(
+            (t.status(), t.status_reason()),
+            (TenantStatus::Provisioning, "")
+        );
+
+        // Deleted while its run went on: still DELETED, and undelete restores the outcome.
+        t.delete(Duration::days(30), now).unwrap();
+        assert!(
+            t.settle_provisioning(TenantStatus::Active, String::new(), now)
+                .unwrap()
+        );
+        assert_eq!(t.status(), TenantStatus::Deleted);
+        assert_eq!(t.undelete(now).unwrap(), TenantStatus::Active);
+
+        let mut active = tenant();
+        active.activate(now).unwrap();
+        assert!(matches!(
+            active.restart_provisioning(now),
+            Err(Error::FailedPrecondition(_))
+        ));
+    }
 }
