@@ -1,7 +1,7 @@
 # The Makefile mirrors CI: `make test` is exactly what .ci/run checks.
 CARGO ?= cargo
 
-.PHONY: run build test fmt fmt-check lint proto-lint services test-rust smoke certs migrate bench
+.PHONY: run build test fmt fmt-check lint proto-lint services test-rust smoke certs migrate bench bench-provisioning
 
 ## run: start tenantd with development certificates: in memory, or on DATABASE_URL when set
 run:
@@ -44,6 +44,12 @@ smoke:
 bench: services
 	$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench -- --store memory $(BENCH_ARGS)
 	$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench -- --store postgres $(BENCH_ARGS)
+
+## bench-provisioning: provision N tenants on PostgreSQL (release build) and print
+## tenants/s, per-step p50/p99 and the same schema DDL through psql.
+## BENCH_ARGS="--tenants 1000 --workers 8 --concurrency 32"
+bench-provisioning: services
+	$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench-provisioning -- $(BENCH_ARGS)
 
 ## migrate: apply the migrations to DATABASE_URL
 migrate:

@@ -14,6 +14,10 @@ CREATE TABLE provisioning_runs (
     pending_compensation  text[] NOT NULL DEFAULT '{}',
     compensation_attempts integer NOT NULL DEFAULT 0,
     compensation_retry_at timestamptz,
+    -- The summary the tenant resource shows, kept with every write of the run.
+    current_step          text,
+    completed_steps       integer NOT NULL DEFAULT 0,
+    total_steps           integer NOT NULL DEFAULT 0,
     -- The job queue: when a worker should look at the run next (NULL: never), and who holds
     -- it until when. lease_token fences writes: a worker whose lease was taken over cannot
     -- write any more.

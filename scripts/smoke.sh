@@ -29,10 +29,15 @@ done
 
 work=$(mktemp -d)
 schema=tenantd_smoke_$$_$RANDOM
+# Tenant schemas the PostgreSQL phase provisions, named apart so cleanup finds them.
+tenant_prefix=smoke_$$_${RANDOM}_t_
 server_pid=
 cleanup() {
   [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
   psql -q "$base_url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  for tenant_schema in $(psql -Atq "$base_url" -c "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, '$tenant_prefix')" 2>/dev/null); do
+    psql -q "$base_url" -c "DROP SCHEMA IF EXISTS \"$tenant_schema\" CASCADE" >/dev/null 2>&1 || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -79,7 +84,8 @@ phase() {
   done
   curl -sf http://127.0.0.1:9464/metrics >"$dir/metrics.txt" || true
   check "$name: promtool check metrics" promtool check metrics <"$dir/metrics.txt"
-  check "$name: metrics count CreateTenant" grep -q 'grpc_server_handled_total{grpc_code="OK",grpc_method="CreateTenant",grpc_service="tenant.v1.TenantService",grpc_type="unary"} 1' "$dir/metrics.txt"
+  check "$name: metrics count CreateTenant" grep -qE '^grpc_server_handled_total\{grpc_code="OK",grpc_method="CreateTenant",grpc_service="tenant.v1.TenantService",grpc_type="unary"\} [1-9]' "$dir/metrics.txt"
+  check "$name: metrics count successful provisioning runs" grep -qE '^provisioning_runs_total\{result="succeeded"\} [1-9]' "$dir/metrics.txt"
 
   kill -TERM "$server_pid" 2>/dev/null || true
   local status=0
@@ -95,7 +101,8 @@ phase() {
 }
 
 phase memory "smoke smoke-tenant" \
-  'tenant.v1.TenantService' 'rpc CreateTenant' '"slug": "acme"' '"status": "TENANT_STATUS_ACTIVE"' '"status": "SERVING"' \
+  'tenant.v1.TenantService' 'rpc CreateTenant' '"slug": "acme"' '"status": "TENANT_STATUS_PROVISIONING"' \
+  '"state": "RUN_STATE_SUCCEEDED"' '"status": "TENANT_STATUS_ACTIVE"' '"tenant.admin"' '"status": "SERVING"' \
   '"secret": "tk_' 'Code: PermissionDenied' 'refused, as it should be'
 
 psql -q "$base_url" -c "CREATE SCHEMA $schema" >/dev/null
@@ -103,9 +110,14 @@ psql -q "$base_url" -c "CREATE SCHEMA $schema" >/dev/null
 eval "$("$bin" keys generate | sed 's/^/export /')"
 export DATABASE_URL="$base_url?options=-csearch_path%3D$schema"
 [[ $base_url == *\?* ]] && export DATABASE_URL="$base_url&options=-csearch_path%3D$schema"
-phase postgres "smoke smoke-postgres" \
-  '"slug": "acme"' ' acme ' 'tenant.v1.TenantCreated' '"tenantCreated"'
-unset DATABASE_URL TENANTD_ENCRYPTION_KEYS TENANTD_BLIND_INDEX_KEY
+export TENANTD_TENANT_SCHEMA_PREFIX=$tenant_prefix
+phase postgres "smoke smoke-postgres smoke-cancel" \
+  '"slug": "acme"' ' acme ' '"state": "RUN_STATE_SUCCEEDED"' 'acme.tenants.tenantd.local' \
+  'tenant.v1.TenantCreated' '"tenantCreated"' '"welcomeNotificationRequested"' \
+  '"state": "RUN_STATE_CANCELLED"' 'wrong region' '"state": "STEP_STATE_COMPENSATED"'
+check "postgres: the cancelled tenant's schema was dropped and the retried one made again" \
+  test "$(psql -Atq "$base_url" -c "SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, '$tenant_prefix')")" -eq 2
+unset DATABASE_URL TENANTD_ENCRYPTION_KEYS TENANTD_BLIND_INDEX_KEY TENANTD_TENANT_SCHEMA_PREFIX
 
 echo "smoke: $passed passed, $failed failed"
 ((failed == 0))

@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use tenantd_e2e::pb::api_key_service_client::ApiKeyServiceClient;
-use tenantd_e2e::pb::{CreateApiKeyRequest, GetTenantRequest, VerifyApiKeyRequest};
+use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
+use tenantd_e2e::pb::{
+    CreateApiKeyRequest, GetTenantRequest, ListTenantsRequest, TenantStatus, VerifyApiKeyRequest,
+};
 use tenantd_e2e::{Backend, TestServer, create, new_tenant};
+use tonic::transport::Channel;
 
 struct Options {
     backend: Backend,
@@ -98,6 +102,35 @@ where
     Ok(())
 }
 
+/// Waits until no tenant is PROVISIONING any more, so the read phases measure the steady
+/// state rather than reads competing with thousands of background runs; prints how long.
+async fn settle(mut tenants: TenantServiceClient<Channel>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let provisioning = tenants
+            .list_tenants(ListTenantsRequest {
+                page_size: 1,
+                status: TenantStatus::Provisioning.into(),
+                ..ListTenantsRequest::default()
+            })
+            .await?
+            .into_inner()
+            .tenants;
+        if provisioning.is_empty() {
+            println!(
+                "(the created tenants' provisioning settled {:.1} s after the last create)",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_mins(30),
+            "provisioning did not settle within 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = options()?;
@@ -125,6 +158,8 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await?;
+
+    settle(tenants.clone()).await?;
 
     let ids: Arc<Vec<String>> =
         Arc::new(ids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone());

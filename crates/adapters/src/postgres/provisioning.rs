@@ -3,14 +3,12 @@
 //! workers never pick the same run; the lease token fences every later write, so a worker
 //! whose lease expired and was taken over cannot write any more.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use tenantd_domain::ports::{ClaimedRun, Lease, ProvisioningRepository, RunWrite};
 use tenantd_domain::provisioning::{
-    ProvisioningRun, RunId, RunState, RunSummary, Step, StepError, StepKind, StepState,
+    ProvisioningRun, RunId, RunState, Step, StepError, StepKind, StepState,
 };
 use tenantd_domain::{RepoError, TenantId};
 use uuid::Uuid;
@@ -129,9 +127,11 @@ pub(crate) async fn insert_run(
     tx: &mut Transaction<'_, Postgres>,
     run: &ProvisioningRun,
 ) -> Result<(), RepoError> {
+    let summary = run.summary();
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO provisioning_runs ({RUN_COLUMNS}, due_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        "INSERT INTO provisioning_runs ({RUN_COLUMNS}, due_at, current_step, completed_steps, \
+             total_steps) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     )))
     .bind(run.id.0)
     .bind(run.tenant_id.as_uuid())
@@ -146,10 +146,17 @@ pub(crate) async fn insert_run(
     .bind(run.compensation_retry_at)
     .bind(version(run.version)?)
     .bind(run.due_at())
+    .bind(summary.current_step.map(StepKind::as_str))
+    .bind(count(summary.completed_steps))
+    .bind(count(summary.total_steps))
     .execute(&mut **tx)
     .await
     .map_err(db)?;
     write_steps(tx, run, true).await
+}
+
+fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 fn compensation(run: &ProvisioningRun) -> Vec<String> {
@@ -217,48 +224,6 @@ async fn write_steps(
     Ok(())
 }
 
-/// The summaries of the latest runs of `tenants`, by tenant id.
-pub(crate) async fn summaries<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    tenants: &[Uuid],
-) -> Result<HashMap<Uuid, RunSummary>, RepoError> {
-    if tenants.is_empty() {
-        return Ok(HashMap::new());
-    }
-    // The current step as ProvisioningRun::summary defines it: while running, the first
-    // not succeeded; once failed, the one with an error.
-    let rows: Vec<(Uuid, Uuid, String, Option<String>, i64, i64)> = sqlx::query_as(
-        "SELECT DISTINCT ON (r.tenant_id) r.tenant_id, r.run_id, r.state, \
-             (SELECT s.kind FROM provisioning_steps s WHERE s.run_id = r.run_id \
-                AND ((r.state = 'RUNNING' AND s.state <> 'SUCCEEDED') \
-                     OR (r.state = 'FAILED' AND s.error_reason IS NOT NULL)) \
-                ORDER BY s.position LIMIT 1), \
-             (SELECT count(*) FROM provisioning_steps s \
-                WHERE s.run_id = r.run_id AND s.state = 'SUCCEEDED'), \
-             (SELECT count(*) FROM provisioning_steps s WHERE s.run_id = r.run_id) \
-         FROM provisioning_runs r WHERE r.tenant_id = ANY($1) \
-         ORDER BY r.tenant_id, r.run_id DESC",
-    )
-    .bind(tenants)
-    .fetch_all(executor)
-    .await
-    .map_err(db)?;
-    rows.into_iter()
-        .map(|(tenant, run, state, current, completed, total)| {
-            Ok((
-                tenant,
-                RunSummary {
-                    run_id: RunId(run),
-                    state: RunState::parse(&state).ok_or_else(|| corrupt("state"))?,
-                    current_step: current.as_deref().map(kind).transpose()?,
-                    completed_steps: u32::try_from(completed).unwrap_or(u32::MAX),
-                    total_steps: u32::try_from(total).unwrap_or(u32::MAX),
-                },
-            ))
-        })
-        .collect()
-}
-
 /// The writes of [`PgStore::save`], inside `tx`.
 async fn save_run(
     tx: &mut Transaction<'_, Postgres>,
@@ -266,11 +231,12 @@ async fn save_run(
     store: &PgStore,
 ) -> Result<(), RepoError> {
     let run = write.run;
+    let summary = run.summary();
     let updated = sqlx::query(
         "UPDATE provisioning_runs SET state = $3, finished_at = $4, deadline = $5, \
              error_reason = $6, error_message = $7, pending_compensation = $8, \
              compensation_attempts = $9, compensation_retry_at = $10, due_at = $11, \
-             version = $12 \
+             version = $12, current_step = $14, completed_steps = $15, total_steps = $16 \
          WHERE run_id = $1 AND version = $2 \
            AND ($13::uuid IS NULL OR lease_token = $13)",
     )
@@ -287,6 +253,9 @@ async fn save_run(
     .bind(run.due_at())
     .bind(version(run.version)?)
     .bind(write.lease.map(|l| l.token))
+    .bind(summary.current_step.map(StepKind::as_str))
+    .bind(count(summary.completed_steps))
+    .bind(count(summary.total_steps))
     .execute(&mut **tx)
     .await
     .map_err(db)?

@@ -13,10 +13,45 @@ use tenantd_domain::{
 };
 use uuid::Uuid;
 
-/// Columns of `tenants` in [`TenantRow`] order.
-pub(crate) const TENANT_COLUMNS: &str = "tenant_id, slug, display_name, plan_id, status, \
+/// `SELECT` of tenants with their latest run's summary (columns of [`RunSummaryColumns`])
+/// in one statement; append `WHERE ...` on `tenants`' own column names.
+pub(crate) const SELECT_TENANTS: &str = "SELECT tenant_id, slug, display_name, plan_id, status, \
      status_reason, status_before_delete, contact_email_sealed, contact_email_key_id, \
-     contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, version";
+     contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, version, \
+     run.run_id, run.run_state, run.current_step, run.completed_steps, run.total_steps \
+     FROM tenants t LEFT JOIN LATERAL ( \
+         SELECT r.run_id, r.state AS run_state, r.current_step, r.completed_steps, r.total_steps \
+         FROM provisioning_runs r WHERE r.tenant_id = t.tenant_id \
+         ORDER BY r.run_id DESC LIMIT 1) AS run ON true";
+
+/// The latest run's summary as [`SELECT_TENANTS`] reads it (all NULL without a run), as
+/// `ProvisioningRun::summary` computed it when the run was last written.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub(crate) struct RunSummaryColumns {
+    run_id: Option<Uuid>,
+    run_state: Option<String>,
+    current_step: Option<String>,
+    completed_steps: Option<i32>,
+    total_steps: Option<i32>,
+}
+
+impl RunSummaryColumns {
+    fn summary(self) -> Result<Option<RunSummary>, RepoError> {
+        let (Some(run_id), Some(state)) = (self.run_id, self.run_state) else {
+            return Ok(None);
+        };
+        Ok(Some(RunSummary {
+            run_id: RunId(run_id),
+            state: RunState::parse(&state).ok_or_else(|| corrupt("run state"))?,
+            current_step: self
+                .current_step
+                .map(|k| StepKind::parse(&k).ok_or_else(|| corrupt("run step")))
+                .transpose()?,
+            completed_steps: u32::try_from(self.completed_steps.unwrap_or(0)).unwrap_or(0),
+            total_steps: u32::try_from(self.total_steps.unwrap_or(0)).unwrap_or(0),
+        }))
+    }
+}
 
 /// One `tenants` row.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
@@ -39,10 +74,14 @@ pub(crate) struct TenantRow {
     pub purge_at: Option<DateTime<Utc>>,
     pub version: i64,
     /// The run summary the tenant carried: kept in a create's response snapshot (so a
-    /// replay answers exactly as the create did); never a column, reads attach the latest.
+    /// replay answers exactly as the create did); never a column.
     #[sqlx(skip)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning: Option<SummarySnapshot>,
+    /// The latest run, as [`SELECT_TENANTS`] reads it.
+    #[sqlx(flatten)]
+    #[serde(skip)]
+    pub latest_run: RunSummaryColumns,
 }
 
 /// A run summary in a response snapshot.
@@ -104,6 +143,7 @@ impl TenantRow {
             purge_at: p.purge_at,
             version: i64::try_from(p.version).unwrap_or(i64::MAX),
             provisioning: p.provisioning.as_ref().map(SummarySnapshot::of),
+            latest_run: RunSummaryColumns::default(),
         }
     }
 }
@@ -157,7 +197,10 @@ impl TenantRow {
                 .map(status)
                 .transpose()?,
             version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
-            provisioning: row.provisioning.map(SummarySnapshot::summary).transpose()?,
+            provisioning: match row.latest_run.summary()? {
+                Some(latest) => Some(latest),
+                None => row.provisioning.map(SummarySnapshot::summary).transpose()?,
+            },
         }))
     }
 }

@@ -15,8 +15,8 @@ use tenantd_domain::{Event, EventId, RepoError, Tenant, TenantId, TenantStatus};
 use uuid::Uuid;
 
 use super::errors::{db, translate};
-use super::provisioning::{insert_run, summaries};
-use super::rows::{EventRow, TENANT_COLUMNS, TenantRow};
+use super::provisioning::insert_run;
+use super::rows::{EventRow, SELECT_TENANTS, TenantRow};
 
 /// The PostgreSQL store: implements [`TenantRepository`], [`EventLog`], the API key
 /// repository and the audit log. Contact emails are sealed with `cipher` on the way in and
@@ -130,18 +130,6 @@ impl PgStore {
 
     pub(crate) fn cipher(&self) -> &dyn EmailCipher {
         &*self.cipher
-    }
-
-    /// Opens stored rows and attaches their latest runs' summaries.
-    async fn tenants(&self, rows: Vec<TenantRow>) -> Result<Vec<Tenant>, RepoError> {
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.tenant_id).collect();
-        let mut summaries = summaries(&self.pool, &ids).await?;
-        rows.into_iter()
-            .map(|r| {
-                let summary = summaries.remove(&r.tenant_id);
-                Ok(r.open(&*self.cipher)?.with_provisioning(summary))
-            })
-            .collect()
     }
 
     /// The pool's connections now: (open, idle, maximum).
@@ -357,13 +345,13 @@ impl TenantRepository for PgStore {
 
     async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {
         let row: Option<TenantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
+            "{SELECT_TENANTS} WHERE tenant_id = $1"
         )))
         .bind(id.as_uuid())
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok(self.tenants(row.into_iter().collect()).await?.pop())
+        row.map(|r| r.open(&*self.cipher)).transpose()
     }
 
     async fn update(
@@ -380,9 +368,8 @@ impl TenantRepository for PgStore {
     }
 
     async fn list(&self, query: &TenantQuery) -> Result<Vec<Tenant>, RepoError> {
-        let mut sql = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE purged_at IS NULL"
-        ));
+        let mut sql =
+            QueryBuilder::<Postgres>::new(format!("{SELECT_TENANTS} WHERE purged_at IS NULL"));
         if let Some(after) = query.after {
             sql.push(" AND tenant_id > ").push_bind(after.as_uuid());
         }
@@ -417,7 +404,7 @@ impl TenantRepository for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        self.tenants(rows).await
+        rows.into_iter().map(|r| r.open(&*self.cipher)).collect()
     }
 
     async fn find_idempotency(
