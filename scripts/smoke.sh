@@ -7,7 +7,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${TENANTD_BIN:-$root/target/debug/tenantd}
+bin=${TENANTD_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/tenantd}
 base_url=${TEST_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
 
 missing=()

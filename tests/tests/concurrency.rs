@@ -81,8 +81,8 @@ async fn twenty_concurrent_creates_with_one_request_id_make_one_tenant_and_ident
 }
 
 async fn two_concurrent_updates_with_the_same_etag_let_exactly_one_win(server: TestServer) {
-    let mut client = server.tenants().await.unwrap();
-    let tenant = create(&mut client, new_tenant("etag-race")).await.unwrap();
+    let client = server.tenants().await.unwrap();
+    let tenant = server.create_active(new_tenant("etag-race")).await.unwrap();
     let calls = ["First Writer", "Second Writer"].map(|name| {
         let mut client = client.clone();
         let mut change = tenant.clone();

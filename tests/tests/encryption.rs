@@ -115,8 +115,8 @@ async fn no_contact_email_is_stored_in_plaintext_anywhere() {
 async fn an_envelope_copied_to_another_tenant_is_an_internal_error_not_garbage() {
     let server = TestServer::start(Backend::Postgres).await.unwrap();
     let mut client = server.tenants().await.unwrap();
-    let victim = create(&mut client, new_tenant("victim")).await.unwrap();
-    let thief = create(&mut client, new_tenant("thief")).await.unwrap();
+    let victim = server.create_active(new_tenant("victim")).await.unwrap();
+    let thief = server.create_active(new_tenant("thief")).await.unwrap();
     let pool = sqlx::PgPool::connect(&server.schema().unwrap().url())
         .await
         .unwrap();

@@ -352,7 +352,7 @@ async fn a_new_tenant_is_provisioned_step_by_step_and_becomes_active() {
                 .sum()
         })
         .collect();
-    assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
     let last = seen.last().unwrap();
     assert_eq!(last.state(), RunState::Succeeded);
     assert!(last.finish_time.is_some());
@@ -489,6 +489,11 @@ async fn a_step_that_always_fails_fails_the_run_and_undoes_everything_in_reverse
         ],
         "compensation runs latest first"
     );
+    assert!(
+        transitions(&log).contains(&(StepKind::Notification, StepState::Cancelled, 0)),
+        "the step that never ran is cancelled, as an event too: {:?}",
+        transitions(&log)
+    );
     let dead_letter = log
         .iter()
         .find_map(|e| match e.payload.as_ref()? {
@@ -542,6 +547,35 @@ async fn a_step_that_always_fails_fails_the_run_and_undoes_everything_in_reverse
         counter(&metrics, "provisioning_runs_total", &[("result", "failed")]),
         1
     );
+}
+
+/// RetryProvisioning of a cancelled run: from the first step not done to ACTIVE; a second
+/// retry has nothing to restart.
+async fn retry_finishes_the_run(server: &TestServer, id: &str, run_id: &str) {
+    let mut provisioning = server.provisioning().await.unwrap();
+    let pool = pool(server).await;
+    let retried = provisioning
+        .retry_provisioning(RetryProvisioningRequest {
+            tenant_id: id.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .run
+        .unwrap();
+    assert_eq!(retried.state(), RunState::Running);
+    assert_eq!(retried.run_id, run_id);
+    let done = settle(&mut provisioning, id).await.unwrap();
+    assert_eq!(done.state(), RunState::Succeeded);
+    assert_eq!(get_tenant(server, id).await.status(), TenantStatus::Active);
+    assert!(schema_exists(&pool, &tenant_schema(server, id)).await);
+    let retry_again = provisioning
+        .retry_provisioning(RetryProvisioningRequest {
+            tenant_id: id.to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(retry_again.code(), Code::FailedPrecondition);
 }
 
 #[tokio::test]
@@ -610,6 +644,20 @@ async fn cancel_mid_run_compensates_and_retry_then_finishes_the_run() {
             .iter()
             .any(|e| matches!(&e.payload, Some(Payload::ProvisioningCancelled(c)) if c.reason.contains("changed their mind")))
     );
+    let cancelled_steps: Vec<_> = transitions(&events(&server, &id).await)
+        .into_iter()
+        .filter(|(_, state, _)| *state == StepState::Cancelled)
+        .map(|(kind, _, _)| kind)
+        .collect();
+    assert_eq!(
+        cancelled_steps,
+        [
+            StepKind::Dns,
+            StepKind::Credentials,
+            StepKind::Billing,
+            StepKind::Notification
+        ]
+    );
     let again = provisioning
         .cancel_provisioning(CancelProvisioningRequest {
             tenant_id: id.clone(),
@@ -619,33 +667,65 @@ async fn cancel_mid_run_compensates_and_retry_then_finishes_the_run() {
         .unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
 
-    // Retry from the first step not done: the provider is fast again.
     dns.release();
-    let retried = provisioning
-        .retry_provisioning(RetryProvisioningRequest {
+    retry_finishes_the_run(&server, &id, &run.run_id).await;
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_mid_run_cancels_and_undoes_its_provisioning() {
+    let dns = Fault::held();
+    let faults = Faults {
+        dns: Some(dns.clone()),
+        ..Faults::default()
+    };
+    let server = server_with(faults, |c| c).await;
+    let mut tenants = server.tenants().await.unwrap();
+    let created = create(&mut tenants, new_tenant("fleeting")).await.unwrap();
+    let id = created.tenant_id.clone();
+    wait_until(&server, &id, running(StepKind::Dns)).await;
+    tenants
+        .delete_tenant(tenantd_e2e::pb::DeleteTenantRequest {
             tenant_id: id.clone(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    dns.release();
+    let run = settle(&mut server.provisioning().await.unwrap(), &id)
+        .await
+        .unwrap();
+    assert_eq!(run.state(), RunState::Cancelled);
+    assert_eq!(run.error.unwrap().reason, "TENANT_DELETED");
+    let pool = pool(&server).await;
+    assert!(!schema_exists(&pool, &tenant_schema(&server, &id)).await);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM dns_records WHERE tenant_id = $1",
+            &id
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        get_tenant(&server, &id).await.status(),
+        TenantStatus::Deleted
+    );
+    let restored = tenants
+        .undelete_tenant(tenantd_e2e::pb::UndeleteTenantRequest {
+            tenant_id: id.clone(),
+            etag: String::new(),
         })
         .await
         .unwrap()
         .into_inner()
-        .run
+        .tenant
         .unwrap();
-    assert_eq!(retried.state(), RunState::Running);
-    assert_eq!(retried.run_id, run.run_id);
-    let done = settle(&mut provisioning, &id).await.unwrap();
-    assert_eq!(done.state(), RunState::Succeeded);
     assert_eq!(
-        get_tenant(&server, &id).await.status(),
-        TenantStatus::Active
+        restored.status(),
+        TenantStatus::Cancelled,
+        "retry is the way back"
     );
-    assert!(schema_exists(&pool, &tenant_schema(&server, &id)).await);
-    let retry_again = provisioning
-        .retry_provisioning(RetryProvisioningRequest {
-            tenant_id: id.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(retry_again.code(), Code::FailedPrecondition);
 }
 
 #[tokio::test]

@@ -259,7 +259,7 @@ async fn list_tenants_pages_in_creation_order_and_filters(server: TestServer) {
 
 async fn update_tenant_changes_only_masked_fields_and_checks_the_etag(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
-    let created = create(&mut client, new_tenant("acme")).await.unwrap();
+    let created = server.create_active(new_tenant("acme")).await.unwrap();
 
     let mut change = created.clone();
     change.display_name = "Acme Holdings".into();

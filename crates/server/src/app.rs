@@ -209,6 +209,7 @@ impl App {
             )))
             .add_service(ProvisioningServiceServer::new(ProvisioningApi::new(
                 services.provisioning.clone(),
+                stop_tx.subscribe(),
             )))
             .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)));
 

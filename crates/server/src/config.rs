@@ -672,6 +672,10 @@ fn provisioning(args: &ServeArgs, file: &FileConfig) -> Result<ProvisioningSetti
         args.provisioning_lease_ms.or(file.provisioning_lease_ms),
         ms(defaults.lease),
     )?;
+    if lease < Duration::from_secs(1) {
+        // Renewed every third of it: shorter leases lapse under ordinary latency.
+        return Err(bad("provisioning-lease-ms", "must be at least 1000"));
+    }
     let backoff_base = positive_ms(
         "provisioning-backoff-base-ms",
         args.provisioning_backoff_base_ms
@@ -881,6 +885,7 @@ mod tests {
                 "provisioning-max-attempts",
             ),
             (&["--provisioning-lease-ms", "0"], "provisioning-lease-ms"),
+            (&["--provisioning-lease-ms", "999"], "provisioning-lease-ms"),
             (
                 &[
                     "--provisioning-backoff-base-ms",

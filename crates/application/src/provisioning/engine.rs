@@ -8,6 +8,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use tenantd_domain::ports::{
     Clock, IdGenerator, Lease, ProvisioningRepository, RunWrite, TenantRepository,
 };
@@ -17,7 +19,9 @@ use tenantd_domain::provisioning::{
 use tenantd_domain::{Error, EventKind, RepoError, Tenant, TenantStatus};
 
 use super::steps::StepPorts;
-use super::{ProvisioningObserver, ProvisioningSettings, Signals, events};
+use super::{
+    ProvisioningObserver, ProvisioningSettings, Signals, events, step_changed, transitions,
+};
 
 /// How often a worker re-reads the tenant after a concurrent change to it.
 const TENANT_RACE_ATTEMPTS: usize = 5;
@@ -180,24 +184,45 @@ impl Engine {
         work: impl Future<Output = T>,
     ) -> Result<Option<T>, Stop> {
         let renew_every = (self.settings.lease / 3).max(Duration::from_millis(10));
-        let lease_for = chrono::Duration::from_std(self.settings.lease)
-            .unwrap_or(chrono::Duration::seconds(30));
+        // Renewed before the work starts (so a run driven through several steps never
+        // outlives its lease between them), then every third of the lease.
+        let mut held_until = self.renew(run, lease).await?;
         let work = tokio::time::timeout(self.settings.step_timeout, work);
         tokio::pin!(work);
-        let mut ticker = tokio::time::interval(renew_every);
-        ticker.tick().await;
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         loop {
             tokio::select! {
                 done = &mut work => return Ok(done.ok()),
                 _ = ticker.tick() => {
-                    match self.runs.renew(run.id, run.version, lease, self.clock.now() + lease_for).await {
-                        Ok(true) => {}
-                        Ok(false) => return Err(Stop::Superseded),
-                        // A blip: the lease is still ours until it expires; try again next tick.
-                        Err(err) => tracing::warn!(run_id = %run.id, error = %err, "cannot renew a provisioning lease"),
+                    match self.renew(run, lease).await {
+                        Ok(until) => held_until = until,
+                        // The store cannot be reached: the lease is ours until it
+                        // expires, and not a moment longer.
+                        Err(Stop::Failed(err)) if self.clock.now() < held_until => {
+                            tracing::warn!(run_id = %run.id, error = %err, "cannot renew a provisioning lease; retrying");
+                        }
+                        Err(Stop::Failed(err)) => {
+                            tracing::warn!(run_id = %run.id, error = %err, "the provisioning lease expired unrenewed; abandoning the attempt");
+                            return Err(Stop::Superseded);
+                        }
+                        Err(stop) => return Err(stop),
                     }
                 }
             }
+        }
+    }
+
+    /// Extends the lease; when it expires now. [`Stop::Superseded`] when it was lost or the
+    /// run changed under it.
+    async fn renew(&self, run: &ProvisioningRun, lease: &Lease) -> Result<DateTime<Utc>, Stop> {
+        let lease_for = chrono::Duration::from_std(self.settings.lease)
+            .unwrap_or(chrono::Duration::seconds(30));
+        let until = self.clock.now() + lease_for;
+        match self.runs.renew(run.id, run.version, lease, until).await {
+            Ok(true) => Ok(until),
+            Ok(false) => Err(Stop::Superseded),
+            Err(err) => Err(Stop::Failed(err.into())),
         }
     }
 
@@ -217,6 +242,15 @@ impl Engine {
         kind: StepKind,
     ) -> Result<(), Stop> {
         let tenant = self.tenant(run).await?;
+        if tenant.status() == TenantStatus::Deleted {
+            // Deleting a tenant cancels its provisioning: nothing more is made for it, and
+            // what was made is undone.
+            let reason = StepError::new(
+                "TENANT_DELETED",
+                "the tenant was deleted while it was being provisioned",
+            );
+            return self.cancel(run, lease, reason).await;
+        }
         let mut next = run.clone();
         next.start(kind, self.clock.now())?;
         let attempt = next.step(kind).attempts;
@@ -313,21 +347,47 @@ impl Engine {
                 tracing::warn!(tenant_id = %run.tenant_id, run_id = %run.id, step = %kind, attempt, reason = %error.reason, retry_at = %at, "provisioning step failed; it will be retried");
             }
             AfterFailure::Compensate(undo) => {
-                let kinds = vec![
-                    step_changed(run, kind, StepState::Failed, attempt, Some(error.clone())),
-                    // The dead letter: what failed, and why.
-                    EventKind::ProvisioningFailed {
-                        run_id: run.id.to_string(),
-                        failed_step: kind,
-                        error: error.clone(),
-                    },
-                ];
+                let mut kinds = vec![step_changed(
+                    run,
+                    kind,
+                    StepState::Failed,
+                    attempt,
+                    Some(error.clone()),
+                )];
+                // The steps that will not run now.
+                kinds.extend(transitions(run, &next, Some(kind)));
+                // The dead letter: what failed, and why.
+                kinds.push(EventKind::ProvisioningFailed {
+                    run_id: run.id.to_string(),
+                    failed_step: kind,
+                    error: error.clone(),
+                });
                 let settle = Some((TenantStatus::Failed, error.to_string()));
                 self.store(run, next, lease, kinds, settle).await?;
                 tracing::error!(tenant_id = %run.tenant_id, run_id = %run.id, step = %kind, attempt, reason = %error.reason, message = %error.message, undo = ?undo, "provisioning failed; compensating");
                 self.observer.run_finished(RunState::Failed);
             }
         }
+        Ok(())
+    }
+
+    async fn cancel(
+        &self,
+        run: &mut ProvisioningRun,
+        lease: &Lease,
+        reason: StepError,
+    ) -> Result<(), Stop> {
+        let mut next = run.clone();
+        next.cancel(reason.clone(), self.clock.now())?;
+        let mut kinds = transitions(run, &next, None);
+        kinds.push(EventKind::ProvisioningCancelled {
+            run_id: run.id.to_string(),
+            reason: reason.to_string(),
+        });
+        let settle = Some((TenantStatus::Cancelled, reason.to_string()));
+        self.store(run, next, lease, kinds, settle).await?;
+        tracing::info!(tenant_id = %run.tenant_id, run_id = %run.id, reason = %reason.reason, "provisioning cancelled");
+        self.observer.run_finished(RunState::Cancelled);
         Ok(())
     }
 
@@ -363,7 +423,14 @@ impl Engine {
                     Some(Err(error)) => error,
                     _ => StepError::new("STEP_TIMEOUT", "the undo did not finish in time"),
                 };
-                let at = next.compensation_failed(&self.settings.retry, jitter(&*self.ids), now)?;
+                let at = next.compensation_failed(
+                    error.clone(),
+                    &self.settings.retry,
+                    jitter(&*self.ids),
+                    now,
+                )?;
+                self.observer
+                    .step_attempt(kind.as_str(), "undo_failed", started.elapsed());
                 self.store(run, next, lease, Vec::new(), None).await?;
                 tracing::warn!(tenant_id = %run.tenant_id, run_id = %run.id, step = %kind, reason = %error.reason, message = %error.message, retry_at = %at, "cannot undo a provisioning step; will try again");
             }
@@ -438,22 +505,6 @@ impl Engine {
             () = self.signals.woken() => {}
             () = tokio::time::sleep(self.settings.poll_interval) => {}
         }
-    }
-}
-
-fn step_changed(
-    run: &ProvisioningRun,
-    step: StepKind,
-    state: StepState,
-    attempt: u32,
-    error: Option<StepError>,
-) -> EventKind {
-    EventKind::ProvisioningStepChanged {
-        run_id: run.id.to_string(),
-        step,
-        state,
-        attempt,
-        error,
     }
 }
 

@@ -19,7 +19,9 @@ use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{
     Clock, IdGenerator, ProvisioningRepository, RunWrite, TenantRepository,
 };
-use tenantd_domain::provisioning::{ProvisioningRun, RetryPolicy, RunState, StepError, StepState};
+use tenantd_domain::provisioning::{
+    ProvisioningRun, RetryPolicy, RunState, StepError, StepKind, StepState,
+};
 use tenantd_domain::{Error, Event, EventId, EventKind, RepoError, TenantId, TenantStatus};
 use tokio::sync::{Notify, broadcast};
 use tracing::instrument;
@@ -291,18 +293,8 @@ impl ProvisioningService {
         let run = self
             .change(id, |run, now| {
                 run.retry(now, timeout)?;
-                let first = run.current().map(|s| s.kind);
                 Ok((
-                    first
-                        .map(|step| EventKind::ProvisioningStepChanged {
-                            run_id: run.id.to_string(),
-                            step,
-                            state: StepState::Pending,
-                            attempt: 0,
-                            error: None,
-                        })
-                        .into_iter()
-                        .collect(),
+                    Vec::new(),
                     Some((TenantStatus::Provisioning, String::new())),
                 ))
             })
@@ -312,7 +304,8 @@ impl ProvisioningService {
     }
 
     /// Applies `change` to the tenant's latest run and stores it with the tenant's new
-    /// status and the events, retrying when a worker wrote first.
+    /// status, an event per step whose state changed and the change's own events, retrying
+    /// when a worker wrote first.
     async fn change(
         &self,
         id: TenantId,
@@ -330,8 +323,11 @@ impl ProvisioningService {
                 .await?
                 .ok_or_else(|| Error::tenant_not_found(id))?;
             let expected = run.version;
-            let (kinds, status) = change(&mut run, now)?;
+            let before = run.clone();
+            let (outcome, status) = change(&mut run, now)?;
             run.version = expected + 1;
+            let mut kinds = transitions(&before, &run, None);
+            kinds.extend(outcome);
             let mut changed = tenant.clone();
             let tenant_write = match status {
                 Some((TenantStatus::Provisioning, _)) => {
@@ -365,6 +361,39 @@ impl ProvisioningService {
             "the run kept changing while the request was applied; retry".into(),
         ))
     }
+}
+
+/// A step's transition as an event.
+fn step_changed(
+    run: &ProvisioningRun,
+    step: StepKind,
+    state: StepState,
+    attempt: u32,
+    error: Option<StepError>,
+) -> EventKind {
+    EventKind::ProvisioningStepChanged {
+        run_id: run.id.to_string(),
+        step,
+        state,
+        attempt,
+        error,
+    }
+}
+
+/// Events for the steps whose state differs between `before` and `after`, except `skip`
+/// (whose event, with its error, the caller writes).
+fn transitions(
+    before: &ProvisioningRun,
+    after: &ProvisioningRun,
+    skip: Option<StepKind>,
+) -> Vec<EventKind> {
+    before
+        .steps
+        .iter()
+        .zip(&after.steps)
+        .filter(|(b, a)| b.state != a.state && Some(a.kind) != skip)
+        .map(|(_, a)| step_changed(after, a.kind, a.state, a.attempts, None))
+        .collect()
 }
 
 /// Events of `tenant`, in order, at `now`.

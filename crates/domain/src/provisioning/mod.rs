@@ -490,7 +490,9 @@ impl ProvisioningRun {
     }
 
     fn end(&mut self, state: RunState, error: StepError, now: DateTime<Utc>) -> Vec<StepKind> {
-        // Whatever was done or attempted may have left something behind.
+        // Whatever was done or attempted may have left something behind: an attempt that
+        // timed out or whose worker was lost (now waiting for a retry) may have finished
+        // its work all the same.
         let undo: Vec<StepKind> = self
             .steps
             .iter()
@@ -499,7 +501,7 @@ impl ProvisioningRun {
                 matches!(
                     s.state,
                     StepState::Succeeded | StepState::Failed | StepState::Running
-                )
+                ) || (s.state == StepState::Pending && s.attempts > 0)
             })
             .map(|s| s.kind)
             .collect();
@@ -536,7 +538,8 @@ impl ProvisioningRun {
         Ok(())
     }
 
-    /// Undoing the next pending step failed: it is tried again after the policy's delay
+    /// Undoing the next pending step failed with `error` (kept as the step's last error):
+    /// it is tried again after the policy's delay
     /// (compensation never gives up: leaving a half-provisioned tenant behind is worse than
     /// retrying at the longest delay forever). Returns when.
     ///
@@ -544,15 +547,18 @@ impl ProvisioningRun {
     /// [`Error::FailedPrecondition`] when nothing is pending compensation.
     pub fn compensation_failed(
         &mut self,
+        error: StepError,
         policy: &RetryPolicy,
         jitter: f64,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, Error> {
-        if self.pending_compensation.is_empty() {
+        let Some(kind) = self.pending_compensation.first().copied() else {
             return Err(Error::FailedPrecondition(
                 "nothing is waiting to be compensated".into(),
             ));
-        }
+        };
+        // Shown on the step, so an operator sees why the undo does not finish.
+        self.step_mut(kind).last_error = Some(error);
         self.compensation_attempts = self.compensation_attempts.saturating_add(1);
         let unbounded = RetryPolicy {
             max_attempts: u32::MAX,

@@ -194,10 +194,14 @@ fn a_run_is_due_at_its_current_step_then_at_its_undo_then_never() {
     r.start(StepKind::Database, later).unwrap();
     r.cancel(boom(), later).unwrap();
     assert_eq!(r.due_at(), Some(later), "the undo is due at once");
-    let retry_at = r.compensation_failed(&policy(3), 1.0, later).unwrap();
+    let retry_at = r
+        .compensation_failed(boom(), &policy(3), 1.0, later)
+        .unwrap();
     assert_eq!(retry_at, later + Duration::seconds(1));
     assert_eq!(r.due_at(), Some(retry_at));
-    let second = r.compensation_failed(&policy(3), 1.0, later).unwrap();
+    let second = r
+        .compensation_failed(boom(), &policy(3), 1.0, later)
+        .unwrap();
     assert_eq!(
         second,
         later + Duration::seconds(2),
@@ -205,7 +209,10 @@ fn a_run_is_due_at_its_current_step_then_at_its_undo_then_never() {
     );
     r.compensated(StepKind::Database, later).unwrap();
     assert_eq!((r.due_at(), r.compensation_attempts), (None, 0));
-    assert!(r.compensation_failed(&policy(3), 1.0, later).is_err());
+    assert!(
+        r.compensation_failed(boom(), &policy(3), 1.0, later)
+            .is_err()
+    );
 }
 
 #[test]
@@ -215,7 +222,9 @@ fn compensation_never_gives_up_but_waits_at_most_the_longest_delay() {
     r.cancel(boom(), now()).unwrap();
     let mut last = now();
     for _ in 0..50 {
-        last = r.compensation_failed(&policy(2), 1.0, now()).unwrap();
+        last = r
+            .compensation_failed(boom(), &policy(2), 1.0, now())
+            .unwrap();
     }
     assert_eq!(last, now() + Duration::seconds(30));
 }
@@ -260,4 +269,23 @@ fn names_round_trip() {
         assert_eq!(RunState::parse(state.as_str()), Some(state));
     }
     assert_eq!(StepKind::parse("database"), None);
+}
+
+#[test]
+fn a_step_waiting_to_retry_after_an_attempt_is_undone_too() {
+    let mut r = run();
+    r.start(StepKind::Database, now()).unwrap();
+    r.succeed(StepKind::Database, now()).unwrap();
+    r.start(StepKind::Dns, now()).unwrap();
+    // The attempt timed out, perhaps after its work was done; it waits for a retry.
+    r.fail(StepKind::Dns, boom(), &policy(3), 0.5, now())
+        .unwrap();
+    assert_eq!(r.step(StepKind::Dns).state, StepState::Pending);
+    let undo = r.cancel(boom(), now()).unwrap();
+    assert_eq!(undo, [StepKind::Dns, StepKind::Database]);
+    // An undo that fails shows why on its step.
+    let stuck = StepError::new("DNS_PROVIDER_UNAVAILABLE", "undo refused");
+    r.compensation_failed(stuck.clone(), &policy(3), 0.5, now())
+        .unwrap();
+    assert_eq!(r.step(StepKind::Dns).last_error, Some(stuck));
 }

@@ -7,7 +7,7 @@ use futures::Stream;
 use tenantd_application::{Operation, ProvisioningService};
 use tenantd_domain::TenantId;
 use tenantd_domain::provisioning::ProvisioningRun;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -22,12 +22,13 @@ const WATCH_BUFFER: usize = 4;
 #[derive(Debug, Clone)]
 pub struct ProvisioningApi {
     service: ProvisioningService,
+    stopping: watch::Receiver<bool>,
 }
 
 impl ProvisioningApi {
-    /// Handlers over `service`.
-    pub fn new(service: ProvisioningService) -> Self {
-        Self { service }
+    /// Handlers over `service`; open watches end when `stopping` turns true (shutdown).
+    pub fn new(service: ProvisioningService, stopping: watch::Receiver<bool>) -> Self {
+        Self { service, stopping }
     }
 }
 
@@ -42,28 +43,42 @@ fn message(run: &ProvisioningRun) -> proto::WatchProvisioningResponse {
     }
 }
 
-/// Follows `tenant`'s run after `first` was sent: on each local change signal, or every
-/// poll interval for changes other replicas make, it re-reads the run and sends it if it
-/// changed; it stops after a settled run, when the client goes away, or on a store error
-/// (sent as the stream's status).
+/// Follows `tenant`'s run after `first` was sent: on each local change signal of this
+/// tenant, and every poll interval for changes other replicas make, it re-reads the run
+/// and sends it if it changed; it stops after a settled run, when the client goes away, on
+/// shutdown (UNAVAILABLE: watch again elsewhere) or on a store error (as the status).
 async fn follow(
     service: ProvisioningService,
     tenant: TenantId,
     mut changes: broadcast::Receiver<TenantId>,
     mut last: ProvisioningRun,
     tx: mpsc::Sender<Result<proto::WatchProvisioningResponse, Status>>,
+    mut stopping: watch::Receiver<bool>,
 ) {
-    let poll = service.watch_poll_interval();
+    // One ticker for the whole watch: signals about other tenants must not postpone it.
+    let mut poll = tokio::time::interval(service.watch_poll_interval());
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
     loop {
         tokio::select! {
             () = tx.closed() => return,
+            flipped = stopping.changed() => {
+                let stop = flipped.is_err() || *stopping.borrow();
+                if stop {
+                    let _gone = tx
+                        .send(Err(Status::unavailable("tenantd is shutting down; watch again")))
+                        .await;
+                    return;
+                }
+                continue;
+            }
             signal = changes.recv() => match signal {
                 Ok(other) if other != tenant => continue,
                 // Lagged: some signal may have been ours; read to find out.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            () = tokio::time::sleep(poll) => {}
+            _ = poll.tick() => {}
         }
         match service.get(&tenant.to_string()).await {
             Ok(run) if run.id == last.id && run.version == last.version => {}
@@ -135,6 +150,7 @@ impl provisioning_service_server::ProvisioningService for ProvisioningApi {
                 changes,
                 first,
                 tx,
+                self.stopping.clone(),
             ));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
