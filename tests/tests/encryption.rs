@@ -9,11 +9,13 @@
 
 use prost_types::FieldMask;
 use tenantd_adapters::postgres::testing::ScratchSchema;
+use tenantd_e2e::pb::api_key_service_client::ApiKeyServiceClient;
 use tenantd_e2e::pb::{
-    CreateTenantRequest, GetTenantRequest, ListTenantsRequest, UpdateTenantRequest,
+    ClaimInitialApiKeyRequest, CreateTenantRequest, GetTenantRequest, ListTenantsRequest,
+    UpdateTenantRequest,
 };
 use tenantd_e2e::process::binary;
-use tenantd_e2e::{Backend, TestKeys, TestServer, create, new_tenant};
+use tenantd_e2e::{Backend, TestKeys, TestServer, new_tenant};
 use tonic::Code;
 
 async fn dump(url: &str) -> String {
@@ -159,17 +161,18 @@ async fn rewrap_moves_every_row_to_the_new_key_so_the_old_one_can_go() {
     let old = TestKeys::with_ids(&["k1"]);
     let schema = ScratchSchema::create().await.unwrap();
     let schema_url = schema.url();
+    let tenant_prefix = schema.tenant_schema_prefix();
     let first = TestServer::start_on_schema(schema, &old).await.unwrap();
-    let mut client = first.tenants().await.unwrap();
     let mut created = Vec::new();
     for i in 0..5 {
+        // Provisioned: each also has an admin user in its schema and a sealed first key.
         created.push(
-            create(&mut client, new_tenant(&format!("rot-{i}")))
+            first
+                .create_active(new_tenant(&format!("rot-{i}")))
                 .await
                 .unwrap(),
         );
     }
-    drop(client);
     let schema = first.stop().await.unwrap().unwrap();
 
     let new_key = TestKeys::with_ids(&["k2"]);
@@ -181,6 +184,7 @@ async fn rewrap_moves_every_row_to_the_new_key_so_the_old_one_can_go() {
         .args(["keys", "rewrap", "--batch-size", "2"])
         .envs(rotated.env())
         .env("TENANTD_DATABASE_URL", &schema_url)
+        .env("TENANTD_TENANT_SCHEMA_PREFIX", &tenant_prefix)
         .env_remove("DATABASE_URL")
         .output()
         .await
@@ -190,7 +194,13 @@ async fn rewrap_moves_every_row_to_the_new_key_so_the_old_one_can_go() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("re-sealed 5 contact emails"));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(
+            "re-sealed 5 contact emails, 5 tenant user emails and 5 unclaimed first API keys"
+        ),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 
     let pool = sqlx::PgPool::connect(&schema_url).await.unwrap();
     let keys: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT contact_email_key_id FROM tenants")
@@ -207,6 +217,26 @@ async fn rewrap_moves_every_row_to_the_new_key_so_the_old_one_can_go() {
         .await
         .unwrap();
     let mut client = second.tenants().await.unwrap();
+    let mut keys = ApiKeyServiceClient::new(second.admin_channel().await.unwrap());
+    for tenant in &created {
+        let schema_name = format!("{tenant_prefix}{}", tenant.tenant_id.replace('-', ""));
+        let (key_id,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT email_key_id FROM \"{schema_name}\".users"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(key_id, "k2");
+        // The first key's secret, sealed under k1, opens with k2 alone.
+        let claimed = keys
+            .claim_initial_api_key(ClaimInitialApiKeyRequest {
+                tenant_id: tenant.tenant_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(claimed.secret.starts_with("tk_"));
+    }
     for tenant in created {
         let read = client
             .get_tenant(GetTenantRequest {

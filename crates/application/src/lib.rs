@@ -19,8 +19,8 @@ pub use events::EventService;
 pub use pagination::{Page, PageRequest};
 pub use plans::PlanService;
 pub use provisioning::{
-    Engine, NoObserver, Providers, ProvisioningObserver, ProvisioningService, ProvisioningSettings,
-    Signals, StepPorts,
+    Engine, INITIAL_KEY_PURPOSE, NoObserver, Providers, ProvisioningObserver, ProvisioningService,
+    ProvisioningSettings, Signals, StepPorts,
 };
 pub use tenants::{
     CreateTenant, ListTenants, TenantFields, TenantService, TenantSettings, UpdateTenant,

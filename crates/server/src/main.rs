@@ -126,7 +126,10 @@ async fn rewrap(args: ServeArgs, batch_size: usize) -> anyhow::Result<()> {
     let config = Config::load(args)?;
     telemetry::init(config.log_format, &config.log);
     let rewrapped = tenantd_server::wiring::rewrap(&config, batch_size).await?;
-    println!("re-sealed {rewrapped} contact emails with the primary key");
+    println!(
+        "re-sealed {} contact emails, {} tenant user emails and {} unclaimed first API keys with the primary key",
+        rewrapped.contact_emails, rewrapped.user_emails, rewrapped.initial_keys
+    );
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use tenantd_adapters::postgres::{
 };
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
 use tenantd_application::{
-    ApiKeyService, AuditService, Engine, EventService, PlanService, Providers,
+    ApiKeyService, AuditService, Engine, EventService, INITIAL_KEY_PURPOSE, PlanService, Providers,
     ProvisioningObserver, ProvisioningService, Signals, StepPorts, TenantService, TenantSettings,
 };
 use tenantd_domain::ports::{
@@ -246,25 +246,54 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-seals contact emails still on older keys (`tenantd keys rewrap`).
+/// What `tenantd keys rewrap` re-sealed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rewrapped {
+    /// Tenants' contact emails.
+    pub contact_emails: u64,
+    /// Emails of the users in the tenants' own schemas.
+    pub user_emails: u64,
+    /// Sealed first-API-key secrets not claimed yet.
+    pub initial_keys: u64,
+}
+
+/// Re-seals everything still sealed with older keys (`tenantd keys rewrap`): contact
+/// emails, the tenant schemas' user emails, unclaimed first-API-key secrets.
 ///
 /// # Errors
 /// When no database is configured, the keys are invalid, or the database fails.
-pub async fn rewrap(config: &Config, batch_size: usize) -> anyhow::Result<u64> {
+pub async fn rewrap(config: &Config, batch_size: usize) -> anyhow::Result<Rewrapped> {
     let Store::Postgres { url, .. } = &config.store else {
         anyhow::bail!(
             "database-url: no database is configured (set DATABASE_URL or --database-url)"
         );
     };
-    let ring = key_ring(config)?;
+    let ring = Arc::new(key_ring(config)?);
     let pool = postgres::connect(url.expose(), &pg_settings(config))
         .await
         .context("database-url")?;
-    let store = PgStore::new(pool.clone(), Arc::new(ring));
-    let rewrapped = store
-        .rewrap_contact_emails(batch_size)
-        .await
-        .map_err(|e| anyhow::anyhow!("rewrap: {e}"))?;
+    let store = PgStore::new(pool.clone(), ring.clone());
+    let databases = PgTenantDatabases::new(
+        pool.clone(),
+        ring.clone(),
+        &config.tenant_resources.schema_prefix,
+    )
+    .map_err(|e| anyhow::anyhow!("tenant-schema-prefix: {e}"))?;
+    let failed = |e: tenantd_domain::RepoError| anyhow::anyhow!("rewrap: {e}");
+    let rewrapped = Rewrapped {
+        contact_emails: store
+            .rewrap_contact_emails(batch_size)
+            .await
+            .map_err(failed)?,
+        user_emails: databases
+            .rewrap_user_emails(batch_size)
+            .await
+            .map_err(failed)?,
+        initial_keys: store
+            .rewrap_initial_keys(&*ring, INITIAL_KEY_PURPOSE, batch_size)
+            .await
+            .map_err(failed)?,
+    };
     pool.close().await;
     Ok(rewrapped)
 }

@@ -171,6 +171,87 @@ impl PgTenantDatabases {
     }
 }
 
+impl PgTenantDatabases {
+    /// Re-seals, in batches of `batch_size`, the emails of every tenant schema's users not
+    /// sealed with the primary key. Returns how many.
+    ///
+    /// # Errors
+    /// Store failures, or an envelope that does not open (nothing of that batch is written).
+    pub async fn rewrap_user_emails(&self, batch_size: usize) -> Result<u64, RepoError> {
+        let tenants: Vec<(Uuid,)> = sqlx::query_as("SELECT tenant_id FROM tenants")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut total = 0;
+        for (id,) in tenants {
+            let tenant = TenantId::from_uuid(id)
+                .map_err(|_| RepoError::Internal("stored tenant has an invalid id".into()))?;
+            total += self.rewrap_schema(tenant, batch_size).await?;
+        }
+        Ok(total)
+    }
+
+    async fn rewrap_schema(&self, tenant: TenantId, batch_size: usize) -> Result<u64, RepoError> {
+        let schema = self.schema(tenant);
+        let name = schema.trim_matches('"').to_owned();
+        let exists = sqlx::query("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+            .bind(&name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        if exists.is_none() {
+            return Ok(0);
+        }
+        let primary = self.cipher.primary_key_id();
+        let limit = i64::try_from(batch_size.max(1)).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            let batch = async {
+                let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT user_id, email_sealed FROM {schema}.users \
+                     WHERE email_key_id <> $1 LIMIT $2 FOR UPDATE SKIP LOCKED"
+                )))
+                .bind(&primary)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                for (user, envelope) in &rows {
+                    let email = self
+                        .cipher
+                        .open(tenant, envelope)
+                        .map_err(|e| RepoError::Internal(format!("tenant {tenant}: {e}")))?;
+                    let sealed = self.cipher.seal(tenant, &email);
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE {schema}.users SET email_sealed = $2, email_key_id = $3 \
+                         WHERE user_id = $1"
+                    )))
+                    .bind(user)
+                    .bind(sealed.envelope)
+                    .bind(sealed.key_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                }
+                Ok::<u64, RepoError>(rows.len() as u64)
+            }
+            .await;
+            match batch {
+                Ok(0) => {
+                    tx.commit().await.map_err(db)?;
+                    return Ok(total);
+                }
+                Ok(n) => {
+                    tx.commit().await.map_err(db)?;
+                    total += n;
+                }
+                Err(err) => return Err(super::tenants::abort(tx, err).await),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl TenantDatabases for PgTenantDatabases {
     async fn provision(&self, target: &ProvisioningTarget) -> Result<(), StepError> {

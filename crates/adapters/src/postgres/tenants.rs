@@ -8,7 +8,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{PgPool, Postgres, QueryBuilder, Transaction};
 use tenantd_domain::ports::{
-    EmailCipher, EventLog, IdempotencyRecord, TenantQuery, TenantRepository,
+    EmailCipher, EventLog, IdempotencyRecord, SecretSealer, TenantQuery, TenantRepository,
 };
 use tenantd_domain::provisioning::ProvisioningRun;
 use tenantd_domain::{Event, EventId, RepoError, Tenant, TenantId, TenantStatus};
@@ -79,6 +79,71 @@ impl PgStore {
                 rewrapped = total,
                 "re-sealed contact emails with the primary key"
             );
+        }
+    }
+
+    /// Re-seals, in batches of `batch_size`, every sealed first-API-key secret not sealed
+    /// with the primary key (read from the envelope), with `sealer`. Returns how many.
+    ///
+    /// # Errors
+    /// Store failures, or an envelope that does not open (nothing of that batch is written).
+    pub async fn rewrap_initial_keys(
+        &self,
+        sealer: &dyn SecretSealer,
+        purpose: &'static str,
+        batch_size: usize,
+    ) -> Result<u64, RepoError> {
+        let primary = self.cipher.primary_key_id();
+        let limit = i64::try_from(batch_size.max(1)).unwrap_or(i64::MAX);
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            // The envelope is version (1 byte), key id length (1 byte), key id, ...
+            let rows: Vec<(Uuid, Vec<u8>)> = match sqlx::query_as(
+                "SELECT tenant_id, secret_sealed FROM initial_api_keys \
+                 WHERE secret_sealed IS NOT NULL AND convert_from(substring(secret_sealed \
+                     FROM 3 FOR get_byte(secret_sealed, 1)), 'UTF8') <> $1 \
+                 LIMIT $2 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(&primary)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            {
+                Ok(rows) => rows,
+                Err(err) => return Err(abort(tx, db(err)).await),
+            };
+            if rows.is_empty() {
+                tx.commit().await.map_err(db)?;
+                return Ok(total);
+            }
+            for (id, envelope) in &rows {
+                let resealed = TenantId::from_uuid(*id)
+                    .map_err(|_| RepoError::Internal("stored tenant has an invalid id".into()))
+                    .and_then(|tenant| {
+                        let secret = sealer
+                            .open_secret(tenant, purpose, envelope)
+                            .map_err(|e| RepoError::Internal(format!("tenant {tenant}: {e}")))?;
+                        Ok(sealer.seal_secret(tenant, purpose, &secret))
+                    });
+                let written = match resealed {
+                    Ok(envelope_now) => sqlx::query(
+                        "UPDATE initial_api_keys SET secret_sealed = $2 WHERE tenant_id = $1",
+                    )
+                    .bind(id)
+                    .bind(envelope_now)
+                    .execute(&mut *tx)
+                    .await
+                    .map(|_| ())
+                    .map_err(db),
+                    Err(err) => Err(err),
+                };
+                if let Err(err) = written {
+                    return Err(abort(tx, err).await);
+                }
+            }
+            tx.commit().await.map_err(db)?;
+            total += rows.len() as u64;
         }
     }
 
