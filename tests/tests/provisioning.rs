@@ -579,6 +579,45 @@ async fn retry_finishes_the_run(server: &TestServer, id: &str, run_id: &str) {
 }
 
 #[tokio::test]
+async fn a_permanent_failure_fails_at_once_and_leaves_others_records_alone() {
+    let server = server_with(Faults::default(), |c| c).await;
+    let holder = server.create_active(new_tenant("holder")).await.unwrap();
+    let pool = pool(&server).await;
+    // Someone else's record holds the name the next tenant needs.
+    sqlx::query(
+        "INSERT INTO dns_records (name, type, value, ttl, tenant_id) \
+         VALUES ('clash.tenants.tenantd.local', 'A', '10.0.0.9', 300, $1)",
+    )
+    .bind(uuid(&holder.tenant_id))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let created = create(&mut server.tenants().await.unwrap(), new_tenant("clash"))
+        .await
+        .unwrap();
+    let run = settle(
+        &mut server.provisioning().await.unwrap(),
+        &created.tenant_id,
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.state(), RunState::Failed);
+    assert_eq!(run.error.unwrap().reason, "DNS_NAME_TAKEN");
+    assert_eq!(run.steps[1].attempts, 1, "no retry can free the name");
+    let (value, owner): (String, sqlx::types::Uuid) = sqlx::query_as(
+        "SELECT value, tenant_id FROM dns_records WHERE name = 'clash.tenants.tenantd.local'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (value.as_str(), owner),
+        ("10.0.0.9", uuid(&holder.tenant_id))
+    );
+    assert!(!schema_exists(&pool, &tenant_schema(&server, &created.tenant_id)).await);
+}
+
+#[tokio::test]
 async fn cancel_mid_run_compensates_and_retry_then_finishes_the_run() {
     let dns = Fault::held();
     let faults = Faults {

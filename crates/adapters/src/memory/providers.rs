@@ -80,7 +80,7 @@ impl DnsProvider for MemoryDns {
         for name in [apex.clone(), format!("www.{apex}")] {
             match names.get(&name) {
                 Some(holder) if *holder != target.tenant_id => {
-                    return Err(StepError::new(
+                    return Err(StepError::permanent(
                         "DNS_NAME_TAKEN",
                         format!("{name} is held by another tenant"),
                     ));

@@ -341,7 +341,7 @@ impl DnsProvider for PgDns {
         .await
         .map_err(|e| step_error("cannot publish DNS records", &db(e)))?;
         if let Some((name,)) = taken.first() {
-            return Err(StepError::new(
+            return Err(StepError::permanent(
                 "DNS_NAME_TAKEN",
                 format!("{name} is held by another tenant"),
             ));

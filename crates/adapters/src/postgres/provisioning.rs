@@ -53,10 +53,7 @@ fn corrupt(what: &str) -> RepoError {
 }
 
 fn error(reason: Option<String>, message: Option<String>) -> Option<StepError> {
-    reason.map(|reason| StepError {
-        reason,
-        message: message.unwrap_or_default(),
-    })
+    reason.map(|reason| StepError::new(&reason, message.unwrap_or_default()))
 }
 
 fn kind(text: &str) -> Result<StepKind, RepoError> {

@@ -69,7 +69,7 @@ fn store_error(what: &str, err: &RepoError) -> StepError {
             "STORE_UNAVAILABLE",
             format!("{what}: the store is unavailable"),
         ),
-        RepoError::LimitReached => StepError::new(
+        RepoError::LimitReached => StepError::permanent(
             "API_KEY_QUOTA_EXCEEDED",
             format!("{what}: the plan's API key quota is used up"),
         ),
@@ -158,7 +158,7 @@ impl StepPorts {
             .await
             .map_err(|e| store_error("cannot read the plan", &e))?
             .ok_or_else(|| {
-                StepError::new(
+                StepError::permanent(
                     "PLAN_MISSING",
                     format!("plan {} does not exist", tenant.plan_id()),
                 )

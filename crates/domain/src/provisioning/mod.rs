@@ -159,14 +159,28 @@ pub struct StepError {
     pub reason: String,
     /// Human-readable detail (never a secret or an email).
     pub message: String,
+    /// Whether trying again cannot help (a name held by another tenant, a quota used up):
+    /// the run fails at once instead of spending its attempts. Decided by whoever failed;
+    /// not stored with the step.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub permanent: bool,
 }
 
 impl StepError {
-    /// A failure with this reason and message.
+    /// A failure with this reason and message, worth retrying.
     pub fn new(reason: &str, message: impl Into<String>) -> Self {
         Self {
             reason: reason.to_owned(),
             message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure that no retry can mend.
+    pub fn permanent(reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            permanent: true,
+            ..Self::new(reason, message)
         }
     }
 }
@@ -440,7 +454,7 @@ impl ProvisioningRun {
     }
 
     /// The running step failed: it is retried after the policy's delay, or — out of
-    /// attempts — the run fails and the steps done so far are to be compensated, latest
+    /// attempts, or failed for good ([`StepError::permanent`]) — the run fails and the steps done so far are to be compensated, latest
     /// first.
     ///
     /// # Errors
@@ -456,7 +470,10 @@ impl ProvisioningRun {
         self.require_current(kind, StepState::Running)?;
         let step = self.step_mut(kind);
         step.last_error = Some(error.clone());
-        if let Some(delay) = policy.delay_after(step.attempts, jitter) {
+        let retry = policy
+            .delay_after(step.attempts, jitter)
+            .filter(|_| !error.permanent);
+        if let Some(delay) = retry {
             step.state = StepState::Pending;
             step.next_attempt_at = Some(now + delay);
             return Ok(AfterFailure::RetryAt(now + delay));

@@ -26,10 +26,7 @@ fn policy(max_attempts: u32) -> RetryPolicy {
 }
 
 fn boom() -> StepError {
-    StepError {
-        reason: "DNS_PROVIDER_UNAVAILABLE".into(),
-        message: "503".into(),
-    }
+    StepError::new("DNS_PROVIDER_UNAVAILABLE", "503")
 }
 
 #[test]
@@ -288,4 +285,22 @@ fn a_step_waiting_to_retry_after_an_attempt_is_undone_too() {
     r.compensation_failed(stuck.clone(), &policy(3), 0.5, now())
         .unwrap();
     assert_eq!(r.step(StepKind::Dns).last_error, Some(stuck));
+}
+
+#[test]
+fn a_permanent_failure_fails_the_run_without_spending_its_attempts() {
+    let mut r = run();
+    r.start(StepKind::Database, now()).unwrap();
+    r.succeed(StepKind::Database, now()).unwrap();
+    r.start(StepKind::Dns, now()).unwrap();
+    let taken = StepError::permanent("DNS_NAME_TAKEN", "acme.example is held by another tenant");
+    let after = r
+        .fail(StepKind::Dns, taken.clone(), &policy(5), 0.5, now())
+        .unwrap();
+    assert_eq!(
+        after,
+        AfterFailure::Compensate(vec![StepKind::Dns, StepKind::Database])
+    );
+    assert_eq!((r.state, r.error.clone()), (RunState::Failed, Some(taken)));
+    assert_eq!(r.step(StepKind::Dns).attempts, 1);
 }
