@@ -10,6 +10,7 @@ CREATE TABLE provisioning_runs (
     deadline              timestamptz NOT NULL,
     error_reason          text,
     error_message         text,
+    failed_step           text,
     -- Steps of an ended run still to undo, latest first.
     pending_compensation  text[] NOT NULL DEFAULT '{}',
     compensation_attempts integer NOT NULL DEFAULT 0,

@@ -50,6 +50,16 @@ fn step_error(reason: &str, err: &RepoError) -> StepError {
 #[error("a tenant schema prefix is 1 to 31 characters of a-z, 0-9 and '_', starting with a letter")]
 pub struct BadSchemaPrefix;
 
+/// Serializes work on one tenant schema across sessions (until the transaction ends).
+async fn lock_schema(tx: &mut Transaction<'_, Postgres>, schema: &str) -> Result<(), RepoError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tenantd.tenant-schema'), hashtext($1))")
+        .bind(schema)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 /// Whether `prefix` can start tenant schema names: a short lowercase identifier.
 pub fn is_valid_schema_prefix(prefix: &str) -> bool {
     (1..=MAX_PREFIX_LEN).contains(&prefix.len())
@@ -111,13 +121,7 @@ impl PgTenantDatabases {
         let schema = self.schema(target.tenant_id);
         // Two attempts of one tenant's step (a worker presumed dead, still running) queue
         // here instead of racing on the DDL.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtext('tenantd.tenant-schema'), hashtext($1))",
-        )
-        .bind(&schema)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+        lock_schema(tx, &schema).await?;
         for statement in [
             format!("CREATE SCHEMA IF NOT EXISTS {schema}"),
             format!("SET LOCAL search_path TO {schema}"),
@@ -208,15 +212,25 @@ impl PgTenantDatabases {
         loop {
             let mut tx = self.pool.begin().await.map_err(db)?;
             let batch = async {
-                let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT user_id, email_sealed FROM {schema}.users \
-                     WHERE email_key_id <> $1 LIMIT $2 FOR UPDATE SKIP LOCKED"
-                )))
-                .bind(&primary)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
+                let selected: Result<Vec<(Uuid, Vec<u8>)>, _> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT user_id, email_sealed FROM {schema}.users \
+                         WHERE email_key_id <> $1 LIMIT $2 FOR UPDATE SKIP LOCKED"
+                    )))
+                    .bind(&primary)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await;
+                let rows = match selected {
+                    Ok(rows) => rows,
+                    // Dropped meanwhile (its run was undone): nothing left to re-seal.
+                    Err(sqlx::Error::Database(e))
+                        if matches!(e.code().as_deref(), Some("42P01" | "3F000")) =>
+                    {
+                        Vec::new()
+                    }
+                    Err(e) => return Err(db(e)),
+                };
                 for (user, envelope) in &rows {
                     let email = self
                         .cipher
@@ -268,14 +282,30 @@ impl TenantDatabases for PgTenantDatabases {
     }
 
     async fn deprovision(&self, tenant: TenantId) -> Result<(), StepError> {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            self.schema(tenant)
-        )))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| step_error("cannot drop the tenant schema", &db(e)))?;
-        Ok(())
+        let schema = self.schema(tenant);
+        let attempt = async {
+            let mut tx = self.pool.begin().await.map_err(db)?;
+            // The lock provision takes: an attempt still running elsewhere commits (or
+            // rolls back) before the schema is dropped, never after.
+            let dropped = async {
+                lock_schema(&mut tx, &schema).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                Ok::<(), RepoError>(())
+            }
+            .await;
+            match dropped {
+                Ok(()) => tx.commit().await.map_err(db),
+                Err(err) => Err(super::tenants::abort(tx, err).await),
+            }
+        };
+        attempt
+            .await
+            .map_err(|e| step_error("cannot drop the tenant schema", &e))
     }
 }
 

@@ -18,7 +18,7 @@ use super::tenants::{PgStore, abort, append, update_tenant};
 
 const RUN_COLUMNS: &str = "run_id, tenant_id, state, created_at, finished_at, deadline, \
      error_reason, error_message, pending_compensation, compensation_attempts, \
-     compensation_retry_at, version";
+     compensation_retry_at, version, failed_step";
 
 #[derive(sqlx::FromRow)]
 struct RunRow {
@@ -34,6 +34,7 @@ struct RunRow {
     compensation_attempts: i32,
     compensation_retry_at: Option<DateTime<Utc>>,
     version: i64,
+    failed_step: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -88,6 +89,7 @@ impl RunRow {
             finished_at: self.finished_at,
             deadline: self.deadline,
             error: error(self.error_reason, self.error_message),
+            failed_step: self.failed_step.as_deref().map(kind).transpose()?,
             pending_compensation: self
                 .pending_compensation
                 .iter()
@@ -128,7 +130,7 @@ pub(crate) async fn insert_run(
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO provisioning_runs ({RUN_COLUMNS}, due_at, current_step, completed_steps, \
              total_steps) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
     )))
     .bind(run.id.0)
     .bind(run.tenant_id.as_uuid())
@@ -142,6 +144,7 @@ pub(crate) async fn insert_run(
     .bind(i32::try_from(run.compensation_attempts).unwrap_or(i32::MAX))
     .bind(run.compensation_retry_at)
     .bind(version(run.version)?)
+    .bind(run.failed_step.map(StepKind::as_str))
     .bind(run.due_at())
     .bind(summary.current_step.map(StepKind::as_str))
     .bind(count(summary.completed_steps))
@@ -233,7 +236,8 @@ async fn save_run(
         "UPDATE provisioning_runs SET state = $3, finished_at = $4, deadline = $5, \
              error_reason = $6, error_message = $7, pending_compensation = $8, \
              compensation_attempts = $9, compensation_retry_at = $10, due_at = $11, \
-             version = $12, current_step = $14, completed_steps = $15, total_steps = $16 \
+             version = $12, current_step = $14, completed_steps = $15, total_steps = $16, \
+             failed_step = $17 \
          WHERE run_id = $1 AND version = $2 \
            AND ($13::uuid IS NULL OR lease_token = $13)",
     )
@@ -253,6 +257,7 @@ async fn save_run(
     .bind(summary.current_step.map(StepKind::as_str))
     .bind(count(summary.completed_steps))
     .bind(count(summary.total_steps))
+    .bind(run.failed_step.map(StepKind::as_str))
     .execute(&mut **tx)
     .await
     .map_err(db)?
@@ -282,17 +287,33 @@ async fn save_run(
 #[async_trait]
 impl ProvisioningRepository for PgStore {
     async fn latest(&self, tenant: TenantId) -> Result<Option<ProvisioningRun>, RepoError> {
-        let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM provisioning_runs WHERE tenant_id = $1 \
-             ORDER BY run_id DESC LIMIT 1"
-        )))
-        .bind(tenant.as_uuid())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db)?;
-        let Some(row) = row else { return Ok(None) };
-        let steps = load_steps(self.pool(), row.run_id).await?;
-        row.into_run(steps).map(Some)
+        // Run and steps from one snapshot: never a run of one version with steps of another.
+        let mut tx = self.pool().begin().await.map_err(db)?;
+        let read = async {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM provisioning_runs WHERE tenant_id = $1 \
+                 ORDER BY run_id DESC LIMIT 1"
+            )))
+            .bind(tenant.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            let Some(row) = row else { return Ok(None) };
+            let steps = load_steps(&mut *tx, row.run_id).await?;
+            row.into_run(steps).map(Some)
+        }
+        .await;
+        match read {
+            Ok(run) => {
+                tx.commit().await.map_err(db)?;
+                Ok(run)
+            }
+            Err(err) => Err(abort(tx, err).await),
+        }
     }
 
     async fn claim(

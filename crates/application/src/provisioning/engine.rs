@@ -184,9 +184,11 @@ impl Engine {
         work: impl Future<Output = T>,
     ) -> Result<Option<T>, Stop> {
         let renew_every = (self.settings.lease / 3).max(Duration::from_millis(10));
-        // Renewed before the work starts (so a run driven through several steps never
-        // outlives its lease between them), then every third of the lease.
-        let mut held_until = self.renew(run, lease).await?;
+        // The caller renewed the lease just before (see `attempt` and `undo`); from here,
+        // every third of it.
+        let lease_for = chrono::Duration::from_std(self.settings.lease)
+            .unwrap_or(chrono::Duration::seconds(30));
+        let mut held_until = self.clock.now() + lease_for;
         let work = tokio::time::timeout(self.settings.step_timeout, work);
         tokio::pin!(work);
         let mut ticker =
@@ -241,6 +243,10 @@ impl Engine {
         lease: &Lease,
         kind: StepKind,
     ) -> Result<(), Stop> {
+        // A fresh lease for the step (a run driven through several steps must not outlive
+        // it between them), taken before the step is marked RUNNING: a store that cannot
+        // renew now costs no attempt.
+        self.renew(run, lease).await?;
         let tenant = self.tenant(run).await?;
         if tenant.status() == TenantStatus::Deleted {
             // Deleting a tenant cancels its provisioning: nothing more is made for it, and
@@ -397,6 +403,7 @@ impl Engine {
         lease: &Lease,
         kind: StepKind,
     ) -> Result<(), Stop> {
+        self.renew(run, lease).await?;
         let tenant = self.tenant(run).await?;
         let started = Instant::now();
         let outcome = self

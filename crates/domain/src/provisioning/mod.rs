@@ -298,6 +298,8 @@ pub struct ProvisioningRun {
     pub deadline: DateTime<Utc>,
     /// Why it failed or was cancelled.
     pub error: Option<StepError>,
+    /// The step whose failure failed the run.
+    pub failed_step: Option<StepKind>,
     /// Steps of an ended run still to be undone, latest first: every step that succeeded,
     /// failed or was in flight (its effects may be partial; undoing is idempotent).
     pub pending_compensation: Vec<StepKind>,
@@ -333,6 +335,7 @@ impl ProvisioningRun {
             finished_at: None,
             deadline: now + timeout,
             error: None,
+            failed_step: None,
             pending_compensation: Vec::new(),
             compensation_attempts: 0,
             compensation_retry_at: None,
@@ -362,14 +365,8 @@ impl ProvisioningRun {
 
     /// The summary the tenant resource carries.
     pub fn summary(&self) -> RunSummary {
-        // While running, the step being worked on; once failed, the step that failed (the
-        // only one with an error: success clears it), compensated or not.
-        let current_step = self.current().map(|s| s.kind).or_else(|| {
-            (self.state == RunState::Failed)
-                .then(|| self.steps.iter().find(|s| s.last_error.is_some()))
-                .flatten()
-                .map(|s| s.kind)
-        });
+        // While running, the step being worked on; once failed, the step that failed.
+        let current_step = self.current().map(|s| s.kind).or(self.failed_step);
         RunSummary {
             run_id: self.id,
             state: self.state,
@@ -480,6 +477,7 @@ impl ProvisioningRun {
         }
         step.state = StepState::Failed;
         step.finished_at = Some(now);
+        self.failed_step = Some(kind);
         Ok(AfterFailure::Compensate(self.end(
             RunState::Failed,
             error,
@@ -621,6 +619,7 @@ impl ProvisioningRun {
         }
         self.state = RunState::Running;
         self.error = None;
+        self.failed_step = None;
         self.finished_at = None;
         self.deadline = now + timeout;
         Ok(())

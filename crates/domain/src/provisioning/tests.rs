@@ -304,3 +304,25 @@ fn a_permanent_failure_fails_the_run_without_spending_its_attempts() {
     assert_eq!((r.state, r.error.clone()), (RunState::Failed, Some(taken)));
     assert_eq!(r.step(StepKind::Dns).attempts, 1);
 }
+
+#[test]
+fn the_failed_step_stays_named_while_an_earlier_undo_fails() {
+    let mut r = run();
+    r.start(StepKind::Database, now()).unwrap();
+    r.succeed(StepKind::Database, now()).unwrap();
+    r.start(StepKind::Dns, now()).unwrap();
+    r.fail(StepKind::Dns, boom(), &policy(1), 0.5, now())
+        .unwrap();
+    r.compensated(StepKind::Dns, now()).unwrap();
+    r.compensation_failed(
+        StepError::new("DROP_FAILED", "busy"),
+        &policy(3),
+        0.5,
+        now(),
+    )
+    .unwrap();
+    assert_eq!(r.summary().current_step, Some(StepKind::Dns));
+    r.compensated(StepKind::Database, now()).unwrap();
+    r.retry(now(), Duration::minutes(30)).unwrap();
+    assert_eq!(r.failed_step, None);
+}
