@@ -859,6 +859,62 @@ async fn a_watch_survives_a_client_that_does_not_read_and_ends_with_the_final_st
     assert_eq!(status.code(), Code::NotFound);
 }
 
+/// Polls `/metrics` until the gauge `provisioning_watches_open` shows `open` (10 s).
+async fn wait_for_open_watches(server: &TestServer, open: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = server.metrics_text().await.unwrap();
+        if counter(&metrics, "provisioning_watches_open", &[]) == open {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "provisioning_watches_open never reached {open}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_watch_stops_when_its_client_goes_away() {
+    let dns = Fault::held();
+    let faults = Faults {
+        dns: Some(dns.clone()),
+        ..Faults::default()
+    };
+    let server = server_with(faults, |c| c).await;
+    let created = create(&mut server.tenants().await.unwrap(), new_tenant("leaver"))
+        .await
+        .unwrap();
+    let id = created.tenant_id.clone();
+    wait_until(&server, &id, running(StepKind::Dns)).await;
+    // A client on its own connection, which then goes away entirely.
+    let channel = server.admin_channel().await.unwrap();
+    let mut stream = tenantd_e2e::pb::provisioning_service_client::ProvisioningServiceClient::new(
+        channel.clone(),
+    )
+    .watch_provisioning(WatchProvisioningRequest {
+        tenant_id: id.clone(),
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(
+        stream.message().await.unwrap().is_some(),
+        "the current state first"
+    );
+    wait_for_open_watches(&server, 1).await;
+    drop(stream);
+    drop(channel);
+    wait_for_open_watches(&server, 0).await;
+    // The run is unaffected.
+    dns.release();
+    let run = settle(&mut server.provisioning().await.unwrap(), &id)
+        .await
+        .unwrap();
+    assert_eq!(run.state(), RunState::Succeeded);
+}
+
 #[tokio::test]
 async fn two_hundred_tenants_created_at_once_all_become_active() {
     let server = server_with(Faults::default(), |c| c).await;

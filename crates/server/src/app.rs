@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use prometheus::{IntCounter, Registry};
+use prometheus::{IntCounter, IntGauge, Registry};
 use tenantd_application::{Engine, ProvisioningService};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -73,6 +73,8 @@ pub struct App {
     hangups: Signal,
     /// Audit records lost to a full queue or a store failing past its retries.
     audit_dropped: IntCounter,
+    /// Open WatchProvisioning streams.
+    open_watches: IntGauge,
 }
 
 impl App {
@@ -93,6 +95,7 @@ impl App {
         let tls = Arc::new(tls::ReloadableTls::load(&config.tls, &config.trust_domain)?);
         let registry = Registry::new();
         let observer = Arc::new(ProvisioningMetrics::register(&registry)?);
+        let open_watches = observer.watches();
         let services = wiring::build(&config, observer, wrap).await?;
         let grpc_metrics = GrpcMetrics::register(
             &registry,
@@ -128,6 +131,7 @@ impl App {
             grpc_metrics,
             hangups,
             audit_dropped,
+            open_watches,
         })
     }
 
@@ -210,6 +214,7 @@ impl App {
             .add_service(ProvisioningServiceServer::new(ProvisioningApi::new(
                 services.provisioning.clone(),
                 stop_tx.subscribe(),
+                self.open_watches,
             )))
             .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)));
 

@@ -4,6 +4,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use prometheus::IntGauge;
 use tenantd_application::{Operation, ProvisioningService};
 use tenantd_domain::TenantId;
 use tenantd_domain::provisioning::ProvisioningRun;
@@ -23,12 +24,38 @@ const WATCH_BUFFER: usize = 4;
 pub struct ProvisioningApi {
     service: ProvisioningService,
     stopping: watch::Receiver<bool>,
+    open_watches: IntGauge,
 }
 
 impl ProvisioningApi {
-    /// Handlers over `service`; open watches end when `stopping` turns true (shutdown).
-    pub fn new(service: ProvisioningService, stopping: watch::Receiver<bool>) -> Self {
-        Self { service, stopping }
+    /// Handlers over `service`; open watches end when `stopping` turns true (shutdown) and
+    /// are counted in `open_watches`.
+    pub fn new(
+        service: ProvisioningService,
+        stopping: watch::Receiver<bool>,
+        open_watches: IntGauge,
+    ) -> Self {
+        Self {
+            service,
+            stopping,
+            open_watches,
+        }
+    }
+}
+
+/// Counts a watch as open for as long as it lives.
+struct OpenWatch(IntGauge);
+
+impl OpenWatch {
+    fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -54,6 +81,7 @@ async fn follow(
     mut last: ProvisioningRun,
     tx: mpsc::Sender<Result<proto::WatchProvisioningResponse, Status>>,
     mut stopping: watch::Receiver<bool>,
+    _open: OpenWatch,
 ) {
     // One ticker for the whole watch: signals about other tenants must not postpone it.
     let mut poll = tokio::time::interval(service.watch_poll_interval());
@@ -151,6 +179,7 @@ impl provisioning_service_server::ProvisioningService for ProvisioningApi {
                 first,
                 tx,
                 self.stopping.clone(),
+                OpenWatch::new(self.open_watches.clone()),
             ));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

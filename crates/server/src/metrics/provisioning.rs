@@ -15,6 +15,7 @@ pub struct ProvisioningMetrics {
     step_duration: HistogramVec,
     step_attempts: IntCounterVec,
     in_flight: IntGauge,
+    watches: IntGauge,
 }
 
 impl ProvisioningMetrics {
@@ -55,7 +56,12 @@ impl ProvisioningMetrics {
         registry.register(Box::new(runs.clone()))?;
         registry.register(Box::new(step_duration.clone()))?;
         registry.register(Box::new(step_attempts.clone()))?;
+        let watches = IntGauge::new(
+            "provisioning_watches_open",
+            "WatchProvisioning streams this replica is following.",
+        )?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(watches.clone()))?;
         for result in ["succeeded", "failed", "cancelled"] {
             runs.with_label_values(&[result]);
         }
@@ -70,7 +76,13 @@ impl ProvisioningMetrics {
             step_duration,
             step_attempts,
             in_flight,
+            watches,
         })
+    }
+
+    /// The gauge of open WatchProvisioning streams.
+    pub fn watches(&self) -> IntGauge {
+        self.watches.clone()
     }
 }
 
