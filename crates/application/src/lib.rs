@@ -19,7 +19,7 @@ pub use events::EventService;
 pub use pagination::{Page, PageRequest};
 pub use plans::PlanService;
 pub use provisioning::{
-    Engine, INITIAL_KEY_PURPOSE, NoObserver, Providers, ProvisioningObserver, ProvisioningService,
+    Engine, INITIAL_KEY_PURPOSE, Providers, ProvisioningObserver, ProvisioningService,
     ProvisioningSettings, Signals, StepPorts,
 };
 pub use tenants::{

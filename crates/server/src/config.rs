@@ -642,7 +642,7 @@ impl Default for TenantResources {
         Self {
             dns_base_domain: "tenants.tenantd.local".into(),
             dns_ingress: IpAddr::from([127, 0, 0, 1]),
-            schema_prefix: "t_".into(),
+            schema_prefix: tenantd_adapters::postgres::DEFAULT_SCHEMA_PREFIX.into(),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! In-memory provisioning providers: what the embedded mode provisions, and the doubles the
-//! engine's tests observe. Each keeps what it did, so tests can check for leftovers.
+//! In-memory provisioning providers: what the embedded mode provisions. The DNS provider
+//! keeps names per tenant, so a name held by another tenant is refused here too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,16 +13,6 @@ use tenantd_domain::provisioning::StepError;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryTenantDatabases {
     schemas: Arc<Mutex<BTreeSet<TenantId>>>,
-}
-
-impl MemoryTenantDatabases {
-    /// Whether `tenant` has a schema.
-    pub fn exists(&self, tenant: TenantId) -> bool {
-        self.schemas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&tenant)
-    }
 }
 
 #[async_trait]
@@ -58,17 +48,6 @@ impl MemoryDns {
             base_domain: base_domain.trim_end_matches('.').to_owned(),
             names: Arc::default(),
         }
-    }
-
-    /// The names published for `tenant`.
-    pub fn names_of(&self, tenant: TenantId) -> Vec<String> {
-        self.names
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|(_, t)| **t == tenant)
-            .map(|(name, _)| name.clone())
-            .collect()
     }
 }
 
@@ -106,17 +85,6 @@ impl DnsProvider for MemoryDns {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryBilling {
     subscriptions: Arc<Mutex<BTreeMap<TenantId, (String, bool)>>>,
-}
-
-impl MemoryBilling {
-    /// Whether `tenant` has an active subscription.
-    pub fn is_subscribed(&self, tenant: TenantId) -> bool {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&tenant)
-            .is_some_and(|(_, active)| *active)
-    }
 }
 
 #[async_trait]

@@ -332,7 +332,7 @@ impl PgDns {
     }
 
     /// The records of `slug`: (name, type, value).
-    pub fn records(&self, slug: &str) -> [(String, &'static str, String); 2] {
+    fn records(&self, slug: &str) -> [(String, &'static str, String); 2] {
         let apex = format!("{slug}.{}", self.base_domain);
         let address_type = if self.ingress.is_ipv4() { "A" } else { "AAAA" };
         [

@@ -103,11 +103,6 @@ impl Engine {
         &self.settings
     }
 
-    /// The signals shared with the request side.
-    pub fn signals(&self) -> &Signals {
-        &self.signals
-    }
-
     /// Claims one due run as `worker` and drives it as far as it can go now. Returns
     /// whether there was one.
     ///

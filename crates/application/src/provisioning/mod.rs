@@ -86,16 +86,6 @@ pub trait ProvisioningObserver: Send + Sync {
     fn runs_in_flight(&self, running: u64);
 }
 
-/// An observer that records nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoObserver;
-
-impl ProvisioningObserver for NoObserver {
-    fn step_attempt(&self, _: &'static str, _: &'static str, _: Duration) {}
-    fn run_finished(&self, _: RunState) {}
-    fn runs_in_flight(&self, _: u64) {}
-}
-
 /// In-process signals between the request side and the workers: a wake-up for idle
 /// workers (new or cancelled work) and a feed of tenants whose run changed (for watchers;
 /// changes made by other replicas are seen by polling).

@@ -363,6 +363,12 @@ impl ProvisioningRun {
         }
     }
 
+    /// Whether nothing more will happen to the run: it ended and its undo (if any) is done
+    /// (until a retry).
+    pub fn is_settled(&self) -> bool {
+        self.state.is_terminal() && self.pending_compensation.is_empty()
+    }
+
     /// The summary the tenant resource carries.
     pub fn summary(&self) -> RunSummary {
         // While running, the step being worked on; once failed, the step that failed.

@@ -326,3 +326,14 @@ fn the_failed_step_stays_named_while_an_earlier_undo_fails() {
     r.retry(now(), Duration::minutes(30)).unwrap();
     assert_eq!(r.failed_step, None);
 }
+
+#[test]
+fn a_run_is_settled_once_it_ended_and_its_undo_is_done() {
+    let mut r = run();
+    assert!(!r.is_settled());
+    r.start(StepKind::Database, now()).unwrap();
+    r.cancel(boom(), now()).unwrap();
+    assert!(!r.is_settled(), "the undo is still pending");
+    r.compensated(StepKind::Database, now()).unwrap();
+    assert!(r.is_settled());
+}

@@ -59,11 +59,6 @@ impl Drop for OpenWatch {
     }
 }
 
-/// Whether a watch has nothing more to show: the run ended and its undo (if any) is done.
-fn settled(run: &ProvisioningRun) -> bool {
-    run.state.is_terminal() && run.pending_compensation.is_empty()
-}
-
 fn message(run: &ProvisioningRun) -> proto::WatchProvisioningResponse {
     proto::WatchProvisioningResponse {
         run: Some(proto::ProvisioningRun::from(run)),
@@ -111,7 +106,7 @@ async fn follow(
         match service.get(&tenant.to_string()).await {
             Ok(run) if run.id == last.id && run.version == last.version => {}
             Ok(run) => {
-                let done = settled(&run);
+                let done = run.is_settled();
                 if tx.send(Ok(message(&run))).await.is_err() {
                     return;
                 }
@@ -171,7 +166,7 @@ impl provisioning_service_server::ProvisioningService for ProvisioningApi {
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         // The first message fits the empty buffer.
         let _fits = tx.try_send(Ok(message(&first)));
-        if !settled(&first) {
+        if !first.is_settled() {
             tokio::spawn(follow(
                 self.service.clone(),
                 first.tenant_id,
