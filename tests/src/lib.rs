@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::postgres::testing::ScratchSchema;
-use tenantd_application::{Providers, ProvisioningSettings};
+use tenantd_application::{Providers, ProvisioningSettings, RateLimitSettings};
 use tenantd_domain::provisioning::RetryPolicy;
 use tenantd_server::config::{Config, LogFormat, Secret, Store, TenantResources, TlsSource};
 use tenantd_server::devcerts::{self, DevCerts};
@@ -140,7 +140,9 @@ impl TestServer {
             health_probe_interval: Duration::from_millis(200),
             provisioning: fast_provisioning(),
             tenant_resources: TenantResources::default(),
-            ignored_settings: Vec::new(),
+            redis: None,
+            rate_limits: RateLimitSettings::default(),
+            kafka: None,
         };
         let schema = match backend {
             Backend::Memory => None,

@@ -11,6 +11,8 @@
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;
 pub mod crypto;
+pub mod kafka;
 pub mod memory;
 pub mod postgres;
+pub mod redis;
 pub mod system;

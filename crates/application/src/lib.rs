@@ -7,21 +7,25 @@ pub mod audit;
 pub mod authorization;
 mod digest;
 pub mod events;
+pub mod outbox;
 pub mod pagination;
 pub mod plans;
 pub mod provisioning;
+pub mod rate_limits;
 pub mod tenants;
 
 pub use api_keys::{ApiKeyService, CreateApiKey, Verification};
 pub use audit::{AuditService, ListAuditRecords};
 pub use authorization::{Operation, authorize};
 pub use events::EventService;
+pub use outbox::{OutboxRelay, RelayObserver, Relayed};
 pub use pagination::{Page, PageRequest};
 pub use plans::PlanService;
 pub use provisioning::{
     Engine, INITIAL_KEY_PURPOSE, Providers, ProvisioningObserver, ProvisioningService,
     ProvisioningSettings, Signals, StepPorts,
 };
+pub use rate_limits::{RateLimitService, RateLimitSettings};
 pub use tenants::{
     CreateTenant, ListTenants, TenantFields, TenantService, TenantSettings, UpdateTenant,
 };

@@ -523,3 +523,99 @@ pub trait SecretSealer: Send + Sync {
         envelope: &[u8],
     ) -> Result<Vec<u8>, CipherError>;
 }
+
+/// A request rate: tokens refill at `per_second`, up to `burst` saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second (at least 1).
+    pub per_second: u32,
+    /// Requests that may arrive at once after a quiet spell (at least 1).
+    pub burst: u32,
+}
+
+/// A rate limiter's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead.
+    Allowed,
+    /// Over the limit: a request would be admitted after this long.
+    Denied {
+        /// How long to wait.
+        retry_after: std::time::Duration,
+    },
+}
+
+/// Token buckets keyed by principal, shared by every replica when the adapter can.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Takes one token from `key`'s bucket of `limit`.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] when the limiter cannot decide (the caller fails open).
+    async fn admit(&self, key: &str, limit: RateLimit) -> Result<Admission, RepoError>;
+}
+
+/// How far behind the event relay is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    /// Events not yet published.
+    pub events: u64,
+    /// When the oldest of them was written.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// Unpublished events claimed by one relay: no other relay publishes them (or a later
+/// event of the same tenants) until the batch is finished or dropped. Dropping it without
+/// [`OutboxBatch::finish`] gives every event back.
+#[async_trait]
+pub trait OutboxBatch: Send {
+    /// The claimed events: oldest first, each tenant's in the order they happened.
+    fn events(&self) -> &[Event];
+
+    /// Marks `published` (a subset of [`OutboxBatch::events`]) as published and gives the
+    /// rest back.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`]: nothing is marked (the events
+    /// will be published again: delivery is at least once).
+    async fn finish(self: Box<Self>, published: &[EventId]) -> Result<(), RepoError>;
+}
+
+/// The outbox, relay side: events written with their change, waiting to be published.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    /// Claims at most `limit` unpublished events, oldest first, skipping those another
+    /// relay holds and any event of a tenant with an earlier event still unpublished
+    /// outside the batch (so each tenant's events go out in order).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn claim(&self, limit: usize) -> Result<Box<dyn OutboxBatch>, RepoError>;
+
+    /// How many events wait, and since when.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn backlog(&self) -> Result<OutboxBacklog, RepoError>;
+}
+
+/// Why an event was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event not delivered: {0}")]
+pub struct PublishError(pub String);
+
+/// Where events are published (a message broker).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes `events` in order, each tenant's in order, and waits for the broker to
+    /// confirm each delivery (or give up on it). One outcome per event, in the same order.
+    async fn publish(&self, events: &[Event]) -> Vec<Result<(), PublishError>>;
+
+    /// Waits at most `timeout` for deliveries still in flight.
+    ///
+    /// # Errors
+    /// When some were still undelivered at the timeout.
+    async fn flush(&self, timeout: std::time::Duration) -> Result<(), PublishError>;
+}

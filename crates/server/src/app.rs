@@ -21,14 +21,18 @@ use crate::config::Config;
 use crate::devcerts::DevCerts;
 use crate::grpc::{ApiKeyApi, EventApi, PlanApi, ProvisioningApi, TenantApi};
 use crate::identity::IdentityLayer;
-use crate::metrics::{CallLayer, DbPoolCollector, GrpcMetrics, ProvisioningMetrics};
+use crate::metrics::{
+    CacheMetrics, CallLayer, DbPoolCollector, GrpcMetrics, ProvisioningMetrics, RateLimitMetrics,
+    RelayMetrics,
+};
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
     plan_service_server::PlanServiceServer, provisioning_service_server::ProvisioningServiceServer,
     tenant_service_server::TenantServiceServer,
 };
-use crate::wiring::ProviderWrap;
-use crate::{audit, health, tls, wiring};
+use crate::rate_limit::RateLimitLayer;
+use crate::wiring::{Observers, ProviderWrap};
+use crate::{audit, health, relay, tls, wiring};
 
 /// Deadline of a call whose client sets none (a shorter grpc-timeout wins). The database
 /// pool's acquire timeout stays well below it, so an exhausted pool answers UNAVAILABLE.
@@ -75,6 +79,8 @@ pub struct App {
     audit_dropped: IntCounter,
     /// Open WatchProvisioning streams.
     open_watches: IntGauge,
+    /// Rate-limit refusals.
+    rate_limited: RateLimitMetrics,
 }
 
 impl App {
@@ -96,7 +102,13 @@ impl App {
         let registry = Registry::new();
         let observer = Arc::new(ProvisioningMetrics::register(&registry)?);
         let open_watches = observer.watches();
-        let services = wiring::build(&config, observer, wrap).await?;
+        let observers = Observers {
+            provisioning: observer,
+            cache: Arc::new(CacheMetrics::register(&registry)?),
+            relay: Arc::new(RelayMetrics::register(&registry)?),
+        };
+        let rate_limited = RateLimitMetrics::register(&registry)?;
+        let services = wiring::build(&config, observers, wrap).await?;
         let grpc_metrics = GrpcMetrics::register(
             &registry,
             &[
@@ -132,6 +144,7 @@ impl App {
             hangups,
             audit_dropped,
             open_watches,
+            rate_limited,
         })
     }
 
@@ -173,35 +186,31 @@ impl App {
             }
         };
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        serving(&health, &self.services).await;
-        let prober = tokio::spawn(health::probe(
-            health.clone(),
-            self.services.checks.clone(),
-            self.config.health_probe_interval,
-        ));
+        let (health, health_service, prober) =
+            start_health(&self.services, self.config.health_probe_interval).await;
         // v1 for current clients, v1alpha for grpcurl 1.8.x and other older tools.
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let services = self.services;
         let (workers, sweeper) = provisioning(&services, &self.config, &stop_tx);
-        let (audit_sink, audit_queue) = audit::queue(audit::CAPACITY, self.audit_dropped.clone());
-        let (close_audit, audit_closing) = tokio::sync::oneshot::channel::<()>();
-        let audit_writer = tokio::spawn(audit::write_behind(
-            services.audit_log.clone(),
-            audit_queue,
-            async {
-                let _closed = audit_closing.await;
-            },
-            self.audit_dropped,
-        ));
+        let relay = services
+            .relay
+            .clone()
+            .map(|r| relay::start(r, stop_tx.subscribe()));
+        let (audit_sink, close_audit, audit_writer) =
+            start_audit(&services, self.audit_dropped.clone());
         let router = Server::builder()
             .timeout(REQUEST_TIMEOUT)
             .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
             // The first layer is the outermost: identity first, so calls know their caller.
             .layer(IdentityLayer::new(&self.config.trust_domain))
             .layer(CallLayer::new(self.grpc_metrics, Some(audit_sink)))
+            // Inside the call layer, so refused calls are counted and audited too.
+            .layer(RateLimitLayer::new(
+                services.rate_limits.clone(),
+                self.rate_limited,
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -254,6 +263,9 @@ impl App {
             Ok(())
         };
         stop_workers(workers, deadline).await;
+        if let Some(relay) = relay {
+            relay.stop(deadline).await;
+        }
         // Every finished call has queued its record: close the queue and let the writer
         // flush it (at least a moment even when the drain used up the grace period).
         let _writer_gone = close_audit.send(());
@@ -277,15 +289,52 @@ impl App {
     }
 }
 
-/// Reports every service and dependency SERVING: dependencies were reachable when the app
-/// was built; the prober takes over from here.
-async fn serving(health: &tonic_health::server::HealthReporter, services: &wiring::Services) {
-    health::set_all(health, ServingStatus::Serving).await;
+/// Starts the write-behind audit writer: the sink calls record into, the sender that
+/// closes its queue, and the writer task (which ends once the queue is flushed).
+fn start_audit(
+    services: &wiring::Services,
+    dropped: IntCounter,
+) -> (
+    audit::AuditSink,
+    tokio::sync::oneshot::Sender<()>,
+    JoinHandle<()>,
+) {
+    let (sink, queue) = audit::queue(audit::CAPACITY, dropped.clone());
+    let (close, closing) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn(audit::write_behind(
+        services.audit_log.clone(),
+        queue,
+        async {
+            let _closed = closing.await;
+        },
+        dropped,
+    ));
+    (sink, close, writer)
+}
+
+/// Reports every service and dependency SERVING (dependencies were reachable when the app
+/// was built) and starts the prober, which takes over from here.
+async fn start_health(
+    services: &wiring::Services,
+    interval: Duration,
+) -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    JoinHandle<()>,
+) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health::set_all(&health, ServingStatus::Serving).await;
     for check in &services.checks {
         health
             .set_service_status(check.name(), ServingStatus::Serving)
             .await;
     }
+    let prober = tokio::spawn(health::probe(
+        health.clone(),
+        services.checks.clone(),
+        interval,
+    ));
+    (health, health_service, prober)
 }
 
 /// Starts the provisioning engine: its workers and the deadline sweeper.

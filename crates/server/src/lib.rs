@@ -10,6 +10,8 @@ pub mod health;
 pub mod identity;
 pub mod metrics;
 pub mod proto;
+pub mod rate_limit;
+pub mod relay;
 pub mod telemetry;
 pub mod tls;
 pub mod wiring;

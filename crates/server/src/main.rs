@@ -68,12 +68,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args)?;
     telemetry::init(config.log_format, &config.log);
     let in_memory = config.store == Store::Memory;
-    for setting in &config.ignored_settings {
-        tracing::warn!(
-            setting,
-            "set, but this version of tenantd has no such integration yet; ignored"
-        );
-    }
     let app = App::build(config).await?;
     let addr = app.grpc_addr()?;
     if in_memory {

@@ -5,26 +5,36 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use prost::Message as _;
 use tenantd_adapters::crypto::KeyRing;
+use tenantd_adapters::kafka::{KafkaPublisher, KafkaSettings};
 use tenantd_adapters::memory::{
-    MemoryBilling, MemoryDns, MemoryPlanRepository, MemoryStore, MemoryTenantDatabases,
+    LocalRateLimiter, MemoryBilling, MemoryDns, MemoryPlanRepository, MemoryStore,
+    MemoryTenantDatabases,
 };
 use tenantd_adapters::postgres::{
     self, PgBilling, PgDns, PgPlanRepository, PgSettings, PgStore, PgTenantDatabases,
 };
+use tenantd_adapters::redis::{
+    CacheObserver, CachedApiKeys, CachedRuns, CachedTenants, Redis, RedisCache, RedisRateLimiter,
+    RedisSettings,
+};
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
 use tenantd_application::{
-    ApiKeyService, AuditService, Engine, EventService, INITIAL_KEY_PURPOSE, PlanService, Providers,
-    ProvisioningObserver, ProvisioningService, Signals, StepPorts, TenantService, TenantSettings,
+    ApiKeyService, AuditService, Engine, EventService, INITIAL_KEY_PURPOSE, OutboxRelay,
+    PlanService, Providers, ProvisioningObserver, ProvisioningService, RateLimitService,
+    RelayObserver, Signals, StepPorts, TenantService, TenantSettings,
 };
+use tenantd_domain::Event;
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, EventLog, InitialKeyStore, PlanRepository, ProvisioningRepository,
-    SecretSealer, TenantRepository,
+    ApiKeyRepository, AuditLog, EmailCipher, EventLog, InitialKeyStore, Outbox, PlanRepository,
+    ProvisioningRepository, RateLimiter, SecretSealer, TenantRepository,
 };
 
-use crate::config::{Config, Store};
+use crate::config::{Config, KafkaConfig, Store};
 use crate::health::DependencyCheck;
 use crate::metrics::PoolStats;
+use crate::proto;
 
 /// The use-case services the gRPC handlers call, and the dependencies to probe.
 #[derive(Clone)]
@@ -49,6 +59,46 @@ pub struct Services {
     pub checks: Vec<Arc<dyn DependencyCheck>>,
     /// The database pool's (open, idle, maximum) connections, when there is a database.
     pub db_pool: Option<PoolStats>,
+    /// Per-principal rate limits.
+    pub rate_limits: RateLimitService,
+    /// The event relay, when Kafka is configured.
+    pub relay: Option<Relay>,
+}
+
+/// The event relay and the publisher it drives.
+#[derive(Clone)]
+pub struct Relay {
+    /// The use case.
+    pub relay: OutboxRelay,
+    /// The Kafka publisher (to create the topic and flush at shutdown).
+    pub publisher: Arc<KafkaPublisher>,
+    /// Its settings.
+    pub config: KafkaConfig,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the adapters report what they do (the server's metrics).
+#[derive(Clone)]
+pub struct Observers {
+    /// The provisioning engine.
+    pub provisioning: Arc<dyn ProvisioningObserver>,
+    /// The cache.
+    pub cache: Arc<dyn CacheObserver>,
+    /// The event relay.
+    pub relay: Arc<dyn RelayObserver>,
+}
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observers").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Services {
@@ -71,6 +121,7 @@ struct Ports {
     tenants: Arc<dyn TenantRepository>,
     runs: Arc<dyn ProvisioningRepository>,
     initial_keys: Arc<dyn InitialKeyStore>,
+    cipher: Arc<dyn EmailCipher>,
     sealer: Arc<dyn SecretSealer>,
     providers: Providers,
     api_keys: Arc<dyn ApiKeyRepository>,
@@ -79,20 +130,32 @@ struct Ports {
     plans: Arc<dyn PlanRepository>,
     checks: Vec<Arc<dyn DependencyCheck>>,
     db_pool: Option<PoolStats>,
+    limiter: Arc<dyn RateLimiter>,
+    outbox: Option<Arc<dyn Outbox>>,
 }
 
 /// Builds the services for `config`: PostgreSQL (connected and migrated) when a database
-/// is configured, else every port in memory (the embedded default). Provisioning reports
-/// to `observer`; its providers pass through `wrap`, if given.
+/// is configured, else every port in memory (the embedded default); Redis in front of it
+/// and Kafka behind the outbox when configured. Adapters report to `observers`; the
+/// provisioning providers pass through `wrap`, if given.
 ///
 /// # Errors
-/// One line naming `database-url` when the database is unreachable or cannot be migrated.
+/// One line naming the setting when a dependency is unusable (the database unreachable or
+/// not migratable, a malformed Redis URL, a Kafka configuration librdkafka refuses).
 pub async fn build(
     config: &Config,
-    observer: Arc<dyn ProvisioningObserver>,
+    observers: Observers,
     wrap: Option<ProviderWrap>,
 ) -> anyhow::Result<Services> {
-    let ports = ports(config).await?;
+    let observer = observers.provisioning.clone();
+    let mut ports = ports(config).await?;
+    with_redis(config, &observers, &mut ports)?;
+    let relay = relay(config, &observers, &ports)?;
+    if let Some(relay) = &relay {
+        ports
+            .checks
+            .push(Arc::new(Publisher(relay.publisher.clone())));
+    }
     let settings = TenantSettings {
         deletion_retention: chrono::Duration::from_std(config.deletion_retention)
             .unwrap_or(chrono::Duration::days(30)),
@@ -125,7 +188,15 @@ pub async fn build(
         signals.clone(),
         observer.clone(),
     );
+    let rate_limits = RateLimitService::new(
+        ports.limiter.clone(),
+        ports.tenants.clone(),
+        ports.plans.clone(),
+        config.rate_limits,
+    );
     Ok(Services {
+        rate_limits,
+        relay,
         provisioning: ProvisioningService::new(
             ports.runs,
             ports.tenants.clone(),
@@ -179,6 +250,7 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 tenants: Arc::new(store.clone()),
                 runs: Arc::new(store.clone()),
                 initial_keys: Arc::new(store.clone()),
+                cipher: ring.clone(),
                 sealer: ring,
                 providers: Providers {
                     databases: Arc::new(MemoryTenantDatabases::default()),
@@ -191,6 +263,8 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 plans: Arc::new(MemoryPlanRepository::default()),
                 checks: Vec::new(),
                 db_pool: None,
+                limiter: Arc::new(LocalRateLimiter::default()),
+                outbox: None,
             }
         }
         Store::Postgres { url, .. } => {
@@ -207,6 +281,7 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 tenants: Arc::new(store.clone()),
                 runs: Arc::new(store.clone()),
                 initial_keys: Arc::new(store.clone()),
+                cipher: ring.clone(),
                 sealer: ring,
                 providers: Providers {
                     databases: Arc::new(databases),
@@ -222,10 +297,79 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 events: Arc::new(store.clone()),
                 plans: Arc::new(PgPlanRepository::new(pool)),
                 checks: vec![Arc::new(Database(store.clone()))],
+                limiter: Arc::new(LocalRateLimiter::default()),
+                outbox: Some(Arc::new(store.clone())),
                 db_pool: Some(Arc::new(move || store.pool_stats())),
             }
         }
     })
+}
+
+/// With Redis configured: shared rate limits, and (in front of PostgreSQL) the cache of
+/// tenants and API keys, with Redis as a health dependency that is not critical.
+fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyhow::Result<()> {
+    let Some(settings) = &config.redis else {
+        return Ok(());
+    };
+    let redis = Redis::new(
+        settings.url.expose(),
+        RedisSettings {
+            timeout: settings.timeout,
+            key_prefix: settings.key_prefix.clone(),
+            ..RedisSettings::default()
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("redis-url: {e}"))?;
+    ports.limiter = Arc::new(RedisRateLimiter::new(redis.clone()));
+    ports.checks.push(Arc::new(Cache(redis.clone())));
+    if let Store::Postgres { .. } = config.store {
+        let cache = RedisCache::new(redis, settings.cache_ttl, observers.cache.clone());
+        ports.tenants = Arc::new(CachedTenants::new(
+            ports.tenants.clone(),
+            cache.clone(),
+            ports.cipher.clone(),
+        ));
+        ports.runs = Arc::new(CachedRuns::new(ports.runs.clone(), cache.clone()));
+        ports.api_keys = Arc::new(CachedApiKeys::new(ports.api_keys.clone(), cache));
+    } else {
+        tracing::info!("redis: shared rate limits only; the embedded store needs no cache");
+    }
+    Ok(())
+}
+
+/// With Kafka configured: the relay from the outbox, and the publisher as a health
+/// dependency that is not critical.
+fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Result<Option<Relay>> {
+    let (Some(kafka), Some(outbox)) = (&config.kafka, &ports.outbox) else {
+        return Ok(None);
+    };
+    let encode = Arc::new(|event: &Event| proto::TenantEvent::from(event).encode_to_vec());
+    let publisher = Arc::new(
+        KafkaPublisher::new(
+            KafkaSettings {
+                brokers: kafka.brokers.clone(),
+                topic: kafka.topic.clone(),
+                message_timeout: kafka.message_timeout,
+                partitions: kafka.partitions,
+                replication_factor: kafka.replication_factor,
+                source: format!("urn:tenantd:{}", config.trust_domain),
+                client_id: "tenantd".to_owned(),
+            },
+            encode,
+        )
+        .map_err(|e| anyhow::anyhow!("kafka-brokers: {e}"))?,
+    );
+    Ok(Some(Relay {
+        relay: OutboxRelay::new(
+            outbox.clone(),
+            publisher.clone(),
+            Arc::new(SystemClock),
+            observers.relay.clone(),
+            kafka.batch_size,
+        ),
+        publisher,
+        config: kafka.clone(),
+    }))
 }
 
 /// Applies the migrations of the configured database (`tenantd migrate`).
@@ -324,6 +468,42 @@ fn pg_settings(config: &Config) -> PgSettings {
             statement_timeout: *statement_timeout,
         },
         Store::Memory => PgSettings::default(),
+    }
+}
+
+/// Redis as a health dependency: without it requests are served from PostgreSQL.
+struct Cache(Arc<Redis>);
+
+#[async_trait]
+impl DependencyCheck for Cache {
+    fn name(&self) -> &'static str {
+        "cache"
+    }
+
+    fn critical(&self) -> bool {
+        false
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+/// The Kafka brokers as a health dependency: without them events wait in the outbox.
+struct Publisher(Arc<KafkaPublisher>);
+
+#[async_trait]
+impl DependencyCheck for Publisher {
+    fn name(&self) -> &'static str {
+        "publisher"
+    }
+
+    fn critical(&self) -> bool {
+        false
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.0.check(std::time::Duration::from_secs(1)).await
     }
 }
 

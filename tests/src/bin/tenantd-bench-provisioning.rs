@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use sqlx::PgPool;
 use tenantd_adapters::postgres::TENANT_MIGRATIONS;
-use tenantd_application::ProvisioningSettings;
+use tenantd_application::{ProvisioningSettings, RateLimitSettings};
 use tenantd_e2e::{Backend, TestServer, create, new_tenant};
 use tenantd_server::config::Config;
 
@@ -142,6 +142,10 @@ async fn main() -> anyhow::Result<()> {
         provisioning: ProvisioningSettings {
             workers,
             ..config.provisioning
+        },
+        rate_limits: RateLimitSettings {
+            admin_per_second: 0,
+            service_per_second: 0,
         },
         ..config
     })

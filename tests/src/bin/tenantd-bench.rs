@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use tenantd_application::RateLimitSettings;
 use tenantd_e2e::pb::api_key_service_client::ApiKeyServiceClient;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
 use tenantd_e2e::pb::{
     CreateApiKeyRequest, GetTenantRequest, ListTenantsRequest, TenantStatus, VerifyApiKeyRequest,
 };
 use tenantd_e2e::{Backend, TestServer, create, new_tenant};
+use tenantd_server::config::Config;
 use tonic::transport::Channel;
 
 struct Options {
@@ -134,7 +136,15 @@ async fn settle(mut tenants: TenantServiceClient<Channel>) -> anyhow::Result<()>
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = options()?;
-    let server = TestServer::start(options.backend).await?;
+    // The bench measures the server, not the admin's rate limit.
+    let server = TestServer::start_with(options.backend, |config| Config {
+        rate_limits: RateLimitSettings {
+            admin_per_second: 0,
+            service_per_second: 0,
+        },
+        ..config
+    })
+    .await?;
     let tenants = server.tenants().await?;
     println!(
         "tenantd-bench: store {:?}, {} requests per RPC, {} concurrent, over mTLS on one HTTP/2 connection",

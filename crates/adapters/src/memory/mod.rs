@@ -4,8 +4,10 @@
 
 mod plans;
 mod providers;
+mod rate_limit;
 mod store;
 
 pub use plans::MemoryPlanRepository;
 pub use providers::{MemoryBilling, MemoryDns, MemoryTenantDatabases};
+pub use rate_limit::LocalRateLimiter;
 pub use store::MemoryStore;

@@ -14,8 +14,9 @@ use super::tenants::{PgStore, abort, append};
 const COLUMNS: &str = "key_id, tenant_id, display_name, scopes, secret_hash, created_at, \
      expires_at, revoked_at, last_used_at";
 
-#[derive(sqlx::FromRow)]
-struct KeyRow {
+/// One `api_keys` row; also the form the cache keeps a key in (a hash, never a secret).
+#[derive(sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+pub(crate) struct KeyRow {
     key_id: Uuid,
     tenant_id: Uuid,
     display_name: String,
@@ -25,6 +26,23 @@ struct KeyRow {
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
     last_used_at: Option<DateTime<Utc>>,
+}
+
+impl KeyRow {
+    /// The row of `key`.
+    pub(crate) fn of(key: &ApiKey) -> Self {
+        Self {
+            key_id: key.id.0,
+            tenant_id: key.tenant_id.as_uuid(),
+            display_name: key.display_name.clone(),
+            scopes: key.scopes.clone(),
+            secret_hash: key.secret_hash.to_vec(),
+            created_at: key.created_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+            last_used_at: key.last_used_at,
+        }
+    }
 }
 
 impl TryFrom<KeyRow> for ApiKey {

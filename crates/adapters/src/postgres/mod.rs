@@ -16,14 +16,15 @@
 //! [`RepoError::SlugTaken`](tenantd_domain::RepoError::SlugTaken), a lost connection, pool
 //! exhaustion or statement timeout [`RepoError::Unavailable`](tenantd_domain::RepoError::Unavailable).
 
-mod api_keys;
+pub(crate) mod api_keys;
 mod audit;
 mod connect;
 mod errors;
+mod outbox;
 mod plans;
 mod providers;
 mod provisioning;
-mod rows;
+pub(crate) mod rows;
 mod tenants;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

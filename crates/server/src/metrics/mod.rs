@@ -6,8 +6,10 @@ mod grpc;
 mod http;
 mod pool;
 mod provisioning;
+mod relay;
 
 pub use grpc::{CallLayer, GrpcMetrics};
 pub use http::serve as serve_http;
 pub use pool::{DbPoolCollector, PoolStats};
 pub use provisioning::ProvisioningMetrics;
+pub use relay::{CacheMetrics, RateLimitMetrics, RelayMetrics};

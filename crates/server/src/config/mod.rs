@@ -9,8 +9,13 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
-use tenantd_application::ProvisioningSettings;
+use tenantd_application::{ProvisioningSettings, RateLimitSettings};
 use tenantd_domain::provisioning::RetryPolicy;
+
+mod integrations;
+
+pub use integrations::{KafkaConfig, RedisConfig};
+use integrations::{kafka, rate_limits, redis};
 
 /// Default gRPC address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -238,14 +243,55 @@ pub struct ServeArgs {
     /// Prefix of tenant schema names, `<prefix><tenant id>` [default: t_].
     #[arg(long, env = "TENANTD_TENANT_SCHEMA_PREFIX")]
     pub tenant_schema_prefix: Option<String>,
-    /// Redis URL (also REDIS_URL) for the cache and shared rate limits: accepted, not used
-    /// by this version yet.
+    /// Redis URL (also REDIS_URL), redis://[:password@]host:port[/db]: caches tenants and
+    /// API keys and shares rate limits across replicas; unset = no cache, per-process limits.
     #[arg(long, env = "TENANTD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
-    /// Kafka bootstrap brokers (also KAFKA_BROKERS) for the event relay: accepted, not used
-    /// by this version yet.
+    /// Longest wait for one Redis call, in milliseconds; slower calls fall back to the
+    /// database or the in-process limiter [default: 250].
+    #[arg(long, env = "TENANTD_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<u64>,
+    /// Prefix of every Redis key [default: tenantd:].
+    #[arg(long, env = "TENANTD_REDIS_KEY_PREFIX")]
+    pub redis_key_prefix: Option<String>,
+    /// Seconds a cached tenant or API key lives (writes invalidate at once) [default: 30].
+    #[arg(long, env = "TENANTD_CACHE_TTL_SECONDS")]
+    pub cache_ttl_seconds: Option<u64>,
+    /// Requests per second of each admin identity; 0 = no limit [default: 1000].
+    #[arg(long, env = "TENANTD_RATE_LIMIT_ADMIN_RPS")]
+    pub rate_limit_admin_rps: Option<u32>,
+    /// Requests per second of each service identity; 0 = no limit [default: 5000].
+    #[arg(long, env = "TENANTD_RATE_LIMIT_SERVICE_RPS")]
+    pub rate_limit_service_rps: Option<u32>,
+    /// Kafka bootstrap brokers, host:port[,host:port] (also KAFKA_BROKERS): events are
+    /// relayed from the outbox to Kafka; unset = they stay in the outbox (still listable).
     #[arg(long, env = "TENANTD_KAFKA_BROKERS")]
     pub kafka_brokers: Option<Secret>,
+    /// The events topic, created at start-up if missing [default: tenant.events.v1].
+    #[arg(long, env = "TENANTD_KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Partitions of the events topic when tenantd creates it [default: 6].
+    #[arg(long, env = "TENANTD_KAFKA_TOPIC_PARTITIONS")]
+    pub kafka_topic_partitions: Option<i32>,
+    /// Replication factor of the events topic when tenantd creates it; -1 = the brokers'
+    /// default [default: -1].
+    #[arg(
+        long,
+        env = "TENANTD_KAFKA_TOPIC_REPLICATION_FACTOR",
+        allow_hyphen_values = true
+    )]
+    pub kafka_topic_replication_factor: Option<i32>,
+    /// How long a message may wait for the brokers to confirm it, in milliseconds, before
+    /// the relay retries it [default: 10000].
+    #[arg(long, env = "TENANTD_KAFKA_MESSAGE_TIMEOUT_MS")]
+    pub kafka_message_timeout_ms: Option<u64>,
+    /// How often the relay looks for unpublished events when idle, in milliseconds
+    /// [default: 200].
+    #[arg(long, env = "TENANTD_OUTBOX_POLL_INTERVAL_MS")]
+    pub outbox_poll_interval_ms: Option<u64>,
+    /// Most events the relay publishes in one batch [default: 500].
+    #[arg(long, env = "TENANTD_OUTBOX_BATCH_SIZE")]
+    pub outbox_batch_size: Option<usize>,
 }
 
 /// The same settings in the TOML file.
@@ -283,7 +329,18 @@ struct FileConfig {
     dns_ingress_address: Option<IpAddr>,
     tenant_schema_prefix: Option<String>,
     redis_url: Option<Secret>,
+    redis_timeout_ms: Option<u64>,
+    redis_key_prefix: Option<String>,
+    cache_ttl_seconds: Option<u64>,
+    rate_limit_admin_rps: Option<u32>,
+    rate_limit_service_rps: Option<u32>,
     kafka_brokers: Option<Secret>,
+    kafka_topic: Option<String>,
+    kafka_topic_partitions: Option<i32>,
+    kafka_topic_replication_factor: Option<i32>,
+    kafka_message_timeout_ms: Option<u64>,
+    outbox_poll_interval_ms: Option<u64>,
+    outbox_batch_size: Option<usize>,
 }
 
 /// Where the server's TLS material comes from.
@@ -385,8 +442,12 @@ pub struct Config {
     pub provisioning: ProvisioningSettings,
     /// Where tenants' provisioned resources are named and pointed.
     pub tenant_resources: TenantResources,
-    /// Settings given that this version does not use yet (warned about at start).
-    pub ignored_settings: Vec<&'static str>,
+    /// Redis, when configured: the cache and shared rate limits.
+    pub redis: Option<RedisConfig>,
+    /// Rates of admins and services.
+    pub rate_limits: RateLimitSettings,
+    /// Kafka, when configured: the event relay.
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// A configuration problem, naming the setting.
@@ -432,7 +493,15 @@ impl Config {
         let store = store(&args, &file, env("DATABASE_URL"))?;
         let provisioning = provisioning(&args, &file)?;
         let tenant_resources = tenant_resources(&args, &file)?;
-        let ignored_settings = ignored_settings(&args, &file, env);
+        let redis = redis(&args, &file, env("REDIS_URL"))?;
+        let rate_limits = rate_limits(&args, &file);
+        let kafka = kafka(&args, &file, env("KAFKA_BROKERS"))?;
+        if kafka.is_some() && store == Store::Memory {
+            return Err(bad(
+                "kafka-brokers",
+                "the event relay publishes the outbox kept in PostgreSQL: set database-url too",
+            ));
+        }
         let tls_cert = args.tls_cert.or(file.tls_cert);
         let tls_key = args.tls_key.or(file.tls_key);
         let tls_client_ca = args.tls_client_ca.or(file.tls_client_ca);
@@ -494,7 +563,9 @@ impl Config {
             health_probe_interval,
             provisioning,
             tenant_resources,
-            ignored_settings,
+            redis,
+            rate_limits,
+            kafka,
             listen: args
                 .listen
                 .or(file.listen)
@@ -515,41 +586,6 @@ impl Config {
             log,
         })
     }
-}
-
-/// The settings given (flag, unprefixed variable or file) that this version does not use.
-fn ignored_settings(
-    args: &ServeArgs,
-    file: &FileConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Vec<&'static str> {
-    let set = |flag: Option<&Secret>, plain: &str, in_file: Option<&Secret>| {
-        flag.map(|v| v.expose().to_owned())
-            .or_else(|| env(plain))
-            .or_else(|| in_file.map(|v| v.expose().to_owned()))
-            .is_some_and(|v| !v.is_empty())
-    };
-    [
-        (
-            "redis-url",
-            set(
-                args.redis_url.as_ref(),
-                "REDIS_URL",
-                file.redis_url.as_ref(),
-            ),
-        ),
-        (
-            "kafka-brokers",
-            set(
-                args.kafka_brokers.as_ref(),
-                "KAFKA_BROKERS",
-                file.kafka_brokers.as_ref(),
-            ),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(setting, given)| given.then_some(setting))
-    .collect()
 }
 
 /// The store: PostgreSQL when a URL is set, else memory.
@@ -992,13 +1028,6 @@ mod tests {
             err.setting, "encryption-keys",
             "a database needs encryption keys"
         );
-    }
-
-    #[test]
-    fn plain_redis_and_kafka_variables_are_noted_as_not_used_yet() {
-        let env = |name: &str| (name == "KAFKA_BROKERS").then(|| "127.0.0.1:9092".to_owned());
-        let config = Config::load_with(ServeArgs::default(), &env).unwrap();
-        assert_eq!(config.ignored_settings, ["kafka-brokers"]);
     }
 
     #[test]

@@ -1,0 +1,266 @@
+//! The event publisher on Kafka (rdkafka, librdkafka bundled): one message per event on
+//! the events topic, key = tenant id (one tenant's events share a partition, so they stay
+//! in order), value = the protobuf `tenant.v1.TenantEvent`, CloudEvents binary-mode
+//! headers. The producer is idempotent with `acks=all`, and a delivery is reported only
+//! once the broker confirmed it or `message.timeout.ms` passed.
+
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::SecondsFormat;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use tenantd_domain::ports::{EventPublisher, PublishError};
+use tenantd_domain::{Event, TenantId};
+
+/// The CloudEvents `content-type` of the payload.
+pub const CONTENT_TYPE: &str = "application/protobuf";
+
+/// Turns an event into the message value (the server's protobuf encoding).
+pub type EventEncoder = Arc<dyn Fn(&Event) -> Vec<u8> + Send + Sync>;
+
+/// Where and how events are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port` separated by commas.
+    pub brokers: String,
+    /// The events topic.
+    pub topic: String,
+    /// How long a message may wait for its delivery before it counts as failed.
+    pub message_timeout: Duration,
+    /// Partitions of the topic when it is created here.
+    pub partitions: i32,
+    /// Replication factor of the topic when it is created here.
+    pub replication_factor: i32,
+    /// The CloudEvents `ce_source` of every event.
+    pub source: String,
+    /// The client id brokers see.
+    pub client_id: String,
+}
+
+/// Publishes events to Kafka.
+pub struct KafkaPublisher {
+    settings: KafkaSettings,
+    encode: EventEncoder,
+    /// Replaced when librdkafka reports a fatal error (the idempotent producer cannot go
+    /// on after one, e.g. when the broker lost its producer id).
+    producer: RwLock<FutureProducer>,
+}
+
+impl std::fmt::Debug for KafkaPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPublisher")
+            .field("topic", &self.settings.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaPublisher {
+    /// A publisher with its producer (connecting happens in the background).
+    ///
+    /// # Errors
+    /// When librdkafka refuses the configuration.
+    pub fn new(settings: KafkaSettings, encode: EventEncoder) -> Result<Self, KafkaError> {
+        let producer = producer(&settings)?;
+        Ok(Self {
+            settings,
+            encode,
+            producer: RwLock::new(producer),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    /// Creates the topic unless it exists.
+    ///
+    /// # Errors
+    /// When the brokers cannot be reached or refuse to create it.
+    pub async fn ensure_topic(&self) -> Result<(), String> {
+        let admin: AdminClient<DefaultClientContext> = base_config(&self.settings)
+            .create()
+            .map_err(|e| format!("kafka admin client: {e}"))?;
+        let topic = NewTopic::new(
+            &self.settings.topic,
+            self.settings.partitions,
+            TopicReplication::Fixed(self.settings.replication_factor),
+        );
+        let options = AdminOptions::new()
+            .request_timeout(Some(Duration::from_secs(10)))
+            .operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin
+            .create_topics([&topic], &options)
+            .await
+            .map_err(|e| format!("cannot create topic {}: {e}", self.settings.topic))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(format!("cannot create topic {name}: {code}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a broker answers with the topic's metadata within `timeout`.
+    ///
+    /// # Errors
+    /// Why not.
+    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        let producer = self.current();
+        let topic = self.settings.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map_err(|e| format!("no broker answers: {e}"))?;
+            match metadata.topics().iter().find(|t| t.name() == topic) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+                Some(t) => Err(format!("topic {topic} is not usable: {:?}", t.error())),
+                None => Err(format!("topic {topic} does not exist")),
+            }
+        })
+        .await
+        .map_err(|e| format!("metadata task: {e}"))?
+    }
+
+    fn current(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces a producer that hit a fatal error; the events it did not deliver are
+    /// published again by the relay.
+    fn replace_if_fatal(&self, used: &FutureProducer) {
+        let Some((code, reason)) = used.client().fatal_error() else {
+            return;
+        };
+        tracing::warn!(?code, reason = %reason, "kafka producer hit a fatal error; starting a new one");
+        match producer(&self.settings) {
+            Ok(fresh) => {
+                *self
+                    .producer
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = fresh;
+            }
+            Err(err) => tracing::error!(error = %err, "cannot start a new kafka producer"),
+        }
+    }
+
+    /// The CloudEvents binary-mode headers of `event`.
+    fn headers(&self, event: &Event) -> OwnedHeaders {
+        let id = event.id.0.to_string();
+        let subject = event.tenant_id.to_string();
+        let time = event
+            .occurred_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true);
+        [
+            ("ce_specversion", "1.0"),
+            ("ce_id", id.as_str()),
+            ("ce_source", self.settings.source.as_str()),
+            ("ce_type", event.kind.type_name()),
+            ("ce_time", time.as_str()),
+            ("ce_subject", subject.as_str()),
+            ("content-type", CONTENT_TYPE),
+        ]
+        .into_iter()
+        .fold(
+            OwnedHeaders::new_with_capacity(7),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl EventPublisher for KafkaPublisher {
+    async fn publish(&self, events: &[Event]) -> Vec<Result<(), PublishError>> {
+        let producer = self.current();
+        // Enqueue everything first (librdkafka batches it), then await the deliveries. A
+        // tenant whose event could not be enqueued gets none of its later ones enqueued.
+        let mut refused: HashSet<TenantId> = HashSet::new();
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            if refused.contains(&event.tenant_id) {
+                pending.push(Err(PublishError(
+                    "an earlier event of the tenant was not sent".into(),
+                )));
+                continue;
+            }
+            let payload = (self.encode)(event);
+            let key = event.tenant_id.to_string();
+            let record = FutureRecord::to(&self.settings.topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(self.headers(event))
+                .timestamp(event.occurred_at.timestamp_millis());
+            match producer.send_result(record) {
+                Ok(delivery) => pending.push(Ok(delivery)),
+                Err((err, _)) => {
+                    refused.insert(event.tenant_id);
+                    pending.push(Err(PublishError(err.to_string())));
+                }
+            }
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for entry in pending {
+            outcomes.push(match entry {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((err, _))) => Err(PublishError(err.to_string())),
+                    Err(_) => Err(PublishError("the producer went away".into())),
+                },
+                Err(err) => Err(err),
+            });
+        }
+        if outcomes.iter().any(Result::is_err) {
+            self.replace_if_fatal(&producer);
+        }
+        outcomes
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
+        let producer = self.current();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| PublishError(format!("flush task: {e}")))?
+            .map_err(|e| PublishError(e.to_string()))
+    }
+}
+
+fn base_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", &settings.client_id)
+        // Fail fast on a dead connection; librdkafka reconnects with backoff by itself.
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("reconnect.backoff.max.ms", "2000");
+    config
+}
+
+fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+    let timeout = settings.message_timeout.as_millis().max(1).to_string();
+    base_config(settings)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", &timeout)
+        .set("linger.ms", "5")
+        .create()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,459 @@
+//! Cache-aside for the reads other services make on every request: a tenant by id and an
+//! API key by id. Decorators over the repository ports read through [`RedisCache`] and
+//! invalidate after every write to what they cache, so a suspension or a revocation is
+//! seen by the very next call, in every replica.
+//!
+//! **What is stored.** A tenant as its sealed row (the contact email stays an AES-GCM
+//! envelope bound to the tenant; it is opened on the way out) and a key as its row (the
+//! SHA-256 of the secret, never the secret). An entry's key carries the id it was read
+//! by, and a decoded entry whose id differs is ignored, so one tenant's entry can never
+//! answer for another.
+//!
+//! **No stale refill.** Each entry has a generation counter. A reader that misses notes
+//! the generation, reads the database, and stores what it read only if the generation is
+//! unchanged (one Lua script); a writer, after its commit, deletes the entry and bumps the
+//! generation. So a read that raced a write can never put the old value back.
+//!
+//! **Redis trouble.** Reads that cannot use Redis go to the database. A write whose
+//! invalidation fails makes this replica skip the cache for one TTL (every entry that
+//! could be stale has expired by then).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_redis::redis::{self, Script};
+use tenantd_domain::ports::{
+    ApiKeyRepository, ClaimedRun, EmailCipher, IdempotencyRecord, Lease, ProvisioningRepository,
+    RunWrite, TenantQuery, TenantRepository,
+};
+use tenantd_domain::provisioning::{ProvisioningRun, RunId};
+use tenantd_domain::{ApiKey, ApiKeyId, Event, RepoError, Tenant, TenantId};
+
+use super::{Redis, RedisError};
+use crate::postgres::api_keys::KeyRow;
+use crate::postgres::rows::TenantRow;
+
+/// Stores `ARGV[2]` under `KEYS[1]` for `ARGV[3]` ms if the generation `KEYS[2]` is still
+/// `ARGV[1]` ("" = no generation yet).
+const PUT: &str = r"
+local generation = redis.call('GET', KEYS[2])
+if (generation == false and ARGV[1] == '') or generation == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0";
+
+/// Deletes `KEYS[1]` and bumps its generation `KEYS[2]`, kept for `ARGV[1]` ms.
+const INVALIDATE: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1";
+
+/// How cache use shows in metrics (`cache` is `tenant` or `api_key`).
+pub trait CacheObserver: Send + Sync {
+    /// A read answered from Redis.
+    fn hit(&self, cache: &'static str);
+    /// A read Redis had no entry for (it went to the database).
+    fn miss(&self, cache: &'static str);
+    /// A Redis call that failed or timed out.
+    fn error(&self, cache: &'static str);
+    /// A read that did not ask Redis (it is skipped after failures).
+    fn bypass(&self, cache: &'static str);
+}
+
+/// What a lookup found.
+enum Lookup {
+    Hit(Vec<u8>),
+    /// Not cached: store what the database says under this generation.
+    Miss(Option<String>),
+    /// Redis is not usable: read the database, store nothing.
+    Unusable,
+}
+
+/// The cache: entries with a TTL and generation counters, in Redis.
+pub struct RedisCache {
+    redis: Arc<Redis>,
+    ttl: Duration,
+    observer: Arc<dyn CacheObserver>,
+    put: Script,
+    invalidate: Script,
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which this replica does not use the cache.
+    bypass_until: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisCache {
+    /// A cache in `redis` whose entries live `ttl`.
+    pub fn new(redis: Arc<Redis>, ttl: Duration, observer: Arc<dyn CacheObserver>) -> Arc<Self> {
+        Arc::new(Self {
+            redis,
+            ttl: ttl.max(Duration::from_millis(1)),
+            observer,
+            put: Script::new(PUT),
+            invalidate: Script::new(INVALIDATE),
+            epoch: Instant::now(),
+            bypass_until: AtomicU64::new(0),
+        })
+    }
+
+    /// The Redis key of the entry `cache`/`id`.
+    pub fn entry_key(&self, cache: &str, id: &str) -> String {
+        self.redis.key(&format!("{cache}:{id}"))
+    }
+
+    fn millis(duration: Duration) -> u64 {
+        u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn now_ms(&self) -> u64 {
+        Self::millis(self.epoch.elapsed())
+    }
+
+    async fn lookup(&self, cache: &'static str, id: &str) -> Lookup {
+        if self.now_ms() < self.bypass_until.load(Ordering::Relaxed) {
+            self.observer.bypass(cache);
+            return Lookup::Unusable;
+        }
+        let key = self.entry_key(cache, id);
+        let found: Result<(Option<Vec<u8>>, Option<String>), RedisError> = self
+            .redis
+            .query(redis::cmd("MGET").arg(&key).arg(format!("{key}:gen")))
+            .await;
+        match found {
+            Ok((Some(value), _)) => Lookup::Hit(value),
+            Ok((None, generation)) => {
+                self.observer.miss(cache);
+                Lookup::Miss(generation)
+            }
+            Err(RedisError::Skipped) => {
+                self.observer.bypass(cache);
+                Lookup::Unusable
+            }
+            Err(_) => {
+                self.observer.error(cache);
+                Lookup::Unusable
+            }
+        }
+    }
+
+    async fn store(&self, cache: &'static str, id: &str, generation: Option<String>, value: &[u8]) {
+        let key = self.entry_key(cache, id);
+        let generation = generation.unwrap_or_default();
+        let ttl = Self::millis(self.ttl).to_string();
+        let stored: Result<i64, RedisError> = self
+            .redis
+            .eval(
+                &self.put,
+                &[&key, &format!("{key}:gen")],
+                &[generation.as_bytes(), value, ttl.as_bytes()],
+            )
+            .await;
+        if stored.is_err() {
+            self.observer.error(cache);
+        }
+    }
+
+    /// Drops an entry after a write to what it caches (whatever the write's outcome: a
+    /// commit whose answer was lost still changed the row).
+    async fn drop_entry(&self, cache: &'static str, id: &str) {
+        let key = self.entry_key(cache, id);
+        // The generation must outlive any read that noted it before the write.
+        let keep = (Self::millis(self.ttl) + 60_000).to_string();
+        let done: Result<i64, RedisError> = self
+            .redis
+            .eval(
+                &self.invalidate,
+                &[&key, &format!("{key}:gen")],
+                &[keep.as_bytes()],
+            )
+            .await;
+        if done.is_err() {
+            if !matches!(done, Err(RedisError::Skipped)) {
+                self.observer.error(cache);
+            }
+            let until = self.now_ms().saturating_add(Self::millis(self.ttl));
+            self.bypass_until.fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads `id` through the cache: decode a hit (a bad entry is a miss), else load from
+    /// the database and store what was found.
+    async fn read_through<T, Load, Fut>(
+        &self,
+        cache: &'static str,
+        id: &str,
+        decode: impl Fn(&[u8]) -> Option<T>,
+        encode: impl Fn(&T) -> Option<Vec<u8>>,
+        load: Load,
+    ) -> Result<Option<T>, RepoError>
+    where
+        Load: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, RepoError>>,
+    {
+        let generation = match self.lookup(cache, id).await {
+            Lookup::Hit(bytes) => {
+                if let Some(value) = decode(&bytes) {
+                    self.observer.hit(cache);
+                    return Ok(Some(value));
+                }
+                // Undecodable (an older format, a key gone from the ring): a miss, and the
+                // fresh value replaces it.
+                self.observer.miss(cache);
+                self.drop_entry(cache, id).await;
+                return load().await;
+            }
+            Lookup::Miss(generation) => Some(generation),
+            Lookup::Unusable => None,
+        };
+        let loaded = load().await?;
+        if let (Some(generation), Some(value)) = (generation, &loaded)
+            && let Some(bytes) = encode(value)
+        {
+            self.store(cache, id, generation, &bytes).await;
+        }
+        Ok(loaded)
+    }
+}
+
+const TENANT: &str = "tenant";
+const API_KEY: &str = "api_key";
+
+/// [`TenantRepository`] reading tenants through the cache.
+pub struct CachedTenants {
+    inner: Arc<dyn TenantRepository>,
+    cache: Arc<RedisCache>,
+    cipher: Arc<dyn EmailCipher>,
+}
+
+impl std::fmt::Debug for CachedTenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedTenants").finish_non_exhaustive()
+    }
+}
+
+impl CachedTenants {
+    /// `inner` behind `cache`; entries are sealed and opened with `cipher`.
+    pub fn new(
+        inner: Arc<dyn TenantRepository>,
+        cache: Arc<RedisCache>,
+        cipher: Arc<dyn EmailCipher>,
+    ) -> Self {
+        Self {
+            inner,
+            cache,
+            cipher,
+        }
+    }
+
+    fn decode(&self, id: TenantId, bytes: &[u8]) -> Option<Tenant> {
+        let row: TenantRow = serde_json::from_slice(bytes).ok()?;
+        if row.tenant_id != id.as_uuid() {
+            return None;
+        }
+        row.open(self.cipher.as_ref()).ok()
+    }
+}
+
+#[async_trait]
+impl TenantRepository for CachedTenants {
+    async fn create(
+        &self,
+        tenant: &Tenant,
+        run: &ProvisioningRun,
+        events: &[Event],
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<(), RepoError> {
+        self.inner.create(tenant, run, events, idempotency).await
+    }
+
+    async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {
+        let key = id.to_string();
+        self.cache
+            .read_through(
+                TENANT,
+                &key,
+                |bytes| self.decode(id, bytes),
+                |tenant| serde_json::to_vec(&TenantRow::seal(tenant, self.cipher.as_ref())).ok(),
+                || self.inner.get(id),
+            )
+            .await
+    }
+
+    async fn update(
+        &self,
+        tenant: &Tenant,
+        expected_version: u64,
+        events: &[Event],
+    ) -> Result<(), RepoError> {
+        let result = self.inner.update(tenant, expected_version, events).await;
+        self.cache
+            .drop_entry(TENANT, &tenant.id().to_string())
+            .await;
+        result
+    }
+
+    async fn list(&self, query: &TenantQuery) -> Result<Vec<Tenant>, RepoError> {
+        self.inner.list(query).await
+    }
+
+    async fn find_idempotency(
+        &self,
+        request_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, RepoError> {
+        self.inner.find_idempotency(request_id, now).await
+    }
+}
+
+/// [`ProvisioningRepository`] dropping the cached tenant whenever its run is saved (the
+/// tenant carries the run's summary, and a save may change its status).
+pub struct CachedRuns {
+    inner: Arc<dyn ProvisioningRepository>,
+    cache: Arc<RedisCache>,
+}
+
+impl std::fmt::Debug for CachedRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedRuns").finish_non_exhaustive()
+    }
+}
+
+impl CachedRuns {
+    /// `inner`, invalidating `cache`'s tenants.
+    pub fn new(inner: Arc<dyn ProvisioningRepository>, cache: Arc<RedisCache>) -> Self {
+        Self { inner, cache }
+    }
+}
+
+#[async_trait]
+impl ProvisioningRepository for CachedRuns {
+    async fn latest(&self, tenant: TenantId) -> Result<Option<ProvisioningRun>, RepoError> {
+        self.inner.latest(tenant).await
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: chrono::Duration,
+    ) -> Result<Option<ClaimedRun>, RepoError> {
+        self.inner.claim(owner, now, lease_for).await
+    }
+
+    async fn renew(
+        &self,
+        run: RunId,
+        version: u64,
+        lease: &Lease,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        self.inner.renew(run, version, lease, until).await
+    }
+
+    async fn release(&self, run: RunId, lease: &Lease) -> Result<(), RepoError> {
+        self.inner.release(run, lease).await
+    }
+
+    async fn save(&self, write: RunWrite<'_>) -> Result<(), RepoError> {
+        let result = self.inner.save(write).await;
+        self.cache
+            .drop_entry(TENANT, &write.run.tenant_id.to_string())
+            .await;
+        result
+    }
+
+    async fn overdue(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<TenantId>, RepoError> {
+        self.inner.overdue(now, limit).await
+    }
+
+    async fn running(&self) -> Result<u64, RepoError> {
+        self.inner.running().await
+    }
+}
+
+/// [`ApiKeyRepository`] reading keys through the cache.
+pub struct CachedApiKeys {
+    inner: Arc<dyn ApiKeyRepository>,
+    cache: Arc<RedisCache>,
+}
+
+impl std::fmt::Debug for CachedApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedApiKeys").finish_non_exhaustive()
+    }
+}
+
+impl CachedApiKeys {
+    /// `inner` behind `cache`.
+    pub fn new(inner: Arc<dyn ApiKeyRepository>, cache: Arc<RedisCache>) -> Self {
+        Self { inner, cache }
+    }
+}
+
+#[async_trait]
+impl ApiKeyRepository for CachedApiKeys {
+    async fn create(
+        &self,
+        key: &ApiKey,
+        events: &[Event],
+        max_active: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        self.inner.create(key, events, max_active, now).await
+    }
+
+    async fn get(&self, id: ApiKeyId) -> Result<Option<ApiKey>, RepoError> {
+        let key = id.0.to_string();
+        self.cache
+            .read_through(
+                API_KEY,
+                &key,
+                |bytes| {
+                    let row: KeyRow = serde_json::from_slice(bytes).ok()?;
+                    ApiKey::try_from(row).ok().filter(|k| k.id == id)
+                },
+                |key| serde_json::to_vec(&KeyRow::of(key)).ok(),
+                || self.inner.get(id),
+            )
+            .await
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        after: Option<ApiKeyId>,
+        limit: usize,
+        active_at: Option<DateTime<Utc>>,
+    ) -> Result<Vec<ApiKey>, RepoError> {
+        self.inner.list(tenant, after, limit, active_at).await
+    }
+
+    async fn revoke(
+        &self,
+        id: ApiKeyId,
+        at: DateTime<Utc>,
+        events: &[Event],
+    ) -> Result<DateTime<Utc>, RepoError> {
+        let result = self.inner.revoke(id, at, events).await;
+        self.cache.drop_entry(API_KEY, &id.0.to_string()).await;
+        result
+    }
+
+    async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {
+        let result = self.inner.touch(id, at).await;
+        self.cache.drop_entry(API_KEY, &id.0.to_string()).await;
+        result
+    }
+}
