@@ -114,3 +114,139 @@ impl Outbox for PgStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use chrono::Utc;
+    use tenantd_domain::{EventKind, TenantId};
+
+    use super::*;
+    use crate::postgres::testing::{ScratchSchema, test_key_ring};
+
+    async fn store() -> (PgStore, ScratchSchema) {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("migrated");
+        (PgStore::new(pool, Arc::new(test_key_ring())), schema)
+    }
+
+    fn tenant() -> TenantId {
+        TenantId::from_uuid(Uuid::now_v7()).unwrap()
+    }
+
+    async fn append(store: &PgStore, tenant: TenantId) -> EventId {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO tenant_events (event_id, tenant_id, event_type, payload, occurred_at) \
+             VALUES ($1, $2, 'tenant.v1.TenantResumed', $3, now())",
+        )
+        .bind(id)
+        .bind(tenant.as_uuid())
+        .bind(serde_json::to_value(EventKind::TenantResumed).unwrap())
+        .execute(store.pool())
+        .await
+        .unwrap();
+        EventId(id)
+    }
+
+    fn ids(batch: &dyn OutboxBatch) -> Vec<EventId> {
+        batch.events().iter().map(|e| e.id).collect()
+    }
+
+    #[tokio::test]
+    async fn batches_skip_held_events_and_never_overtake_a_tenants_earlier_event() {
+        let (store, _schema) = store().await;
+        let (a, b) = (tenant(), tenant());
+        let a1 = append(&store, a).await;
+        let b1 = append(&store, b).await;
+        let a2 = append(&store, a).await;
+        let b2 = append(&store, b).await;
+        let a3 = append(&store, a).await;
+        let backlog = store.backlog().await.unwrap();
+        assert_eq!(backlog.events, 5);
+        assert!(backlog.oldest.is_some_and(|t| t <= Utc::now()));
+
+        let first = store.claim(2).await.unwrap();
+        assert_eq!(ids(first.as_ref()), vec![a1, b1]);
+        // The rest are free, but each waits behind its tenant's event held by `first`.
+        let second = store.claim(10).await.unwrap();
+        assert!(
+            ids(second.as_ref()).is_empty(),
+            "{:?}",
+            ids(second.as_ref())
+        );
+        // a1 delivered, b1 not: b1 goes back.
+        first.finish(&[a1]).await.unwrap();
+        drop(second);
+
+        let third = store.claim(10).await.unwrap();
+        assert_eq!(ids(third.as_ref()), vec![b1, a2, b2, a3]);
+        third.finish(&[b1, a2, b2, a3]).await.unwrap();
+        assert_eq!(store.backlog().await.unwrap().events, 0);
+        assert!(ids(store.claim(10).await.unwrap().as_ref()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_batch_gives_its_events_back() {
+        let (store, _schema) = store().await;
+        let t = tenant();
+        let e1 = append(&store, t).await;
+        let e2 = append(&store, t).await;
+        drop(store.claim(10).await.unwrap());
+        let again = store.claim(10).await.unwrap();
+        assert_eq!(ids(again.as_ref()), vec![e1, e2]);
+        // Nothing delivered: nothing marked.
+        again.finish(&[]).await.unwrap();
+        assert_eq!(store.backlog().await.unwrap().events, 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_relays_publish_every_event_once_and_each_tenant_in_order() {
+        let (store, _schema) = store().await;
+        let tenants: Vec<TenantId> = (0..20).map(|_| tenant()).collect();
+        for round in 0..10 {
+            for t in &tenants[..(10 + round)] {
+                append(&store, *t).await;
+            }
+        }
+        let total = store.backlog().await.unwrap().events;
+        let log: Arc<Mutex<Vec<Event>>> = Arc::default();
+        let relays = (0..4).map(|_| {
+            let store = store.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut idle = 0;
+                while idle < 3 {
+                    let batch = store.claim(25).await.unwrap();
+                    if batch.events().is_empty() {
+                        idle += 1;
+                        tokio::task::yield_now().await;
+                    } else {
+                        idle = 0;
+                    }
+                    // "Publishing" is appending to the log while the batch is held.
+                    log.lock().unwrap().extend(batch.events().iter().cloned());
+                    let all = ids(batch.as_ref());
+                    batch.finish(&all).await.unwrap();
+                }
+            })
+        });
+        for relay in relays.collect::<Vec<_>>() {
+            relay.await.unwrap();
+        }
+        assert_eq!(store.backlog().await.unwrap().events, 0);
+        let log = log.lock().unwrap();
+        assert_eq!(log.len() as u64, total, "every event exactly once");
+        for t in &tenants {
+            let order: Vec<EventId> = log
+                .iter()
+                .filter(|e| e.tenant_id == *t)
+                .map(|e| e.id)
+                .collect();
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(order, sorted, "tenant {t}'s events were published in order");
+        }
+    }
+}

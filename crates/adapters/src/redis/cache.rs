@@ -66,7 +66,7 @@ pub trait CacheObserver: Send + Sync {
 }
 
 /// What a lookup found.
-enum Lookup {
+pub(crate) enum Lookup {
     Hit(Vec<u8>),
     /// Not cached: store what the database says under this generation.
     Miss(Option<String>),
@@ -121,7 +121,7 @@ impl RedisCache {
         Self::millis(self.epoch.elapsed())
     }
 
-    async fn lookup(&self, cache: &'static str, id: &str) -> Lookup {
+    pub(crate) async fn lookup(&self, cache: &'static str, id: &str) -> Lookup {
         if self.now_ms() < self.bypass_until.load(Ordering::Relaxed) {
             self.observer.bypass(cache);
             return Lookup::Unusable;
@@ -148,7 +148,13 @@ impl RedisCache {
         }
     }
 
-    async fn store(&self, cache: &'static str, id: &str, generation: Option<String>, value: &[u8]) {
+    pub(crate) async fn store(
+        &self,
+        cache: &'static str,
+        id: &str,
+        generation: Option<String>,
+        value: &[u8],
+    ) {
         let key = self.entry_key(cache, id);
         let generation = generation.unwrap_or_default();
         let ttl = Self::millis(self.ttl).to_string();
@@ -167,7 +173,7 @@ impl RedisCache {
 
     /// Drops an entry after a write to what it caches (whatever the write's outcome: a
     /// commit whose answer was lost still changed the row).
-    async fn drop_entry(&self, cache: &'static str, id: &str) {
+    pub(crate) async fn drop_entry(&self, cache: &'static str, id: &str) {
         let key = self.entry_key(cache, id);
         // The generation must outlive any read that noted it before the write.
         let keep = (Self::millis(self.ttl) + 60_000).to_string();

@@ -8,6 +8,10 @@
 
 pub mod cache;
 pub mod rate_limit;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +77,13 @@ impl std::fmt::Debug for Redis {
         f.debug_struct("Redis")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
+    }
+}
+
+fn pool_error(err: deadpool_redis::PoolError) -> RedisError {
+    match err {
+        deadpool_redis::PoolError::Timeout(_) => RedisError::Timeout,
+        other => RedisError::Failed(other.to_string()),
     }
 }
 
@@ -154,11 +165,7 @@ impl Redis {
             invocation.arg(*arg);
         }
         let result = tokio::time::timeout(self.settings.timeout, async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| RedisError::Failed(e.to_string()))?;
+            let mut conn = self.pool.get().await.map_err(pool_error)?;
             invocation
                 .invoke_async(&mut conn)
                 .await
@@ -177,11 +184,7 @@ impl Redis {
 
     async fn call<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         tokio::time::timeout(self.settings.timeout, async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| RedisError::Failed(e.to_string()))?;
+            let mut conn = self.pool.get().await.map_err(pool_error)?;
             cmd.query_async(&mut conn)
                 .await
                 .map_err(|e| RedisError::Failed(e.to_string()))
