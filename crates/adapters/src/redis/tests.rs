@@ -45,7 +45,7 @@ impl CacheObserver for Counts {
     }
 }
 
-async fn redis_at(url: &str, prefix: &str) -> Arc<Redis> {
+fn redis_at(url: &str, prefix: &str) -> Arc<Redis> {
     Redis::new(
         url,
         RedisSettings {
@@ -131,7 +131,7 @@ async fn a_cached_tenant_keeps_its_email_sealed_and_answers_only_for_its_id() {
     let raw: Vec<u8> = redis.query(redis::cmd("GET").arg(&key)).await.unwrap();
     let text = String::from_utf8_lossy(&raw).to_lowercase();
     assert!(!text.contains(&t.contact_email().expose().to_lowercase()));
-    assert!(!text.contains("@"), "no address in clear: {text}");
+    assert!(!text.contains('@'), "no address in clear: {text}");
     assert!(text.contains("contact_email_sealed"));
 
     // An entry moved under another tenant's key does not answer for it.
@@ -155,8 +155,8 @@ async fn a_cached_tenant_keeps_its_email_sealed_and_answers_only_for_its_id() {
 async fn replicas_share_one_bucket_per_principal() {
     let url = test_redis_url().await;
     let prefix = unique_prefix();
-    let a = RedisRateLimiter::new(redis_at(&url, &prefix).await);
-    let b = RedisRateLimiter::new(redis_at(&url, &prefix).await);
+    let a = RedisRateLimiter::new(redis_at(&url, &prefix));
+    let b = RedisRateLimiter::new(redis_at(&url, &prefix));
     let limit = RateLimit {
         per_second: 1,
         burst: 2,
@@ -197,10 +197,10 @@ async fn hung_server() -> (String, tokio::task::JoinHandle<()>) {
 #[tokio::test]
 async fn a_hung_redis_costs_one_timeout_then_is_skipped_and_limits_fall_back_locally() {
     let (url, server) = hung_server().await;
-    let redis = redis_at(&url, "hung:").await;
+    let redis = redis_at(&url, "hung:");
     let started = std::time::Instant::now();
     let err = redis
-        .query::<String>(&redis::cmd("GET").arg("x"))
+        .query::<String>(redis::cmd("GET").arg("x"))
         .await
         .unwrap_err();
     assert_eq!(err, RedisError::Timeout);
@@ -212,7 +212,7 @@ async fn a_hung_redis_costs_one_timeout_then_is_skipped_and_limits_fall_back_loc
     // Within the cool-off, calls do not wait at all.
     let started = std::time::Instant::now();
     let err = redis
-        .query::<String>(&redis::cmd("GET").arg("x"))
+        .query::<String>(redis::cmd("GET").arg("x"))
         .await
         .unwrap_err();
     assert_eq!(err, RedisError::Skipped);
