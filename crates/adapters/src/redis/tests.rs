@@ -57,7 +57,7 @@ fn redis_at(url: &str, prefix: &str) -> Arc<Redis> {
 }
 
 async fn redis() -> Arc<Redis> {
-    redis_at(&test_redis_url().await, &unique_prefix()).await
+    redis_at(&test_redis_url().await, &unique_prefix())
 }
 
 /// The memory store behind the cache decorators: the repository contracts must hold
