@@ -5,6 +5,7 @@
 pub mod faults;
 pub mod process;
 pub mod proxy;
+pub mod services;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -552,4 +553,35 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .into_iter()
         .map(|v| v.field)
         .collect()
+}
+
+/// Polls `check` every 100 ms until it holds.
+///
+/// # Panics
+/// When it does not hold within `limit`, naming `what`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether grpc.health.v1 reports `service` as `expected`.
+pub async fn health_is(
+    health: &tonic_health::pb::health_client::HealthClient<Channel>,
+    service: &str,
+    expected: tonic_health::pb::health_check_response::ServingStatus,
+) -> bool {
+    health
+        .clone()
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .is_ok_and(|r| r.into_inner().status() == expected)
 }

@@ -8,7 +8,6 @@
     reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
 )]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::str::FromStr as _;
 use std::time::{Duration, Instant};
@@ -17,11 +16,9 @@ use sqlx::postgres::PgConnectOptions;
 use tenantd_adapters::postgres::testing::test_database_url;
 use tenantd_e2e::pb::GetTenantRequest;
 use tenantd_e2e::proxy::FaultProxy;
-use tenantd_e2e::{Backend, TestServer, create, new_tenant, postgres_store};
+use tenantd_e2e::{Backend, TestServer, create, eventually, health_is, new_tenant, postgres_store};
 use tenantd_server::config::Store;
 use tonic::Code;
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -34,28 +31,6 @@ fn via(url: &str, addr: SocketAddr) -> String {
         .rsplit_once('@')
         .map_or(String::new(), |(u, _)| format!("{u}@"));
     format!("{scheme}://{userinfo}{addr}{tail}")
-}
-
-async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn health_is(health: &HealthClient<Channel>, service: &str, expected: ServingStatus) -> bool {
-    health
-        .clone()
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .is_ok_and(|r| r.into_inner().status() == expected)
 }
 
 #[tokio::test]
