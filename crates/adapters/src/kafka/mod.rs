@@ -48,9 +48,9 @@ pub struct KafkaSettings {
 pub struct KafkaPublisher {
     settings: KafkaSettings,
     encode: EventEncoder,
-    /// Replaced when librdkafka reports a fatal error (the idempotent producer cannot go
-    /// on after one, e.g. when the broker lost its producer id).
-    producer: RwLock<FutureProducer>,
+    /// The producer and its generation; replaced after a failed delivery (see
+    /// [`KafkaPublisher::replace`]).
+    producer: RwLock<(u64, FutureProducer)>,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -71,7 +71,7 @@ impl KafkaPublisher {
         Ok(Self {
             settings,
             encode,
-            producer: RwLock::new(producer),
+            producer: RwLock::new((0, producer)),
         })
     }
 
@@ -114,7 +114,7 @@ impl KafkaPublisher {
     /// # Errors
     /// Why not.
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
-        let producer = self.current();
+        let (_, producer) = self.current();
         let topic = self.settings.topic.clone();
         tokio::task::spawn_blocking(move || {
             let metadata = producer
@@ -131,29 +131,44 @@ impl KafkaPublisher {
         .map_err(|e| format!("metadata task: {e}"))?
     }
 
-    fn current(&self) -> FutureProducer {
+    fn current(&self) -> (u64, FutureProducer) {
         self.producer
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// Replaces a producer that hit a fatal error; the events it did not deliver are
-    /// published again by the relay.
-    fn replace_if_fatal(&self, used: &FutureProducer) {
-        let Some((code, reason)) = used.client().fatal_error() else {
-            return;
-        };
-        tracing::warn!(?code, reason = %reason, "kafka producer hit a fatal error; starting a new one");
-        match producer(&self.settings) {
-            Ok(fresh) => {
-                *self
-                    .producer
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = fresh;
-            }
-            Err(err) => tracing::error!(error = %err, "cannot start a new kafka producer"),
+    /// Replaces the producer of `generation` after a failed delivery; the relay publishes
+    /// the undelivered events again through the new one.
+    ///
+    /// An idempotent producer whose request timed out must have its epoch bumped by the
+    /// broker before it may send again (KIP-360), which not every Kafka-protocol broker
+    /// supports (with tansu 0.6 the old producer stays wedged after an outage). A new
+    /// producer gets a new producer id and fresh sequence numbers from any broker; which
+    /// events were delivered is the relay's bookkeeping, so nothing is lost.
+    fn replace(&self, generation: u64, used: FutureProducer) {
+        if let Some((code, reason)) = used.client().fatal_error() {
+            tracing::warn!(?code, reason = %reason, "kafka producer hit a fatal error");
         }
+        let fresh = match producer(&self.settings) {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot start a new kafka producer");
+                return;
+            }
+        };
+        let old = {
+            let mut current = self
+                .producer
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if current.0 != generation {
+                return;
+            }
+            std::mem::replace(&mut *current, (generation + 1, fresh))
+        };
+        // Dropping a producer purges it and joins its threads: not on the runtime.
+        tokio::task::spawn_blocking(move || drop((old, used)));
     }
 
     /// The CloudEvents binary-mode headers of `event`.
@@ -188,7 +203,7 @@ impl KafkaPublisher {
 #[async_trait]
 impl EventPublisher for KafkaPublisher {
     async fn publish(&self, events: &[Event]) -> Vec<Result<(), PublishError>> {
-        let producer = self.current();
+        let (generation, producer) = self.current();
         // Enqueue everything first (librdkafka batches it), then await the deliveries. A
         // tenant whose event could not be enqueued gets none of its later ones enqueued.
         let mut refused: HashSet<TenantId> = HashSet::new();
@@ -227,13 +242,13 @@ impl EventPublisher for KafkaPublisher {
             });
         }
         if outcomes.iter().any(Result::is_err) {
-            self.replace_if_fatal(&producer);
+            self.replace(generation, producer);
         }
         outcomes
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), PublishError> {
-        let producer = self.current();
+        let (_, producer) = self.current();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(|e| PublishError(format!("flush task: {e}")))?
