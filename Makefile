@@ -1,7 +1,7 @@
 # The Makefile mirrors CI: `make test` is exactly what .ci/run checks.
 CARGO ?= cargo
 
-.PHONY: run build test fmt fmt-check lint proto-lint services test-rust smoke certs migrate bench bench-provisioning
+.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke certs migrate bench bench-provisioning
 
 ## run: start tenantd with development certificates: in memory, or on DATABASE_URL when set
 run:
@@ -10,7 +10,8 @@ run:
 build:
 	$(CARGO) build --workspace --all-targets
 
-## test: formatting, clippy, buf lint, PostgreSQL up, every Rust test, README smoke test
+## test: formatting, clippy, buf lint, PostgreSQL and Redis up, every Rust test and the
+## README smoke test (both against a tansu broker started for them unless KAFKA_BROKERS is set)
 test: fmt-check lint proto-lint services test-rust smoke
 
 fmt:
@@ -26,18 +27,23 @@ proto-lint:
 	@command -v buf >/dev/null || { echo "buf is missing: npm install -g @bufbuild/buf" >&2; exit 1; }
 	buf lint
 
-## services: make sure the test PostgreSQL answers (TEST_DATABASE_URL / DATABASE_URL / local)
+## services: make sure the test PostgreSQL and Redis answer (TEST_DATABASE_URL /
+## TEST_REDIS_URL, else the local ones), and the consumer's Python packages are there
 services:
 	scripts/test-services.sh
+
+## kafka-broker: install tansu 0.6.0 (once; about 20 minutes on 2 cores)
+kafka-broker:
+	scripts/kafka-broker.sh install
 
 # The process tests run the tenantd binary, so it is built first.
 test-rust:
 	$(CARGO) build --bin tenantd
-	$(CARGO) test --workspace --all-targets
+	scripts/kafka-broker.sh run -- $(CARGO) test --workspace --all-targets
 
 smoke:
 	$(CARGO) build --bin tenantd
-	scripts/smoke.sh
+	scripts/kafka-broker.sh run -- scripts/smoke.sh
 
 ## bench: throughput and latency of CreateTenant, GetTenant and VerifyApiKey (release
 ## build; in memory, then on PostgreSQL). BENCH_ARGS="--requests 5000 --concurrency 64"

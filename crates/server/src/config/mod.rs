@@ -496,12 +496,6 @@ impl Config {
         let redis = redis(&args, &file, env("REDIS_URL"))?;
         let rate_limits = rate_limits(&args, &file);
         let kafka = kafka(&args, &file, env("KAFKA_BROKERS"))?;
-        if kafka.is_some() && store == Store::Memory {
-            return Err(bad(
-                "kafka-brokers",
-                "the event relay publishes the outbox kept in PostgreSQL: set database-url too",
-            ));
-        }
         let tls_cert = args.tls_cert.or(file.tls_cert);
         let tls_key = args.tls_key.or(file.tls_key);
         let tls_client_ca = args.tls_client_ca.or(file.tls_client_ca);
