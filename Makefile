@@ -46,10 +46,13 @@ smoke:
 	scripts/kafka-broker.sh run -- scripts/smoke.sh
 
 ## bench: throughput and latency of CreateTenant, GetTenant and VerifyApiKey (release
-## build; in memory, then on PostgreSQL). BENCH_ARGS="--requests 5000 --concurrency 64"
+## build; in memory, on PostgreSQL, then on PostgreSQL with the Redis cache and the Kafka
+## relay). BENCH_ARGS="--requests 5000 --concurrency 64"
+BENCH_REDIS ?= $(or $(TEST_REDIS_URL),$(REDIS_URL),redis://127.0.0.1:6379)
 bench: services
 	$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench -- --store memory $(BENCH_ARGS)
 	$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench -- --store postgres $(BENCH_ARGS)
+	scripts/kafka-broker.sh run -- sh -c '$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench -- --store postgres --redis $(BENCH_REDIS) --kafka "$$KAFKA_BROKERS" $(BENCH_ARGS)'
 
 ## bench-provisioning: provision N tenants on PostgreSQL (release build) and print
 ## tenants/s, per-step p50/p99 and the same schema DDL through psql.

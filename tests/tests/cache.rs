@@ -250,6 +250,31 @@ async fn a_change_made_through_one_replica_is_seen_at_once_by_another() {
         "tenant",
     );
     assert!(hits >= 1);
+    // B verifies a key twice, the second time from the cache...
+    let mut admin_keys = ApiKeyServiceClient::new(a.admin_channel().await.unwrap());
+    let created = admin_keys
+        .create_api_key(CreateApiKeyRequest {
+            tenant_id: id.clone(),
+            display_name: "deploy".into(),
+            scopes: vec!["tenants.read".into()],
+            expire_time: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut billing = service_keys(&b).await;
+    for _ in 0..3 {
+        assert_eq!(verify(&mut billing, &created.secret).await, (true, true));
+    }
+    // ...A revokes it: B's very next verify refuses it.
+    admin_keys
+        .revoke_api_key(RevokeApiKeyRequest {
+            tenant_id: id.clone(),
+            key_id: created.api_key.unwrap().key_id,
+        })
+        .await
+        .unwrap();
+    assert!(!verify(&mut billing, &created.secret).await.0);
     // A suspends; B's very next read says so.
     a.tenants()
         .await

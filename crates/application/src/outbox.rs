@@ -38,6 +38,7 @@ pub struct OutboxRelay {
     clock: Arc<dyn Clock>,
     observer: Arc<dyn RelayObserver>,
     batch_size: usize,
+    hold: std::time::Duration,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -49,13 +50,15 @@ impl std::fmt::Debug for OutboxRelay {
 }
 
 impl OutboxRelay {
-    /// A relay claiming at most `batch_size` events at a time.
+    /// A relay claiming at most `batch_size` events at a time, each batch for `hold` (at
+    /// least as long as the publisher may take to confirm a batch).
     pub fn new(
         outbox: Arc<dyn Outbox>,
         publisher: Arc<dyn EventPublisher>,
         clock: Arc<dyn Clock>,
         observer: Arc<dyn RelayObserver>,
         batch_size: usize,
+        hold: std::time::Duration,
     ) -> Self {
         Self {
             outbox,
@@ -63,6 +66,7 @@ impl OutboxRelay {
             clock,
             observer,
             batch_size: batch_size.max(1),
+            hold,
         }
     }
 
@@ -79,7 +83,7 @@ impl OutboxRelay {
     /// # Errors
     /// When the outbox cannot be read or marked (the events are published again later).
     pub async fn relay_once(&self) -> Result<Relayed, RepoError> {
-        let batch = self.outbox.claim(self.batch_size).await?;
+        let batch = self.outbox.claim(self.batch_size, self.hold).await?;
         let claimed = batch.events().len();
         if claimed == 0 {
             batch.finish(&[]).await?;
@@ -180,7 +184,11 @@ mod tests {
 
     #[async_trait]
     impl Outbox for FakeOutbox {
-        async fn claim(&self, limit: usize) -> Result<Box<dyn OutboxBatch>, RepoError> {
+        async fn claim(
+            &self,
+            limit: usize,
+            _hold: std::time::Duration,
+        ) -> Result<Box<dyn OutboxBatch>, RepoError> {
             Ok(Box::new(FakeBatch {
                 events: self.events.iter().take(limit).cloned().collect(),
                 marked: self.marked.clone(),
@@ -239,6 +247,7 @@ mod tests {
             Arc::new(clock),
             counts.clone(),
             100,
+            std::time::Duration::from_secs(30),
         );
         (relay, marked, counts)
     }

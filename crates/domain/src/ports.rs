@@ -587,11 +587,17 @@ pub trait OutboxBatch: Send {
 pub trait Outbox: Send + Sync {
     /// Claims at most `limit` unpublished events, oldest first, skipping those another
     /// relay holds and any event of a tenant with an earlier event still unpublished
-    /// outside the batch (so each tenant's events go out in order).
+    /// outside the batch (so each tenant's events go out in order). The claim lasts at
+    /// least `hold` (the longest publishing may take); a relay that dies or hangs loses it
+    /// after that.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
-    async fn claim(&self, limit: usize) -> Result<Box<dyn OutboxBatch>, RepoError>;
+    async fn claim(
+        &self,
+        limit: usize,
+        hold: std::time::Duration,
+    ) -> Result<Box<dyn OutboxBatch>, RepoError>;
 
     /// How many events wait, and since when.
     ///

@@ -372,6 +372,8 @@ fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Resul
             Arc::new(SystemClock),
             observers.relay.clone(),
             kafka.batch_size,
+            // Delivery takes at most the message timeout; flushing and marking, a moment.
+            kafka.message_timeout + std::time::Duration::from_secs(30),
         ),
         publisher,
         config: kafka.clone(),

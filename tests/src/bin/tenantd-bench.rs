@@ -2,7 +2,12 @@
 //! VerifyApiKey) against a real tenantd server started in-process, over mTLS, on the
 //! in-memory store or PostgreSQL. `make bench` runs it in release mode.
 //!
-//! Usage: `tenantd-bench [--store memory|postgres] [--requests N] [--concurrency C]`
+//! With `--redis URL` the server caches tenants and API keys in that Redis (under a key
+//! prefix of its own); with `--kafka BROKERS` (PostgreSQL only) it relays the outbox to a
+//! topic of its own, and the bench reports how long the outbox took to drain.
+//!
+//! Usage: `tenantd-bench [--store memory|postgres] [--redis URL] [--kafka BROKERS]
+//! [--requests N] [--concurrency C]`
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,11 +22,13 @@ use tenantd_e2e::pb::{
     CreateApiKeyRequest, GetTenantRequest, ListTenantsRequest, TenantStatus, VerifyApiKeyRequest,
 };
 use tenantd_e2e::{Backend, TestServer, create, new_tenant};
-use tenantd_server::config::Config;
+use tenantd_server::config::{Config, KafkaConfig, RedisConfig, Secret};
 use tonic::transport::Channel;
 
 struct Options {
     backend: Backend,
+    redis: Option<String>,
+    kafka: Option<String>,
     requests: usize,
     concurrency: usize,
 }
@@ -29,6 +36,8 @@ struct Options {
 fn options() -> anyhow::Result<Options> {
     let mut options = Options {
         backend: Backend::Memory,
+        redis: None,
+        kafka: None,
         requests: 2_000,
         concurrency: 32,
     };
@@ -45,6 +54,8 @@ fn options() -> anyhow::Result<Options> {
                     other => bail!("--store: {other} is neither memory nor postgres"),
                 }
             }
+            "--redis" => options.redis = Some(value),
+            "--kafka" => options.kafka = Some(value),
             "--requests" => options.requests = value.parse().context("--requests")?,
             "--concurrency" => options.concurrency = value.parse().context("--concurrency")?,
             other => bail!("unknown flag {other}"),
@@ -104,6 +115,33 @@ where
     Ok(())
 }
 
+/// Waits until the relay has published every event of the outbox; prints how long that
+/// took from the first create, and the rate.
+async fn drained(server: &TestServer, started: Instant) -> anyhow::Result<()> {
+    let schema = server.schema().context("--kafka needs --store postgres")?;
+    let pool = sqlx::PgPool::connect(&schema.url()).await?;
+    loop {
+        let (total, unpublished): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE published_at IS NULL) FROM tenant_events",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if unpublished == 0 {
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "(the outbox's {total} events were all published to Kafka {seconds:.1} s after the first create: {:.0} events/s)",
+                f64::from(u32::try_from(total).unwrap_or(u32::MAX)) / seconds
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_mins(30),
+            "the outbox did not drain within 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until no tenant is PROVISIONING any more, so the read phases measure the steady
 /// state rather than reads competing with thousands of background runs; prints how long.
 async fn settle(mut tenants: TenantServiceClient<Channel>) -> anyhow::Result<()> {
@@ -133,23 +171,58 @@ async fn settle(mut tenants: TenantServiceClient<Channel>) -> anyhow::Result<()>
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let options = options()?;
+/// The server under test, as `options` ask.
+async fn start(options: &Options) -> anyhow::Result<TestServer> {
+    let redis = options.redis.clone().map(|url| RedisConfig {
+        url: Secret::new(url),
+        timeout: Duration::from_millis(250),
+        key_prefix: format!("tenantd-bench:{}:", std::process::id()),
+        cache_ttl: Duration::from_mins(5),
+    });
+    let kafka = options.kafka.clone().map(|brokers| KafkaConfig {
+        brokers,
+        topic: format!("tenant.events.bench-{}", std::process::id()),
+        partitions: 6,
+        replication_factor: -1,
+        message_timeout: Duration::from_secs(10),
+        poll_interval: Duration::from_millis(200),
+        batch_size: 500,
+    });
     // The bench measures the server, not the admin's rate limit.
-    let server = TestServer::start_with(options.backend, |config| Config {
+    TestServer::start_with(options.backend, |config| Config {
         rate_limits: RateLimitSettings {
             admin_per_second: 0,
             service_per_second: 0,
         },
+        redis,
+        kafka,
         ..config
     })
-    .await?;
+    .await
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options()?;
+    let server = start(&options).await?;
     let tenants = server.tenants().await?;
     println!(
-        "tenantd-bench: store {:?}, {} requests per RPC, {} concurrent, over mTLS on one HTTP/2 connection",
-        options.backend, options.requests, options.concurrency
+        "tenantd-bench: store {:?}{}{}, {} requests per RPC, {} concurrent, over mTLS on one HTTP/2 connection",
+        options.backend,
+        if options.redis.is_some() {
+            " + Redis cache"
+        } else {
+            ""
+        },
+        if options.kafka.is_some() {
+            " + Kafka relay"
+        } else {
+            ""
+        },
+        options.requests,
+        options.concurrency
     );
+    let started = Instant::now();
     println!(
         "{:<14} {:>8} {:>10} {:>10} {:>10} {:>10}",
         "rpc", "calls", "calls/s", "p50 ms", "p99 ms", "max ms"
@@ -170,6 +243,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     settle(tenants.clone()).await?;
+    if options.kafka.is_some() {
+        drained(&server, started).await?;
+    }
 
     let ids: Arc<Vec<String>> =
         Arc::new(ids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone());

@@ -271,6 +271,10 @@ fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
     let timeout = settings.message_timeout.as_millis().max(1).to_string();
     base_config(settings)
         .set("enable.idempotence", "true")
+        // A delivery that fails where a later one of the same partition could still succeed
+        // fails the producer instead (it is replaced): one tenant's events never arrive
+        // with a gap that a retry would fill out of order.
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("message.timeout.ms", &timeout)
         .set("linger.ms", "5")

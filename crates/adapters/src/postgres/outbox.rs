@@ -49,8 +49,22 @@ impl OutboxBatch for PgOutboxBatch {
 
 #[async_trait]
 impl Outbox for PgStore {
-    async fn claim(&self, limit: usize) -> Result<Box<dyn OutboxBatch>, RepoError> {
+    async fn claim(
+        &self,
+        limit: usize,
+        hold: std::time::Duration,
+    ) -> Result<Box<dyn OutboxBatch>, RepoError> {
         let mut tx = self.pool().begin().await.map_err(db)?;
+        // The transaction idles while the batch is published: the pool's idle limit (a
+        // safety net against leaked transactions) must not cut it short, but a relay that
+        // hangs must not hold the events for ever either.
+        let hold_ms = hold.as_millis().clamp(1000, 3_600_000);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET LOCAL idle_in_transaction_session_timeout = {hold_ms}"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT event_id, tenant_id, payload, occurred_at FROM tenant_events \
              WHERE published_at IS NULL ORDER BY event_id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -125,6 +139,8 @@ mod tests {
     use super::*;
     use crate::postgres::testing::{ScratchSchema, test_key_ring};
 
+    const HOLD: std::time::Duration = std::time::Duration::from_secs(30);
+
     async fn store() -> (PgStore, ScratchSchema) {
         let schema = ScratchSchema::create().await.expect("scratch schema");
         let pool = schema.migrated_pool().await.expect("migrated");
@@ -167,10 +183,10 @@ mod tests {
         assert_eq!(backlog.events, 5);
         assert!(backlog.oldest.is_some_and(|t| t <= Utc::now()));
 
-        let first = store.claim(2).await.unwrap();
+        let first = store.claim(2, HOLD).await.unwrap();
         assert_eq!(ids(first.as_ref()), vec![a1, b1]);
         // The rest are free, but each waits behind its tenant's event held by `first`.
-        let second = store.claim(10).await.unwrap();
+        let second = store.claim(10, HOLD).await.unwrap();
         assert!(
             ids(second.as_ref()).is_empty(),
             "{:?}",
@@ -180,11 +196,11 @@ mod tests {
         first.finish(&[a1]).await.unwrap();
         drop(second);
 
-        let third = store.claim(10).await.unwrap();
+        let third = store.claim(10, HOLD).await.unwrap();
         assert_eq!(ids(third.as_ref()), vec![b1, a2, b2, a3]);
         third.finish(&[b1, a2, b2, a3]).await.unwrap();
         assert_eq!(store.backlog().await.unwrap().events, 0);
-        assert!(ids(store.claim(10).await.unwrap().as_ref()).is_empty());
+        assert!(ids(store.claim(10, HOLD).await.unwrap().as_ref()).is_empty());
     }
 
     #[tokio::test]
@@ -193,8 +209,8 @@ mod tests {
         let t = tenant();
         let e1 = append(&store, t).await;
         let e2 = append(&store, t).await;
-        drop(store.claim(10).await.unwrap());
-        let again = store.claim(10).await.unwrap();
+        drop(store.claim(10, HOLD).await.unwrap());
+        let again = store.claim(10, HOLD).await.unwrap();
         assert_eq!(ids(again.as_ref()), vec![e1, e2]);
         // Nothing delivered: nothing marked.
         again.finish(&[]).await.unwrap();
@@ -218,7 +234,7 @@ mod tests {
             tokio::spawn(async move {
                 let mut idle = 0;
                 while idle < 3 {
-                    let batch = store.claim(25).await.unwrap();
+                    let batch = store.claim(25, HOLD).await.unwrap();
                     if batch.events().is_empty() {
                         idle += 1;
                         tokio::task::yield_now().await;

@@ -14,12 +14,15 @@
 //! unchanged (one Lua script); a writer, after its commit, deletes the entry and bumps the
 //! generation. So a read that raced a write can never put the old value back.
 //!
-//! **Redis trouble.** Reads that cannot use Redis go to the database. A write whose
-//! invalidation fails makes this replica skip the cache for one TTL (every entry that
-//! could be stale has expired by then).
+//! **Redis trouble.** Reads that cannot use Redis go to the database. An invalidation that
+//! cannot reach Redis is kept and retried in the background (past the circuit breaker)
+//! until it gets through or one TTL has passed (the entry has expired by then); until
+//! then this replica does not read from the cache at all. Other replicas can serve the old
+//! entry while this replica cannot reach Redis and they can: the window is the outage as
+//! this replica sees it, at most one TTL.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -53,6 +56,11 @@ redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1";
 
+/// How often invalidations that did not get through are retried.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+/// Most invalidations kept for retry; beyond, this replica skips the cache for one TTL.
+const MAX_PENDING: usize = 100_000;
+
 /// How cache use shows in metrics (`cache` is `tenant` or `api_key`).
 pub trait CacheObserver: Send + Sync {
     /// A read answered from Redis.
@@ -81,9 +89,10 @@ pub struct RedisCache {
     observer: Arc<dyn CacheObserver>,
     put: Script,
     invalidate: Script,
-    epoch: Instant,
-    /// Milliseconds since `epoch` until which this replica does not use the cache.
-    bypass_until: AtomicU64,
+    /// Invalidations not yet through: entry key -> (cache, when it first failed).
+    pending: Mutex<HashMap<String, (&'static str, Instant)>>,
+    /// Until when this replica does not use the cache (after `pending` overflowed).
+    bypass_until: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for RedisCache {
@@ -95,17 +104,65 @@ impl std::fmt::Debug for RedisCache {
 }
 
 impl RedisCache {
-    /// A cache in `redis` whose entries live `ttl`.
+    /// A cache in `redis` whose entries live `ttl`, with its retry task (which ends when
+    /// the cache is dropped). Must be called within a Tokio runtime.
     pub fn new(redis: Arc<Redis>, ttl: Duration, observer: Arc<dyn CacheObserver>) -> Arc<Self> {
-        Arc::new(Self {
+        let cache = Arc::new(Self {
             redis,
             ttl: ttl.max(Duration::from_millis(1)),
             observer,
             put: Script::new(PUT),
             invalidate: Script::new(INVALIDATE),
-            epoch: Instant::now(),
-            bypass_until: AtomicU64::new(0),
-        })
+            pending: Mutex::default(),
+            bypass_until: Mutex::default(),
+        });
+        tokio::spawn(retry_pending(Arc::downgrade(&cache)));
+        cache
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (&'static str, Instant)>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether reads must not use the cache: an invalidation of this replica's is still
+    /// pending (the entry might be stale).
+    fn bypassing(&self) -> bool {
+        let until = *self
+            .bypass_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        until.is_some_and(|until| Instant::now() < until) || !self.pending().is_empty()
+    }
+
+    /// Sends the invalidation of `key` past the breaker.
+    async fn invalidate_now(&self, key: &str) -> Result<i64, RedisError> {
+        // The generation must outlive any read that noted it before the write.
+        let keep = (Self::millis(self.ttl) + 60_000).to_string();
+        self.redis
+            .eval_now(
+                &self.invalidate,
+                &[key, &format!("{key}:gen")],
+                &[keep.as_bytes()],
+            )
+            .await
+    }
+
+    /// One retry round: sends pending invalidations until one fails; forgets those older
+    /// than the TTL (their entries have expired).
+    async fn retry_round(&self) {
+        let now = Instant::now();
+        let keys: Vec<(String, &'static str)> = {
+            let mut pending = self.pending();
+            pending.retain(|_, (_, since)| now.duration_since(*since) < self.ttl);
+            pending.iter().map(|(k, (c, _))| (k.clone(), *c)).collect()
+        };
+        for (key, cache) in keys {
+            if self.invalidate_now(&key).await.is_err() {
+                self.observer.error(cache);
+                return;
+            }
+            self.pending().remove(&key);
+        }
     }
 
     /// The Redis key of the entry `cache`/`id`.
@@ -117,12 +174,8 @@ impl RedisCache {
         u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn now_ms(&self) -> u64 {
-        Self::millis(self.epoch.elapsed())
-    }
-
     pub(crate) async fn lookup(&self, cache: &'static str, id: &str) -> Lookup {
-        if self.now_ms() < self.bypass_until.load(Ordering::Relaxed) {
+        if self.bypassing() {
             self.observer.bypass(cache);
             return Lookup::Unusable;
         }
@@ -175,22 +228,22 @@ impl RedisCache {
     /// commit whose answer was lost still changed the row).
     pub(crate) async fn drop_entry(&self, cache: &'static str, id: &str) {
         let key = self.entry_key(cache, id);
-        // The generation must outlive any read that noted it before the write.
-        let keep = (Self::millis(self.ttl) + 60_000).to_string();
-        let done: Result<i64, RedisError> = self
-            .redis
-            .eval(
-                &self.invalidate,
-                &[&key, &format!("{key}:gen")],
-                &[keep.as_bytes()],
-            )
-            .await;
-        if done.is_err() {
-            if !matches!(done, Err(RedisError::Skipped)) {
-                self.observer.error(cache);
+        // While the breaker is open, the write does not wait for Redis: the retry task
+        // sends it.
+        if !self.redis.is_skipping() {
+            match self.invalidate_now(&key).await {
+                Ok(_) => return,
+                Err(_) => self.observer.error(cache),
             }
-            let until = self.now_ms().saturating_add(Self::millis(self.ttl));
-            self.bypass_until.fetch_max(until, Ordering::Relaxed);
+        }
+        let mut pending = self.pending();
+        if pending.len() < MAX_PENDING {
+            pending.entry(key).or_insert((cache, Instant::now()));
+        } else {
+            *self
+                .bypass_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + self.ttl);
         }
     }
 
@@ -230,6 +283,19 @@ impl RedisCache {
             self.store(cache, id, generation, &bytes).await;
         }
         Ok(loaded)
+    }
+}
+
+/// Retries pending invalidations until the cache is dropped.
+async fn retry_pending(cache: Weak<RedisCache>) {
+    let mut ticker = tokio::time::interval(RETRY_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        cache.retry_round().await;
     }
 }
 

@@ -157,6 +157,20 @@ impl Redis {
         args: &[&[u8]],
     ) -> Result<T, RedisError> {
         self.guard()?;
+        self.eval_now(script, keys, args).await
+    }
+
+    /// [`Redis::eval`] even while the breaker is open (for what must get through, such
+    /// as invalidations); a success closes the breaker.
+    ///
+    /// # Errors
+    /// [`RedisError`]; a failure opens the breaker.
+    pub async fn eval_now<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<T, RedisError> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(*key);
@@ -173,7 +187,15 @@ impl Redis {
         })
         .await
         .unwrap_or(Err(RedisError::Timeout));
+        if result.is_ok() {
+            self.skip_until.store(0, Ordering::Relaxed);
+        }
         self.record(result)
+    }
+
+    /// Whether calls are being skipped after a failure.
+    pub fn is_skipping(&self) -> bool {
+        self.guard().is_err()
     }
 
     /// The key of `name` under the prefix, with `name` as its Redis Cluster hash tag (so

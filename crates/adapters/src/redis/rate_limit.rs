@@ -36,7 +36,7 @@ if tokens >= 1 then
 else
   wait_us = math.ceil((1 - tokens) * 1000000 / rate)
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now_us))
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'at', string.format('%d', now_us))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 return {admitted, wait_us}";
 

@@ -2,7 +2,7 @@
 //! test under a key prefix of its own.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tenantd_domain::ports::{Admission, RateLimit, RateLimiter as _, TenantRepository as _};
 
@@ -198,7 +198,7 @@ async fn hung_server() -> (String, tokio::task::JoinHandle<()>) {
 async fn a_hung_redis_costs_one_timeout_then_is_skipped_and_limits_fall_back_locally() {
     let (url, server) = hung_server().await;
     let redis = redis_at(&url, "hung:");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let err = redis
         .query::<String>(redis::cmd("GET").arg("x"))
         .await
@@ -210,7 +210,7 @@ async fn a_hung_redis_costs_one_timeout_then_is_skipped_and_limits_fall_back_loc
         started.elapsed()
     );
     // Within the cool-off, calls do not wait at all.
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let err = redis
         .query::<String>(redis::cmd("GET").arg("x"))
         .await
@@ -233,4 +233,42 @@ async fn a_hung_redis_costs_one_timeout_then_is_skipped_and_limits_fall_back_loc
         Admission::Denied { .. }
     ));
     server.abort();
+}
+
+#[tokio::test]
+async fn an_invalidation_made_while_the_breaker_is_open_still_reaches_the_other_replicas() {
+    let url = test_redis_url().await;
+    let prefix = unique_prefix();
+    let a_redis = redis_at(&url, &prefix);
+    let a = RedisCache::new(
+        a_redis.clone(),
+        Duration::from_secs(30),
+        Arc::new(Counts::default()),
+    );
+    let b = RedisCache::new(
+        redis_at(&url, &prefix),
+        Duration::from_secs(30),
+        Arc::new(Counts::default()),
+    );
+    // Replica B caches the tenant.
+    let Lookup::Miss(generation) = b.lookup("tenant", "t1").await else {
+        panic!("an empty cache misses");
+    };
+    b.store("tenant", "t1", generation, b"active").await;
+    assert!(matches!(b.lookup("tenant", "t1").await, Lookup::Hit(_)));
+    // Replica A had a failure a moment ago: its breaker is open when it suspends the tenant.
+    let _failed = a_redis
+        .query::<String>(&redis::cmd("NO.SUCH.COMMAND"))
+        .await
+        .unwrap_err();
+    assert!(a_redis.is_skipping());
+    a.drop_entry("tenant", "t1").await;
+    // The invalidation gets through anyway (retried past the breaker): B misses, and A
+    // uses the cache again once nothing of its own is pending.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !matches!(b.lookup("tenant", "t1").await, Lookup::Miss(_)) {
+        assert!(Instant::now() < deadline, "B still serves the stale entry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(a.lookup("tenant", "t1").await, Lookup::Miss(_)));
 }
