@@ -252,3 +252,46 @@ async fn a_broker_outage_during_creates_loses_no_event_and_keeps_each_tenants_or
     assert_delivered(&stored, &consumed);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_broker_restarted_without_its_data_gets_the_topic_again_and_every_waiting_event() {
+    let mut broker = private_broker().await.unwrap();
+    let brokers = broker.addr.to_string();
+    let topic = unique_topic();
+    let server = server(&brokers, &topic).await;
+    let pool = pool(server.schema().unwrap()).await;
+    server.create_active(new_tenant("early")).await.unwrap();
+    drained(&pool, Duration::from_secs(30)).await;
+
+    // Stopped: every create still succeeds, and its events wait.
+    broker.kill().await.unwrap();
+    for i in 0..4 {
+        server
+            .create_active(new_tenant(&format!("stopped-{i}")))
+            .await
+            .expect("creates succeed while the broker is stopped");
+    }
+    let waiting: BTreeSet<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM tenant_events WHERE published_at IS NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert!(!waiting.is_empty());
+
+    // Back, but empty (in-memory storage): the relay makes the topic again and publishes
+    // everything that waited, each tenant in order.
+    broker.start().await.unwrap();
+    drained(&pool, Duration::from_mins(1)).await;
+    let stored: Vec<(Uuid, Uuid, String)> = outbox(&pool)
+        .await
+        .into_iter()
+        .filter(|(id, _, _)| waiting.contains(id))
+        .collect();
+    let consumed = consume_events(&brokers, &topic, stored.len(), Duration::from_mins(1))
+        .await
+        .unwrap();
+    assert_delivered(&stored, &consumed);
+    server.stop().await.unwrap();
+}

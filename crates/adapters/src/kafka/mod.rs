@@ -19,6 +19,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tenantd_domain::ports::{EventPublisher, PublishError};
 use tenantd_domain::{Event, TenantId};
 
+/// How often failed deliveries make the publisher check that its topic still exists.
+const TOPIC_RECHECK: Duration = Duration::from_secs(5);
+
 /// The CloudEvents `content-type` of the payload.
 pub const CONTENT_TYPE: &str = "application/protobuf";
 
@@ -51,6 +54,8 @@ pub struct KafkaPublisher {
     /// The producer and its generation; replaced after a failed delivery (see
     /// [`KafkaPublisher::replace`]).
     producer: RwLock<(u64, FutureProducer)>,
+    /// When the topic was last made sure of after failed deliveries.
+    topic_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -72,6 +77,7 @@ impl KafkaPublisher {
             settings,
             encode,
             producer: RwLock::new((0, producer)),
+            topic_checked: std::sync::Mutex::new(None),
         })
     }
 
@@ -94,8 +100,8 @@ impl KafkaPublisher {
             TopicReplication::Fixed(self.settings.replication_factor),
         );
         let options = AdminOptions::new()
-            .request_timeout(Some(Duration::from_secs(10)))
-            .operation_timeout(Some(Duration::from_secs(10)));
+            .request_timeout(Some(Duration::from_secs(5)))
+            .operation_timeout(Some(Duration::from_secs(5)));
         let results = admin
             .create_topics([&topic], &options)
             .await
@@ -171,6 +177,24 @@ impl KafkaPublisher {
         tokio::task::spawn_blocking(move || drop((old, used)));
     }
 
+    /// After failed deliveries, makes sure the topic still exists (a broker restarted
+    /// without its data has lost it), at most every [`TOPIC_RECHECK`].
+    async fn recheck_topic(&self) {
+        {
+            let mut checked = self
+                .topic_checked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if checked.is_some_and(|at| at.elapsed() < TOPIC_RECHECK) {
+                return;
+            }
+            *checked = Some(std::time::Instant::now());
+        }
+        if let Err(err) = self.ensure_topic().await {
+            tracing::debug!(error = %err, "cannot make sure the events topic exists");
+        }
+    }
+
     /// The CloudEvents binary-mode headers of `event`.
     fn headers(&self, event: &Event) -> OwnedHeaders {
         let id = event.id.0.to_string();
@@ -243,6 +267,7 @@ impl EventPublisher for KafkaPublisher {
         }
         if outcomes.iter().any(Result::is_err) {
             self.replace(generation, producer);
+            self.recheck_topic().await;
         }
         outcomes
     }

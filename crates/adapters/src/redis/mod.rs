@@ -1,10 +1,15 @@
 //! Redis adapters (deadpool-redis): the read-through cache of tenants and API keys
 //! ([`cache`]) and the shared rate limiter ([`rate_limit`]).
 //!
-//! Redis is never on the critical path: every call (pool checkout and command together)
-//! has a timeout well below the RPC deadline, and after a failure Redis is skipped for a
+//! Redis is never on the critical path: every call (connection and command together) has
+//! a timeout well below the RPC deadline, and after a failure Redis is skipped for a
 //! cool-off (a circuit breaker), so while it is down, refusing or hung, requests go to
 //! PostgreSQL (cache) or to the in-process limiter at once instead of waiting on it.
+//!
+//! Connections: the deadpool pool makes and checks them (a checkout pings), and the
+//! multiplexed connection it hands out is kept and shared by every call, so a command
+//! costs one round trip; after any failure it is dropped and the next call checks out a
+//! healthy one.
 
 pub mod cache;
 pub mod rate_limit;
@@ -13,10 +18,11 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, FromRedisValue, Script};
 use deadpool_redis::{Config, Pool, Runtime};
 
@@ -64,6 +70,8 @@ pub enum RedisError {
 /// A pooled Redis client with a per-call timeout and a circuit breaker.
 pub struct Redis {
     pool: Pool,
+    /// The connection calls share, checked out of `pool`; dropped after a failure.
+    shared: Mutex<Option<MultiplexedConnection>>,
     settings: RedisSettings,
     epoch: Instant,
     /// Milliseconds since `epoch` until which calls are skipped.
@@ -108,6 +116,7 @@ impl Redis {
             .map_err(|e| format!("not a usable Redis URL: {e}"))?;
         Ok(Arc::new(Self {
             pool,
+            shared: Mutex::default(),
             settings,
             epoch: Instant::now(),
             skip_until: AtomicU64::new(0),
@@ -120,12 +129,13 @@ impl Redis {
         &self.settings
     }
 
-    /// `PING`, ignoring the breaker (the health probe); a success closes the breaker.
+    /// `PING`, ignoring the breaker (the health probe); a success closes the breaker, a
+    /// failure opens it.
     ///
     /// # Errors
     /// Why Redis did not answer.
     pub async fn ping(&self) -> Result<(), RedisError> {
-        let pong: String = self.call(&redis::cmd("PING")).await?;
+        let pong: String = self.record(self.call(&redis::cmd("PING")).await)?;
         if pong == "PONG" {
             self.skip_until.store(0, Ordering::Relaxed);
             Ok(())
@@ -179,7 +189,7 @@ impl Redis {
             invocation.arg(*arg);
         }
         let result = tokio::time::timeout(self.settings.timeout, async {
-            let mut conn = self.pool.get().await.map_err(pool_error)?;
+            let mut conn = self.connection().await?;
             invocation
                 .invoke_async(&mut conn)
                 .await
@@ -206,13 +216,28 @@ impl Redis {
 
     async fn call<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         tokio::time::timeout(self.settings.timeout, async {
-            let mut conn = self.pool.get().await.map_err(pool_error)?;
+            let mut conn = self.connection().await?;
             cmd.query_async(&mut conn)
                 .await
                 .map_err(|e| RedisError::Failed(e.to_string()))
         })
         .await
         .unwrap_or(Err(RedisError::Timeout))
+    }
+
+    /// The shared connection, checked out of the pool (and pinged) when there is none.
+    async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
+        if let Some(conn) = self.shared_slot().clone() {
+            return Ok(conn);
+        }
+        let checked_out = self.pool.get().await.map_err(pool_error)?;
+        let conn: MultiplexedConnection = (*checked_out).clone();
+        *self.shared_slot() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn shared_slot(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn now_ms(&self) -> u64 {
@@ -229,6 +254,8 @@ impl Redis {
 
     fn record<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
         if let Err(err) = &result {
+            // It may be broken: the next call checks out (and pings) one from the pool.
+            *self.shared_slot() = None;
             let now = self.now_ms();
             let cooldown = u64::try_from(self.settings.cooldown.as_millis()).unwrap_or(u64::MAX);
             self.skip_until
