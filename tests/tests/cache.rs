@@ -15,8 +15,8 @@ use tenantd_adapters::postgres::testing::ScratchSchema;
 use tenantd_adapters::redis::testing::{test_redis_url, unique_prefix};
 use tenantd_e2e::pb::api_key_service_client::ApiKeyServiceClient;
 use tenantd_e2e::pb::{
-    CreateApiKeyRequest, GetTenantRequest, RevokeApiKeyRequest, SuspendTenantRequest, Tenant,
-    TenantStatus, UpdateTenantRequest, VerifyApiKeyRequest,
+    CreateApiKeyRequest, CreateApiKeyResponse, GetTenantRequest, RevokeApiKeyRequest,
+    SuspendTenantRequest, Tenant, TenantStatus, UpdateTenantRequest, VerifyApiKeyRequest,
 };
 use tenantd_e2e::services::private_redis;
 use tenantd_e2e::{
@@ -146,6 +146,33 @@ async fn assert_nothing_in_clear(url: &str, prefix: &str, id: &str, secret: &str
     assert!(values >= 2, "the tenant and the key are cached");
 }
 
+/// An admin's key client and a new key of tenant `id`.
+async fn create_key(
+    server: &TestServer,
+    id: &str,
+) -> (ApiKeyServiceClient<Channel>, CreateApiKeyResponse) {
+    let mut admin_keys = ApiKeyServiceClient::new(server.admin_channel().await.unwrap());
+    let created = admin_keys
+        .create_api_key(CreateApiKeyRequest {
+            tenant_id: id.into(),
+            display_name: "deploy".into(),
+            scopes: vec!["tenants.read".into()],
+            expire_time: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (admin_keys, created)
+}
+
+/// Verifies `secret` three times: the first verify records the key's use (a write: the
+/// entry is dropped), the second caches it again, the third is a hit.
+async fn verify_until_cached(keys: &mut ApiKeyServiceClient<Channel>, secret: &str) {
+    for _ in 0..3 {
+        assert_eq!(verify(keys, secret).await, (true, true));
+    }
+}
+
 #[tokio::test]
 async fn reads_are_cached_changes_show_at_once_and_redis_holds_nothing_in_clear() {
     let url = test_redis_url().await;
@@ -184,23 +211,9 @@ async fn reads_are_cached_changes_show_at_once_and_redis_holds_nothing_in_clear(
     assert_eq!(get(&server, &id).await.display_name, "Renamed Inc");
 
     // API keys: verified through the cache; a revocation fails the very next verify.
-    let mut admin_keys = ApiKeyServiceClient::new(server.admin_channel().await.unwrap());
-    let created = admin_keys
-        .create_api_key(CreateApiKeyRequest {
-            tenant_id: id.clone(),
-            display_name: "deploy".into(),
-            scopes: vec!["tenants.read".into()],
-            expire_time: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut admin_keys, created) = create_key(&server, &id).await;
     let mut billing = service_keys(&server).await;
-    // The first verify records the key's use (a write: the entry is dropped), the next
-    // one caches it again, the third is a hit.
-    for _ in 0..3 {
-        assert_eq!(verify(&mut billing, &created.secret).await, (true, true));
-    }
+    verify_until_cached(&mut billing, &created.secret).await;
     let metrics = server.metrics_text().await.unwrap();
     assert!(
         cache_count(&metrics, "cache_hits_total", "api_key") >= 1,
@@ -251,21 +264,9 @@ async fn a_change_made_through_one_replica_is_seen_at_once_by_another() {
     );
     assert!(hits >= 1);
     // B verifies a key twice, the second time from the cache...
-    let mut admin_keys = ApiKeyServiceClient::new(a.admin_channel().await.unwrap());
-    let created = admin_keys
-        .create_api_key(CreateApiKeyRequest {
-            tenant_id: id.clone(),
-            display_name: "deploy".into(),
-            scopes: vec!["tenants.read".into()],
-            expire_time: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut admin_keys, created) = create_key(&a, &id).await;
     let mut billing = service_keys(&b).await;
-    for _ in 0..3 {
-        assert_eq!(verify(&mut billing, &created.secret).await, (true, true));
-    }
+    verify_until_cached(&mut billing, &created.secret).await;
     // ...A revokes it: B's very next verify refuses it.
     admin_keys
         .revoke_api_key(RevokeApiKeyRequest {

@@ -214,16 +214,9 @@ pub(super) fn kafka(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
-
-    use super::super::{Cli, Config};
+    use super::super::Config;
+    use super::super::tests::parse;
     use super::*;
-
-    fn parse(flags: &[&str]) -> ServeArgs {
-        let mut argv = vec!["tenantd"];
-        argv.extend_from_slice(flags);
-        Cli::try_parse_from(argv).expect("valid flags").serve
-    }
 
     const DB: [&str; 6] = [
         "--database-url",

@@ -841,7 +841,8 @@ mod tests {
 
     use super::*;
 
-    fn parse(flags: &[&str]) -> ServeArgs {
+    /// The serve settings of a command line.
+    pub(super) fn parse(flags: &[&str]) -> ServeArgs {
         let mut argv = vec!["tenantd"];
         argv.extend_from_slice(flags);
         Cli::try_parse_from(argv).expect("valid flags").serve
