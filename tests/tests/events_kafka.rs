@@ -1,7 +1,8 @@
 //! The outbox relayed to a real Kafka-protocol broker (tansu; any Kafka works the same),
 //! read back by an independent consumer (Python confluent-kafka decoding with the protos):
 //! every event arrives once or more and none is lost, with CloudEvents headers, keyed by
-//! tenant and in each tenant's order, also across a broker outage during creates.
+//! tenant and in each tenant's order, also across a broker paused (SIGSTOP) during creates
+//! and a broker stopped during creates and restarted without its data.
 
 #![allow(
     clippy::unwrap_used,
