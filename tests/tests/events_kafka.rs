@@ -224,6 +224,13 @@ async fn a_broker_outage_during_creates_loses_no_event_and_keeps_each_tenants_or
     )
     .await;
     assert!(unpublished(&pool).await > 0, "events wait in the outbox");
+    let metrics = server.metrics_text().await.unwrap();
+    let age = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("outbox_oldest_unpublished_age_seconds "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no oldest-age gauge in {metrics}"));
+    assert!(age > 0.0, "the oldest waiting event has an age: {age}");
     // Deliveries are bounded by message.timeout.ms: they fail, and are retried later.
     eventually(
         "deliveries fail while the broker is paused",
@@ -295,4 +302,29 @@ async fn a_broker_restarted_without_its_data_gets_the_topic_again_and_every_wait
         .unwrap();
     assert_delivered(&stored, &consumed);
     server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_with_a_hung_broker_ends_within_the_grace_and_leaves_events_in_the_outbox() {
+    let broker = private_broker().await.unwrap();
+    let topic = unique_topic();
+    let server = server(&broker.addr.to_string(), &topic).await;
+    let schema_url = server.schema().unwrap().url();
+    server.create_active(new_tenant("first")).await.unwrap();
+    broker.pause().unwrap();
+    server.create_active(new_tenant("second")).await.unwrap();
+    // The test servers' grace is 5 s; the relay is waiting on the broker.
+    let started = std::time::Instant::now();
+    let schema = server.stop().await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    // Nothing was marked published that the broker did not confirm.
+    let pool = PgPool::connect(&schema_url).await.unwrap();
+    assert!(unpublished(&pool).await > 0);
+    pool.close().await;
+    drop(schema);
+    broker.resume().unwrap();
 }
