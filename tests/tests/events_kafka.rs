@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use tenantd_adapters::postgres::testing::ScratchSchema;
-use tenantd_e2e::pb::SuspendTenantRequest;
+use tenantd_e2e::pb::{ListTenantEventsRequest, SuspendTenantRequest};
 use tenantd_e2e::services::{
     Consumed, consume_events, kafka_brokers, private_broker, unique_topic,
 };
@@ -327,4 +327,62 @@ async fn shutdown_with_a_hung_broker_ends_within_the_grace_and_leaves_events_in_
     pool.close().await;
     drop(schema);
     broker.resume().unwrap();
+}
+
+#[tokio::test]
+async fn the_embedded_store_relays_its_outbox_the_same_way() {
+    let brokers = kafka_brokers();
+    let topic = unique_topic();
+    let kafka = kafka(&brokers, &topic);
+    let server = TestServer::start_with(Backend::Memory, move |config| Config {
+        kafka: Some(kafka),
+        ..config
+    })
+    .await
+    .unwrap();
+    server.create_active(new_tenant("embedded")).await.unwrap();
+    let listed = server
+        .events()
+        .await
+        .unwrap()
+        .list_tenant_events(ListTenantEventsRequest {
+            page_size: 500,
+            ..ListTenantEventsRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let stored: Vec<(Uuid, Uuid, String)> = listed
+        .iter()
+        .map(|e| {
+            let id: Uuid = e.event_id.parse().unwrap();
+            let kind = consumed_type(e);
+            (id, e.tenant_id.parse().unwrap(), kind)
+        })
+        .collect();
+    let consumed = consume_events(&brokers, &topic, stored.len(), Duration::from_mins(1))
+        .await
+        .unwrap();
+    assert_delivered(&stored, &consumed);
+    eventually(
+        "the in-memory backlog drains",
+        Duration::from_secs(10),
+        || async {
+            counter(
+                &server.metrics_text().await.unwrap(),
+                "outbox_backlog_events",
+                &[],
+            ) == 0
+        },
+    )
+    .await;
+    server.stop().await.unwrap();
+}
+
+/// The CloudEvents type of a listed event, from its payload.
+fn consumed_type(event: &tenantd_e2e::pb::TenantEvent) -> String {
+    let payload = format!("{:?}", event.payload.as_ref().unwrap());
+    let name = payload.split('(').next().unwrap();
+    format!("tenant.v1.{name}")
 }

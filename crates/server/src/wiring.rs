@@ -131,7 +131,7 @@ struct Ports {
     checks: Vec<Arc<dyn DependencyCheck>>,
     db_pool: Option<PoolStats>,
     limiter: Arc<dyn RateLimiter>,
-    outbox: Option<Arc<dyn Outbox>>,
+    outbox: Arc<dyn Outbox>,
 }
 
 /// Builds the services for `config`: PostgreSQL (connected and migrated) when a database
@@ -259,12 +259,12 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 },
                 api_keys: Arc::new(store.clone()),
                 audit: Arc::new(store.clone()),
-                events: Arc::new(store),
+                events: Arc::new(store.clone()),
                 plans: Arc::new(MemoryPlanRepository::default()),
                 checks: Vec::new(),
                 db_pool: None,
                 limiter: Arc::new(LocalRateLimiter::default()),
-                outbox: None,
+                outbox: Arc::new(store.clone()),
             }
         }
         Store::Postgres { url, .. } => {
@@ -298,7 +298,7 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 plans: Arc::new(PgPlanRepository::new(pool)),
                 checks: vec![Arc::new(Database(store.clone()))],
                 limiter: Arc::new(LocalRateLimiter::default()),
-                outbox: Some(Arc::new(store.clone())),
+                outbox: Arc::new(store.clone()),
                 db_pool: Some(Arc::new(move || store.pool_stats())),
             }
         }
@@ -343,12 +343,6 @@ fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Resul
     let Some(kafka) = &config.kafka else {
         return Ok(None);
     };
-    let Some(outbox) = &ports.outbox else {
-        tracing::warn!(
-            "kafka-brokers is set, but the embedded store keeps no outbox to relay: events are listed over gRPC only (set database-url to publish them)"
-        );
-        return Ok(None);
-    };
     let encode = Arc::new(|event: &Event| proto::TenantEvent::from(event).encode_to_vec());
     let publisher = Arc::new(
         KafkaPublisher::new(
@@ -367,7 +361,7 @@ fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Resul
     );
     Ok(Some(Relay {
         relay: OutboxRelay::new(
-            outbox.clone(),
+            ports.outbox.clone(),
             publisher.clone(),
             Arc::new(SystemClock),
             observers.relay.clone(),

@@ -13,6 +13,7 @@
 mod api_keys;
 mod audit;
 pub(crate) mod fixtures;
+mod outbox;
 mod plans;
 mod provisioning;
 mod tenants;
@@ -20,12 +21,13 @@ mod tenants;
 use std::sync::Arc;
 
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, EventLog, InitialKeyStore, PlanRepository, ProvisioningRepository,
-    TenantRepository,
+    ApiKeyRepository, AuditLog, EventLog, InitialKeyStore, Outbox, PlanRepository,
+    ProvisioningRepository, TenantRepository,
 };
 
 pub use api_keys::*;
 pub use audit::*;
+pub use outbox::*;
 pub use plans::*;
 pub use provisioning::*;
 pub use tenants::*;
@@ -52,6 +54,8 @@ pub struct Stores {
     pub plans: Arc<dyn PlanRepository>,
     /// The audit log.
     pub audit: Arc<dyn AuditLog>,
+    /// The outbox of the same store (events written through `tenants`).
+    pub outbox: Arc<dyn Outbox>,
     /// Keeps per-test resources alive until the test ends (e.g. a scratch schema that is
     /// dropped with it).
     pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
@@ -91,6 +95,9 @@ macro_rules! repository_contract_tests {
             a_save_with_the_tenant_is_atomic,
             overdue_runs_are_found_by_deadline,
             the_first_key_is_stored_once_and_its_secret_taken_once,
+            outbox_batches_never_overtake_a_tenants_earlier_event,
+            outbox_batches_dropped_or_unpublished_give_events_back,
+            outbox_concurrent_relays_publish_each_event_once_in_tenant_order,
         );
     };
     (@each $factory:path; $($contract:ident),* $(,)?) => {

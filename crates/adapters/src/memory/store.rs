@@ -4,7 +4,7 @@
 //! kept sealed here too: stored tenants carry a placeholder address and the envelope lives
 //! beside them, opened on every read, like the PostgreSQL store does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{
     ApiKeyRepository, AuditLog, ClaimedRun, EmailCipher, EventLog, IdempotencyRecord, InitialKey,
-    InitialKeyOutcome, InitialKeyStore, Lease, ProvisioningRepository, RunWrite, TenantQuery,
-    TenantRepository,
+    InitialKeyOutcome, InitialKeyStore, Lease, Outbox, OutboxBacklog, OutboxBatch,
+    ProvisioningRepository, RunWrite, TenantQuery, TenantRepository,
 };
 use tenantd_domain::provisioning::{ProvisioningRun, RunId, RunState};
 use tenantd_domain::{
@@ -26,6 +26,10 @@ struct State {
     tenants: BTreeMap<TenantId, Tenant>,
     /// Keyed by event id: UUIDv7, so iteration is append order.
     events: BTreeMap<EventId, Event>,
+    /// The outbox: events not yet published, in id order.
+    unpublished: BTreeMap<EventId, TenantId>,
+    /// Unpublished events a relay's batch holds.
+    in_flight: HashSet<EventId>,
     idempotency: HashMap<String, IdempotencyRecord>,
     /// Sealed contact emails (envelope, blind index) of stored tenants, with a cipher.
     sealed: HashMap<TenantId, Sealed>,
@@ -183,6 +187,7 @@ fn placeholder() -> ContactEmail {
 fn append(state: &mut State, events: &[Event]) {
     for event in events {
         state.events.insert(event.id, event.clone());
+        state.unpublished.insert(event.id, event.tenant_id);
     }
 }
 
@@ -591,6 +596,94 @@ impl InitialKeyStore for MemoryStore {
     }
 }
 
+/// A batch of the in-memory outbox: its events are in flight until it is finished or
+/// dropped.
+struct MemoryBatch {
+    state: Arc<Mutex<State>>,
+    events: Vec<Event>,
+}
+
+impl MemoryBatch {
+    fn release(&self, published: &[EventId]) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in published {
+            state.unpublished.remove(id);
+        }
+        for event in &self.events {
+            state.in_flight.remove(&event.id);
+        }
+    }
+}
+
+impl Drop for MemoryBatch {
+    fn drop(&mut self) {
+        self.release(&[]);
+    }
+}
+
+#[async_trait]
+impl OutboxBatch for MemoryBatch {
+    fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    async fn finish(mut self: Box<Self>, published: &[EventId]) -> Result<(), RepoError> {
+        self.release(published);
+        // Released: nothing left for the drop to give back.
+        self.events.clear();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for MemoryStore {
+    async fn claim(
+        &self,
+        limit: usize,
+        _hold: std::time::Duration,
+    ) -> Result<Box<dyn OutboxBatch>, RepoError> {
+        let mut state = self.lock();
+        let mut blocked: HashSet<TenantId> = HashSet::new();
+        let mut taken = Vec::new();
+        for (id, tenant) in &state.unpublished {
+            if taken.len() >= limit {
+                break;
+            }
+            if blocked.contains(tenant) {
+                continue;
+            }
+            if state.in_flight.contains(id) {
+                // Held by another batch: its tenant's later events wait behind it.
+                blocked.insert(*tenant);
+                continue;
+            }
+            taken.push(*id);
+        }
+        let events: Vec<Event> = taken
+            .iter()
+            .filter_map(|id| state.events.get(id).cloned())
+            .collect();
+        state.in_flight.extend(taken);
+        Ok(Box::new(MemoryBatch {
+            state: self.state.clone(),
+            events,
+        }))
+    }
+
+    async fn backlog(&self) -> Result<OutboxBacklog, RepoError> {
+        let state = self.lock();
+        Ok(OutboxBacklog {
+            events: state.unpublished.len() as u64,
+            oldest: state
+                .unpublished
+                .keys()
+                .next()
+                .and_then(|id| state.events.get(id))
+                .map(|e| e.occurred_at),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,6 +708,7 @@ mod tests {
             initial_keys: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),
+            outbox: Arc::new(store.clone()),
             events: Arc::new(store),
             plans: Arc::new(crate::memory::MemoryPlanRepository::default()),
             guard: None,
@@ -631,6 +725,7 @@ mod tests {
             initial_keys: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),
+            outbox: Arc::new(store.clone()),
             events: Arc::new(store),
             plans: Arc::new(crate::memory::MemoryPlanRepository::default()),
             guard: None,

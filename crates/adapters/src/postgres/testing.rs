@@ -175,6 +175,7 @@ mod tests {
             api_keys: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),
+            outbox: Arc::new(store.clone()),
             plans: Arc::new(PgPlanRepository::new(pool)),
             guard: Some(Arc::new(schema)),
         }

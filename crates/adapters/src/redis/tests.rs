@@ -80,7 +80,8 @@ async fn cached_stores() -> Stores {
         initial_keys: Arc::new(store.clone()),
         api_keys: Arc::new(CachedApiKeys::new(Arc::new(store.clone()), cache)),
         events: Arc::new(store.clone()),
-        audit: Arc::new(store),
+        audit: Arc::new(store.clone()),
+        outbox: Arc::new(store),
         plans: Arc::new(MemoryPlanRepository::default()),
         guard: None,
     }

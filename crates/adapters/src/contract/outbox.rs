@@ -1,0 +1,154 @@
+//! The outbox contract: claims in id order, never a held event, never a tenant's event
+//! ahead of an earlier unpublished one; finish marks, dropping gives back.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tenantd_domain::ports::{Outbox, OutboxBatch};
+use tenantd_domain::{Event, EventId, EventKind, Tenant, TenantId};
+
+use super::Stores;
+use super::fixtures::{created, event, run_for, slug, tenant};
+
+const HOLD: Duration = Duration::from_secs(30);
+
+fn ids(batch: &dyn OutboxBatch) -> Vec<EventId> {
+    batch.events().iter().map(|e| e.id).collect()
+}
+
+/// Stores `tenant` with `events` (made beforehand, so ids of several tenants interleave).
+async fn store(stores: &Stores, tenant: &Tenant, events: &[Event]) {
+    stores
+        .tenants
+        .create(tenant, &run_for(tenant), events, None)
+        .await
+        .expect("create");
+}
+
+fn resumed(tenant: &Tenant) -> Event {
+    event(tenant, EventKind::TenantResumed)
+}
+
+/// Contract: a batch skips events another batch holds and never takes a tenant's event
+/// while an earlier one of it is unpublished elsewhere; finish marks only what it is given.
+pub async fn outbox_batches_never_overtake_a_tenants_earlier_event(stores: Stores) {
+    let outbox = stores.outbox.clone();
+    let (a, b) = (
+        tenant(&slug("out-a"), "free", &[]),
+        tenant(&slug("out-b"), "free", &[]),
+    );
+    let (a1, b1, a2, b2, a3) = (
+        created(&a),
+        created(&b),
+        resumed(&a),
+        resumed(&b),
+        resumed(&a),
+    );
+    store(&stores, &a, &[a1.clone(), a2.clone(), a3.clone()]).await;
+    store(&stores, &b, &[b1.clone(), b2.clone()]).await;
+    let backlog = outbox.backlog().await.expect("backlog");
+    assert_eq!(backlog.events, 5);
+    assert_eq!(backlog.oldest, Some(a1.occurred_at));
+
+    let first = outbox.claim(2, HOLD).await.expect("claim");
+    assert_eq!(ids(first.as_ref()), vec![a1.id, b1.id]);
+    let second = outbox.claim(10, HOLD).await.expect("claim");
+    assert!(
+        ids(second.as_ref()).is_empty(),
+        "each waits behind its tenant's held event"
+    );
+    first.finish(&[a1.id]).await.expect("finish");
+    drop(second);
+
+    let third = outbox.claim(10, HOLD).await.expect("claim");
+    assert_eq!(ids(third.as_ref()), vec![b1.id, a2.id, b2.id, a3.id]);
+    third
+        .finish(&[b1.id, a2.id, b2.id, a3.id])
+        .await
+        .expect("finish");
+    assert_eq!(outbox.backlog().await.expect("backlog").events, 0);
+    assert!(ids(outbox.claim(10, HOLD).await.expect("claim").as_ref()).is_empty());
+}
+
+/// Contract: a batch dropped unfinished gives its events back; finishing with none
+/// published marks none.
+pub async fn outbox_batches_dropped_or_unpublished_give_events_back(stores: Stores) {
+    let outbox = stores.outbox.clone();
+    let t = tenant(&slug("out-drop"), "free", &[]);
+    let (e1, e2) = (created(&t), resumed(&t));
+    store(&stores, &t, &[e1.clone(), e2.clone()]).await;
+    drop(outbox.claim(10, HOLD).await.expect("claim"));
+    let again = outbox.claim(10, HOLD).await.expect("claim");
+    assert_eq!(ids(again.as_ref()), vec![e1.id, e2.id]);
+    again.finish(&[]).await.expect("finish");
+    assert_eq!(outbox.backlog().await.expect("backlog").events, 2);
+    let last = outbox.claim(10, HOLD).await.expect("claim");
+    assert_eq!(ids(last.as_ref()), vec![e1.id, e2.id]);
+}
+
+/// Contract: four relays claiming concurrently publish every event exactly once, each
+/// tenant's in order.
+pub async fn outbox_concurrent_relays_publish_each_event_once_in_tenant_order(stores: Stores) {
+    let tenants: Vec<Tenant> = (0..20)
+        .map(|i| tenant(&slug(&format!("out-{i}")), "free", &[]))
+        .collect();
+    // Event ids interleave across tenants: round by round.
+    let mut events: BTreeMap<TenantId, Vec<Event>> = BTreeMap::new();
+    for round in 0..8 {
+        for t in &tenants[..(12 + round)] {
+            let list = events.entry(t.id()).or_default();
+            list.push(if list.is_empty() {
+                created(t)
+            } else {
+                resumed(t)
+            });
+        }
+    }
+    for t in &tenants {
+        if let Some(list) = events.get(&t.id()) {
+            store(&stores, t, list).await;
+        }
+    }
+    let total = events.values().map(Vec::len).sum::<usize>();
+    let log: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let relays: Vec<_> = (0..4)
+        .map(|_| {
+            let outbox: Arc<dyn Outbox> = stores.outbox.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut idle = 0;
+                while idle < 3 {
+                    let batch = outbox.claim(25, HOLD).await.expect("claim");
+                    if batch.events().is_empty() {
+                        idle += 1;
+                        tokio::task::yield_now().await;
+                    } else {
+                        idle = 0;
+                    }
+                    // "Publishing" is appending to the log while the batch is held.
+                    log.lock()
+                        .expect("log")
+                        .extend(batch.events().iter().cloned());
+                    let all = ids(batch.as_ref());
+                    batch.finish(&all).await.expect("finish");
+                }
+            })
+        })
+        .collect();
+    for relay in relays {
+        relay.await.expect("relay");
+    }
+    assert_eq!(stores.outbox.backlog().await.expect("backlog").events, 0);
+    let log = log.lock().expect("log");
+    assert_eq!(log.len(), total, "every event exactly once");
+    for (tenant, written) in &events {
+        let published: Vec<EventId> = log
+            .iter()
+            .filter(|e| e.tenant_id == *tenant)
+            .map(|e| e.id)
+            .collect();
+        let expected: Vec<EventId> = written.iter().map(|e| e.id).collect();
+        assert_eq!(published, expected, "tenant {tenant}'s events in order");
+    }
+}
