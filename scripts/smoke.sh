@@ -106,6 +106,10 @@ phase() {
   fi
 }
 
+# The embedded phase runs without Kafka, so the topic holds only the PostgreSQL phase's
+# events when its README block reads them back.
+kafka_brokers=$KAFKA_BROKERS
+unset KAFKA_BROKERS
 phase memory "smoke smoke-tenant" \
   'tenant.v1.TenantService' 'rpc CreateTenant' '"slug": "acme"' '"status": "TENANT_STATUS_PROVISIONING"' \
   '"state": "RUN_STATE_SUCCEEDED"' '"status": "TENANT_STATUS_ACTIVE"' '"tenant.admin"' '"status": "SERVING"' \
@@ -119,7 +123,7 @@ export DATABASE_URL="$base_url?options=-csearch_path%3D$schema"
 export TENANTD_TENANT_SCHEMA_PREFIX=$tenant_prefix
 # Redis (cache, shared rate limits) and Kafka (the event relay) as the README configures
 # them; keys under a prefix of this run's own.
-export REDIS_URL=$redis_url TENANTD_REDIS_KEY_PREFIX=smoke-$$-$RANDOM:
+export REDIS_URL=$redis_url TENANTD_REDIS_KEY_PREFIX=smoke-$$-$RANDOM: KAFKA_BROKERS=$kafka_brokers
 phase postgres "smoke smoke-postgres smoke-cancel smoke-events" \
   '"slug": "acme"' ' acme ' '"state": "RUN_STATE_SUCCEEDED"' 'acme.tenants.tenantd.local' \
   'tenant.v1.TenantCreated' '"tenantCreated"' '"welcomeNotificationRequested"' \
