@@ -126,10 +126,12 @@ pub async fn outbox_concurrent_relays_publish_each_event_once_in_tenant_order(st
                     } else {
                         idle = 0;
                     }
-                    // "Publishing" is appending to the log while the batch is held.
+                    // "Publishing" is appending to the log while the batch is held, and
+                    // letting the other relays run meanwhile.
                     log.lock()
                         .expect("log")
                         .extend(batch.events().iter().cloned());
+                    tokio::task::yield_now().await;
                     let all = ids(batch.as_ref());
                     batch.finish(&all).await.expect("finish");
                 }

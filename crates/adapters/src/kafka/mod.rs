@@ -4,7 +4,7 @@
 //! headers. The producer is idempotent with `acks=all`, and a delivery is reported only
 //! once the broker confirmed it or `message.timeout.ms` passed.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -56,6 +56,8 @@ pub struct KafkaPublisher {
     producer: RwLock<(u64, FutureProducer)>,
     /// When the topic was last made sure of after failed deliveries.
     topic_checked: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Creates the topic (kept: dropping an admin client joins its thread).
+    admin: AdminClient<DefaultClientContext>,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -73,7 +75,9 @@ impl KafkaPublisher {
     /// When librdkafka refuses the configuration.
     pub fn new(settings: KafkaSettings, encode: EventEncoder) -> Result<Self, KafkaError> {
         let producer = producer(&settings)?;
+        let admin = base_config(&settings).create()?;
         Ok(Self {
+            admin,
             settings,
             encode,
             producer: RwLock::new((0, producer)),
@@ -91,9 +95,6 @@ impl KafkaPublisher {
     /// # Errors
     /// When the brokers cannot be reached or refuse to create it.
     pub async fn ensure_topic(&self) -> Result<(), String> {
-        let admin: AdminClient<DefaultClientContext> = base_config(&self.settings)
-            .create()
-            .map_err(|e| format!("kafka admin client: {e}"))?;
         let topic = NewTopic::new(
             &self.settings.topic,
             self.settings.partitions,
@@ -102,7 +103,8 @@ impl KafkaPublisher {
         let options = AdminOptions::new()
             .request_timeout(Some(Duration::from_secs(5)))
             .operation_timeout(Some(Duration::from_secs(5)));
-        let results = admin
+        let results = self
+            .admin
             .create_topics([&topic], &options)
             .await
             .map_err(|e| format!("cannot create topic {}: {e}", self.settings.topic))?;
@@ -195,6 +197,25 @@ impl KafkaPublisher {
         }
     }
 
+    /// Sends one event and waits for its delivery report.
+    async fn send(&self, producer: &FutureProducer, event: &Event) -> Result<(), PublishError> {
+        let payload = (self.encode)(event);
+        let key = event.tenant_id.to_string();
+        let record = FutureRecord::to(&self.settings.topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(self.headers(event))
+            .timestamp(event.occurred_at.timestamp_millis());
+        match producer.send_result(record) {
+            Ok(delivery) => match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((err, _))) => Err(PublishError(err.to_string())),
+                Err(_) => Err(PublishError("the producer went away".into())),
+            },
+            Err((err, _)) => Err(PublishError(err.to_string())),
+        }
+    }
+
     /// The CloudEvents binary-mode headers of `event`.
     fn headers(&self, event: &Event) -> OwnedHeaders {
         let id = event.id.0.to_string();
@@ -228,46 +249,45 @@ impl KafkaPublisher {
 impl EventPublisher for KafkaPublisher {
     async fn publish(&self, events: &[Event]) -> Vec<Result<(), PublishError>> {
         let (generation, producer) = self.current();
-        // Enqueue everything first (librdkafka batches it), then await the deliveries. A
-        // tenant whose event could not be enqueued gets none of its later ones enqueued.
-        let mut refused: HashSet<TenantId> = HashSet::new();
-        let mut pending = Vec::with_capacity(events.len());
-        for event in events {
-            if refused.contains(&event.tenant_id) {
-                pending.push(Err(PublishError(
-                    "an earlier event of the tenant was not sent".into(),
-                )));
-                continue;
-            }
-            let payload = (self.encode)(event);
-            let key = event.tenant_id.to_string();
-            let record = FutureRecord::to(&self.settings.topic)
-                .key(&key)
-                .payload(&payload)
-                .headers(self.headers(event))
-                .timestamp(event.occurred_at.timestamp_millis());
-            match producer.send_result(record) {
-                Ok(delivery) => pending.push(Ok(delivery)),
-                Err((err, _)) => {
-                    refused.insert(event.tenant_id);
-                    pending.push(Err(PublishError(err.to_string())));
-                }
-            }
+        // Tenants in parallel, each tenant's events one after the other: an event is sent
+        // only once the previous one of its tenant is confirmed, so no later event can
+        // reach the topic before an earlier one that failed (librdkafka's gapless
+        // guarantee does not cover message timeouts). After a failure the tenant's
+        // remaining events are not sent.
+        let mut by_tenant: HashMap<TenantId, Vec<usize>> = HashMap::new();
+        for (i, event) in events.iter().enumerate() {
+            by_tenant.entry(event.tenant_id).or_default().push(i);
         }
-        let mut outcomes = Vec::with_capacity(pending.len());
-        for entry in pending {
-            outcomes.push(match entry {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((err, _))) => Err(PublishError(err.to_string())),
-                    Err(_) => Err(PublishError("the producer went away".into())),
-                },
-                Err(err) => Err(err),
-            });
+        let sends = by_tenant.values().map(|indices| {
+            let producer = &producer;
+            async move {
+                let mut outcomes = Vec::with_capacity(indices.len());
+                for &i in indices {
+                    let outcome = if outcomes
+                        .iter()
+                        .all(|(_, o): &(usize, Result<(), PublishError>)| o.is_ok())
+                    {
+                        self.send(producer, &events[i]).await
+                    } else {
+                        Err(PublishError(
+                            "an earlier event of the tenant was not delivered".into(),
+                        ))
+                    };
+                    outcomes.push((i, outcome));
+                }
+                outcomes
+            }
+        });
+        let mut outcomes: Vec<Result<(), PublishError>> = (0..events.len())
+            .map(|_| Err(PublishError("not sent".into())))
+            .collect();
+        for (i, outcome) in futures::future::join_all(sends).await.into_iter().flatten() {
+            outcomes[i] = outcome;
         }
         if outcomes.iter().any(Result::is_err) {
             self.replace(generation, producer);
-            self.recheck_topic().await;
+            // Bounded: the relay is backing off anyway, and shutdown must not wait on it.
+            let _checked = tokio::time::timeout(Duration::from_secs(2), self.recheck_topic()).await;
         }
         outcomes
     }
@@ -296,13 +316,13 @@ fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
     let timeout = settings.message_timeout.as_millis().max(1).to_string();
     base_config(settings)
         .set("enable.idempotence", "true")
-        // A delivery that fails where a later one of the same partition could still succeed
-        // fails the producer instead (it is replaced): one tenant's events never arrive
-        // with a gap that a retry would fill out of order.
+        // A failed batch fails the producer (it is replaced) rather than leave a gap that
+        // later messages of the partition could pass (timeouts are not covered: `publish`
+        // sends a tenant's next event only after the previous one is confirmed).
         .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("message.timeout.ms", &timeout)
-        .set("linger.ms", "5")
+        .set("linger.ms", "2")
         .create()
 }
 

@@ -22,6 +22,7 @@
 //! this replica sees it, at most one TTL.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,20 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 /// Most invalidations kept for retry; beyond, this replica skips the cache for one TTL.
 const MAX_PENDING: usize = 100_000;
 
+/// An invalidation that has not got through yet.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    cache: &'static str,
+    /// When it last failed.
+    since: Instant,
+    /// Which failure it is.
+    sequence: u64,
+}
+
+/// How long past the TTL a pending invalidation is kept: a read that loaded the row before
+/// the write may store its (stale) value a moment after the write's invalidation failed.
+const PENDING_MARGIN: Duration = Duration::from_secs(10);
+
 /// How cache use shows in metrics (`cache` is `tenant` or `api_key`).
 pub trait CacheObserver: Send + Sync {
     /// A read answered from Redis.
@@ -89,8 +104,10 @@ pub struct RedisCache {
     observer: Arc<dyn CacheObserver>,
     put: Script,
     invalidate: Script,
-    /// Invalidations not yet through: entry key -> (cache, when it first failed).
-    pending: Mutex<HashMap<String, (&'static str, Instant)>>,
+    /// Invalidations not yet through: entry key -> the latest failed one.
+    pending: Mutex<HashMap<String, Pending>>,
+    /// Numbers the failed invalidations, so a retry never clears a newer one.
+    sequence: AtomicU64,
     /// Until when this replica does not use the cache (after `pending` overflowed).
     bypass_until: Mutex<Option<Instant>>,
 }
@@ -114,13 +131,14 @@ impl RedisCache {
             put: Script::new(PUT),
             invalidate: Script::new(INVALIDATE),
             pending: Mutex::default(),
+            sequence: AtomicU64::new(0),
             bypass_until: Mutex::default(),
         });
         tokio::spawn(retry_pending(Arc::downgrade(&cache)));
         cache
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (&'static str, Instant)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -147,21 +165,28 @@ impl RedisCache {
             .await
     }
 
-    /// One retry round: sends pending invalidations until one fails; forgets those older
-    /// than the TTL (their entries have expired).
+    /// One retry round: sends pending invalidations until one fails; forgets those whose
+    /// entries have expired anyway. A key failed again meanwhile stays pending.
     async fn retry_round(&self) {
         let now = Instant::now();
-        let keys: Vec<(String, &'static str)> = {
+        let keep = self.ttl + self.redis.settings().timeout + PENDING_MARGIN;
+        let due: Vec<(String, Pending)> = {
             let mut pending = self.pending();
-            pending.retain(|_, (_, since)| now.duration_since(*since) < self.ttl);
-            pending.iter().map(|(k, (c, _))| (k.clone(), *c)).collect()
+            pending.retain(|_, p| now.duration_since(p.since) < keep);
+            pending.iter().map(|(k, p)| (k.clone(), *p)).collect()
         };
-        for (key, cache) in keys {
+        for (key, sent) in due {
             if self.invalidate_now(&key).await.is_err() {
-                self.observer.error(cache);
+                self.observer.error(sent.cache);
                 return;
             }
-            self.pending().remove(&key);
+            let mut pending = self.pending();
+            if pending
+                .get(&key)
+                .is_some_and(|p| p.sequence == sent.sequence)
+            {
+                pending.remove(&key);
+            }
         }
     }
 
@@ -236,9 +261,14 @@ impl RedisCache {
                 Err(_) => self.observer.error(cache),
             }
         }
+        let failed = Pending {
+            cache,
+            since: Instant::now(),
+            sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
+        };
         let mut pending = self.pending();
-        if pending.len() < MAX_PENDING {
-            pending.entry(key).or_insert((cache, Instant::now()));
+        if pending.len() < MAX_PENDING || pending.contains_key(&key) {
+            pending.insert(key, failed);
         } else {
             *self
                 .bypass_until
