@@ -165,6 +165,17 @@ async fn create_key(
     (admin_keys, created)
 }
 
+/// Revokes key `key_id` of tenant `id`.
+async fn revoke(admin_keys: &mut ApiKeyServiceClient<Channel>, id: &str, key_id: String) {
+    admin_keys
+        .revoke_api_key(RevokeApiKeyRequest {
+            tenant_id: id.into(),
+            key_id,
+        })
+        .await
+        .unwrap();
+}
+
 /// Verifies `secret` three times: the first verify records the key's use (a write: the
 /// entry is dropped), the second caches it again, the third is a hit.
 async fn verify_until_cached(keys: &mut ApiKeyServiceClient<Channel>, secret: &str) {
@@ -233,13 +244,7 @@ async fn reads_are_cached_changes_show_at_once_and_redis_holds_nothing_in_clear(
         .unwrap();
     assert_eq!(get(&server, &id).await.status(), TenantStatus::Suspended);
     assert_eq!(verify(&mut billing, &created.secret).await, (true, false));
-    admin_keys
-        .revoke_api_key(RevokeApiKeyRequest {
-            tenant_id: id.clone(),
-            key_id: created.api_key.unwrap().key_id,
-        })
-        .await
-        .unwrap();
+    revoke(&mut admin_keys, &id, created.api_key.unwrap().key_id).await;
     assert!(!verify(&mut billing, &created.secret).await.0);
     server.stop().await.unwrap();
 }
@@ -268,13 +273,7 @@ async fn a_change_made_through_one_replica_is_seen_at_once_by_another() {
     let mut billing = service_keys(&b).await;
     verify_until_cached(&mut billing, &created.secret).await;
     // ...A revokes it: B's very next verify refuses it.
-    admin_keys
-        .revoke_api_key(RevokeApiKeyRequest {
-            tenant_id: id.clone(),
-            key_id: created.api_key.unwrap().key_id,
-        })
-        .await
-        .unwrap();
+    revoke(&mut admin_keys, &id, created.api_key.unwrap().key_id).await;
     assert!(!verify(&mut billing, &created.secret).await.0);
     // A suspends; B's very next read says so.
     a.tenants()

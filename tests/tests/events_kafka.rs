@@ -72,6 +72,16 @@ async fn drained(pool: &PgPool, limit: Duration) {
     .await;
 }
 
+/// Waits (at most 15 s) until `metric` reads above 0.
+async fn metric_rises(server: &TestServer, metric: &str) {
+    eventually(
+        &format!("{metric} above 0"),
+        Duration::from_secs(15),
+        || async { counter(&server.metrics_text().await.unwrap(), metric, &[]) > 0 },
+    )
+    .await;
+}
+
 /// Every stored event was consumed, each message is well-formed, and each tenant's events
 /// first appear in the order they were written.
 fn assert_delivered(stored: &[(Uuid, Uuid, String)], consumed: &[Consumed]) {
@@ -211,18 +221,7 @@ async fn a_broker_outage_during_creates_loses_no_event_and_keeps_each_tenants_or
     )
     .await;
     assert!(health_is(&health, "", ServingStatus::Serving).await);
-    eventually(
-        "the backlog shows in the metrics",
-        Duration::from_secs(10),
-        || async {
-            counter(
-                &server.metrics_text().await.unwrap(),
-                "outbox_backlog_events",
-                &[],
-            ) > 0
-        },
-    )
-    .await;
+    metric_rises(&server, "outbox_backlog_events").await;
     assert!(unpublished(&pool).await > 0, "events wait in the outbox");
     let metrics = server.metrics_text().await.unwrap();
     let age = metrics
@@ -232,18 +231,7 @@ async fn a_broker_outage_during_creates_loses_no_event_and_keeps_each_tenants_or
         .unwrap_or_else(|| panic!("no oldest-age gauge in {metrics}"));
     assert!(age > 0.0, "the oldest waiting event has an age: {age}");
     // Deliveries are bounded by message.timeout.ms: they fail, and are retried later.
-    eventually(
-        "deliveries fail while the broker is paused",
-        Duration::from_secs(15),
-        || async {
-            counter(
-                &server.metrics_text().await.unwrap(),
-                "outbox_publish_errors_total",
-                &[],
-            ) > 0
-        },
-    )
-    .await;
+    metric_rises(&server, "outbox_publish_errors_total").await;
 
     broker.resume().unwrap();
     drained(&pool, Duration::from_mins(1)).await;
