@@ -4,6 +4,8 @@
 //! - [`crypto`]: the AES-256-GCM key ring for contact emails and their blind index.
 //! - [`memory`]: the embedded default (no infrastructure) and test doubles.
 //! - [`postgres`]: the production store (sqlx), with migrations and the outbox.
+//! - [`redis`]: the read-through cache of tenants and API keys, and the shared rate limiter.
+//! - [`kafka`]: the event publisher the outbox relay drives (rdkafka).
 //! - [`system`]: the real clock and UUIDv7 generator.
 //! - `contract` (feature `test-support`): the port contract suites every implementation
 //!   of a repository port must pass.

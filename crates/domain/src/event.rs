@@ -1,5 +1,5 @@
 //! Lifecycle events: written in the same unit of work as the change they describe (the
-//! transactional outbox), listed over gRPC and later relayed to Kafka.
+//! transactional outbox), listed over gRPC and relayed to Kafka.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
 //! Port traits: what the use cases need from the outside world. Adapters implement them
-//! (in-memory now, PostgreSQL/Redis/Kafka later); use-case tests mock them.
+//! (in memory, PostgreSQL, Redis, Kafka); use-case tests mock them.
 //!
 //! Unit of work: a change to a tenant, the events describing it and (on create) the
 //! idempotency record commit together or not at all, because the repository methods that
