@@ -85,11 +85,6 @@ impl KafkaPublisher {
         })
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &KafkaSettings {
-        &self.settings
-    }
-
     /// Creates the topic unless it exists.
     ///
     /// # Errors

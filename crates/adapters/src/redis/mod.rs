@@ -188,15 +188,9 @@ impl Redis {
         for arg in args {
             invocation.arg(*arg);
         }
-        let result = tokio::time::timeout(self.settings.timeout, async {
-            let mut conn = self.connection().await?;
-            invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| RedisError::Failed(e.to_string()))
-        })
-        .await
-        .unwrap_or(Err(RedisError::Timeout));
+        let result = self
+            .on_connection(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await;
         if result.is_ok() {
             self.skip_until.store(0, Ordering::Relaxed);
         }
@@ -215,9 +209,20 @@ impl Redis {
     }
 
     async fn call<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        self.on_connection(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs `op` on the shared connection, the connection and the command together within
+    /// the timeout.
+    async fn on_connection<T, Op, Fut>(&self, op: Op) -> Result<T, RedisError>
+    where
+        Op: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         tokio::time::timeout(self.settings.timeout, async {
-            let mut conn = self.connection().await?;
-            cmd.query_async(&mut conn)
+            let conn = self.connection().await?;
+            op(conn)
                 .await
                 .map_err(|e| RedisError::Failed(e.to_string()))
         })
