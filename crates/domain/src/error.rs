@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::Reason;
+
 /// One invalid field of a request: the field's path (e.g. `tenant.slug`) and why.
 ///
 /// Descriptions never repeat the offending value, so no email or secret leaks through them.
@@ -38,64 +40,164 @@ impl fmt::Display for FieldViolation {
     }
 }
 
-/// Why a use case did not do what it was asked.
+/// Why a use case did not do what it was asked. Every variant carries a [`Reason`]: the
+/// variant decides the gRPC code, the reason tells clients which failure it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The request is malformed: one entry per offending field.
-    #[error("invalid argument: {}", join(.0))]
-    InvalidArgument(Vec<FieldViolation>),
+    #[error("invalid argument: {}", join(violations))]
+    InvalidArgument {
+        /// Which validation failed.
+        reason: Reason,
+        /// The offending fields.
+        violations: Vec<FieldViolation>,
+    },
     /// The named resource does not exist.
     #[error("{resource} {id} not found")]
     NotFound {
+        /// Which resource was missing.
+        reason: Reason,
         /// Kind of resource, e.g. `tenant`.
         resource: &'static str,
         /// The id that was looked up.
         id: String,
     },
     /// The caller may not do this. The message never says whether the target exists.
-    #[error("permission denied: {0}")]
-    PermissionDenied(String),
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// Why not.
+        reason: Reason,
+        /// For a human.
+        message: String,
+    },
     /// A resource with the same unique key already exists.
     #[error("{resource} already exists: {detail}")]
     AlreadyExists {
+        /// Which key collided.
+        reason: Reason,
         /// Kind of resource, e.g. `tenant`.
         resource: &'static str,
         /// Which key collided, e.g. `slug "acme" is taken`.
         detail: String,
     },
     /// The resource is not in a state that allows the operation (illegal transition).
-    #[error("failed precondition: {0}")]
-    FailedPrecondition(String),
+    #[error("failed precondition: {message}")]
+    FailedPrecondition {
+        /// Which state forbids it.
+        reason: Reason,
+        /// For a human.
+        message: String,
+    },
     /// The caller's view is stale (etag mismatch) or a concurrent change won the race.
-    #[error("aborted: {0}")]
-    Aborted(String),
+    #[error("aborted: {message}")]
+    Aborted {
+        /// Which race was lost.
+        reason: Reason,
+        /// For a human.
+        message: String,
+    },
     /// A quota or rate limit is exhausted.
     #[error("resource exhausted: {detail}")]
     ResourceExhausted {
         /// Which limit.
+        reason: Reason,
+        /// For a human.
         detail: String,
         /// When retrying makes sense, if known.
         retry_after: Option<Duration>,
+        /// The limit itself (keys, requests per second), when one number states it.
+        limit: Option<u64>,
     },
-    /// A dependency (database, cache, broker) is unavailable; retrying later may work.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+    /// A dependency (database, cache, broker) is unavailable, or this replica is stopping;
+    /// retrying later may work. The cause is for logs, never for callers.
+    #[error("unavailable: {cause}")]
+    Unavailable {
+        /// [`Reason::DependencyUnavailable`] or [`Reason::ShuttingDown`].
+        reason: Reason,
+        /// What failed, for the log.
+        cause: String,
+    },
     /// A bug or an unexpected dependency failure. The text is for logs, never for callers.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl Error {
-    /// A single-field [`Error::InvalidArgument`].
+    /// The machine-readable reason.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::InvalidArgument { reason, .. }
+            | Self::NotFound { reason, .. }
+            | Self::PermissionDenied { reason, .. }
+            | Self::AlreadyExists { reason, .. }
+            | Self::FailedPrecondition { reason, .. }
+            | Self::Aborted { reason, .. }
+            | Self::ResourceExhausted { reason, .. }
+            | Self::Unavailable { reason, .. } => *reason,
+            Self::Internal(_) => Reason::Internal,
+        }
+    }
+
+    /// A single-field [`Error::InvalidArgument`] ([`Reason::FieldInvalid`]).
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+        Self::invalid_because(Reason::FieldInvalid, field, description)
+    }
+
+    /// A single-field [`Error::InvalidArgument`] for `reason`.
+    pub fn invalid_because(
+        reason: Reason,
+        field: impl Into<String>,
+        description: impl Into<String>,
+    ) -> Self {
+        Self::InvalidArgument {
+            reason,
+            violations: vec![FieldViolation::new(field, description)],
+        }
+    }
+
+    /// [`Error::InvalidArgument`] for several fields ([`Reason::FieldInvalid`]).
+    pub fn invalid_fields(violations: Vec<FieldViolation>) -> Self {
+        Self::InvalidArgument {
+            reason: Reason::FieldInvalid,
+            violations,
+        }
+    }
+
+    /// [`Error::NotFound`].
+    pub fn not_found(reason: Reason, resource: &'static str, id: impl fmt::Display) -> Self {
+        Self::NotFound {
+            reason,
+            resource,
+            id: id.to_string(),
+        }
     }
 
     /// [`Error::NotFound`] for a tenant.
     pub fn tenant_not_found(id: impl fmt::Display) -> Self {
-        Self::NotFound {
-            resource: "tenant",
-            id: id.to_string(),
+        Self::not_found(Reason::TenantNotFound, "tenant", id)
+    }
+
+    /// [`Error::FailedPrecondition`].
+    pub fn precondition(reason: Reason, message: impl Into<String>) -> Self {
+        Self::FailedPrecondition {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// [`Error::Aborted`].
+    pub fn aborted(reason: Reason, message: impl Into<String>) -> Self {
+        Self::Aborted {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// [`Error::Unavailable`] of a dependency.
+    pub fn unavailable(cause: impl Into<String>) -> Self {
+        Self::Unavailable {
+            reason: Reason::DependencyUnavailable,
+            cause: cause.into(),
         }
     }
 }
@@ -129,9 +231,9 @@ pub enum RepoError {
     #[error("the store refused a value: {0}")]
     InvalidValue(String),
     /// A state the store checks atomically does not hold (say, the tenant of a new API key
-    /// was deleted concurrently).
-    #[error("precondition failed: {0}")]
-    Precondition(String),
+    /// was deleted concurrently), with the reason a caller is told.
+    #[error("precondition failed: {1}")]
+    Precondition(Reason, String),
     /// A limit the store enforces atomically (such as a plan quota) is reached.
     #[error("limit reached")]
     LimitReached,
@@ -150,28 +252,31 @@ impl From<RepoError> for Error {
     fn from(err: RepoError) -> Self {
         match err {
             RepoError::SlugTaken(slug) => Self::AlreadyExists {
+                reason: Reason::SlugTaken,
                 resource: "tenant",
                 detail: format!("slug {slug:?} is taken"),
             },
-            RepoError::VersionConflict => {
-                Self::Aborted("the tenant was changed concurrently; read it again".into())
-            }
-            RepoError::LeaseLost => {
-                Self::Aborted("the job was taken over by another worker".into())
-            }
-            RepoError::NotFound => Self::NotFound {
-                resource: "record",
-                id: String::new(),
-            },
-            RepoError::Unavailable(detail) => Self::Unavailable(detail),
-            RepoError::InvalidValue(_) => Self::invalid(
+            RepoError::VersionConflict => Self::aborted(
+                Reason::ConcurrentModification,
+                "the resource was changed concurrently; read it again",
+            ),
+            RepoError::LeaseLost => Self::aborted(
+                Reason::LeaseLost,
+                "the job was taken over by another worker",
+            ),
+            RepoError::NotFound => Self::not_found(Reason::RecordNotFound, "record", ""),
+            RepoError::Unavailable(detail) => Self::unavailable(detail),
+            RepoError::InvalidValue(_) => Self::invalid_because(
+                Reason::ValueNotStorable,
                 "request",
                 "contains a value that cannot be stored (e.g. a NUL character)",
             ),
-            RepoError::Precondition(why) => Self::FailedPrecondition(why),
+            RepoError::Precondition(reason, why) => Self::precondition(reason, why),
             RepoError::LimitReached => Self::ResourceExhausted {
+                reason: Reason::QuotaExceeded,
                 detail: "a quota is exhausted".into(),
                 retry_after: None,
+                limit: None,
             },
             RepoError::IdempotencyKeyTaken | RepoError::Internal(_) => {
                 Self::Internal(err.to_string())
@@ -186,7 +291,7 @@ mod tests {
 
     #[test]
     fn invalid_argument_lists_every_violation() {
-        let err = Error::InvalidArgument(vec![
+        let err = Error::invalid_fields(vec![
             FieldViolation::new("slug", "too short").under("tenant"),
             FieldViolation::new("plan_id", "unknown plan"),
         ]);
@@ -206,11 +311,13 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(err.reason(), Reason::SlugTaken);
     }
 
     #[test]
     fn version_conflict_becomes_aborted() {
         let err: Error = RepoError::VersionConflict.into();
-        assert!(matches!(err, Error::Aborted(_)));
+        assert!(matches!(err, Error::Aborted { .. }));
+        assert_eq!(err.reason(), Reason::ConcurrentModification);
     }
 }

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod ports;
 pub mod principal;
 pub mod provisioning;
+pub mod reason;
 pub mod tenant;
 
 pub use api_key::{ApiKey, ApiKeyId, ApiKeySecret};
@@ -21,6 +22,7 @@ pub use error::{Error, FieldViolation, RepoError};
 pub use event::{Event, EventId, EventKind};
 pub use plan::{Plan, PlanId, PlanQuotas};
 pub use principal::Principal;
+pub use reason::Reason;
 pub use tenant::{
     ContactEmail, DisplayName, Labels, NewTenant, Slug, Tenant, TenantChange, TenantConfig,
     TenantId, TenantParts, TenantStatus,

@@ -2,7 +2,11 @@
 
 use chrono::TimeZone as _;
 
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
 use super::*;
+use crate::TenantId;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()

@@ -76,13 +76,15 @@ mod tests {
         let v4 = "9f1b6a50-8f0e-4d7e-9a57-1b2c3d4e5f60";
         assert!(matches!(
             v4.parse::<TenantId>(),
-            Err(Error::InvalidArgument(_))
+            Err(Error::InvalidArgument { .. })
         ));
         assert!(matches!(
             "nope".parse::<TenantId>(),
-            Err(Error::InvalidArgument(_))
+            Err(Error::InvalidArgument { .. })
         ));
-        let Err(Error::InvalidArgument(v)) = TenantId::parse_field("", "tenant.tenant_id") else {
+        let Err(Error::InvalidArgument { violations: v, .. }) =
+            TenantId::parse_field("", "tenant.tenant_id")
+        else {
             panic!("empty id accepted");
         };
         assert_eq!(v[0].field, "tenant.tenant_id");

@@ -15,7 +15,7 @@ pub use slug::Slug;
 pub use status::TenantStatus;
 
 use crate::provisioning::RunSummary;
-use crate::{Error, PlanId};
+use crate::{Error, PlanId, Reason};
 
 /// The validated fields of a tenant to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,10 +192,13 @@ impl Tenant {
         if etag.is_empty() || etag == self.etag() {
             Ok(())
         } else {
-            Err(Error::Aborted(format!(
-                "etag {etag:?} is stale: the tenant is at {:?}; read it again",
-                self.etag()
-            )))
+            Err(Error::aborted(
+                Reason::EtagMismatch,
+                format!(
+                    "etag {etag:?} is stale: the tenant is at {:?}; read it again",
+                    self.etag()
+                ),
+            ))
         }
     }
 
@@ -231,8 +234,9 @@ impl Tenant {
     /// [`Error::FailedPrecondition`] when the tenant is DELETED.
     pub fn ensure_updatable(&self) -> Result<(), Error> {
         if self.0.status == TenantStatus::Deleted {
-            Err(Error::FailedPrecondition(
-                "a deleted tenant cannot be updated; undelete it first".into(),
+            Err(Error::precondition(
+                Reason::TenantDeleted,
+                "a deleted tenant cannot be updated; undelete it first",
             ))
         } else {
             Ok(())
@@ -328,14 +332,15 @@ impl Tenant {
     /// [`Error::FailedPrecondition`] when the tenant is not deleted or its purge time passed.
     pub fn undelete(&mut self, now: DateTime<Utc>) -> Result<TenantStatus, Error> {
         if self.0.status != TenantStatus::Deleted {
-            return Err(Error::FailedPrecondition(format!(
-                "tenant is {}, not DELETED",
-                self.0.status
-            )));
+            return Err(Error::precondition(
+                Reason::InvalidTransition,
+                format!("tenant is {}, not DELETED", self.0.status),
+            ));
         }
         if self.0.purge_at.is_some_and(|purge| purge <= now) {
-            return Err(Error::FailedPrecondition(
-                "the tenant's purge time has passed; it can no longer be restored".into(),
+            return Err(Error::precondition(
+                Reason::PurgeTimePassed,
+                "the tenant's purge time has passed; it can no longer be restored",
             ));
         }
         let restored = self
@@ -356,10 +361,13 @@ impl Tenant {
         if self.0.status == from {
             Ok(())
         } else {
-            Err(Error::FailedPrecondition(format!(
-                "tenant is {}; only a {from} tenant can be {operation}",
-                self.0.status
-            )))
+            Err(Error::precondition(
+                Reason::InvalidTransition,
+                format!(
+                    "tenant is {}; only a {from} tenant can be {operation}",
+                    self.0.status
+                ),
+            ))
         }
     }
 
@@ -370,10 +378,10 @@ impl Tenant {
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
         if !self.0.status.can_become(next) {
-            return Err(Error::FailedPrecondition(format!(
-                "tenant is {}; it cannot become {next}",
-                self.0.status
-            )));
+            return Err(Error::precondition(
+                Reason::InvalidTransition,
+                format!("tenant is {}; it cannot become {next}", self.0.status),
+            ));
         }
         self.0.status = next;
         self.0.status_reason = reason;
@@ -403,130 +411,4 @@ pub struct TenantChange {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tenant() -> Tenant {
-        let new = NewTenant {
-            slug: Slug::parse("acme").unwrap(),
-            display_name: DisplayName::parse("Acme").unwrap(),
-            plan_id: PlanId::new("pro"),
-            contact_email: ContactEmail::parse("ops@acme.example").unwrap(),
-            labels: Labels::default(),
-            config: TenantConfig::default(),
-        };
-        let id = TenantId::from_uuid(uuid::Uuid::now_v7()).unwrap();
-        Tenant::create(id, new, Utc::now())
-    }
-
-    #[test]
-    fn new_tenant_is_provisioning_at_version_one() {
-        let t = tenant();
-        assert_eq!(t.status(), TenantStatus::Provisioning);
-        assert_eq!(t.version(), 1);
-        assert_eq!(t.etag(), "v1");
-    }
-
-    #[test]
-    fn lifecycle_methods_bump_the_version_and_refuse_illegal_moves() {
-        let mut t = tenant();
-        let now = Utc::now();
-        assert!(matches!(t.resume(now), Err(Error::FailedPrecondition(_))));
-        assert!(matches!(
-            t.suspend("x".into(), now),
-            Err(Error::FailedPrecondition(_))
-        ));
-        assert_eq!(t.version(), 1, "a refused move changes nothing");
-        t.activate(now).unwrap();
-        t.suspend("unpaid invoice".into(), now).unwrap();
-        assert_eq!(t.status(), TenantStatus::Suspended);
-        assert_eq!(t.status_reason(), "unpaid invoice");
-        t.resume(now).unwrap();
-        assert_eq!(t.status_reason(), "");
-        assert_eq!(t.version(), 4);
-    }
-
-    #[test]
-    fn delete_and_undelete_restore_the_previous_status() {
-        let mut t = tenant();
-        let now = Utc::now();
-        t.activate(now).unwrap();
-        t.suspend("fraud check".into(), now).unwrap();
-        t.delete(Duration::days(30), now).unwrap();
-        assert_eq!(t.status(), TenantStatus::Deleted);
-        assert_eq!(t.purge_at(), Some(now + Duration::days(30)));
-        assert!(matches!(
-            t.delete(Duration::days(30), now),
-            Err(Error::FailedPrecondition(_))
-        ));
-        assert!(t.update(TenantChange::default(), now).is_err());
-        assert_eq!(t.undelete(now).unwrap(), TenantStatus::Suspended);
-        assert_eq!(t.deleted_at(), None);
-        assert!(matches!(t.undelete(now), Err(Error::FailedPrecondition(_))));
-    }
-
-    #[test]
-    fn undelete_after_purge_time_is_refused() {
-        let mut t = tenant();
-        let now = Utc::now();
-        t.delete(Duration::days(1), now).unwrap();
-        let later = now + Duration::days(2);
-        assert!(matches!(
-            t.undelete(later),
-            Err(Error::FailedPrecondition(_))
-        ));
-    }
-
-    #[test]
-    fn etag_check_accepts_empty_or_current_only() {
-        let mut t = tenant();
-        assert!(t.check_etag("").is_ok());
-        assert!(t.check_etag("v1").is_ok());
-        t.activate(Utc::now()).unwrap();
-        assert!(matches!(t.check_etag("v1"), Err(Error::Aborted(_))));
-    }
-
-    #[test]
-    fn provisioning_settles_a_provisioning_tenant_and_a_deleted_ones_restore_status() {
-        let now = Utc::now();
-        let mut t = tenant();
-        assert!(matches!(
-            t.settle_provisioning(TenantStatus::Suspended, String::new(), now),
-            Err(Error::Internal(_))
-        ));
-        assert!(
-            t.settle_provisioning(TenantStatus::Failed, "DNS: down".into(), now)
-                .unwrap()
-        );
-        assert_eq!(
-            (t.status(), t.status_reason(), t.version()),
-            (TenantStatus::Failed, "DNS: down", 2)
-        );
-        assert!(
-            !t.settle_provisioning(TenantStatus::Active, String::new(), now)
-                .unwrap(),
-            "only once"
-        );
-        t.restart_provisioning(now).unwrap();
-        assert_eq!(
-            (t.status(), t.status_reason()),
-            (TenantStatus::Provisioning, "")
-        );
-
-        // Deleted while its run went on: still DELETED, and undelete restores the outcome.
-        t.delete(Duration::days(30), now).unwrap();
-        assert!(
-            t.settle_provisioning(TenantStatus::Active, String::new(), now)
-                .unwrap()
-        );
-        assert_eq!(t.status(), TenantStatus::Deleted);
-        assert_eq!(t.undelete(now).unwrap(), TenantStatus::Active);
-
-        let mut active = tenant();
-        active.activate(now).unwrap();
-        assert!(matches!(
-            active.restart_provisioning(now),
-            Err(Error::FailedPrecondition(_))
-        ));
-    }
-}
+mod tests;

@@ -1,0 +1,36 @@
+//! Port traits: what the use cases need from the outside world, one file per area.
+//! Adapters implement them (in memory, PostgreSQL, Redis, Kafka); use-case tests mock them
+//! (`mockall`, behind the `mocks` feature for other crates).
+//!
+//! Unit of work: a change to a tenant, the events describing it and (on create) the
+//! idempotency record commit together or not at all, because the repository methods that
+//! change a tenant take those along.
+//!
+//! | file | ports |
+//! | --- | --- |
+//! | [`tenants`] | [`TenantRepository`], [`PlanRepository`] |
+//! | [`provisioning`] | [`ProvisioningRepository`] |
+//! | [`providers`] | [`TenantDatabases`], [`DnsProvider`], [`BillingProvider`] |
+//! | [`api_keys`] | [`ApiKeyRepository`], [`InitialKeyStore`] |
+//! | [`crypto`] | [`EmailCipher`], [`SecretSealer`] |
+//! | [`outbox`] | [`EventLog`], [`Outbox`], [`EventPublisher`] |
+//! | [`audit`] | [`AuditLog`] |
+//! | [`system`] | [`Clock`], [`IdGenerator`], [`SecretGenerator`], [`RateLimiter`] |
+
+pub mod api_keys;
+pub mod audit;
+pub mod crypto;
+pub mod outbox;
+pub mod providers;
+pub mod provisioning;
+pub mod system;
+pub mod tenants;
+
+pub use api_keys::*;
+pub use audit::*;
+pub use crypto::*;
+pub use outbox::*;
+pub use providers::*;
+pub use provisioning::*;
+pub use system::*;
+pub use tenants::*;
