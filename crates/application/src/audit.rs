@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::AuditLog;
-use tenantd_domain::{AuditQuery, AuditRecord, Error, TenantId};
+use tenantd_domain::{AuditQuery, AuditRecord, Error, Reason, TenantId};
 use uuid::Uuid;
 
 use crate::{Page, PageRequest};
@@ -70,7 +70,11 @@ impl AuditService {
         let before = match &page.after {
             None => None,
             Some(key) => Some(Uuid::parse_str(key).map_err(|_| {
-                Error::invalid("page_token", "is malformed; start again without it")
+                Error::invalid_because(
+                    Reason::PageTokenInvalid,
+                    "page_token",
+                    "is malformed; start again without it",
+                )
             })?),
         };
         let query = AuditQuery {
@@ -156,7 +160,7 @@ mod tests {
         };
         assert!(matches!(
             svc.list(empty).await,
-            Err(Error::InvalidArgument(_))
+            Err(Error::InvalidArgument { .. })
         ));
         let bad = ListAuditRecords {
             tenant_id: "x".into(),
@@ -164,7 +168,7 @@ mod tests {
         };
         assert!(matches!(
             svc.list(bad).await,
-            Err(Error::InvalidArgument(_))
+            Err(Error::InvalidArgument { .. })
         ));
     }
 }

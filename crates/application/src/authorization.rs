@@ -2,7 +2,7 @@
 //! call which operation, on which tenant. Decided before anything is looked up, so a tenant
 //! asking about another tenant gets the same PERMISSION_DENIED whether it exists or not.
 
-use tenantd_domain::{Error, Principal, TenantId};
+use tenantd_domain::{Error, Principal, Reason, TenantId};
 
 /// Every RPC that needs a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,10 +106,12 @@ pub fn authorize(
     tenant: Option<&str>,
 ) -> Result<(), Error> {
     let Some(principal) = principal else {
-        return Err(Error::PermissionDenied(
-            "the client certificate carries no tenantd identity (a SPIFFE id of this trust domain)"
-                .into(),
-        ));
+        return Err(Error::PermissionDenied {
+            reason: Reason::IdentityMissing,
+            message:
+                "the client certificate carries no tenantd identity (a SPIFFE id of this trust domain)"
+                    .into(),
+        });
     };
     let own = |id: &TenantId| tenant.is_some_and(|t| t.parse::<TenantId>().is_ok_and(|t| t == *id));
     let allowed = match (operation.rule(), principal) {
@@ -122,14 +124,17 @@ pub fn authorize(
     if allowed {
         Ok(())
     } else {
-        Err(Error::PermissionDenied(format!(
-            "{principal} may not call {operation:?}{}",
-            if tenant.is_some() {
-                " on this tenant"
-            } else {
-                ""
-            }
-        )))
+        Err(Error::PermissionDenied {
+            reason: Reason::OperationNotPermitted,
+            message: format!(
+                "{principal} may not call {operation:?}{}",
+                if tenant.is_some() {
+                    " on this tenant"
+                } else {
+                    ""
+                }
+            ),
+        })
     }
 }
 
@@ -184,7 +189,7 @@ mod tests {
                 let decision = authorize(principal.as_ref(), operation, Some(&target));
                 assert_eq!(decision.is_ok(), allowed, "{principal:?} {operation:?}");
                 if let Err(err) = decision {
-                    assert!(matches!(err, Error::PermissionDenied(_)));
+                    assert!(matches!(err, Error::PermissionDenied { .. }));
                 }
             }
         }

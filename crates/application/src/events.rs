@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tenantd_domain::ports::EventLog;
-use tenantd_domain::{Error, Event, EventId, TenantId};
+use tenantd_domain::{Error, Event, EventId, Reason, TenantId};
 use uuid::Uuid;
 
 use crate::{Page, PageRequest};
@@ -46,7 +46,11 @@ impl EventService {
         let after = match &page.after {
             None => None,
             Some(key) => Some(EventId(Uuid::parse_str(key).map_err(|_| {
-                Error::invalid("page_token", "is malformed; start again without it")
+                Error::invalid_because(
+                    Reason::PageTokenInvalid,
+                    "page_token",
+                    "is malformed; start again without it",
+                )
             })?)),
         };
         let fetched = self.log.list(tenant, after, page.fetch_limit()).await?;
@@ -100,7 +104,7 @@ mod tests {
         assert!(matches!(
             svc.list_tenant_events(&other, 2, &first.next_page_token)
                 .await,
-            Err(Error::InvalidArgument(_))
+            Err(Error::InvalidArgument { .. })
         ));
     }
 
@@ -111,7 +115,7 @@ mod tests {
         let svc = EventService::new(Arc::new(log));
         assert!(matches!(
             svc.list_tenant_events("nope", 0, "").await,
-            Err(Error::InvalidArgument(v)) if v[0].field == "tenant_id"
+            Err(Error::InvalidArgument { violations: v, .. }) if v[0].field == "tenant_id"
         ));
     }
 }

@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tenantd_domain::Error;
+use tenantd_domain::{Error, Reason};
 
 /// Page size when the caller sends 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -56,7 +56,8 @@ impl PageRequest {
             return Ok(Self { size, after: None });
         }
         let invalid = || {
-            Error::invalid(
+            Error::invalid_because(
+                Reason::PageTokenInvalid,
                 "page_token",
                 "is malformed or was issued for a different query; start again without it",
             )
@@ -135,7 +136,7 @@ mod tests {
             MAX_PAGE_SIZE
         );
         assert!(
-            matches!(PageRequest::parse(-1, "", "q"), Err(Error::InvalidArgument(v)) if v[0].field == "page_size")
+            matches!(PageRequest::parse(-1, "", "q"), Err(Error::InvalidArgument { violations: v, .. }) if v[0].field == "page_size")
         );
     }
 
@@ -180,7 +181,7 @@ mod tests {
         ] {
             let err = PageRequest::parse(5, bad, "q").unwrap_err();
             assert!(
-                matches!(err, Error::InvalidArgument(v) if v[0].field == "page_token"),
+                matches!(err, Error::InvalidArgument { violations: v, .. } if v[0].field == "page_token"),
                 "{bad}"
             );
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tenantd_domain::ports::PlanRepository;
-use tenantd_domain::{Error, Plan, PlanId};
+use tenantd_domain::{Error, Plan, PlanId, Reason};
 
 use crate::{Page, PageRequest};
 
@@ -63,10 +63,7 @@ impl PlanService {
         self.plans
             .get(&PlanId::new(plan_id))
             .await?
-            .ok_or_else(|| Error::NotFound {
-                resource: "plan",
-                id: plan_id.to_owned(),
-            })
+            .ok_or_else(|| Error::not_found(Reason::PlanNotFound, "plan", plan_id))
     }
 }
 
@@ -109,6 +106,9 @@ mod tests {
                 ..
             })
         ));
-        assert!(matches!(svc.get("").await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            svc.get("").await,
+            Err(Error::InvalidArgument { .. })
+        ));
     }
 }

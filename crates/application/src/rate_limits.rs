@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tenantd_domain::ports::{Admission, PlanRepository, RateLimit, RateLimiter, TenantRepository};
-use tenantd_domain::{Error, Principal, TenantId};
+use tenantd_domain::{Error, Principal, Reason, TenantId};
 
 /// How long a tenant's plan rate is remembered before it is read again: a plan change
 /// takes effect within this long.
@@ -17,22 +17,14 @@ const MAX_MEMO: usize = 10_000;
 /// At most one "limiter unavailable" warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
-/// Rates of the roles that have no plan; 0 means no limit.
+/// Rates of the roles that have no plan; 0 means no limit (their defaults are the
+/// server's configuration defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitSettings {
     /// Requests per second of each admin identity.
     pub admin_per_second: u32,
     /// Requests per second of each service identity.
     pub service_per_second: u32,
-}
-
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        Self {
-            admin_per_second: 1000,
-            service_per_second: 5000,
-        }
-    }
 }
 
 /// Admits or refuses a principal's request.
@@ -89,10 +81,12 @@ impl RateLimitService {
         match self.limiter.admit(&principal.path(), limit).await {
             Ok(Admission::Allowed) => Ok(()),
             Ok(Admission::Denied { retry_after }) => Err(Error::ResourceExhausted {
+                reason: Reason::RateLimited,
                 detail: format!(
                     "rate limit of {per_second} requests per second exceeded by {principal}"
                 ),
                 retry_after: Some(retry_after),
+                limit: Some(u64::from(per_second)),
             }),
             Err(err) => {
                 self.warn(&err.to_string());

@@ -12,8 +12,8 @@ use tenantd_domain::ports::{
     SecretSealer, TenantRepository,
 };
 use tenantd_domain::{
-    ApiKey, ApiKeyId, ApiKeySecret, Error, Event, EventId, EventKind, FieldViolation, RepoError,
-    TenantId, TenantStatus,
+    ApiKey, ApiKeyId, ApiKeySecret, Error, Event, EventId, EventKind, FieldViolation, Reason,
+    RepoError, TenantId, TenantStatus,
 };
 use tracing::instrument;
 
@@ -115,30 +115,31 @@ impl ApiKeyService {
     pub async fn claim_initial(&self, tenant_id: &str) -> Result<(ApiKey, ApiKeySecret), Error> {
         let tenant = TenantId::parse_field(tenant_id, "tenant_id")?;
         let Some((store, sealer)) = &self.initial else {
-            return Err(Error::FailedPrecondition(
-                "this server does not provision first API keys".into(),
+            return Err(Error::precondition(
+                Reason::InitialApiKeysDisabled,
+                "this server does not provision first API keys",
             ));
         };
-        let not_yet = || Error::NotFound {
-            resource: "initial API key",
-            id: tenant.to_string(),
-        };
+        let not_yet = || Error::not_found(Reason::InitialApiKeyNotFound, "initial API key", tenant);
         let initial = store.initial(tenant).await?.ok_or_else(not_yet)?;
+        let claimed = || {
+            Error::precondition(
+                Reason::InitialApiKeyClaimed,
+                "the initial API key was already claimed; create a new key instead",
+            )
+        };
         if initial.sealed_secret.is_none() {
-            return Err(Error::FailedPrecondition(
-                "the initial API key was already claimed; create a new key instead".into(),
-            ));
+            return Err(claimed());
         }
         let key = self.keys.get(initial.key_id).await?.ok_or_else(not_yet)?;
         if !key.is_active(self.clock.now()) {
-            return Err(Error::FailedPrecondition(
-                "the initial API key was revoked (its provisioning run was undone)".into(),
+            return Err(Error::precondition(
+                Reason::InitialApiKeyRevoked,
+                "the initial API key was revoked (its provisioning run was undone)",
             ));
         }
         let Some((key_id, envelope)) = store.take_initial_secret(tenant).await? else {
-            return Err(Error::FailedPrecondition(
-                "the initial API key was already claimed; create a new key instead".into(),
-            ));
+            return Err(claimed());
         };
         let opened = sealer
             .open_secret(tenant, INITIAL_KEY_PURPOSE, &envelope)
@@ -172,8 +173,9 @@ impl ApiKeyService {
             .await?
             .ok_or_else(|| Error::tenant_not_found(tenant_id))?;
         if tenant.status() == TenantStatus::Deleted {
-            return Err(Error::FailedPrecondition(
-                "a deleted tenant cannot get API keys".into(),
+            return Err(Error::precondition(
+                Reason::TenantDeleted,
+                "a deleted tenant cannot get API keys",
             ));
         }
         let plan = self.plans.get(tenant.plan_id()).await?.ok_or_else(|| {
@@ -206,11 +208,13 @@ impl ApiKeyService {
         {
             Ok(()) => Ok((key, secret)),
             Err(RepoError::LimitReached) => Err(Error::ResourceExhausted {
+                reason: Reason::ApiKeyQuotaExceeded,
                 detail: format!(
                     "plan {} allows {} active API keys; revoke one first",
                     plan.id, plan.quotas.max_api_keys
                 ),
                 retry_after: None,
+                limit: Some(u64::from(plan.quotas.max_api_keys)),
             }),
             Err(RepoError::NotFound) => Err(Error::tenant_not_found(tenant_id)),
             Err(err) => Err(err.into()),
@@ -234,7 +238,11 @@ impl ApiKeyService {
         let after = match &page.after {
             None => None,
             Some(key) => Some(ApiKeyId::parse(key).ok_or_else(|| {
-                Error::invalid("page_token", "is malformed; start again without it")
+                Error::invalid_because(
+                    Reason::PageTokenInvalid,
+                    "page_token",
+                    "is malformed; start again without it",
+                )
             })?),
         };
         let active_at = (!show_inactive).then(|| self.clock.now());
@@ -252,10 +260,7 @@ impl ApiKeyService {
     #[instrument(skip_all, fields(tenant_id = %tenant_id, key_id = %key_id))]
     pub async fn revoke(&self, tenant_id: &str, key_id: &str) -> Result<ApiKey, Error> {
         let tenant = TenantId::parse_field(tenant_id, "tenant_id")?;
-        let not_found = || Error::NotFound {
-            resource: "api key",
-            id: key_id.to_owned(),
-        };
+        let not_found = || Error::not_found(Reason::ApiKeyNotFound, "api key", key_id);
         let id = ApiKeyId::parse(key_id)
             .ok_or_else(|| Error::invalid("key_id", "is not an API key id"))?;
         let mut key = self
@@ -392,7 +397,7 @@ fn validate(cmd: &CreateApiKey, now: DateTime<Utc>) -> Result<(), Error> {
     if violations.is_empty() {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(violations))
+        Err(Error::invalid_fields(violations))
     }
 }
 

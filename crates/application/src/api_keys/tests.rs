@@ -9,7 +9,7 @@ use tenantd_domain::ports::{
     MockTenantRepository,
 };
 use tenantd_domain::{
-    ContactEmail, DisplayName, Labels, NewTenant, PlanId, Slug, Tenant, TenantConfig,
+    ContactEmail, DisplayName, Labels, NewTenant, PlanId, Reason, Slug, Tenant, TenantConfig,
 };
 use uuid::Uuid;
 
@@ -105,7 +105,17 @@ async fn create_at_the_quota_is_resource_exhausted() {
     keys.expect_create()
         .returning(|_, _, _, _| Err(RepoError::LimitReached));
     let err = service(keys, &t).create(cmd(&t)).await.unwrap_err();
-    assert!(matches!(err, Error::ResourceExhausted { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::ResourceExhausted {
+                reason: Reason::ApiKeyQuotaExceeded,
+                limit: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -120,7 +130,7 @@ async fn create_validates_fields_and_refuses_deleted_tenants() {
         expires_at: Some(now() - Duration::seconds(1)),
         ..cmd(&t)
     };
-    let Err(Error::InvalidArgument(violations)) = svc.create(bad).await else {
+    let Err(Error::InvalidArgument { violations, .. }) = svc.create(bad).await else {
         panic!("invalid fields accepted");
     };
     let fields: Vec<_> = violations.iter().map(|v| v.field.as_str()).collect();
@@ -130,7 +140,13 @@ async fn create_validates_fields_and_refuses_deleted_tenants() {
     let mut keys = MockApiKeyRepository::new();
     keys.expect_create().never();
     let err = service(keys, &gone).create(cmd(&gone)).await.unwrap_err();
-    assert!(matches!(err, Error::FailedPrecondition(_)));
+    assert!(matches!(
+        err,
+        Error::FailedPrecondition {
+            reason: Reason::TenantDeleted,
+            ..
+        }
+    ));
 }
 
 fn stored_key(t: &Tenant, secret: &ApiKeySecret) -> ApiKey {

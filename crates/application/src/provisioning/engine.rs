@@ -3,6 +3,10 @@
 //! fails or is cancelled. Every transition is stored with its events before the next
 //! action, so a replica that dies mid-step leaves a run another replica resumes once the
 //! lease expires.
+//!
+//! One file of a little over 500 lines, on purpose: claiming, driving, an attempt under a
+//! renewed lease, a failure, an undo and the store of each transition are one state
+//! machine, read best top to bottom.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +20,7 @@ use tenantd_domain::ports::{
 use tenantd_domain::provisioning::{
     AfterFailure, ProvisioningRun, RunState, StepError, StepKind, StepState,
 };
-use tenantd_domain::{Error, EventKind, RepoError, Tenant, TenantStatus};
+use tenantd_domain::{Error, EventKind, Reason, RepoError, Tenant, TenantStatus};
 
 use super::steps::StepPorts;
 use super::{
@@ -495,8 +499,9 @@ impl Engine {
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(Stop::Failed(Error::Aborted(
-            "the tenant kept changing while its provisioning outcome was stored".into(),
+        Err(Stop::Failed(Error::aborted(
+            Reason::ConcurrentModification,
+            "the tenant kept changing while its provisioning outcome was stored",
         )))
     }
 

@@ -1,6 +1,6 @@
 //! Provisioning (DESIGN.md §4): the use cases behind ProvisioningService (get, cancel,
-//! retry, and the change feed WatchProvisioning follows) and the [`Engine`] whose workers
-//! drive runs step by step.
+//! retry, and the watch, `watch.rs`) and the [`Engine`] whose workers drive runs step by
+//! step.
 //!
 //! Every change of a run is stored with the tenant's status change and the events that
 //! describe both, in one unit of work ([`RunWrite`]). Workers write under a lease; requests
@@ -11,6 +11,7 @@ mod engine;
 mod steps;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,17 +23,19 @@ use tenantd_domain::ports::{
 use tenantd_domain::provisioning::{
     ProvisioningRun, RetryPolicy, RunState, StepError, StepKind, StepState,
 };
-use tenantd_domain::{Error, Event, EventId, EventKind, RepoError, TenantId, TenantStatus};
+use tenantd_domain::{Error, Event, EventId, EventKind, Reason, RepoError, TenantId, TenantStatus};
 use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 pub use engine::Engine;
 pub use steps::{INITIAL_KEY_PURPOSE, Providers, StepPorts};
+pub use watch::RunWatch;
 
 /// How often a request retries after losing a race to a worker's write.
 const MAX_ATTEMPTS: usize = 5;
 
-/// Tunables of the engine.
+/// Tunables of the engine (their defaults are the server's configuration defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProvisioningSettings {
     /// Workers per replica.
@@ -51,24 +54,6 @@ pub struct ProvisioningSettings {
     pub sweep_interval: Duration,
 }
 
-impl Default for ProvisioningSettings {
-    fn default() -> Self {
-        Self {
-            workers: 4,
-            lease: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(500),
-            step_timeout: Duration::from_mins(1),
-            retry: RetryPolicy {
-                base: chrono::Duration::seconds(1),
-                max_delay: chrono::Duration::seconds(60),
-                max_attempts: 5,
-            },
-            run_timeout: Duration::from_mins(30),
-            sweep_interval: Duration::from_secs(10),
-        }
-    }
-}
-
 impl ProvisioningSettings {
     /// The run deadline as a span of time.
     pub fn run_timeout(&self) -> chrono::Duration {
@@ -84,27 +69,43 @@ pub trait ProvisioningObserver: Send + Sync {
     fn run_finished(&self, state: RunState);
     /// How many runs are running, all replicas together.
     fn runs_in_flight(&self, running: u64);
+    /// A watch began.
+    fn watch_opened(&self);
+    /// A watch ended (its last item was sent, or its consumer went away).
+    fn watch_closed(&self);
 }
 
 /// In-process signals between the request side and the workers: a wake-up for idle
-/// workers (new or cancelled work) and a feed of tenants whose run changed (for watchers;
-/// changes made by other replicas are seen by polling).
+/// workers (new or cancelled work), a feed of tenants whose run changed (for watchers;
+/// changes made by other replicas are seen by polling), and the process stopping.
 #[derive(Debug, Clone)]
 pub struct Signals {
     wake: Arc<Notify>,
     changes: broadcast::Sender<TenantId>,
+    stopping: CancellationToken,
 }
 
 impl Default for Signals {
     fn default() -> Self {
-        Self {
-            wake: Arc::new(Notify::new()),
-            changes: broadcast::channel(1024).0,
-        }
+        Self::new(CancellationToken::new())
     }
 }
 
 impl Signals {
+    /// Signals that see the process stop when `stopping` is cancelled.
+    pub fn new(stopping: CancellationToken) -> Self {
+        Self {
+            wake: Arc::new(Notify::new()),
+            changes: broadcast::channel(1024).0,
+            stopping,
+        }
+    }
+
+    /// Cancelled when the process stops: watches end with [`Reason::ShuttingDown`].
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stopping
+    }
+
     /// Wakes one idle worker (or the next to wait).
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -169,17 +170,6 @@ impl ProvisioningService {
         }
     }
 
-    /// The signals shared with the engine.
-    pub fn signals(&self) -> &Signals {
-        &self.signals
-    }
-
-    /// How often a watcher re-reads a run without a local signal (changes made by other
-    /// replicas).
-    pub fn watch_poll_interval(&self) -> Duration {
-        self.settings.poll_interval
-    }
-
     /// The tenant's latest run.
     ///
     /// # Errors
@@ -191,9 +181,8 @@ impl ProvisioningService {
     }
 
     async fn latest(&self, id: TenantId) -> Result<ProvisioningRun, Error> {
-        self.runs.latest(id).await?.ok_or_else(|| Error::NotFound {
-            resource: "provisioning run",
-            id: id.to_string(),
+        self.runs.latest(id).await?.ok_or_else(|| {
+            Error::not_found(Reason::ProvisioningRunNotFound, "provisioning run", id)
         })
     }
 
@@ -241,7 +230,7 @@ impl ProvisioningService {
             match self.cancel_run(tenant, cause).await {
                 Ok(_) => cancelled += 1,
                 // Another replica's sweeper, a worker or a request got there first.
-                Err(Error::FailedPrecondition(_) | Error::Aborted(_)) => {}
+                Err(Error::FailedPrecondition { .. } | Error::Aborted { .. }) => {}
                 Err(err) => return Err(err),
             }
         }
@@ -347,8 +336,9 @@ impl ProvisioningService {
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(Error::Aborted(
-            "the run kept changing while the request was applied; retry".into(),
+        Err(Error::aborted(
+            Reason::ConcurrentModification,
+            "the run kept changing while the request was applied; retry",
         ))
     }
 }

@@ -192,5 +192,5 @@ pub(crate) fn fingerprint(new: &NewTenant) -> String {
 
 /// Prefixes every violation with the request's message field name.
 pub(crate) fn under(parent: &str, violations: Vec<FieldViolation>) -> Error {
-    Error::InvalidArgument(violations.into_iter().map(|v| v.under(parent)).collect())
+    Error::invalid_fields(violations.into_iter().map(|v| v.under(parent)).collect())
 }

@@ -2,7 +2,7 @@
 //! validated change they describe.
 
 use tenantd_domain::{
-    ContactEmail, DisplayName, Error, FieldViolation, Labels, TenantChange, TenantConfig,
+    ContactEmail, DisplayName, Error, FieldViolation, Labels, Reason, TenantChange, TenantConfig,
 };
 
 use super::commands::{TenantFields, plan_id};
@@ -82,10 +82,14 @@ pub(crate) fn resolve(mask: &[String], fields: &TenantFields) -> Result<Vec<&'st
         paths
     };
     if !violations.is_empty() {
-        return Err(Error::InvalidArgument(violations));
+        return Err(Error::InvalidArgument {
+            reason: Reason::UpdateMaskInvalid,
+            violations,
+        });
     }
     if paths.is_empty() {
-        return Err(Error::invalid(
+        return Err(Error::invalid_because(
+            Reason::UpdateMaskInvalid,
             "update_mask",
             "names no field to update and the tenant sets none",
         ));

@@ -15,8 +15,8 @@ use tenantd_domain::ports::{
 };
 use tenantd_domain::provisioning::{ProvisioningRun, RunId};
 use tenantd_domain::{
-    ContactEmail, Error, Event, EventId, EventKind, PlanId, RepoError, Tenant, TenantChange,
-    TenantId, TenantStatus,
+    ContactEmail, Error, Event, EventId, EventKind, PlanId, Reason, RepoError, Tenant,
+    TenantChange, TenantId, TenantStatus,
 };
 use tracing::instrument;
 
@@ -28,25 +28,18 @@ use crate::{Page, PageRequest};
 /// How often a mutation without an etag is retried after losing a race to another writer.
 const MAX_ATTEMPTS: usize = 3;
 
-/// Tunables of the tenant lifecycle.
+/// How long a create's request id is remembered: a retry within this answers as the
+/// first call did.
+pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
+
+/// Tunables of the tenant lifecycle (their defaults are the server's configuration
+/// defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TenantSettings {
     /// How long a soft-deleted tenant stays restorable.
     pub deletion_retention: Duration,
-    /// How long a create's request id is remembered.
-    pub idempotency_ttl: Duration,
     /// How long a new tenant's provisioning run may take before it is cancelled.
     pub provisioning_timeout: Duration,
-}
-
-impl Default for TenantSettings {
-    fn default() -> Self {
-        Self {
-            deletion_retention: Duration::days(30),
-            idempotency_ttl: Duration::hours(24),
-            provisioning_timeout: Duration::minutes(30),
-        }
-    }
 }
 
 /// The tenant use cases.
@@ -138,7 +131,7 @@ impl TenantService {
             request_id: cmd.request_id.clone(),
             fingerprint: fingerprint.clone(),
             response: tenant.clone(),
-            expires_at: now + self.settings.idempotency_ttl,
+            expires_at: now + IDEMPOTENCY_TTL,
         });
         match self.tenants.create(&tenant, &run, &[created], record).await {
             Ok(()) => {
@@ -150,8 +143,9 @@ impl TenantService {
                 // A concurrent call with the same request id committed first: answer as it did.
                 match self.tenants.find_idempotency(&cmd.request_id, now).await? {
                     Some(done) => replay(done, &fingerprint),
-                    None => Err(Error::Aborted(
-                        "a concurrent request with this request_id did not finish; retry".into(),
+                    None => Err(Error::aborted(
+                        Reason::RequestInProgress,
+                        "a concurrent request with this request_id did not finish; retry",
                     )),
                 }
             }
@@ -188,14 +182,14 @@ impl TenantService {
             violations.extend(commands::filter_text("labels", value).err());
         }
         if !violations.is_empty() {
-            return Err(Error::InvalidArgument(violations));
+            return Err(Error::invalid_fields(violations));
         }
         let contact_email = if cmd.contact_email.is_empty() {
             None
         } else {
             Some(
                 ContactEmail::parse(&cmd.contact_email)
-                    .map_err(|v| Error::InvalidArgument(vec![v]))?,
+                    .map_err(|v| Error::invalid_fields(vec![v]))?,
             )
         };
         // The fingerprint covers every filter; the email enters it hashed, never in clear.
@@ -368,7 +362,8 @@ impl TenantService {
     async fn require_plan(&self, plan_id: &PlanId) -> Result<(), Error> {
         match self.plans.get(plan_id).await? {
             Some(_) => Ok(()),
-            None => Err(Error::invalid(
+            None => Err(Error::invalid_because(
+                Reason::PlanNotFound,
                 "tenant.plan_id",
                 "is not a known plan; PlanService.ListPlans lists them",
             )),
@@ -390,7 +385,8 @@ fn replay(done: IdempotencyRecord, fingerprint: &str) -> Result<Tenant, Error> {
     if done.fingerprint == fingerprint {
         Ok(done.response)
     } else {
-        Err(Error::invalid(
+        Err(Error::invalid_because(
+            Reason::RequestIdReused,
             "request_id",
             "was already used for a different CreateTenant request",
         ))

@@ -29,7 +29,10 @@ fn service(tenants: MockTenantRepository) -> TenantService {
         Arc::new(plans),
         Arc::new(clock),
         Arc::new(ids),
-        TenantSettings::default(),
+        TenantSettings {
+            deletion_retention: Duration::days(30),
+            provisioning_timeout: Duration::minutes(30),
+        },
     )
 }
 
@@ -53,7 +56,9 @@ fn active_tenant() -> Tenant {
 
 fn violations(err: Error) -> Vec<(String, String)> {
     match err {
-        Error::InvalidArgument(v) => v.into_iter().map(|v| (v.field, v.description)).collect(),
+        Error::InvalidArgument { violations: v, .. } => {
+            v.into_iter().map(|v| (v.field, v.description)).collect()
+        }
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
 }
@@ -263,6 +268,7 @@ async fn create_with_taken_slug_is_already_exists() {
         matches!(
             err,
             Error::AlreadyExists {
+                reason: Reason::SlugTaken,
                 resource: "tenant",
                 ..
             }
@@ -462,7 +468,10 @@ async fn update_with_stale_etag_is_aborted_without_writing() {
     cmd.etag = "v1".into();
     assert!(matches!(
         service(repo).update(cmd).await,
-        Err(Error::Aborted(_))
+        Err(Error::Aborted {
+            reason: Reason::EtagMismatch,
+            ..
+        })
     ));
 }
 
@@ -508,7 +517,13 @@ async fn lost_race_without_etag_is_retried_and_with_etag_is_aborted() {
     let err = service(repo)
         .suspend(&tenant.id().to_string(), "billing", "v2")
         .await;
-    assert!(matches!(err, Err(Error::Aborted(_))));
+    assert!(matches!(
+        err,
+        Err(Error::Aborted {
+            reason: Reason::ConcurrentModification,
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
@@ -562,11 +577,17 @@ async fn illegal_transitions_are_failed_precondition_and_write_nothing() {
     let id = tenant.id().to_string();
     assert!(matches!(
         svc.resume(&id, "").await,
-        Err(Error::FailedPrecondition(_))
+        Err(Error::FailedPrecondition {
+            reason: Reason::InvalidTransition,
+            ..
+        })
     ));
     assert!(matches!(
         svc.undelete(&id, "").await,
-        Err(Error::FailedPrecondition(_))
+        Err(Error::FailedPrecondition {
+            reason: Reason::InvalidTransition,
+            ..
+        })
     ));
 }
 
@@ -622,6 +643,9 @@ async fn an_update_that_changes_nothing_on_a_deleted_tenant_is_still_refused() {
     });
     assert!(matches!(
         service(repo).update(same).await,
-        Err(Error::FailedPrecondition(_))
+        Err(Error::FailedPrecondition {
+            reason: Reason::TenantDeleted,
+            ..
+        })
     ));
 }
