@@ -2,7 +2,7 @@
 
 use chrono::Duration;
 use futures::future::join_all;
-use tenantd_domain::{ApiKey, ApiKeyId, EventKind, RepoError, Tenant};
+use tenantd_domain::{ApiKey, ApiKeyId, EventKind, Reason, RepoError, Tenant};
 use uuid::Uuid;
 
 use super::Stores;
@@ -199,5 +199,8 @@ pub async fn api_key_for_unknown_tenant_is_not_found(stores: Stores) {
         .create(&key(&gone), &[], 5, now())
         .await
         .expect_err("deleted");
-    assert!(matches!(err, RepoError::Precondition(_)), "{err:?}");
+    assert!(
+        matches!(err, RepoError::Precondition(Reason::TenantDeleted, _)),
+        "{err:?}"
+    );
 }

@@ -1,9 +1,19 @@
-//! Port contract suites: the behaviour every implementation of the repository ports must
-//! show, written once and run against each adapter (in-memory here, PostgreSQL next).
+//! Port contract suites: the behaviour every implementation of a port must show, written
+//! once and run against each adapter (in memory, PostgreSQL, through the Redis cache).
 //!
-//! An adapter's tests supply an async factory returning fresh, isolated [`Stores`] (for a
-//! database: its own schema) and invoke [`repository_contract_tests!`](crate::repository_contract_tests),
-//! which expands to one `#[tokio::test]` per contract.
+//! Three suites, each a list of `pub async fn`s taking the suite's fixture:
+//!
+//! | suite | fixture | run by |
+//! | --- | --- | --- |
+//! | [`repository_contract_tests!`](crate::repository_contract_tests) | [`Stores`] | memory (with and without a cipher), PostgreSQL, PostgreSQL behind the cache |
+//! | [`provider_contract_tests!`](crate::provider_contract_tests) | [`ProviderPorts`] | memory, PostgreSQL |
+//! | [`rate_limiter_contract_tests!`](crate::rate_limiter_contract_tests) | [`Limiter`] | in-process, Redis |
+//!
+//! An adapter's tests supply an async factory returning a fresh, isolated fixture (for a
+//! database: its own schema; for Redis: its own key prefix) and invoke the suite's macro,
+//! which expands to one `#[tokio::test]` per contract. Each macro's list is the one place a
+//! contract is registered, and [`tests::every_contract_is_registered_in_its_suite`] fails
+//! when a `pub async fn` of a suite's fixture is missing from it (or listed but gone).
 
 #![expect(
     clippy::missing_panics_doc,
@@ -15,22 +25,31 @@ mod audit;
 pub(crate) mod fixtures;
 mod outbox;
 mod plans;
+mod providers;
 mod provisioning;
+mod rate_limit;
 mod tenants;
 
+use std::any::Any;
 use std::sync::Arc;
 
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, EventLog, InitialKeyStore, Outbox, PlanRepository,
-    ProvisioningRepository, TenantRepository,
+    ApiKeyRepository, AuditLog, BillingProvider, DnsProvider, EventLog, InitialKeyStore, Outbox,
+    PlanRepository, ProvisioningRepository, RateLimiter, TenantDatabases, TenantRepository,
 };
 
 pub use api_keys::*;
 pub use audit::*;
 pub use outbox::*;
 pub use plans::*;
+pub use providers::*;
 pub use provisioning::*;
+pub use rate_limit::*;
 pub use tenants::*;
+
+/// Keeps per-test resources alive until the test ends (e.g. a scratch schema that is
+/// dropped with it).
+pub type Guard = Option<Arc<dyn Any + Send + Sync>>;
 
 /// The repository ports of one store under test. `tenants` and `events` must share state:
 /// events are written through the tenant repository and read through the event log.
@@ -56,17 +75,55 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
     /// The outbox of the same store (events written through `tenants`).
     pub outbox: Arc<dyn Outbox>,
-    /// Keeps per-test resources alive until the test ends (e.g. a scratch schema that is
-    /// dropped with it).
-    pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Keeps per-test resources alive until the test ends.
+    pub guard: Guard,
+}
+
+/// The provisioning providers of one backend under test, and the tenant store their
+/// tenants must exist in (PostgreSQL's provider tables reference the tenants table).
+#[derive(Clone)]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds trait objects; test-only"
+)]
+pub struct ProviderPorts {
+    /// The DATABASE step's provider.
+    pub databases: Arc<dyn TenantDatabases>,
+    /// The DNS step's provider; its records are under `dns_base_domain`, pointing at
+    /// `dns_ingress`.
+    pub dns: Arc<dyn DnsProvider>,
+    /// The domain `dns` publishes under.
+    pub dns_base_domain: String,
+    /// The address `dns` points tenants at.
+    pub dns_ingress: std::net::IpAddr,
+    /// The BILLING step's provider.
+    pub billing: Arc<dyn BillingProvider>,
+    /// Where the tenants the providers act for are created.
+    pub tenants: Arc<dyn TenantRepository>,
+    /// Keeps per-test resources alive until the test ends.
+    pub guard: Guard,
+}
+
+/// A rate limiter under test, with buckets of its own (say, a Redis key prefix).
+#[derive(Clone)]
+#[expect(
+    missing_debug_implementations,
+    reason = "holds trait objects; test-only"
+)]
+pub struct Limiter {
+    /// The limiter.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Keeps per-test resources alive until the test ends.
+    pub guard: Guard,
 }
 
 /// Expands to one `#[tokio::test]` per repository contract, each calling `$factory()` (an
 /// async fn returning [`Stores`]) for fresh stores.
 #[macro_export]
 macro_rules! repository_contract_tests {
-    ($factory:path) => {
-        $crate::repository_contract_tests!(@each $factory;
+    ($factory:path) => { $crate::repository_contract_tests! { @list __contract_tests, $factory } };
+    (@list $then:ident, $($arg:tt)*) => {
+        $crate::$then! { $($arg)*;
             create_then_get_round_trips_every_field,
             get_of_unknown_id_is_none,
             create_with_taken_slug_fails_and_stores_nothing,
@@ -98,9 +155,51 @@ macro_rules! repository_contract_tests {
             outbox_batches_never_overtake_a_tenants_earlier_event,
             outbox_batches_dropped_or_unpublished_give_events_back,
             outbox_concurrent_relays_publish_each_event_once_in_tenant_order,
-        );
+        }
     };
-    (@each $factory:path; $($contract:ident),* $(,)?) => {
+}
+
+/// Expands to one `#[tokio::test]` per provider contract, each calling `$factory()` (an
+/// async fn returning [`ProviderPorts`]) for fresh providers.
+#[macro_export]
+macro_rules! provider_contract_tests {
+    ($factory:path) => { $crate::provider_contract_tests! { @list __contract_tests, $factory } };
+    (@list $then:ident, $($arg:tt)*) => {
+        $crate::$then! { $($arg)*;
+            a_tenant_database_exists_once_provisioned_and_provisioning_again_is_harmless,
+            a_deprovisioned_tenant_database_is_gone_and_deprovisioning_again_is_harmless,
+            tenant_databases_of_tenants_are_separate,
+            published_dns_records_name_the_slug_under_the_base_domain,
+            publishing_dns_records_again_changes_nothing,
+            a_dns_name_held_by_another_tenant_fails_permanently,
+            withdrawn_dns_records_are_gone_and_their_names_free_again,
+            withdrawing_one_tenants_dns_records_leaves_the_others,
+            a_subscription_is_active_for_the_tenants_plan_and_subscribing_again_is_harmless,
+            a_cancelled_subscription_is_inactive_and_can_be_renewed,
+            cancelling_without_a_subscription_is_harmless,
+        }
+    };
+}
+
+/// Expands to one `#[tokio::test]` per rate-limiter contract, each calling `$factory()`
+/// (an async fn returning [`Limiter`]) for a fresh limiter.
+#[macro_export]
+macro_rules! rate_limiter_contract_tests {
+    ($factory:path) => { $crate::rate_limiter_contract_tests! { @list __contract_tests, $factory } };
+    (@list $then:ident, $($arg:tt)*) => {
+        $crate::$then! { $($arg)*;
+            a_burst_is_admitted_then_the_next_request_waits_for_a_token,
+            each_key_has_its_own_bucket,
+            tokens_come_back_at_the_rate_and_never_beyond_the_burst,
+        }
+    };
+}
+
+/// The tests of one suite: `$factory; contract, ...` (see the suite macros).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_tests {
+    ($factory:path; $($contract:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $contract() {
@@ -108,4 +207,78 @@ macro_rules! repository_contract_tests {
             }
         )*
     };
+}
+
+/// The names of one suite's contracts (for the registration check).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_names {
+    (; $($contract:ident),* $(,)?) => {
+        &[$(stringify!($contract)),*]
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The `pub async fn NAME(x: Fixture)` of every file of this directory, by fixture.
+    fn defined() -> BTreeMap<String, BTreeSet<String>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/contract");
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).expect("the contract directory") {
+            let path = entry.expect("a directory entry").path();
+            let text = std::fs::read_to_string(&path).expect("a contract file");
+            for item in text.split("\npub async fn ").skip(1) {
+                // `NAME(x: Fixture)`, possibly over several lines.
+                let (name, rest) = item.split_once('(').expect("a parameter list");
+                let params = rest.split_once(')').map_or(rest, |(params, _)| params);
+                let fixture = params
+                    .split_once(':')
+                    .map(|(_, ty)| ty.split(',').next().unwrap_or_default().trim())
+                    .unwrap_or_default();
+                found
+                    .entry(fixture.to_owned())
+                    .or_default()
+                    .insert(name.trim().to_owned());
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_contract_is_registered_in_its_suite() {
+        let listed = |names: &[&str]| -> BTreeSet<String> {
+            names.iter().map(|n| (*n).to_owned()).collect()
+        };
+        let suites: BTreeMap<String, BTreeSet<String>> = [
+            (
+                "Stores",
+                listed(crate::repository_contract_tests!(@list __contract_names,)),
+            ),
+            (
+                "ProviderPorts",
+                listed(crate::provider_contract_tests!(@list __contract_names,)),
+            ),
+            (
+                "Limiter",
+                listed(crate::rate_limiter_contract_tests!(@list __contract_names,)),
+            ),
+        ]
+        .into_iter()
+        .map(|(fixture, names)| (fixture.to_owned(), names))
+        .collect();
+        let defined = defined();
+        assert_eq!(
+            defined.keys().collect::<Vec<_>>(),
+            suites.keys().collect::<Vec<_>>(),
+            "a contract takes a fixture no suite runs"
+        );
+        for (fixture, names) in &suites {
+            assert_eq!(
+                &defined[fixture], names,
+                "the {fixture} suite's list and its contracts differ"
+            );
+        }
+    }
 }

@@ -122,6 +122,14 @@ impl KeyRing {
         format!("{id}:{}", STANDARD.encode(key.as_slice()))
     }
 
+    /// A ring of one fresh random key with id `id` and a fresh blind-index key: what the
+    /// embedded mode seals with (its data and its keys die with the process) and what
+    /// tests seal with.
+    pub fn generate(id: &str) -> Self {
+        Self::parse(&Self::generate_entry(id), &Self::generate_blind_index_key())
+            .unwrap_or_else(|_| unreachable!("generated entries are well-formed"))
+    }
+
     /// A fresh random blind-index key, base64.
     pub fn generate_blind_index_key() -> String {
         let key = aes_gcm::Key::<Aes256Gcm>::generate();

@@ -1,11 +1,21 @@
 //! In-memory adapters: the embedded default (data lives as long as the process) and the
-//! doubles other tests use. One mutex guards the whole state, so a change, its events and
-//! its idempotency record are applied atomically, like a database transaction.
+//! doubles other tests use. [`MemoryStore`] (`store.rs`) keeps one state behind one mutex,
+//! so a change, its events and its idempotency record are applied atomically, like a
+//! database transaction; each port it implements has a file of its own.
 
+mod api_keys;
+mod audit;
+mod events;
+mod initial_keys;
+mod outbox;
 mod plans;
 mod providers;
+mod provisioning;
 mod rate_limit;
 mod store;
+mod tenants;
+#[cfg(test)]
+mod tests;
 
 pub use plans::MemoryPlanRepository;
 pub use providers::{MemoryBilling, MemoryDns, MemoryTenantDatabases};

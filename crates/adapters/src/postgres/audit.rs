@@ -8,8 +8,8 @@ use tenantd_domain::ports::AuditLog;
 use tenantd_domain::{AuditQuery, AuditRecord, RepoError, TenantId};
 use uuid::Uuid;
 
+use super::PgStore;
 use super::errors::db;
-use super::tenants::PgStore;
 
 #[derive(sqlx::FromRow)]
 struct AuditRow {

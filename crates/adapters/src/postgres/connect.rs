@@ -22,16 +22,6 @@ pub struct PgSettings {
     pub statement_timeout: Duration,
 }
 
-impl Default for PgSettings {
-    fn default() -> Self {
-        Self {
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(3),
-            statement_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Why the store could not be opened. Messages name the server, never the password.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

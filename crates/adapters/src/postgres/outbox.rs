@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use super::errors::db;
-use super::rows::EventRow;
+use super::tables::events::{EVENT_COLUMNS, EventRow};
 
 /// A claimed batch: the events and the transaction holding their row locks.
 struct PgOutboxBatch {
@@ -65,10 +65,10 @@ impl Outbox for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT event_id, tenant_id, payload, occurred_at FROM tenant_events \
-             WHERE published_at IS NULL ORDER BY event_id LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
+        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM tenant_events \
+             WHERE published_at IS NULL ORDER BY event_id LIMIT $1 FOR UPDATE SKIP LOCKED"
+        )))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await

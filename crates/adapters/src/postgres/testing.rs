@@ -9,7 +9,13 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{PgSettings, connect, migrate};
-use crate::crypto::KeyRing;
+
+/// The pool of a test's store: small, quick to give up.
+const TEST_POOL: PgSettings = PgSettings {
+    max_connections: 10,
+    acquire_timeout: std::time::Duration::from_secs(3),
+    statement_timeout: std::time::Duration::from_secs(5),
+};
 
 /// The server tests use when nothing else is configured.
 pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -19,18 +25,6 @@ pub fn test_database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned())
-}
-
-/// A key ring with fresh random keys (id `test`), for stores under test.
-///
-/// # Panics
-/// Never: the generated entries are well-formed.
-pub fn test_key_ring() -> KeyRing {
-    KeyRing::parse(
-        &KeyRing::generate_entry("test"),
-        &KeyRing::generate_blind_index_key(),
-    )
-    .expect("generated keys are valid")
 }
 
 /// A schema of its own in the test database; dropped (with everything in it) on drop.
@@ -95,7 +89,7 @@ impl ScratchSchema {
     /// # Errors
     /// When connecting or migrating fails.
     pub async fn migrated_pool(&self) -> Result<PgPool, String> {
-        let pool = connect(&self.url(), &PgSettings::default())
+        let pool = connect(&self.url(), &TEST_POOL)
             .await
             .map_err(|e| e.to_string())?;
         migrate(&pool).await.map_err(|e| e.to_string())?;
@@ -153,100 +147,5 @@ impl Drop for ScratchSchema {
         if let Ok(Err(err)) = cleanup.join() {
             eprintln!("warning: test schema {} not dropped: {err}", self.name);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::contract::Stores;
-    use crate::postgres::{PgPlanRepository, PgStore};
-
-    async fn stores() -> Stores {
-        let schema = ScratchSchema::create().await.expect("scratch schema");
-        let pool = schema.migrated_pool().await.expect("migrated pool");
-        let store = PgStore::new(pool.clone(), Arc::new(test_key_ring()));
-        Stores {
-            tenants: Arc::new(store.clone()),
-            runs: Arc::new(store.clone()),
-            initial_keys: Arc::new(store.clone()),
-            api_keys: Arc::new(store.clone()),
-            events: Arc::new(store.clone()),
-            audit: Arc::new(store.clone()),
-            outbox: Arc::new(store.clone()),
-            plans: Arc::new(PgPlanRepository::new(pool)),
-            guard: Some(Arc::new(schema)),
-        }
-    }
-
-    crate::repository_contract_tests!(stores);
-
-    #[tokio::test]
-    async fn scratch_schema_is_dropped_with_its_guard() {
-        let schema = ScratchSchema::create().await.expect("scratch schema");
-        let name = schema.name().to_owned();
-        drop(schema);
-        let mut conn = PgConnection::connect(&test_database_url())
-            .await
-            .expect("connect");
-        let left: Option<(String,)> =
-            sqlx::query_as("SELECT nspname::text FROM pg_namespace WHERE nspname = $1")
-                .bind(&name)
-                .fetch_optional(&mut conn)
-                .await
-                .expect("query");
-        assert!(left.is_none(), "schema {name} survived its guard");
-    }
-
-    #[tokio::test]
-    async fn creates_with_a_request_id_sweep_expired_idempotency_records() {
-        use chrono::Duration;
-        use tenantd_domain::ports::{IdempotencyRecord, TenantRepository as _};
-
-        use crate::contract::fixtures::{now, run_for, slug, tenant};
-
-        let schema = ScratchSchema::create().await.expect("scratch schema");
-        let pool = schema.migrated_pool().await.expect("migrated pool");
-        let store = PgStore::new(pool.clone(), Arc::new(test_key_ring()));
-        let record = |t: &tenantd_domain::Tenant, id: &str, expires_at| IdempotencyRecord {
-            request_id: id.into(),
-            fingerprint: "f".into(),
-            response: t.clone(),
-            expires_at,
-        };
-        let old = tenant(&slug("old"), "free", &[]);
-        let expired = record(&old, "req-old", now() - Duration::hours(1));
-        store
-            .create(&old, &run_for(&old), &[], Some(expired))
-            .await
-            .expect("create old");
-        let new = tenant(&slug("new"), "free", &[]);
-        let fresh = record(&new, "req-new", now() + Duration::hours(1));
-        store
-            .create(&new, &run_for(&new), &[], Some(fresh))
-            .await
-            .expect("create new");
-        let left: Vec<(String,)> = sqlx::query_as("SELECT request_id FROM idempotency_records")
-            .fetch_all(&pool)
-            .await
-            .expect("query");
-        assert_eq!(left, [("req-new".to_owned(),)]);
-    }
-
-    #[tokio::test]
-    async fn migrations_are_recorded_once_per_schema() {
-        let schema = ScratchSchema::create().await.expect("scratch schema");
-        let pool = schema.migrated_pool().await.expect("migrated pool");
-        migrate(&pool).await.expect("second run is a no-op");
-        let (applied,): (i64,) = sqlx::query_as("SELECT count(*) FROM _sqlx_migrations")
-            .fetch_one(&pool)
-            .await
-            .expect("count");
-        assert_eq!(
-            applied,
-            i64::try_from(crate::postgres::MIGRATOR.iter().count()).unwrap()
-        );
     }
 }

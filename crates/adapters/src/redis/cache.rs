@@ -3,11 +3,11 @@
 //! invalidate after every write to what they cache, so a suspension or a revocation is
 //! seen by the very next call, in every replica.
 //!
-//! **What is stored.** A tenant as its sealed row (the contact email stays an AES-GCM
-//! envelope bound to the tenant; it is opened on the way out) and a key as its row (the
-//! SHA-256 of the secret, never the secret). An entry's key carries the id it was read
-//! by, and a decoded entry whose id differs is ignored, so one tenant's entry can never
-//! answer for another.
+//! **What is stored.** Entries of the cache's own format (`entries.rs`): a tenant with its
+//! contact email still an AES-GCM envelope bound to the tenant (opened on the way out), a
+//! key with the SHA-256 of its secret, never the secret. An entry's key carries the id it
+//! was read by, and a decoded entry whose id differs is ignored, so one tenant's entry can
+//! never answer for another.
 //!
 //! **No stale refill.** Each entry has a generation counter. A reader that misses notes
 //! the generation, reads the database, and stores what it read only if the generation is
@@ -26,19 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, Script};
-use tenantd_domain::ports::{
-    ApiKeyRepository, ClaimedRun, EmailCipher, IdempotencyRecord, Lease, ProvisioningRepository,
-    RunWrite, TenantQuery, TenantRepository,
-};
-use tenantd_domain::provisioning::{ProvisioningRun, RunId};
-use tenantd_domain::{ApiKey, ApiKeyId, Event, RepoError, Tenant, TenantId};
+use tenantd_domain::RepoError;
 
 use super::{Redis, RedisError};
-use crate::postgres::api_keys::KeyRow;
-use crate::postgres::rows::TenantRow;
 
 /// Stores `ARGV[2]` under `KEYS[1]` for `ARGV[3]` ms if the generation `KEYS[2]` is still
 /// `ARGV[1]` ("" = no generation yet).
@@ -279,7 +270,7 @@ impl RedisCache {
 
     /// Reads `id` through the cache: decode a hit (a bad entry is a miss), else load from
     /// the database and store what was found.
-    async fn read_through<T, Load, Fut>(
+    pub(crate) async fn read_through<T, Load, Fut>(
         &self,
         cache: &'static str,
         id: &str,
@@ -326,236 +317,5 @@ async fn retry_pending(cache: Weak<RedisCache>) {
             return;
         };
         cache.retry_round().await;
-    }
-}
-
-const TENANT: &str = "tenant";
-const API_KEY: &str = "api_key";
-
-/// [`TenantRepository`] reading tenants through the cache.
-pub struct CachedTenants {
-    inner: Arc<dyn TenantRepository>,
-    cache: Arc<RedisCache>,
-    cipher: Arc<dyn EmailCipher>,
-}
-
-impl std::fmt::Debug for CachedTenants {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedTenants").finish_non_exhaustive()
-    }
-}
-
-impl CachedTenants {
-    /// `inner` behind `cache`; entries are sealed and opened with `cipher`.
-    pub fn new(
-        inner: Arc<dyn TenantRepository>,
-        cache: Arc<RedisCache>,
-        cipher: Arc<dyn EmailCipher>,
-    ) -> Self {
-        Self {
-            inner,
-            cache,
-            cipher,
-        }
-    }
-
-    fn decode(&self, id: TenantId, bytes: &[u8]) -> Option<Tenant> {
-        let row: TenantRow = serde_json::from_slice(bytes).ok()?;
-        if row.tenant_id != id.as_uuid() {
-            return None;
-        }
-        row.open(self.cipher.as_ref()).ok()
-    }
-}
-
-#[async_trait]
-impl TenantRepository for CachedTenants {
-    async fn create(
-        &self,
-        tenant: &Tenant,
-        run: &ProvisioningRun,
-        events: &[Event],
-        idempotency: Option<IdempotencyRecord>,
-    ) -> Result<(), RepoError> {
-        self.inner.create(tenant, run, events, idempotency).await
-    }
-
-    async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {
-        let key = id.to_string();
-        self.cache
-            .read_through(
-                TENANT,
-                &key,
-                |bytes| self.decode(id, bytes),
-                |tenant| serde_json::to_vec(&TenantRow::seal(tenant, self.cipher.as_ref())).ok(),
-                || self.inner.get(id),
-            )
-            .await
-    }
-
-    async fn update(
-        &self,
-        tenant: &Tenant,
-        expected_version: u64,
-        events: &[Event],
-    ) -> Result<(), RepoError> {
-        let result = self.inner.update(tenant, expected_version, events).await;
-        self.cache
-            .drop_entry(TENANT, &tenant.id().to_string())
-            .await;
-        result
-    }
-
-    async fn list(&self, query: &TenantQuery) -> Result<Vec<Tenant>, RepoError> {
-        self.inner.list(query).await
-    }
-
-    async fn find_idempotency(
-        &self,
-        request_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<IdempotencyRecord>, RepoError> {
-        self.inner.find_idempotency(request_id, now).await
-    }
-}
-
-/// [`ProvisioningRepository`] dropping the cached tenant whenever its run is saved (the
-/// tenant carries the run's summary, and a save may change its status).
-pub struct CachedRuns {
-    inner: Arc<dyn ProvisioningRepository>,
-    cache: Arc<RedisCache>,
-}
-
-impl std::fmt::Debug for CachedRuns {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedRuns").finish_non_exhaustive()
-    }
-}
-
-impl CachedRuns {
-    /// `inner`, invalidating `cache`'s tenants.
-    pub fn new(inner: Arc<dyn ProvisioningRepository>, cache: Arc<RedisCache>) -> Self {
-        Self { inner, cache }
-    }
-}
-
-#[async_trait]
-impl ProvisioningRepository for CachedRuns {
-    async fn latest(&self, tenant: TenantId) -> Result<Option<ProvisioningRun>, RepoError> {
-        self.inner.latest(tenant).await
-    }
-
-    async fn claim(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        lease_for: chrono::Duration,
-    ) -> Result<Option<ClaimedRun>, RepoError> {
-        self.inner.claim(owner, now, lease_for).await
-    }
-
-    async fn renew(
-        &self,
-        run: RunId,
-        version: u64,
-        lease: &Lease,
-        until: DateTime<Utc>,
-    ) -> Result<bool, RepoError> {
-        self.inner.renew(run, version, lease, until).await
-    }
-
-    async fn release(&self, run: RunId, lease: &Lease) -> Result<(), RepoError> {
-        self.inner.release(run, lease).await
-    }
-
-    async fn save(&self, write: RunWrite<'_>) -> Result<(), RepoError> {
-        let result = self.inner.save(write).await;
-        self.cache
-            .drop_entry(TENANT, &write.run.tenant_id.to_string())
-            .await;
-        result
-    }
-
-    async fn overdue(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<TenantId>, RepoError> {
-        self.inner.overdue(now, limit).await
-    }
-
-    async fn running(&self) -> Result<u64, RepoError> {
-        self.inner.running().await
-    }
-}
-
-/// [`ApiKeyRepository`] reading keys through the cache.
-pub struct CachedApiKeys {
-    inner: Arc<dyn ApiKeyRepository>,
-    cache: Arc<RedisCache>,
-}
-
-impl std::fmt::Debug for CachedApiKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedApiKeys").finish_non_exhaustive()
-    }
-}
-
-impl CachedApiKeys {
-    /// `inner` behind `cache`.
-    pub fn new(inner: Arc<dyn ApiKeyRepository>, cache: Arc<RedisCache>) -> Self {
-        Self { inner, cache }
-    }
-}
-
-#[async_trait]
-impl ApiKeyRepository for CachedApiKeys {
-    async fn create(
-        &self,
-        key: &ApiKey,
-        events: &[Event],
-        max_active: u32,
-        now: DateTime<Utc>,
-    ) -> Result<(), RepoError> {
-        self.inner.create(key, events, max_active, now).await
-    }
-
-    async fn get(&self, id: ApiKeyId) -> Result<Option<ApiKey>, RepoError> {
-        let key = id.0.to_string();
-        self.cache
-            .read_through(
-                API_KEY,
-                &key,
-                |bytes| {
-                    let row: KeyRow = serde_json::from_slice(bytes).ok()?;
-                    ApiKey::try_from(row).ok().filter(|k| k.id == id)
-                },
-                |key| serde_json::to_vec(&KeyRow::of(key)).ok(),
-                || self.inner.get(id),
-            )
-            .await
-    }
-
-    async fn list(
-        &self,
-        tenant: TenantId,
-        after: Option<ApiKeyId>,
-        limit: usize,
-        active_at: Option<DateTime<Utc>>,
-    ) -> Result<Vec<ApiKey>, RepoError> {
-        self.inner.list(tenant, after, limit, active_at).await
-    }
-
-    async fn revoke(
-        &self,
-        id: ApiKeyId,
-        at: DateTime<Utc>,
-        events: &[Event],
-    ) -> Result<DateTime<Utc>, RepoError> {
-        let result = self.inner.revoke(id, at, events).await;
-        self.cache.drop_entry(API_KEY, &id.0.to_string()).await;
-        result
-    }
-
-    async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {
-        let result = self.inner.touch(id, at).await;
-        self.cache.drop_entry(API_KEY, &id.0.to_string()).await;
-        result
     }
 }

@@ -1,5 +1,7 @@
 //! Redis adapters (deadpool-redis): the read-through cache of tenants and API keys
-//! ([`cache`]) and the shared rate limiter ([`rate_limit`]).
+//! ([`cache`]: entries with generations and invalidation; `cached.rs`: the decorators over
+//! the repositories; `entries.rs`: what is stored) and the shared rate limiter
+//! ([`rate_limit`]).
 //!
 //! Redis is never on the critical path: every call (connection and command together) has
 //! a timeout well below the RPC deadline, and after a failure Redis is skipped for a
@@ -12,6 +14,8 @@
 //! healthy one.
 
 pub mod cache;
+mod cached;
+mod entries;
 pub mod rate_limit;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -26,7 +30,8 @@ use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, FromRedisValue, Script};
 use deadpool_redis::{Config, Pool, Runtime};
 
-pub use cache::{CacheObserver, CachedApiKeys, CachedRuns, CachedTenants, RedisCache};
+pub use cache::{CacheObserver, RedisCache};
+pub use cached::{CachedApiKeys, CachedRuns, CachedTenants};
 pub use rate_limit::RedisRateLimiter;
 
 /// How to reach Redis and how long to wait for it.

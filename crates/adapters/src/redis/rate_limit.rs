@@ -1,6 +1,7 @@
 //! The shared rate limiter: one token bucket per principal in Redis, taken from by an
 //! atomic Lua script that reads Redis's own clock (replicas' clocks never matter). While
-//! Redis cannot answer, each replica limits on its own with in-process buckets.
+//! Redis cannot answer, each replica limits on its own with the fallback limiter it was
+//! given (in-process buckets).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,6 @@ use tenantd_domain::RepoError;
 use tenantd_domain::ports::{Admission, RateLimit, RateLimiter};
 
 use super::{Redis, RedisError};
-use crate::memory::LocalRateLimiter;
 
 /// `KEYS[1]`: the bucket (a hash of tokens and the time they were counted, in µs);
 /// `ARGV[1]`: tokens per second; `ARGV[2]`: burst. Returns {admitted, wait in µs}.
@@ -40,11 +40,11 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'at', strin
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 return {admitted, wait_us}";
 
-/// Token buckets in Redis, with an in-process fallback.
+/// Token buckets in Redis, with a fallback for when Redis cannot answer.
 pub struct RedisRateLimiter {
     redis: Arc<Redis>,
     take: Script,
-    fallback: LocalRateLimiter,
+    fallback: Arc<dyn RateLimiter>,
 }
 
 impl std::fmt::Debug for RedisRateLimiter {
@@ -54,12 +54,12 @@ impl std::fmt::Debug for RedisRateLimiter {
 }
 
 impl RedisRateLimiter {
-    /// Buckets in `redis`.
-    pub fn new(redis: Arc<Redis>) -> Self {
+    /// Buckets in `redis`; `fallback` decides while Redis cannot.
+    pub fn new(redis: Arc<Redis>, fallback: Arc<dyn RateLimiter>) -> Self {
         Self {
             redis,
             take: Script::new(TAKE),
-            fallback: LocalRateLimiter::default(),
+            fallback,
         }
     }
 

@@ -1,0 +1,328 @@
+//! Contracts of the provisioning provider ports:
+//! [`TenantDatabases`](tenantd_domain::ports::TenantDatabases),
+//! [`DnsProvider`](tenantd_domain::ports::DnsProvider) and
+//! [`BillingProvider`](tenantd_domain::ports::BillingProvider). Every operation is
+//! idempotent (a step re-run after a crash must be harmless) and an undo removes exactly
+//! what its tenant was given.
+
+use tenantd_domain::ports::{DnsRecord, ProvisioningTarget, Subscription};
+use tenantd_domain::{PlanId, Slug};
+
+use super::ProviderPorts;
+use super::fixtures::{run_for, slug, tenant};
+
+/// Stores a new tenant with slug `slug` on `plan` and returns what the providers get.
+async fn target(ports: &ProviderPorts, slug: &str, plan: &str) -> ProvisioningTarget {
+    let tenant = tenant(slug, plan, &[]);
+    ports
+        .tenants
+        .create(&tenant, &run_for(&tenant), &[], None)
+        .await
+        .expect("store the tenant");
+    ProvisioningTarget {
+        tenant_id: tenant.id(),
+        slug: tenant.slug().clone(),
+        display_name: tenant.display_name().clone(),
+        plan_id: tenant.plan_id().clone(),
+        contact_email: tenant.contact_email().clone(),
+    }
+}
+
+fn expected_records(ports: &ProviderPorts, slug: &Slug) -> Vec<DnsRecord> {
+    let mut records =
+        DnsRecord::of_tenant(slug, &ports.dns_base_domain, ports.dns_ingress).to_vec();
+    records.sort();
+    records
+}
+
+/// A provisioned tenant database exists; provisioning it again succeeds and keeps it.
+pub async fn a_tenant_database_exists_once_provisioned_and_provisioning_again_is_harmless(
+    ports: ProviderPorts,
+) {
+    let target = target(&ports, &slug("db"), "pro").await;
+    assert!(
+        !ports
+            .databases
+            .exists(target.tenant_id)
+            .await
+            .expect("exists")
+    );
+    ports.databases.provision(&target).await.expect("provision");
+    assert!(
+        ports
+            .databases
+            .exists(target.tenant_id)
+            .await
+            .expect("exists")
+    );
+    ports
+        .databases
+        .provision(&target)
+        .await
+        .expect("provision again");
+    assert!(
+        ports
+            .databases
+            .exists(target.tenant_id)
+            .await
+            .expect("exists")
+    );
+}
+
+/// A deprovisioned tenant database is gone; deprovisioning again (or a tenant that never
+/// had one) succeeds, and it can be provisioned anew.
+pub async fn a_deprovisioned_tenant_database_is_gone_and_deprovisioning_again_is_harmless(
+    ports: ProviderPorts,
+) {
+    let target = target(&ports, &slug("db"), "pro").await;
+    ports
+        .databases
+        .deprovision(target.tenant_id)
+        .await
+        .expect("deprovision what never was");
+    ports.databases.provision(&target).await.expect("provision");
+    ports
+        .databases
+        .deprovision(target.tenant_id)
+        .await
+        .expect("deprovision");
+    assert!(
+        !ports
+            .databases
+            .exists(target.tenant_id)
+            .await
+            .expect("exists")
+    );
+    ports
+        .databases
+        .deprovision(target.tenant_id)
+        .await
+        .expect("deprovision again");
+    ports
+        .databases
+        .provision(&target)
+        .await
+        .expect("provision anew");
+    assert!(
+        ports
+            .databases
+            .exists(target.tenant_id)
+            .await
+            .expect("exists")
+    );
+}
+
+/// One tenant's database comes and goes without touching another's.
+pub async fn tenant_databases_of_tenants_are_separate(ports: ProviderPorts) {
+    let first = target(&ports, &slug("one"), "pro").await;
+    let second = target(&ports, &slug("two"), "free").await;
+    ports.databases.provision(&first).await.expect("provision");
+    ports.databases.provision(&second).await.expect("provision");
+    ports
+        .databases
+        .deprovision(first.tenant_id)
+        .await
+        .expect("deprovision");
+    assert!(
+        !ports
+            .databases
+            .exists(first.tenant_id)
+            .await
+            .expect("exists")
+    );
+    assert!(
+        ports
+            .databases
+            .exists(second.tenant_id)
+            .await
+            .expect("exists")
+    );
+}
+
+/// Publishing gives the tenant `<slug>.<base domain>` to the ingress address and `www.`
+/// as a CNAME to it, and nothing else.
+pub async fn published_dns_records_name_the_slug_under_the_base_domain(ports: ProviderPorts) {
+    let target = target(&ports, &slug("dns"), "pro").await;
+    assert_eq!(
+        ports.dns.records(target.tenant_id).await.expect("records"),
+        []
+    );
+    ports.dns.publish(&target).await.expect("publish");
+    assert_eq!(
+        ports.dns.records(target.tenant_id).await.expect("records"),
+        expected_records(&ports, &target.slug)
+    );
+}
+
+/// Publishing again keeps the same records.
+pub async fn publishing_dns_records_again_changes_nothing(ports: ProviderPorts) {
+    let target = target(&ports, &slug("dns"), "pro").await;
+    ports.dns.publish(&target).await.expect("publish");
+    ports.dns.publish(&target).await.expect("publish again");
+    assert_eq!(
+        ports.dns.records(target.tenant_id).await.expect("records"),
+        expected_records(&ports, &target.slug)
+    );
+}
+
+/// A name another tenant holds fails the publish permanently with `DNS_NAME_TAKEN`, and
+/// nothing is written for the newcomer.
+pub async fn a_dns_name_held_by_another_tenant_fails_permanently(ports: ProviderPorts) {
+    let holder = target(&ports, &slug("held"), "pro").await;
+    ports.dns.publish(&holder).await.expect("publish");
+    // A second tenant whose slug yields the same names (the first one's slug, which the
+    // tenant store would refuse, is used under another tenant id).
+    let mut newcomer = target(&ports, &slug("new"), "pro").await;
+    newcomer.slug = holder.slug.clone();
+    let err = ports
+        .dns
+        .publish(&newcomer)
+        .await
+        .expect_err("the names are held");
+    assert_eq!(err.reason, "DNS_NAME_TAKEN");
+    assert!(err.permanent, "retrying cannot help: {err:?}");
+    assert_eq!(
+        ports
+            .dns
+            .records(newcomer.tenant_id)
+            .await
+            .expect("records"),
+        []
+    );
+    assert_eq!(
+        ports.dns.records(holder.tenant_id).await.expect("records"),
+        expected_records(&ports, &holder.slug)
+    );
+}
+
+/// Withdrawing removes every record of the tenant (again: harmless), and the names can
+/// then be published for another tenant.
+pub async fn withdrawn_dns_records_are_gone_and_their_names_free_again(ports: ProviderPorts) {
+    let first = target(&ports, &slug("gone"), "pro").await;
+    ports.dns.publish(&first).await.expect("publish");
+    ports.dns.withdraw(first.tenant_id).await.expect("withdraw");
+    assert_eq!(
+        ports.dns.records(first.tenant_id).await.expect("records"),
+        []
+    );
+    ports
+        .dns
+        .withdraw(first.tenant_id)
+        .await
+        .expect("withdraw again");
+    let mut next = target(&ports, &slug("next"), "pro").await;
+    next.slug = first.slug.clone();
+    ports.dns.publish(&next).await.expect("the names are free");
+    assert_eq!(
+        ports.dns.records(next.tenant_id).await.expect("records"),
+        expected_records(&ports, &next.slug)
+    );
+}
+
+/// Withdrawing one tenant's records leaves another's in place.
+pub async fn withdrawing_one_tenants_dns_records_leaves_the_others(ports: ProviderPorts) {
+    let first = target(&ports, &slug("one"), "pro").await;
+    let second = target(&ports, &slug("two"), "pro").await;
+    ports.dns.publish(&first).await.expect("publish");
+    ports.dns.publish(&second).await.expect("publish");
+    ports.dns.withdraw(first.tenant_id).await.expect("withdraw");
+    assert_eq!(
+        ports.dns.records(second.tenant_id).await.expect("records"),
+        expected_records(&ports, &second.slug)
+    );
+}
+
+/// Subscribing makes an active subscription to the tenant's plan; again, the same.
+pub async fn a_subscription_is_active_for_the_tenants_plan_and_subscribing_again_is_harmless(
+    ports: ProviderPorts,
+) {
+    let target = target(&ports, &slug("bill"), "basic").await;
+    assert_eq!(
+        ports
+            .billing
+            .subscription(target.tenant_id)
+            .await
+            .expect("read"),
+        None
+    );
+    let active = Some(Subscription {
+        plan_id: PlanId::new("basic"),
+        active: true,
+    });
+    ports.billing.subscribe(&target).await.expect("subscribe");
+    assert_eq!(
+        ports
+            .billing
+            .subscription(target.tenant_id)
+            .await
+            .expect("read"),
+        active
+    );
+    ports
+        .billing
+        .subscribe(&target)
+        .await
+        .expect("subscribe again");
+    assert_eq!(
+        ports
+            .billing
+            .subscription(target.tenant_id)
+            .await
+            .expect("read"),
+        active
+    );
+}
+
+/// Cancelling makes the subscription inactive (again: harmless); subscribing renews it.
+pub async fn a_cancelled_subscription_is_inactive_and_can_be_renewed(ports: ProviderPorts) {
+    let target = target(&ports, &slug("bill"), "pro").await;
+    ports.billing.subscribe(&target).await.expect("subscribe");
+    ports
+        .billing
+        .cancel(target.tenant_id)
+        .await
+        .expect("cancel");
+    ports
+        .billing
+        .cancel(target.tenant_id)
+        .await
+        .expect("cancel again");
+    let read = ports
+        .billing
+        .subscription(target.tenant_id)
+        .await
+        .expect("read");
+    assert_eq!(
+        read,
+        Some(Subscription {
+            plan_id: PlanId::new("pro"),
+            active: false,
+        })
+    );
+    ports.billing.subscribe(&target).await.expect("renew");
+    let renewed = ports
+        .billing
+        .subscription(target.tenant_id)
+        .await
+        .expect("read")
+        .expect("subscribed");
+    assert!(renewed.active);
+}
+
+/// Cancelling a tenant that never subscribed succeeds and subscribes it to nothing.
+pub async fn cancelling_without_a_subscription_is_harmless(ports: ProviderPorts) {
+    let target = target(&ports, &slug("bill"), "pro").await;
+    ports
+        .billing
+        .cancel(target.tenant_id)
+        .await
+        .expect("cancel");
+    assert_eq!(
+        ports
+            .billing
+            .subscription(target.tenant_id)
+            .await
+            .expect("read"),
+        None
+    );
+}

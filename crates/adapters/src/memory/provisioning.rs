@@ -1,0 +1,140 @@
+//! [`ProvisioningRepository`] in memory: runs with their leases, claimed due-first.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tenantd_domain::ports::{ClaimedRun, Lease, ProvisioningRepository, RunWrite};
+use tenantd_domain::provisioning::{ProvisioningRun, RunId, RunState};
+use tenantd_domain::{RepoError, TenantId};
+
+use super::MemoryStore;
+use super::store::{StoredRun, shared};
+
+#[async_trait]
+impl ProvisioningRepository for MemoryStore {
+    async fn latest(&self, tenant: TenantId) -> Result<Option<ProvisioningRun>, RepoError> {
+        let run = self.lock().latest(tenant).cloned();
+        Ok(run.map(|r| ProvisioningRun::clone(&r)))
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: chrono::Duration,
+    ) -> Result<Option<ClaimedRun>, RepoError> {
+        let lease = Lease {
+            token: uuid::Uuid::new_v4(),
+            owner: owner.to_owned(),
+            expires_at: now + lease_for,
+        };
+        let claimed = {
+            let mut state = self.lock();
+            let next = state
+                .runs
+                .values_mut()
+                .filter(|stored| {
+                    stored.run.due_at().is_some_and(|due| due <= now)
+                        && stored.lease.as_ref().is_none_or(|l| l.expires_at <= now)
+                })
+                .min_by_key(|stored| stored.run.due_at());
+            next.map(|stored| {
+                stored.lease = Some(lease.clone());
+                stored.run.clone()
+            })
+        };
+        Ok(claimed.map(|run| ClaimedRun {
+            run: ProvisioningRun::clone(&run),
+            lease,
+        }))
+    }
+
+    async fn renew(
+        &self,
+        run: RunId,
+        version: u64,
+        lease: &Lease,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let mut state = self.lock();
+        match state.runs.get_mut(&run) {
+            Some(StoredRun {
+                run: stored,
+                lease: Some(held),
+            }) if held.token == lease.token && stored.version == version => {
+                held.expires_at = until;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, run: RunId, lease: &Lease) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        if let Some(stored) = state.runs.get_mut(&run)
+            && stored
+                .lease
+                .as_ref()
+                .is_some_and(|h| h.token == lease.token)
+        {
+            stored.lease = None;
+        }
+        Ok(())
+    }
+
+    async fn save(&self, write: RunWrite<'_>) -> Result<(), RepoError> {
+        let run = Arc::new(write.run.clone());
+        let tenant = write
+            .tenant
+            .map(|(tenant, expected)| (Arc::new(self.conceal(tenant)), expected));
+        let events = shared(write.events);
+        let mut state = self.lock();
+        let stored = state.runs.get(&write.run.id).ok_or(RepoError::NotFound)?;
+        if let Some(lease) = write.lease
+            && stored.lease.as_ref().is_none_or(|h| h.token != lease.token)
+        {
+            return Err(RepoError::LeaseLost);
+        }
+        if stored.run.version != write.expected_version {
+            return Err(RepoError::VersionConflict);
+        }
+        // Check everything before the first write: the change lands whole or not at all.
+        if let Some((tenant, expected)) = &tenant {
+            let current = state
+                .tenants
+                .get(&tenant.tenant.id())
+                .ok_or(RepoError::NotFound)?;
+            if current.tenant.version() != *expected {
+                return Err(RepoError::VersionConflict);
+            }
+        }
+        let lease = stored.lease.clone();
+        state.runs.insert(write.run.id, StoredRun { run, lease });
+        if let Some((tenant, _)) = tenant {
+            state.tenants.insert(tenant.tenant.id(), tenant);
+        }
+        state.append(events);
+        Ok(())
+    }
+
+    async fn overdue(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<TenantId>, RepoError> {
+        let state = self.lock();
+        Ok(state
+            .runs
+            .values()
+            .filter(|s| s.run.state == RunState::Running && s.run.deadline < now)
+            .map(|s| s.run.tenant_id)
+            .take(limit)
+            .collect())
+    }
+
+    async fn running(&self) -> Result<u64, RepoError> {
+        let state = self.lock();
+        Ok(state
+            .runs
+            .values()
+            .filter(|s| s.run.state == RunState::Running)
+            .count() as u64)
+    }
+}

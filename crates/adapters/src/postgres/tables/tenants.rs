@@ -1,0 +1,303 @@
+//! The `tenants` table: its row, its reads (with the latest run's summary) and the two
+//! writes both the tenant and the run repositories make (insert, versioned update).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres};
+use tenantd_domain::ports::EmailCipher;
+use tenantd_domain::provisioning::{RunId, RunState, RunSummary, StepKind};
+use tenantd_domain::{
+    DisplayName, Labels, PlanId, RepoError, Slug, Tenant, TenantConfig, TenantId, TenantParts,
+    TenantStatus,
+};
+use uuid::Uuid;
+
+use crate::postgres::errors::{db, translate};
+
+/// `SELECT` of tenants with their latest run's summary (columns of [`RunSummaryColumns`])
+/// in one statement; append `WHERE ...` on `tenants`' own column names.
+pub(crate) const SELECT_TENANTS: &str = "SELECT tenant_id, slug, display_name, plan_id, status, \
+     status_reason, status_before_delete, contact_email_sealed, contact_email_key_id, \
+     contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, version, \
+     run.run_id, run.run_state, run.current_step, run.completed_steps, run.total_steps \
+     FROM tenants t LEFT JOIN LATERAL ( \
+         SELECT r.run_id, r.state AS run_state, r.current_step, r.completed_steps, r.total_steps \
+         FROM provisioning_runs r WHERE r.tenant_id = t.tenant_id \
+         ORDER BY r.run_id DESC LIMIT 1) AS run ON true";
+
+/// The latest run's summary as [`SELECT_TENANTS`] reads it (all NULL without a run), as
+/// `ProvisioningRun::summary` computed it when the run was last written.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub(crate) struct RunSummaryColumns {
+    run_id: Option<Uuid>,
+    run_state: Option<String>,
+    current_step: Option<String>,
+    completed_steps: Option<i32>,
+    total_steps: Option<i32>,
+}
+
+impl RunSummaryColumns {
+    fn summary(self) -> Result<Option<RunSummary>, RepoError> {
+        let (Some(run_id), Some(state)) = (self.run_id, self.run_state) else {
+            return Ok(None);
+        };
+        Ok(Some(RunSummary {
+            run_id: RunId(run_id),
+            state: RunState::parse(&state).ok_or_else(|| corrupt("run state"))?,
+            current_step: self
+                .current_step
+                .map(|k| StepKind::parse(&k).ok_or_else(|| corrupt("run step")))
+                .transpose()?,
+            completed_steps: u32::try_from(self.completed_steps.unwrap_or(0)).unwrap_or(0),
+            total_steps: u32::try_from(self.total_steps.unwrap_or(0)).unwrap_or(0),
+        }))
+    }
+}
+
+/// One `tenants` row; also the JSON snapshot kept as an idempotent create's response.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TenantRow {
+    pub tenant_id: Uuid,
+    pub slug: String,
+    pub display_name: String,
+    pub plan_id: String,
+    pub status: String,
+    pub status_reason: String,
+    pub status_before_delete: Option<String>,
+    pub contact_email_sealed: Vec<u8>,
+    pub contact_email_key_id: String,
+    pub contact_email_index: Vec<u8>,
+    pub labels: Json<BTreeMap<String, String>>,
+    pub config: Json<serde_json::Map<String, serde_json::Value>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub purge_at: Option<DateTime<Utc>>,
+    pub version: i64,
+    /// The run summary the tenant carried: kept in a create's response snapshot (so a
+    /// replay answers exactly as the create did); never a column.
+    #[sqlx(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<SummarySnapshot>,
+    /// The latest run, as [`SELECT_TENANTS`] reads it.
+    #[sqlx(flatten)]
+    #[serde(skip)]
+    pub latest_run: RunSummaryColumns,
+}
+
+/// A run summary in a response snapshot.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SummarySnapshot {
+    run_id: Uuid,
+    state: String,
+    current_step: Option<String>,
+    completed_steps: u32,
+    total_steps: u32,
+}
+
+impl SummarySnapshot {
+    fn of(summary: &RunSummary) -> Self {
+        Self {
+            run_id: summary.run_id.0,
+            state: summary.state.as_str().to_owned(),
+            current_step: summary.current_step.map(|k| k.as_str().to_owned()),
+            completed_steps: summary.completed_steps,
+            total_steps: summary.total_steps,
+        }
+    }
+
+    fn summary(self) -> Result<RunSummary, RepoError> {
+        Ok(RunSummary {
+            run_id: RunId(self.run_id),
+            state: RunState::parse(&self.state).ok_or_else(|| corrupt("run state"))?,
+            current_step: self
+                .current_step
+                .map(|k| StepKind::parse(&k).ok_or_else(|| corrupt("run step")))
+                .transpose()?,
+            completed_steps: self.completed_steps,
+            total_steps: self.total_steps,
+        })
+    }
+}
+
+impl TenantRow {
+    /// The row of `tenant`, its contact email sealed by `cipher`.
+    pub(crate) fn seal(tenant: &Tenant, cipher: &dyn EmailCipher) -> Self {
+        let p = tenant.parts();
+        let sealed = cipher.seal(p.id, &p.contact_email);
+        Self {
+            tenant_id: p.id.as_uuid(),
+            slug: p.slug.as_str().to_owned(),
+            display_name: p.display_name.as_str().to_owned(),
+            plan_id: p.plan_id.as_str().to_owned(),
+            status: p.status.as_str().to_owned(),
+            status_reason: p.status_reason.clone(),
+            status_before_delete: p.status_before_delete.map(|s| s.as_str().to_owned()),
+            contact_email_sealed: sealed.envelope,
+            contact_email_key_id: sealed.key_id,
+            contact_email_index: cipher.blind_index(&p.contact_email).to_vec(),
+            labels: Json(p.labels.as_map().clone()),
+            config: Json(p.config.as_map().clone()),
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            deleted_at: p.deleted_at,
+            purge_at: p.purge_at,
+            version: i64::try_from(p.version).unwrap_or(i64::MAX),
+            provisioning: p.provisioning.as_ref().map(SummarySnapshot::of),
+            latest_run: RunSummaryColumns::default(),
+        }
+    }
+}
+
+fn corrupt(what: &str) -> RepoError {
+    RepoError::Internal(format!("stored tenant has an invalid {what}"))
+}
+
+fn status(text: &str) -> Result<TenantStatus, RepoError> {
+    TenantStatus::ALL
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| corrupt("status"))
+}
+
+impl TenantRow {
+    /// The tenant of this row, its contact email opened by `cipher`.
+    ///
+    /// An envelope that does not open is an alert, not a bad row: tampering, a ciphertext
+    /// copied from another tenant, or a key missing from the ring.
+    pub(crate) fn open(self, cipher: &dyn EmailCipher) -> Result<Tenant, RepoError> {
+        let id = TenantId::from_uuid(self.tenant_id).map_err(|_| corrupt("id"))?;
+        let contact_email = cipher.open(id, &self.contact_email_sealed).map_err(|err| {
+            tracing::error!(
+                tenant_id = %id,
+                key_id = %self.contact_email_key_id,
+                error = %err,
+                "ALERT: a stored contact email does not decrypt (tampering, a row copied between tenants, or a key missing from the ring)"
+            );
+            RepoError::Internal(format!("contact email of tenant {id} does not decrypt"))
+        })?;
+        let row = self;
+        Ok(Tenant::from_parts(TenantParts {
+            id,
+            slug: Slug::from_stored(row.slug),
+            display_name: DisplayName::parse(&row.display_name)
+                .map_err(|_| corrupt("display name"))?,
+            plan_id: PlanId::new(row.plan_id),
+            status: status(&row.status)?,
+            status_reason: row.status_reason,
+            contact_email,
+            labels: Labels::parse(row.labels.0).map_err(|_| corrupt("labels"))?,
+            config: TenantConfig::parse(row.config.0).map_err(|_| corrupt("config"))?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            deleted_at: row.deleted_at,
+            purge_at: row.purge_at,
+            status_before_delete: row
+                .status_before_delete
+                .as_deref()
+                .map(status)
+                .transpose()?,
+            version: u64::try_from(row.version).map_err(|_| corrupt("version"))?,
+            provisioning: match row.latest_run.summary()? {
+                Some(latest) => Some(latest),
+                None => row.provisioning.map(SummarySnapshot::summary).transpose()?,
+            },
+        }))
+    }
+}
+
+/// The columns a tenant's changes write, in the order [`bind_mutable`] binds them.
+const MUTABLE_COLUMNS: &str = "display_name, plan_id, status, status_reason, \
+     status_before_delete, contact_email_sealed, contact_email_key_id, contact_email_index, \
+     labels, config, updated_at, deleted_at, purge_at, version";
+
+/// Binds the [`MUTABLE_COLUMNS`] of `row`, in order.
+fn bind_mutable<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    row: &'q TenantRow,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(&row.display_name)
+        .bind(&row.plan_id)
+        .bind(&row.status)
+        .bind(&row.status_reason)
+        .bind(&row.status_before_delete)
+        .bind(&row.contact_email_sealed)
+        .bind(&row.contact_email_key_id)
+        .bind(&row.contact_email_index)
+        .bind(&row.labels)
+        .bind(&row.config)
+        .bind(row.updated_at)
+        .bind(row.deleted_at)
+        .bind(row.purge_at)
+        .bind(row.version)
+}
+
+/// Inserts `tenant`, its contact email sealed by `cipher`.
+///
+/// # Errors
+/// [`RepoError::SlugTaken`] when a non-purged tenant holds the slug; store failures.
+pub(crate) async fn insert(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    cipher: &dyn EmailCipher,
+) -> Result<(), RepoError> {
+    let row = TenantRow::seal(tenant, cipher);
+    let insert = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO tenants (tenant_id, slug, created_at, {MUTABLE_COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    )))
+    .bind(row.tenant_id)
+    .bind(&row.slug)
+    .bind(row.created_at);
+    bind_mutable(insert, &row)
+        .execute(tx)
+        .await
+        .map_err(|e| translate(e, Some(&row.slug)))?;
+    Ok(())
+}
+
+/// Replaces `tenant`'s row if it is still at `expected_version`.
+///
+/// # Errors
+/// [`RepoError::VersionConflict`] when its version differs; [`RepoError::NotFound`] when
+/// there is no such tenant; store failures.
+pub(crate) async fn update(
+    tx: &mut PgConnection,
+    tenant: &Tenant,
+    expected_version: u64,
+    cipher: &dyn EmailCipher,
+) -> Result<(), RepoError> {
+    let row = TenantRow::seal(tenant, cipher);
+    let expected = i64::try_from(expected_version).map_err(|_| RepoError::VersionConflict)?;
+    let update = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE tenants SET ({MUTABLE_COLUMNS}) = \
+         ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         WHERE tenant_id = $1 AND version = $2"
+    )))
+    .bind(row.tenant_id)
+    .bind(expected);
+    let updated = bind_mutable(update, &row)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+    if updated == 1 {
+        return Ok(());
+    }
+    let exists = sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1")
+        .bind(row.tenant_id)
+        .fetch_optional(tx)
+        .await
+        .map_err(db)?
+        .is_some();
+    Err(if exists {
+        RepoError::VersionConflict
+    } else {
+        RepoError::NotFound
+    })
+}
