@@ -6,10 +6,17 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos: Vec<PathBuf> = ["tenant", "provisioning", "api_key", "plan", "event"]
-        .iter()
-        .map(|name| root.join(format!("tenant/v1/{name}.proto")))
-        .collect();
+    let protos: Vec<PathBuf> = [
+        "tenant",
+        "provisioning",
+        "api_key",
+        "plan",
+        "event",
+        "errors",
+    ]
+    .iter()
+    .map(|name| root.join(format!("tenant/v1/{name}.proto")))
+    .collect();
     let mut includes = vec![root.clone()];
     let mut config = prost_build::Config::new();
     if let Some(system_protoc) = std::env::var_os("PROTOC") {

@@ -1,6 +1,13 @@
 //! The server process: binds its listeners first (port 0 allowed, so tests run the real
 //! server in-process on free ports), then serves gRPC over mTLS and `/metrics` until the
 //! shutdown signal, draining in-flight calls within the grace period.
+//!
+//! Shutdown, within one deadline: the health prober stops, health turns NOT_SERVING and
+//! the stop token is cancelled — the listener stops accepting, watches end with
+//! UNAVAILABLE, workers stop once the run they drive can go no further for now, the relay
+//! after its batch; the gRPC server drains; the background tasks are waited for (and
+//! aborted past the deadline); the Kafka producer is flushed; then the audit queue is
+//! closed and flushed, and the metrics endpoint stops.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,22 +15,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use prometheus::{IntCounter, IntGauge, Registry};
-use tenantd_application::{Engine, ProvisioningService};
+use prometheus::{IntCounter, Registry};
+use tenantd_application::{Engine, Providers, ProvisioningService, Signals};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::audit::AuditLayer;
 use crate::config::Config;
 use crate::devcerts::DevCerts;
 use crate::grpc::{ApiKeyApi, EventApi, PlanApi, ProvisioningApi, TenantApi};
 use crate::identity::IdentityLayer;
 use crate::metrics::{
-    CacheMetrics, CallLayer, DbPoolCollector, GrpcMetrics, ProvisioningMetrics, RateLimitMetrics,
-    RelayMetrics,
+    CacheMetrics, DbPoolCollector, GrpcMetrics, MetricsLayer, ProvisioningMetrics,
+    RateLimitMetrics, RelayMetrics,
 };
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
@@ -31,7 +39,8 @@ use crate::proto::{
     tenant_service_server::TenantServiceServer,
 };
 use crate::rate_limit::RateLimitLayer;
-use crate::wiring::{Observers, ProviderWrap};
+use crate::tasks::Tasks;
+use crate::wiring::{Observers, Overrides};
 use crate::{audit, health, relay, tls, wiring};
 
 /// Deadline of a call whose client sets none (a shorter grpc-timeout wins). The database
@@ -39,7 +48,7 @@ use crate::{audit, health, relay, tls, wiring};
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Reflection serves our services, health, and google.rpc's error details (so tools such
-/// as grpcurl can decode the BadRequest and RetryInfo details of our errors).
+/// as grpcurl can decode the ErrorInfo, BadRequest and RetryInfo details of our errors).
 fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -50,9 +59,18 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// Time the audit writer gets to flush even when draining used up the grace period.
 const FLUSH_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Re-reads the TLS material on every SIGHUP; bad material is refused and logged.
-async fn reload_on_sighup(tls: Arc<tls::ReloadableTls>, mut hangups: Signal) {
-    while hangups.recv().await.is_some() {
+/// Re-reads the TLS material on every SIGHUP (until `stop`); bad material is refused and
+/// logged.
+async fn reload_on_sighup(
+    tls: Arc<tls::ReloadableTls>,
+    mut hangups: Signal,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            hangup = hangups.recv() => if hangup.is_none() { return },
+        }
         match tls.reload() {
             Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate, key and client CA"),
             Err(err) => tracing::error!(
@@ -60,6 +78,35 @@ async fn reload_on_sighup(tls: Arc<tls::ReloadableTls>, mut hangups: Signal) {
                 "SIGHUP: new TLS material refused; the current material stays in force"
             ),
         }
+    }
+}
+
+/// How to build an [`App`]: its configuration and the adapters that replace the ones the
+/// configuration picks (tests inject faults this way; production overrides nothing).
+#[derive(Debug)]
+pub struct AppBuilder {
+    config: Config,
+    overrides: Overrides,
+}
+
+impl AppBuilder {
+    /// Passes the provisioning providers through `wrap` before the engine gets them.
+    #[must_use]
+    pub fn wrap_providers(
+        mut self,
+        wrap: impl FnOnce(Providers) -> Providers + Send + 'static,
+    ) -> Self {
+        self.overrides.providers = Some(Box::new(wrap));
+        self
+    }
+
+    /// Loads TLS material, builds the services and binds both listeners.
+    ///
+    /// # Errors
+    /// Bad TLS material, an address that cannot be bound, metrics registration failure, a
+    /// dependency the configuration names that cannot be used.
+    pub async fn build(self) -> anyhow::Result<App> {
+        App::assemble(self.config, self.overrides).await
     }
 }
 
@@ -77,38 +124,42 @@ pub struct App {
     hangups: Signal,
     /// Audit records lost to a full queue or a store failing past its retries.
     audit_dropped: IntCounter,
-    /// Open WatchProvisioning streams.
-    open_watches: IntGauge,
     /// Rate-limit refusals.
     rate_limited: RateLimitMetrics,
+    /// Cancelled when the server stops (watches, workers and tasks follow it).
+    stop: CancellationToken,
 }
 
 impl App {
     /// Loads TLS material, builds the services and binds both listeners.
     ///
     /// # Errors
-    /// Bad TLS material, an address that cannot be bound, metrics registration failure.
+    /// As [`AppBuilder::build`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with(config, None).await
+        Self::builder(config).build().await
     }
 
-    /// [`App::build`] with the provisioning providers passed through `wrap` (how tests
-    /// inject failures).
-    ///
-    /// # Errors
-    /// As [`App::build`].
-    pub async fn build_with(config: Config, wrap: Option<ProviderWrap>) -> anyhow::Result<Self> {
-        let tls = Arc::new(tls::ReloadableTls::load(&config.tls, &config.trust_domain)?);
+    /// A builder for `config`, to replace adapters before building.
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder {
+            config,
+            overrides: Overrides::default(),
+        }
+    }
+
+    async fn assemble(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        let server = &config.server;
+        let tls = Arc::new(tls::ReloadableTls::load(&server.tls, &server.trust_domain)?);
         let registry = Registry::new();
-        let observer = Arc::new(ProvisioningMetrics::register(&registry)?);
-        let open_watches = observer.watches();
         let observers = Observers {
-            provisioning: observer,
+            provisioning: Arc::new(ProvisioningMetrics::register(&registry)?),
             cache: Arc::new(CacheMetrics::register(&registry)?),
             relay: Arc::new(RelayMetrics::register(&registry)?),
         };
         let rate_limited = RateLimitMetrics::register(&registry)?;
-        let services = wiring::build(&config, observers, wrap).await?;
+        let stop = CancellationToken::new();
+        let signals = Signals::new(stop.child_token());
+        let services = wiring::build(&config, observers, signals, overrides).await?;
         let grpc_metrics = GrpcMetrics::register(
             &registry,
             &[
@@ -121,18 +172,18 @@ impl App {
         if let Some(stats) = services.db_pool.clone() {
             registry.register(Box::new(DbPoolCollector::new(stats)?))?;
         }
-        let grpc = TcpListener::bind(config.listen)
+        let grpc = TcpListener::bind(server.listen)
             .await
-            .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+            .with_context(|| format!("listen: cannot bind {}", server.listen))?;
         let hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
         let audit_dropped = IntCounter::new(
             "audit_records_dropped_total",
             "Audit records lost to a full queue or a store that kept failing.",
         )?;
         registry.register(Box::new(audit_dropped.clone()))?;
-        let metrics = TcpListener::bind(config.metrics_listen)
+        let metrics = TcpListener::bind(server.metrics_listen)
             .await
-            .with_context(|| format!("metrics-listen: cannot bind {}", config.metrics_listen))?;
+            .with_context(|| format!("metrics-listen: cannot bind {}", server.metrics_listen))?;
         Ok(Self {
             config,
             grpc,
@@ -143,8 +194,8 @@ impl App {
             grpc_metrics,
             hangups,
             audit_dropped,
-            open_watches,
             rate_limited,
+            stop,
         })
     }
 
@@ -169,8 +220,8 @@ impl App {
         self.tls.dev_certs()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, reports NOT_SERVING and
-    /// drains in-flight calls for at most the configured grace period.
+    /// Serves until `shutdown` completes, then stops as the module docs describe, within
+    /// the configured grace period.
     ///
     /// # Errors
     /// When a server fails (not on a clean shutdown).
@@ -178,35 +229,42 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _closed = rx.wait_for(|stop| *stop).await;
-            }
-        };
+        let services = self.services;
+        let mut tasks = Tasks::new(self.stop.clone());
+        // Fired once the gRPC server has drained: the audit queue and /metrics then stop.
+        let drained = CancellationToken::new();
 
-        let (health, health_service, prober) =
-            start_health(&self.services, self.config.health_probe_interval).await;
+        let probing = self.stop.child_token();
+        let (health, health_service, prober) = start_health(
+            &services,
+            self.config.server.health_probe_interval,
+            &mut tasks,
+            probing.clone(),
+        )
+        .await;
         // v1 for current clients, v1alpha for grpcurl 1.8.x and other older tools.
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let services = self.services;
-        let (workers, sweeper) = provisioning(&services, &self.config, &stop_tx);
-        let relay = services
-            .relay
-            .clone()
-            .map(|r| relay::start(r, stop_tx.subscribe()));
-        let (audit_sink, close_audit, audit_writer) =
-            start_audit(&services, self.audit_dropped.clone());
+        start_provisioning(&services, &self.config, &mut tasks);
+        if let Some(relay) = &services.relay {
+            relay::spawn(relay, &mut tasks);
+        }
+        let (audit_sink, queue) = audit::queue(audit::CAPACITY, self.audit_dropped.clone());
+        let audit_writer = tokio::spawn(audit::write_behind(
+            services.audit_log.clone(),
+            queue,
+            drained.clone().cancelled_owned(),
+            self.audit_dropped,
+        ));
         let router = Server::builder()
             .timeout(REQUEST_TIMEOUT)
             .trace_fn(|request| tracing::info_span!("rpc", path = %request.uri().path()))
             // The first layer is the outermost: identity first, so calls know their caller.
-            .layer(IdentityLayer::new(&self.config.trust_domain))
-            .layer(CallLayer::new(self.grpc_metrics, Some(audit_sink)))
-            // Inside the call layer, so refused calls are counted and audited too.
+            .layer(IdentityLayer::new(&self.config.server.trust_domain))
+            .layer(MetricsLayer::new(self.grpc_metrics))
+            .layer(AuditLayer::new(audit_sink))
+            // Inside the metrics and audit layers, so refused calls are counted and audited.
             .layer(RateLimitLayer::new(
                 services.rate_limits.clone(),
                 self.rate_limited,
@@ -222,35 +280,72 @@ impl App {
             )))
             .add_service(ProvisioningServiceServer::new(ProvisioningApi::new(
                 services.provisioning.clone(),
-                stop_tx.subscribe(),
-                self.open_watches,
             )))
             .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)));
 
-        let (incoming, acceptor) = tls::incoming(self.grpc, self.tls.clone());
-        let reloader = tokio::spawn(reload_on_sighup(self.tls.clone(), self.hangups));
-        let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped()));
+        let (incoming, accepting) = tls::incoming(self.grpc, self.tls.clone(), self.stop.clone());
+        tasks.spawn("TLS acceptor", accepting);
+        tasks.spawn(
+            "TLS reloader",
+            reload_on_sighup(self.tls.clone(), self.hangups, self.stop.clone()),
+        );
+        let grpc = tokio::spawn(
+            router.serve_with_incoming_shutdown(incoming, self.stop.clone().cancelled_owned()),
+        );
         let metrics = tokio::spawn(crate::metrics::serve_http(
             self.metrics,
             self.registry,
-            stopped(),
+            drained.clone().cancelled_owned(),
         ));
 
         shutdown.await;
-        tracing::info!("shutting down: draining in-flight calls");
-        prober.abort();
-        sweeper.abort();
-        reloader.abort();
-        acceptor.abort();
-        health::set_all(&health, ServingStatus::NotServing).await;
-        let _receivers_gone = stop_tx.send(true);
+        Running {
+            health,
+            probing,
+            prober,
+            stop: self.stop,
+            grpc,
+            tasks,
+            relay: services.relay,
+            drained,
+            audit_writer,
+            metrics,
+        }
+        .stop(self.config.server.shutdown_grace)
+        .await
+    }
+}
 
-        // One deadline for the whole shutdown: drain calls, then flush the audit queue.
-        let grace = self.config.shutdown_grace;
+/// A serving server's parts, for its shutdown.
+struct Running {
+    health: tonic_health::server::HealthReporter,
+    /// Stops the health prober, which must be gone before NOT_SERVING is reported (or its
+    /// round in progress could report SERVING again).
+    probing: CancellationToken,
+    prober: JoinHandle<()>,
+    stop: CancellationToken,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    tasks: Tasks,
+    relay: Option<wiring::Relay>,
+    drained: CancellationToken,
+    audit_writer: JoinHandle<()>,
+    metrics: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops as the module docs describe, within `grace`.
+    async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+        tracing::info!("shutting down: draining in-flight calls");
+        self.probing.cancel();
+        let _prober_ended = self.prober.await;
+        health::set_all(&self.health, ServingStatus::NotServing).await;
+        self.stop.cancel();
+
+        // One deadline for the whole shutdown: drain calls, stop the tasks, flush.
         let deadline = tokio::time::Instant::now() + grace;
-        let grpc_abort = grpc.abort_handle();
+        let grpc_abort = self.grpc.abort_handle();
         // A failed server still has queued audit records: its error waits for the flush.
-        let served = if let Ok(joined) = tokio::time::timeout_at(deadline, grpc).await {
+        let served = if let Ok(joined) = tokio::time::timeout_at(deadline, self.grpc).await {
             joined
                 .context("gRPC server task")
                 .and_then(|served| served.context("gRPC server"))
@@ -262,22 +357,22 @@ impl App {
             grpc_abort.abort();
             Ok(())
         };
-        stop_workers(workers, deadline).await;
-        if let Some(relay) = relay {
-            relay.stop(deadline).await;
+        self.tasks.stop(deadline).await;
+        if let Some(relay) = &self.relay {
+            relay::flush(relay, deadline).await;
         }
         // Every finished call has queued its record: close the queue and let the writer
         // flush it (at least a moment even when the drain used up the grace period).
-        let _writer_gone = close_audit.send(());
+        self.drained.cancel();
         let flush_deadline = deadline.max(tokio::time::Instant::now() + FLUSH_AT_LEAST);
-        if tokio::time::timeout_at(flush_deadline, audit_writer)
+        if tokio::time::timeout_at(flush_deadline, self.audit_writer)
             .await
             .is_err()
         {
             tracing::error!("audit writer did not finish in time; queued records may be lost");
         }
         served?;
-        if let Ok(joined) = tokio::time::timeout_at(flush_deadline, metrics).await {
+        if let Ok(joined) = tokio::time::timeout_at(flush_deadline, self.metrics).await {
             joined
                 .context("metrics server task")?
                 .context("metrics server")?;
@@ -289,34 +384,13 @@ impl App {
     }
 }
 
-/// Starts the write-behind audit writer: the sink calls record into, the sender that
-/// closes its queue, and the writer task (which ends once the queue is flushed).
-fn start_audit(
-    services: &wiring::Services,
-    dropped: IntCounter,
-) -> (
-    audit::AuditSink,
-    tokio::sync::oneshot::Sender<()>,
-    JoinHandle<()>,
-) {
-    let (sink, queue) = audit::queue(audit::CAPACITY, dropped.clone());
-    let (close, closing) = tokio::sync::oneshot::channel::<()>();
-    let writer = tokio::spawn(audit::write_behind(
-        services.audit_log.clone(),
-        queue,
-        async {
-            let _closed = closing.await;
-        },
-        dropped,
-    ));
-    (sink, close, writer)
-}
-
 /// Reports every service and dependency SERVING (dependencies were reachable when the app
 /// was built) and starts the prober, which takes over from here.
 async fn start_health(
     services: &wiring::Services,
     interval: Duration,
+    tasks: &mut Tasks,
+    stop: CancellationToken,
 ) -> (
     tonic_health::server::HealthReporter,
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
@@ -329,62 +403,42 @@ async fn start_health(
             .set_service_status(check.name(), ServingStatus::Serving)
             .await;
     }
-    let prober = tokio::spawn(health::probe(
-        health.clone(),
-        services.checks.clone(),
-        interval,
-    ));
+    let prober = tasks.spawn(
+        "health prober",
+        health::probe(health.clone(), services.checks.clone(), interval, stop),
+    );
     (health, health_service, prober)
 }
 
-/// Starts the provisioning engine: its workers and the deadline sweeper.
-fn provisioning(
-    services: &wiring::Services,
-    config: &Config,
-    stop: &watch::Sender<bool>,
-) -> (Vec<JoinHandle<()>>, JoinHandle<()>) {
-    let workers = provisioning_workers(&services.engine, stop);
-    let sweeper = tokio::spawn(sweep(
-        services.provisioning.clone(),
-        config.provisioning.sweep_interval,
-    ));
-    (workers, sweeper)
-}
-
-/// Starts the engine's workers; each stops between runs once `stop` turns true.
-fn provisioning_workers(engine: &Engine, stop: &watch::Sender<bool>) -> Vec<JoinHandle<()>> {
+/// Starts the provisioning engine's workers and the deadline sweeper.
+fn start_provisioning(services: &wiring::Services, config: &Config, tasks: &mut Tasks) {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "tenantd".to_owned(), |h| h.trim().to_owned());
     let pid = std::process::id();
-    (0..engine.settings().workers)
-        .map(|i| {
-            let name = format!("{host}/{pid}/worker-{i}");
-            tokio::spawn(work(engine.clone(), name, stop.subscribe()))
-        })
-        .collect()
-}
-
-/// Waits for the workers to finish the step at hand until `deadline`; one still busy then
-/// is dropped (its transaction rolls back) and its run resumes, here after a restart or in
-/// another replica, once the lease expires.
-async fn stop_workers(workers: Vec<JoinHandle<()>>, deadline: tokio::time::Instant) {
-    for worker in workers {
-        let abort = worker.abort_handle();
-        if tokio::time::timeout_at(deadline, worker).await.is_err() {
-            abort.abort();
-            tracing::warn!(
-                "a provisioning worker was still busy at the deadline; its run resumes after the lease"
-            );
-        }
+    for i in 0..services.engine.settings().workers {
+        let name = format!("{host}/{pid}/worker-{i}");
+        let stop = tasks.stop_token().clone();
+        tasks.spawn(
+            "provisioning worker",
+            work(services.engine.clone(), name, stop),
+        );
     }
+    tasks.spawn(
+        "provisioning sweeper",
+        sweep(
+            services.provisioning.clone(),
+            config.provisioning.sweep_interval,
+            tasks.stop_token().clone(),
+        ),
+    );
 }
 
 /// One worker: drives due runs one after another, idles until woken or the poll interval
-/// passes, and stops between runs on shutdown.
-async fn work(engine: Engine, name: String, mut stop: watch::Receiver<bool>) {
+/// passes, and stops between runs once `stop` is cancelled.
+async fn work(engine: Engine, name: String, stop: CancellationToken) {
     let mut failing = false;
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return;
         }
         match engine.work_once(&name).await {
@@ -403,17 +457,20 @@ async fn work(engine: Engine, name: String, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             () = engine.idle() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
+            () = stop.cancelled() => return,
         }
     }
 }
 
 /// The deadline sweeper: cancels overdue runs (with compensation) every `interval`.
-async fn sweep(provisioning: ProvisioningService, interval: Duration) {
+async fn sweep(provisioning: ProvisioningService, interval: Duration, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
         match provisioning.cancel_overdue().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(cancelled = n, "sweeper cancelled overdue provisioning runs"),

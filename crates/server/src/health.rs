@@ -1,4 +1,4 @@
-//! grpc.health.v1 status per dependency. A background task probes each dependency at an
+//! grpc.health.v1 status per dependency (the checks themselves are the wiring's). A background task probes each dependency at an
 //! interval and reports it under its own service name (e.g. `database`); when a critical
 //! dependency is down the overall status ("") and every tenant.v1 service report
 //! NOT_SERVING too, and all return to SERVING by themselves once it answers again.
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -43,54 +44,72 @@ pub async fn set_all(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Probes `checks` every `interval` (the first time at once) until the task is dropped.
+/// Probes `checks` every `interval` (the first time at once) until `stop` is cancelled,
+/// which also ends a round in progress: once this has returned, it changes no status.
 pub async fn probe(
     health: HealthReporter,
     checks: Vec<Arc<dyn DependencyCheck>>,
     interval: Duration,
+    stop: CancellationToken,
 ) {
     let mut last: Vec<Option<bool>> = vec![None; checks.len()];
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
-        let mut critical_down = false;
-        for (check, last) in checks.iter().zip(last.iter_mut()) {
-            // A check must not outlive its interval: a hung dependency counts as down.
-            let up = match tokio::time::timeout(interval, check.check()).await {
-                Ok(Ok(())) => true,
-                Ok(Err(cause)) => {
-                    if *last != Some(false) {
-                        tracing::warn!(dependency = check.name(), cause = %cause, "dependency is down");
-                    }
-                    false
-                }
-                Err(_) => {
-                    if *last != Some(false) {
-                        tracing::warn!(dependency = check.name(), "dependency check timed out");
-                    }
-                    false
-                }
-            };
-            if up && *last == Some(false) {
-                tracing::info!(dependency = check.name(), "dependency is back");
-            }
-            if *last != Some(up) {
-                let status = if up {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                health.set_service_status(check.name(), status).await;
-            }
-            *last = Some(up);
-            critical_down |= !up && check.critical();
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
         }
-        let status = if critical_down {
-            ServingStatus::NotServing
-        } else {
-            ServingStatus::Serving
-        };
-        set_all(&health, status).await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = round(&health, &checks, &mut last, interval) => {}
+        }
     }
+}
+
+/// Checks every dependency once and reports what changed, then the overall status.
+async fn round(
+    health: &HealthReporter,
+    checks: &[Arc<dyn DependencyCheck>],
+    last: &mut [Option<bool>],
+    interval: Duration,
+) {
+    let mut critical_down = false;
+    for (check, last) in checks.iter().zip(last.iter_mut()) {
+        // A check must not outlive its interval: a hung dependency counts as down.
+        let up = match tokio::time::timeout(interval, check.check()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(cause)) => {
+                if *last != Some(false) {
+                    tracing::warn!(dependency = check.name(), cause = %cause, "dependency is down");
+                }
+                false
+            }
+            Err(_) => {
+                if *last != Some(false) {
+                    tracing::warn!(dependency = check.name(), "dependency check timed out");
+                }
+                false
+            }
+        };
+        if up && *last == Some(false) {
+            tracing::info!(dependency = check.name(), "dependency is back");
+        }
+        if *last != Some(up) {
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(check.name(), status).await;
+        }
+        *last = Some(up);
+        critical_down |= !up && check.critical();
+    }
+    let status = if critical_down {
+        ServingStatus::NotServing
+    } else {
+        ServingStatus::Serving
+    };
+    set_all(health, status).await;
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod call;
 pub mod config;
 pub mod devcerts;
 pub mod grpc;
@@ -12,11 +13,12 @@ pub mod metrics;
 pub mod proto;
 pub mod rate_limit;
 pub mod relay;
+pub mod tasks;
 pub mod telemetry;
 pub mod tls;
 pub mod wiring;
 
-pub use app::App;
+pub use app::{App, AppBuilder};
 pub use config::Config;
 
 /// Installs rustls' ring crypto provider for the process. Call once before any TLS use;

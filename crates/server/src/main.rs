@@ -3,16 +3,22 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use tenantd_adapters::crypto::KeyRing;
 use tenantd_domain::{Principal, TenantId};
 use tenantd_server::config::{
-    CertsCommand, Cli, Command, IdentityArgs, KeysCommand, ServeArgs, Store,
+    self, CertsCommand, Command, Environment, IdentityArgs, KeysCommand, LoadError, Settings, Store,
 };
 use tenantd_server::{App, Config, devcerts, install_crypto_provider, telemetry};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match config::parse(std::env::args_os(), &Environment::process()) {
+        Ok(cli) => cli,
+        Err(LoadError::Cli(err)) => err.exit(),
+        Err(LoadError::Config(err)) => {
+            eprintln!("tenantd: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -64,9 +70,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args)?;
-    telemetry::init(config.log_format, &config.log);
+/// The validated configuration of `settings`, with logging set up as it says.
+fn configure(settings: Settings) -> anyhow::Result<Config> {
+    let config = Config::resolve(settings)?;
+    telemetry::init(config.server.log_format, &config.server.log);
+    Ok(config)
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let config = configure(settings)?;
     let in_memory = config.store == Store::Memory;
     let app = App::build(config).await?;
     let addr = app.grpc_addr()?;
@@ -116,9 +128,8 @@ fn issue(dir: &std::path::Path, trust_domain: &str, identity: &IdentityArgs) -> 
     Ok(())
 }
 
-async fn rewrap(args: ServeArgs, batch_size: usize) -> anyhow::Result<()> {
-    let config = Config::load(args)?;
-    telemetry::init(config.log_format, &config.log);
+async fn rewrap(settings: Settings, batch_size: usize) -> anyhow::Result<()> {
+    let config = configure(settings)?;
     let rewrapped = tenantd_server::wiring::rewrap(&config, batch_size).await?;
     println!(
         "re-sealed {} contact emails, {} tenant user emails and {} unclaimed first API keys with the primary key",
@@ -127,9 +138,8 @@ async fn rewrap(args: ServeArgs, batch_size: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args)?;
-    telemetry::init(config.log_format, &config.log);
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let config = configure(settings)?;
     tenantd_server::wiring::migrate(&config).await?;
     println!("migrations applied");
     Ok(())

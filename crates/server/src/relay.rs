@@ -1,12 +1,12 @@
 //! The event relay's background tasks: one publishes the outbox to Kafka (after making
 //! sure the topic exists), backing off while the brokers do not take events; the other
-//! measures the backlog for the metrics.
+//! measures the backlog for the metrics. Both run on the server's [`Tasks`].
 
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use crate::tasks::Tasks;
 use crate::wiring::Relay;
 
 /// First delay after a failure.
@@ -16,60 +16,39 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the backlog is measured.
 const MEASURE_EVERY: Duration = Duration::from_secs(1);
 
-/// The running relay tasks.
-#[derive(Debug)]
-pub struct RelayTasks {
-    relay: Relay,
-    publishing: JoinHandle<()>,
-    measuring: JoinHandle<()>,
+/// Starts the relay's tasks: publishing stops between batches once the tasks' token is
+/// cancelled; measuring stops at once.
+pub fn spawn(relay: &Relay, tasks: &mut Tasks) {
+    let stop = tasks.stop_token().clone();
+    tasks.spawn("event relay", publish(relay.clone(), stop.clone()));
+    tasks.spawn("outbox backlog gauge", measure(relay.clone(), stop));
 }
 
-/// Starts the relay; it stops between batches once `stop` turns true.
-pub fn start(relay: Relay, stop: watch::Receiver<bool>) -> RelayTasks {
-    RelayTasks {
-        publishing: tokio::spawn(publish(relay.clone(), stop)),
-        measuring: tokio::spawn(measure(relay.clone())),
-        relay,
+/// Flushes the producer once publishing stopped (at least a moment even when the deadline
+/// has passed). A batch that was still unconfirmed was dropped: its transaction rolled back
+/// and its events are published again later (at least once).
+pub async fn flush(relay: &Relay, deadline: tokio::time::Instant) {
+    let flush_for = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(1));
+    if let Err(err) = relay.relay.flush(flush_for).await {
+        tracing::warn!(error = %err, "kafka producer not flushed; undelivered events stay in the outbox");
     }
 }
 
-impl RelayTasks {
-    /// Waits until `deadline` for the batch in flight, then flushes the producer (at least
-    /// a moment). A batch still unconfirmed then is dropped: its transaction rolls back and
-    /// its events are published again later (at least once).
-    pub async fn stop(self, deadline: tokio::time::Instant) {
-        self.measuring.abort();
-        let abort = self.publishing.abort_handle();
-        if tokio::time::timeout_at(deadline, self.publishing)
-            .await
-            .is_err()
-        {
-            abort.abort();
-            tracing::warn!(
-                "the event relay was still publishing at the deadline; those events will be published again"
-            );
-        }
-        let flush_for = deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .max(Duration::from_secs(1));
-        if let Err(err) = self.relay.relay.flush(flush_for).await {
-            tracing::warn!(error = %err, "kafka producer not flushed; undelivered events stay in the outbox");
-        }
-    }
-}
-
-async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+/// Sleeps `delay`; `true` when `stop` was cancelled first.
+async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         () = tokio::time::sleep(delay) => false,
-        _ = stop.wait_for(|stop| *stop) => true,
+        () = stop.cancelled() => true,
     }
 }
 
-async fn publish(relay: Relay, mut stop: watch::Receiver<bool>) {
+async fn publish(relay: Relay, stop: CancellationToken) {
     let mut backoff = MIN_BACKOFF;
     let mut failing = false;
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return;
         }
         match relay.publisher.ensure_topic().await {
@@ -81,7 +60,7 @@ async fn publish(relay: Relay, mut stop: watch::Receiver<bool>) {
                 failing = true;
             }
         }
-        if sleep_or_stop(backoff, &mut stop).await {
+        if sleep_or_stop(backoff, &stop).await {
             return;
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -89,7 +68,7 @@ async fn publish(relay: Relay, mut stop: watch::Receiver<bool>) {
     backoff = MIN_BACKOFF;
     failing = false;
     loop {
-        if *stop.borrow() {
+        if stop.is_cancelled() {
             return;
         }
         let delay = match relay.relay.relay_once().await {
@@ -124,17 +103,20 @@ async fn publish(relay: Relay, mut stop: watch::Receiver<bool>) {
                 backoff
             }
         };
-        if sleep_or_stop(delay, &mut stop).await {
+        if sleep_or_stop(delay, &stop).await {
             return;
         }
     }
 }
 
-async fn measure(relay: Relay) {
+async fn measure(relay: Relay, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(MEASURE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
         if let Err(err) = relay.relay.measure().await {
             tracing::debug!(error = %err, "cannot measure the outbox backlog");
         }

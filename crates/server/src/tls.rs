@@ -19,10 +19,10 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::TlsSource;
 use crate::devcerts::{self, DevCerts};
@@ -204,23 +204,33 @@ fn build(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
 
 /// Accepts TCP connections on `listener` and completes their TLS handshakes concurrently
 /// (a slow client never holds up the others), yielding established streams. The returned
-/// task owns the listener: abort it to stop accepting.
+/// future is the accept loop (it owns the listener): run it as a task; it ends when `stop`
+/// is cancelled.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ReloadableTls>,
+    stop: CancellationToken,
 ) -> (
     ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>,
-    JoinHandle<()>,
+    impl Future<Output = ()> + Send + 'static,
 ) {
     let (tx, rx) = mpsc::channel(64);
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let peers = Arc::new(PeerHandshakes::default());
-    let acceptor = tokio::spawn(async move {
+    let accepting = async move {
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
+            let permit = tokio::select! {
+                () = stop.cancelled() => return,
+                permit = permits.clone().acquire_owned() => permit,
+            };
+            let Ok(permit) = permit else {
                 return;
             };
-            let (tcp, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     tracing::warn!(error = %err, "accept failed");
@@ -247,8 +257,8 @@ pub fn incoming(
                 }
             });
         }
-    });
-    (ReceiverStream::new(rx), acceptor)
+    };
+    (ReceiverStream::new(rx), accepting)
 }
 
 fn handshake_failed(peer: SocketAddr, why: &str) {

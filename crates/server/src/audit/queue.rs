@@ -1,4 +1,4 @@
-//! Write-behind audit logging. Each finished call hands its record to an in-process queue
+//! The write-behind audit queue. Each finished call hands its record to an in-process queue
 //! (no I/O on the call's path); one writer task appends them in batches. On graceful
 //! shutdown the gRPC server drains first, which drops every sender; the writer then sees the
 //! queue close, appends what is left and ends, and `App::run_until` waits for it (within
@@ -6,12 +6,12 @@
 //! lost. The queue is bounded (a store that stays down must not exhaust memory); a full
 //! queue and a store failing past its retries drop records, counted and logged loudly.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::IntCounter;
+use tenantd_domain::AuditRecord;
 use tenantd_domain::ports::AuditLog;
-use tenantd_domain::{AuditRecord, TenantId};
 use tokio::sync::mpsc;
 
 /// Most records in one append.
@@ -97,23 +97,6 @@ pub async fn write_behind(
             }
         }
         batch.clear();
-    }
-}
-
-/// The tenant a call is about, filled in by the handler once it has authorized the call, so
-/// the audit record can name it.
-#[derive(Debug, Clone, Default)]
-pub struct AuditTarget(Arc<OnceLock<TenantId>>);
-
-impl AuditTarget {
-    /// Records the call's tenant (the first value wins).
-    pub fn set(&self, tenant: TenantId) {
-        let _first_wins = self.0.set(tenant);
-    }
-
-    /// The call's tenant, if one was recorded.
-    pub fn get(&self) -> Option<TenantId> {
-        self.0.get().copied()
     }
 }
 

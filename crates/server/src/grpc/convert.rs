@@ -31,7 +31,7 @@ pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
 /// [`Error::InvalidArgument`] for non-finite numbers or nesting deeper than 32 levels.
 pub fn struct_to_json(value: Struct, field: &str) -> Result<Map<String, Json>, Error> {
     fields_to_json(value.fields, 0)
-        .map_err(|why| Error::InvalidArgument(vec![FieldViolation::new(field, why)]))
+        .map_err(|why| Error::invalid_fields(vec![FieldViolation::new(field, why)]))
 }
 
 fn fields_to_json(
@@ -414,7 +414,9 @@ mod tests {
             .into(),
         };
         let err = struct_to_json(nan, "tenant.config").unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument(v) if v[0].field == "tenant.config"));
+        assert!(
+            matches!(err, Error::InvalidArgument { violations: v, .. } if v[0].field == "tenant.config")
+        );
 
         let mut deep = Value {
             kind: Some(Kind::BoolValue(true)),

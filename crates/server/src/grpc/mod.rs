@@ -20,7 +20,7 @@ use tonic::{Request, Status};
 
 use tenantd_domain::TenantId;
 
-use crate::audit::AuditTarget;
+use crate::call::CallTenant;
 use crate::identity::Caller;
 
 /// Authorizes the caller of `request` for `operation` on `tenant` (the tenant id as sent).
@@ -35,7 +35,7 @@ pub(crate) fn allow<T>(
         .get::<Caller>()
         .and_then(|caller| caller.principal.as_ref());
     if let (Some(target), Some(tenant)) = (
-        request.extensions().get::<AuditTarget>(),
+        request.extensions().get::<CallTenant>(),
         tenant.and_then(|t| t.parse::<TenantId>().ok()),
     ) {
         target.set(tenant);

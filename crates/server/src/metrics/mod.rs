@@ -8,7 +8,7 @@ mod pool;
 mod provisioning;
 mod relay;
 
-pub use grpc::{CallLayer, GrpcMetrics};
+pub use grpc::{GrpcMetrics, MetricsLayer};
 pub use http::serve as serve_http;
 pub use pool::{DbPoolCollector, PoolStats};
 pub use provisioning::ProvisioningMetrics;

@@ -1,6 +1,6 @@
 //! Provisioning metrics: `provisioning_runs_total{result}`,
-//! `provisioning_step_duration_seconds{step}`, `provisioning_step_attempts_total{step,result}`
-//! and `provisioning_runs_in_flight`.
+//! `provisioning_step_duration_seconds{step}`, `provisioning_step_attempts_total{step,result}`,
+//! `provisioning_runs_in_flight` and `provisioning_watches_open`.
 
 use std::time::Duration;
 
@@ -79,11 +79,6 @@ impl ProvisioningMetrics {
             watches,
         })
     }
-
-    /// The gauge of open WatchProvisioning streams.
-    pub fn watches(&self) -> IntGauge {
-        self.watches.clone()
-    }
 }
 
 impl ProvisioningObserver for ProvisioningMetrics {
@@ -109,5 +104,13 @@ impl ProvisioningObserver for ProvisioningMetrics {
     fn runs_in_flight(&self, running: u64) {
         self.in_flight
             .set(i64::try_from(running).unwrap_or(i64::MAX));
+    }
+
+    fn watch_opened(&self) {
+        self.watches.inc();
+    }
+
+    fn watch_closed(&self) {
+        self.watches.dec();
     }
 }

@@ -1,10 +1,16 @@
 //! The composition root: the one place that picks an adapter for every port. Swapping an
-//! adapter is a change here and nowhere else.
+//! adapter is a change here and nowhere else. The admin commands that open the store
+//! without serving it are in `admin.rs`; the health checks of the dependencies picked
+//! here, in `checks.rs`.
+
+mod admin;
+mod checks;
+
+pub use admin::{migrate, rewrap};
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use async_trait::async_trait;
 use prost::Message as _;
 use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::kafka::{KafkaPublisher, KafkaSettings};
@@ -13,7 +19,7 @@ use tenantd_adapters::memory::{
     MemoryTenantDatabases,
 };
 use tenantd_adapters::postgres::{
-    self, PgBilling, PgDns, PgPlanRepository, PgSettings, PgStore, PgTenantDatabases,
+    self, PgBilling, PgDns, PgPlanRepository, PgStore, PgTenantDatabases,
 };
 use tenantd_adapters::redis::{
     CacheObserver, CachedApiKeys, CachedRuns, CachedTenants, Redis, RedisCache, RedisRateLimiter,
@@ -21,9 +27,9 @@ use tenantd_adapters::redis::{
 };
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
 use tenantd_application::{
-    ApiKeyService, AuditService, Engine, EventService, INITIAL_KEY_PURPOSE, OutboxRelay,
-    PlanService, Providers, ProvisioningObserver, ProvisioningService, RateLimitService,
-    RelayObserver, Signals, StepPorts, TenantService, TenantSettings,
+    ApiKeyService, AuditService, Engine, EventService, OutboxRelay, PlanService, Providers,
+    ProvisioningObserver, ProvisioningService, RateLimitService, RelayObserver, Signals, StepPorts,
+    TenantService, TenantSettings,
 };
 use tenantd_domain::Event;
 use tenantd_domain::ports::{
@@ -31,6 +37,7 @@ use tenantd_domain::ports::{
     ProvisioningRepository, RateLimiter, SecretSealer, TenantRepository,
 };
 
+use self::checks::{Cache, Database, Publisher};
 use crate::config::{Config, KafkaConfig, Store};
 use crate::health::DependencyCheck;
 use crate::metrics::PoolStats;
@@ -112,9 +119,21 @@ impl std::fmt::Debug for Services {
     }
 }
 
-/// Rewraps the providers before the engine gets them: how tests inject failures (a
-/// decorator per provider port) without the production wiring knowing.
-pub type ProviderWrap = Box<dyn FnOnce(Providers) -> Providers + Send>;
+/// Adapters to use instead of (or around) the ones the configuration picks: how tests
+/// inject failures (a decorator per provider port) without the production wiring knowing.
+#[derive(Default)]
+pub struct Overrides {
+    /// Rewraps the provisioning providers before the engine gets them.
+    pub providers: Option<Box<dyn FnOnce(Providers) -> Providers + Send>>,
+}
+
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overrides")
+            .field("providers", &self.providers.is_some())
+            .finish()
+    }
+}
 
 /// One adapter per port.
 struct Ports {
@@ -137,7 +156,7 @@ struct Ports {
 /// Builds the services for `config`: PostgreSQL (connected and migrated) when a database
 /// is configured, else every port in memory (the embedded default); Redis in front of it
 /// and Kafka behind the outbox when configured. Adapters report to `observers`; the
-/// provisioning providers pass through `wrap`, if given.
+/// use cases share `signals`; `overrides` replace what they name.
 ///
 /// # Errors
 /// One line naming the setting when a dependency is unusable (the database unreachable or
@@ -145,7 +164,8 @@ struct Ports {
 pub async fn build(
     config: &Config,
     observers: Observers,
-    wrap: Option<ProviderWrap>,
+    signals: Signals,
+    overrides: Overrides,
 ) -> anyhow::Result<Services> {
     let observer = observers.provisioning.clone();
     let mut ports = ports(config).await?;
@@ -157,16 +177,13 @@ pub async fn build(
             .push(Arc::new(Publisher(relay.publisher.clone())));
     }
     let settings = TenantSettings {
-        deletion_retention: chrono::Duration::from_std(config.deletion_retention)
-            .unwrap_or(chrono::Duration::days(30)),
+        deletion_retention: config.tenants.deletion_retention,
         provisioning_timeout: config.provisioning.run_timeout(),
-        ..TenantSettings::default()
     };
     let clock = Arc::new(SystemClock);
     let ids = Arc::new(UuidV7Generator);
     let random = Arc::new(OsRandom);
-    let signals = Signals::default();
-    let providers = match wrap {
+    let providers = match overrides.providers {
         Some(wrap) => wrap(ports.providers),
         None => ports.providers,
     };
@@ -231,16 +248,11 @@ pub async fn build(
 
 /// The adapters of every port for `config`.
 async fn ports(config: &Config) -> anyhow::Result<Ports> {
-    let resources = &config.tenant_resources;
     Ok(match &config.store {
         Store::Memory => {
             // Even in memory, contact emails are kept sealed, with a key that lives and dies
             // with the process (as the data does).
-            let ephemeral = KeyRing::parse(
-                &KeyRing::generate_entry("ephemeral"),
-                &KeyRing::generate_blind_index_key(),
-            )
-            .map_err(|e| anyhow::anyhow!("ephemeral key ring: {e}"))?;
+            let ephemeral = KeyRing::generate("ephemeral");
             tracing::warn!(
                 "embedded mode: contact emails are sealed with an ephemeral key generated at start; it is lost when tenantd stops, like the data"
             );
@@ -254,7 +266,7 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 sealer: ring,
                 providers: Providers {
                     databases: Arc::new(MemoryTenantDatabases::default()),
-                    dns: Arc::new(MemoryDns::new(&resources.dns_base_domain)),
+                    dns: Arc::new(MemoryDns::new(&config.dns.base_domain, config.dns.ingress)),
                     billing: Arc::new(MemoryBilling::default()),
                 },
                 api_keys: Arc::new(store.clone()),
@@ -267,15 +279,15 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 outbox: Arc::new(store.clone()),
             }
         }
-        Store::Postgres { url, .. } => {
+        Store::Postgres { url, pool, .. } => {
             let ring = Arc::new(key_ring(config)?);
-            let pool = postgres::connect(url.expose(), &pg_settings(config))
+            let pool = postgres::connect(url.expose(), pool)
                 .await
                 .context("database-url")?;
             postgres::migrate(&pool).await.context("database-url")?;
             let store = PgStore::new(pool.clone(), ring.clone());
             let databases =
-                PgTenantDatabases::new(pool.clone(), ring.clone(), &resources.schema_prefix)
+                PgTenantDatabases::new(pool.clone(), ring.clone(), &config.tenants.schema_prefix)
                     .map_err(|e| anyhow::anyhow!("tenant-schema-prefix: {e}"))?;
             Ports {
                 tenants: Arc::new(store.clone()),
@@ -287,8 +299,8 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                     databases: Arc::new(databases),
                     dns: Arc::new(PgDns::new(
                         pool.clone(),
-                        &resources.dns_base_domain,
-                        resources.dns_ingress,
+                        &config.dns.base_domain,
+                        config.dns.ingress,
                     )),
                     billing: Arc::new(PgBilling::new(pool.clone())),
                 },
@@ -320,7 +332,8 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
         },
     )
     .map_err(|e| anyhow::anyhow!("redis-url: {e}"))?;
-    ports.limiter = Arc::new(RedisRateLimiter::new(redis.clone()));
+    // While Redis cannot answer, each replica limits on its own.
+    ports.limiter = Arc::new(RedisRateLimiter::new(redis.clone(), ports.limiter.clone()));
     ports.checks.push(Arc::new(Cache(redis.clone())));
     if let Store::Postgres { .. } = config.store {
         let cache = RedisCache::new(redis, settings.cache_ttl, observers.cache.clone());
@@ -352,7 +365,7 @@ fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Resul
                 message_timeout: kafka.message_timeout,
                 partitions: kafka.partitions,
                 replication_factor: kafka.replication_factor,
-                source: format!("urn:tenantd:{}", config.trust_domain),
+                source: format!("urn:tenantd:{}", config.server.trust_domain),
                 client_id: "tenantd".to_owned(),
             },
             encode,
@@ -374,77 +387,8 @@ fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Resul
     }))
 }
 
-/// Applies the migrations of the configured database (`tenantd migrate`).
-///
-/// # Errors
-/// When no database is configured, or it is unreachable, or a migration fails.
-pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let Store::Postgres { url, .. } = &config.store else {
-        anyhow::bail!(
-            "database-url: no database is configured (set DATABASE_URL or --database-url)"
-        );
-    };
-    let pool = postgres::connect(url.expose(), &pg_settings(config))
-        .await
-        .context("database-url")?;
-    postgres::migrate(&pool).await.context("database-url")?;
-    pool.close().await;
-    Ok(())
-}
-
-/// What `tenantd keys rewrap` re-sealed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rewrapped {
-    /// Tenants' contact emails.
-    pub contact_emails: u64,
-    /// Emails of the users in the tenants' own schemas.
-    pub user_emails: u64,
-    /// Sealed first-API-key secrets not claimed yet.
-    pub initial_keys: u64,
-}
-
-/// Re-seals everything still sealed with older keys (`tenantd keys rewrap`): contact
-/// emails, the tenant schemas' user emails, unclaimed first-API-key secrets.
-///
-/// # Errors
-/// When no database is configured, the keys are invalid, or the database fails.
-pub async fn rewrap(config: &Config, batch_size: usize) -> anyhow::Result<Rewrapped> {
-    let Store::Postgres { url, .. } = &config.store else {
-        anyhow::bail!(
-            "database-url: no database is configured (set DATABASE_URL or --database-url)"
-        );
-    };
-    let ring = Arc::new(key_ring(config)?);
-    let pool = postgres::connect(url.expose(), &pg_settings(config))
-        .await
-        .context("database-url")?;
-    let store = PgStore::new(pool.clone(), ring.clone());
-    let databases = PgTenantDatabases::new(
-        pool.clone(),
-        ring.clone(),
-        &config.tenant_resources.schema_prefix,
-    )
-    .map_err(|e| anyhow::anyhow!("tenant-schema-prefix: {e}"))?;
-    let failed = |e: tenantd_domain::RepoError| anyhow::anyhow!("rewrap: {e}");
-    let rewrapped = Rewrapped {
-        contact_emails: store
-            .rewrap_contact_emails(batch_size)
-            .await
-            .map_err(failed)?,
-        user_emails: databases
-            .rewrap_user_emails(batch_size)
-            .await
-            .map_err(failed)?,
-        initial_keys: store
-            .rewrap_initial_keys(&*ring, INITIAL_KEY_PURPOSE, batch_size)
-            .await
-            .map_err(failed)?,
-    };
-    pool.close().await;
-    Ok(rewrapped)
-}
-
-fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
+/// The key ring of a database configuration.
+pub(super) fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
     let Store::Postgres {
         encryption_keys,
         blind_index_key,
@@ -455,74 +399,4 @@ fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
     };
     KeyRing::parse(encryption_keys.expose(), blind_index_key.expose())
         .map_err(|e| anyhow::anyhow!("encryption-keys: {e}"))
-}
-
-fn pg_settings(config: &Config) -> PgSettings {
-    match &config.store {
-        Store::Postgres {
-            max_connections,
-            acquire_timeout,
-            statement_timeout,
-            ..
-        } => PgSettings {
-            max_connections: *max_connections,
-            acquire_timeout: *acquire_timeout,
-            statement_timeout: *statement_timeout,
-        },
-        Store::Memory => PgSettings::default(),
-    }
-}
-
-/// Redis as a health dependency: without it requests are served from PostgreSQL.
-struct Cache(Arc<Redis>);
-
-#[async_trait]
-impl DependencyCheck for Cache {
-    fn name(&self) -> &'static str {
-        "cache"
-    }
-
-    fn critical(&self) -> bool {
-        false
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
-    }
-}
-
-/// The Kafka brokers as a health dependency: without them events wait in the outbox.
-struct Publisher(Arc<KafkaPublisher>);
-
-#[async_trait]
-impl DependencyCheck for Publisher {
-    fn name(&self) -> &'static str {
-        "publisher"
-    }
-
-    fn critical(&self) -> bool {
-        false
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.check(std::time::Duration::from_secs(1)).await
-    }
-}
-
-/// PostgreSQL as a health dependency: without it nothing can be served.
-struct Database(PgStore);
-
-#[async_trait]
-impl DependencyCheck for Database {
-    fn name(&self) -> &'static str {
-        "database"
-    }
-
-    fn critical(&self) -> bool {
-        true
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
-    }
 }
