@@ -7,11 +7,11 @@
 #   scripts/kafka-broker.sh run -- CMD ARGS  runs CMD with KAFKA_BROKERS set to a broker
 #
 # `run`: when KAFKA_BROKERS is already set, it checks that its first broker answers and runs
-# CMD against it. Otherwise it starts tansu on 127.0.0.1:${TENANTD_TEST_KAFKA_PORT:-19092},
+# CMD against it. Otherwise it starts tansu on 127.0.0.1:${TEST_KAFKA_PORT:-19092},
 # in a scratch directory (tansu reads a .env file from its working directory) and logging to
 # ${CARGO_TARGET_DIR:-target}/kafka-broker.log, runs CMD with KAFKA_BROKERS=127.0.0.1:PORT,
 # stops the broker however CMD ends and exits with CMD's status. Either way it exports
-# TENANTD_TEST_TANSU, the absolute path of a tansu 0.6.0 binary when there is one, for the
+# TEST_TANSU_BIN, the absolute path of a tansu 0.6.0 binary when there is one, for the
 # tests that start private brokers. tansu creates no topic by itself: clients create theirs.
 set -euo pipefail
 
@@ -113,16 +113,16 @@ run() {
       say "KAFKA_BROKERS=$KAFKA_BROKERS, but nothing answers at $host:$port: start that broker, or unset KAFKA_BROKERS to have this script start tansu" >&2
       exit 1
     fi
-    if bin=$(tansu_bin); then export TENANTD_TEST_TANSU=$bin; fi
+    if bin=$(tansu_bin); then export TEST_TANSU_BIN=$bin; fi
     say "using the Kafka broker at $KAFKA_BROKERS"
     exec "$@"
   fi
 
   install
   bin=$(tansu_bin)
-  local port=${TENANTD_TEST_KAFKA_PORT:-19092}
+  local port=${TEST_KAFKA_PORT:-19092}
   if answers 127.0.0.1 "$port"; then
-    say "port $port on 127.0.0.1 is taken: stop whatever listens there, set TENANTD_TEST_KAFKA_PORT to a free port, or point KAFKA_BROKERS at a running broker" >&2
+    say "port $port on 127.0.0.1 is taken: stop whatever listens there, set TEST_KAFKA_PORT to a free port, or point KAFKA_BROKERS at a running broker" >&2
     exit 1
   fi
 
@@ -160,7 +160,7 @@ run() {
   fi
 
   export KAFKA_BROKERS=127.0.0.1:$port
-  export TENANTD_TEST_TANSU=$bin
+  export TEST_TANSU_BIN=$bin
   say "tansu answers at $KAFKA_BROKERS"
   local status=0
   "$@" || status=$?

@@ -7,7 +7,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${TENANTD_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/tenantd}
+bin=${SMOKE_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/tenantd}
 base_url=${TEST_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
 redis_url=${TEST_REDIS_URL:-${REDIS_URL:-redis://127.0.0.1:6379}}
 
@@ -113,7 +113,8 @@ unset KAFKA_BROKERS
 phase memory "smoke smoke-tenant" \
   'tenant.v1.TenantService' 'rpc CreateTenant' '"slug": "acme"' '"status": "TENANT_STATUS_PROVISIONING"' \
   '"state": "RUN_STATE_SUCCEEDED"' '"status": "TENANT_STATUS_ACTIVE"' '"tenant.admin"' '"status": "SERVING"' \
-  '"secret": "tk_' 'Code: PermissionDenied' 'refused, as it should be'
+  '"secret": "tk_' 'Code: PermissionDenied' 'refused, as it should be' \
+  'Code: AlreadyExists' '"reason":"SLUG_TAKEN"' '"domain":"tenantd.dev"'
 
 psql -q "$base_url" -c "CREATE SCHEMA $schema" >/dev/null
 # A database needs contact-email keys, made as the README says.

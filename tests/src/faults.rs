@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use async_trait::async_trait;
 use tenantd_application::Providers;
 use tenantd_domain::TenantId;
-use tenantd_domain::ports::{BillingProvider, DnsProvider, ProvisioningTarget, TenantDatabases};
+use tenantd_domain::ports::{
+    BillingProvider, DnsProvider, DnsRecord, ProvisioningTarget, Subscription, TenantDatabases,
+};
 use tenantd_domain::provisioning::StepError;
 use tokio::sync::Semaphore;
 
@@ -145,6 +147,10 @@ impl TenantDatabases for Faulty<dyn TenantDatabases> {
     async fn deprovision(&self, tenant: TenantId) -> Result<(), StepError> {
         self.inner.deprovision(tenant).await
     }
+
+    async fn exists(&self, tenant: TenantId) -> Result<bool, StepError> {
+        self.inner.exists(tenant).await
+    }
 }
 
 #[async_trait]
@@ -157,6 +163,10 @@ impl DnsProvider for Faulty<dyn DnsProvider> {
     async fn withdraw(&self, tenant: TenantId) -> Result<(), StepError> {
         self.inner.withdraw(tenant).await
     }
+
+    async fn records(&self, tenant: TenantId) -> Result<Vec<DnsRecord>, StepError> {
+        self.inner.records(tenant).await
+    }
 }
 
 #[async_trait]
@@ -168,5 +178,9 @@ impl BillingProvider for Faulty<dyn BillingProvider> {
 
     async fn cancel(&self, tenant: TenantId) -> Result<(), StepError> {
         self.inner.cancel(tenant).await
+    }
+
+    async fn subscription(&self, tenant: TenantId) -> Result<Option<Subscription>, StepError> {
+        self.inner.subscription(tenant).await
     }
 }

@@ -1,6 +1,7 @@
 //! The real `tenantd` binary as a child process, for tests that kill it or start several.
 //! The binary is the one `cargo build --bin tenantd` left beside the test executable
-//! (`make test` builds it first).
+//! (`make test` builds it first). It starts from a cleared environment: its settings are
+//! exactly the flags and variables the test passes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::TestKeys;
+use crate::spawn::cleared;
 
 /// A running `tenantd` process.
 #[derive(Debug)]
@@ -69,7 +71,7 @@ impl TenantdProcess {
         keys: &TestKeys,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut command = Command::new(binary()?);
+        let mut command = cleared(binary()?);
         command
             .envs(keys.env())
             .env("TENANTD_DATABASE_URL", schema.url())
@@ -92,7 +94,7 @@ impl TenantdProcess {
     /// # Errors
     /// When it cannot start or exits before listening.
     pub async fn start_in_memory(certs_dir: &Path) -> anyhow::Result<Self> {
-        Self::spawn(Command::new(binary()?), certs_dir).await
+        Self::spawn(cleared(binary()?), certs_dir).await
     }
 
     async fn spawn(mut command: Command, certs_dir: &Path) -> anyhow::Result<Self> {
@@ -101,7 +103,6 @@ impl TenantdProcess {
             .args(["--log-format", "json", "--log", "info"])
             .arg("--dev-certs-dir")
             .arg(certs_dir)
-            .env_remove("DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -10,8 +10,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use uuid::Uuid;
+
+use crate::spawn::cleared;
 
 /// The shared Kafka-protocol broker of the test run.
 ///
@@ -95,7 +97,7 @@ impl PrivateServer {
     /// # Errors
     /// When it does not come up.
     pub async fn start(&mut self) -> anyhow::Result<()> {
-        let mut child = Command::new(&self.command[0])
+        let mut child = cleared(&self.command[0])
             .args(&self.command[1..])
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -173,9 +175,9 @@ pub async fn private_redis() -> anyhow::Result<PrivateServer> {
     .context("redis-server is needed for this test (scripts/test-services.sh installs it)")
 }
 
-/// The tansu binary: `TENANTD_TEST_TANSU`, else `tansu` in ~/.cargo/bin or on the PATH.
+/// The tansu binary: `TEST_TANSU_BIN`, else `tansu` in ~/.cargo/bin or on the PATH.
 fn tansu() -> PathBuf {
-    if let Some(path) = std::env::var_os("TENANTD_TEST_TANSU") {
+    if let Some(path) = std::env::var_os("TEST_TANSU_BIN") {
         return PathBuf::from(path);
     }
     let cargo_home = std::env::var_os("CARGO_HOME").map_or_else(
@@ -257,7 +259,7 @@ pub async fn consume_events(
     timeout: Duration,
 ) -> anyhow::Result<Vec<Consumed>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new("python3")
+    let output = cleared("python3")
         .arg(root.join("python/consume_events.py"))
         .args(["--brokers", brokers, "--topic", topic])
         .args(["--expect", &expect.to_string()])

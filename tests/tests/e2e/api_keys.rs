@@ -2,11 +2,6 @@
 //! service, revocation and expiry taking effect on the next verify, and the plan quota
 //! holding under concurrent creates.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
@@ -15,10 +10,11 @@ use tenantd_e2e::pb::{
     CreateApiKeyRequest, ListApiKeysRequest, RevokeApiKeyRequest, SuspendTenantRequest,
     VerifyApiKeyRequest, VerifyApiKeyResponse,
 };
-use tenantd_e2e::{TestServer, identity, new_tenant, on_every_store};
+use tenantd_e2e::{TestServer, assert_reason, identity, new_tenant, on_every_store};
 use tenantd_server::devcerts;
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
 
 on_every_store!(
     a_created_key_is_shown_once_and_verifies_for_other_services,
@@ -179,9 +175,10 @@ async fn an_expired_key_no_longer_verifies(server: TestServer) {
     past.expire_time = Some(prost_types::Timestamp::from(
         SystemTime::now() - Duration::from_mins(1),
     ));
-    assert_eq!(
-        admin.create_api_key(past).await.unwrap_err().code(),
-        Code::InvalidArgument
+    assert_reason(
+        &admin.create_api_key(past).await.unwrap_err(),
+        Code::InvalidArgument,
+        "FIELD_INVALID",
     );
 
     let mut soon = new_key(&tenant.tenant_id);
@@ -210,6 +207,11 @@ async fn the_plan_quota_holds_under_twenty_concurrent_creates(server: TestServer
         .iter()
         .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
         .count();
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_reason(refused, Code::ResourceExhausted, "API_KEY_QUOTA_EXCEEDED");
+        let limit = refused.get_details_error_info().unwrap().metadata["limit"].clone();
+        assert_eq!(limit, "2", "the free plan's quota");
+    }
     assert_eq!(
         (ok, exhausted),
         (1, 19),
@@ -236,7 +238,7 @@ async fn a_tenant_manages_its_own_keys_only(server: TestServer) {
         .create_api_key(new_key(&theirs.tenant_id))
         .await
         .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_reason(&denied, Code::PermissionDenied, "OPERATION_NOT_PERMITTED");
     let denied = me
         .list_api_keys(ListApiKeysRequest {
             tenant_id: theirs.tenant_id.clone(),
@@ -244,16 +246,13 @@ async fn a_tenant_manages_its_own_keys_only(server: TestServer) {
         })
         .await
         .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_reason(&denied, Code::PermissionDenied, "OPERATION_NOT_PERMITTED");
     let denied = me
         .verify_api_key(VerifyApiKeyRequest {
             api_key: created.secret,
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        denied.code(),
-        Code::PermissionDenied,
-        "verification is for services"
-    );
+    // Verification is for services.
+    assert_reason(&denied, Code::PermissionDenied, "OPERATION_NOT_PERMITTED");
 }

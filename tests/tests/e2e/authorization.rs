@@ -1,17 +1,12 @@
 //! Identity-based authorization end to end: the role comes from the client certificate's
 //! SPIFFE id only, on both stores. The full policy table is tested in the application crate.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use tenantd_e2e::pb::plan_service_client::PlanServiceClient;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
 use tenantd_e2e::pb::{
     GetTenantRequest, ListPlansRequest, ListTenantsRequest, SuspendTenantRequest,
 };
-use tenantd_e2e::{TestServer, create, identity, new_tenant, on_every_store};
+use tenantd_e2e::{TestServer, assert_reason, create, identity, new_tenant, on_every_store};
 use tenantd_server::devcerts;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -62,8 +57,8 @@ async fn a_tenant_certificate_reads_its_own_tenant_and_nothing_else(server: Test
         .get_tenant(get("019ab3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"))
         .await
         .unwrap_err();
-    assert_eq!(existing.code(), Code::PermissionDenied);
-    assert_eq!(missing.code(), Code::PermissionDenied);
+    assert_reason(&existing, Code::PermissionDenied, "OPERATION_NOT_PERMITTED");
+    assert_reason(&missing, Code::PermissionDenied, "OPERATION_NOT_PERMITTED");
     assert_eq!(
         existing.message(),
         missing.message(),
@@ -74,30 +69,30 @@ async fn a_tenant_certificate_reads_its_own_tenant_and_nothing_else(server: Test
     spoofed
         .metadata_mut()
         .insert("x-tenant-id", theirs.tenant_id.parse().unwrap());
-    assert_eq!(
-        me.get_tenant(spoofed).await.unwrap_err().code(),
-        Code::PermissionDenied
+    assert_reason(
+        &me.get_tenant(spoofed).await.unwrap_err(),
+        Code::PermissionDenied,
+        "OPERATION_NOT_PERMITTED",
     );
 
     let listed = me
         .list_tenants(ListTenantsRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(listed.code(), Code::PermissionDenied);
+    assert_reason(&listed, Code::PermissionDenied, "OPERATION_NOT_PERMITTED");
     let suspend = SuspendTenantRequest {
         tenant_id: mine.tenant_id.clone(),
         ..SuspendTenantRequest::default()
     };
-    assert_eq!(
-        me.suspend_tenant(suspend).await.unwrap_err().code(),
-        Code::PermissionDenied
+    assert_reason(
+        &me.suspend_tenant(suspend).await.unwrap_err(),
+        Code::PermissionDenied,
+        "OPERATION_NOT_PERMITTED",
     );
-    assert_eq!(
-        create(&mut me, new_tenant("rogue"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::PermissionDenied
+    assert_reason(
+        &create(&mut me, new_tenant("rogue")).await.unwrap_err(),
+        Code::PermissionDenied,
+        "OPERATION_NOT_PERMITTED",
     );
 
     let plans = PlanServiceClient::new(channel)
@@ -123,20 +118,19 @@ async fn a_service_certificate_reads_but_cannot_change(server: TestServer) {
         .unwrap()
         .into_inner();
     assert_eq!(listed.tenants.len(), 1);
-    assert_eq!(
-        create(&mut service, new_tenant("other"))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::PermissionDenied
+    assert_reason(
+        &create(&mut service, new_tenant("other")).await.unwrap_err(),
+        Code::PermissionDenied,
+        "OPERATION_NOT_PERMITTED",
     );
     let suspend = SuspendTenantRequest {
         tenant_id: tenant.tenant_id.clone(),
         ..SuspendTenantRequest::default()
     };
-    assert_eq!(
-        service.suspend_tenant(suspend).await.unwrap_err().code(),
-        Code::PermissionDenied
+    assert_reason(
+        &service.suspend_tenant(suspend).await.unwrap_err(),
+        Code::PermissionDenied,
+        "OPERATION_NOT_PERMITTED",
     );
 }
 
@@ -150,11 +144,11 @@ async fn a_certificate_without_a_tenantd_identity_is_denied_everything(server: T
             .list_plans(ListPlansRequest::default())
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::PermissionDenied, "{path}");
+        assert_reason(&status, Code::PermissionDenied, "IDENTITY_MISSING");
         let status = TenantServiceClient::new(channel)
             .list_tenants(ListTenantsRequest::default())
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::PermissionDenied, "{path}");
+        assert_reason(&status, Code::PermissionDenied, "IDENTITY_MISSING");
     }
 }

@@ -3,11 +3,6 @@
 //! is a plaintext email or secret, and with Redis stopped or paused (SIGSTOP) reads come
 //! from PostgreSQL within the deadline while health marks the cache NOT_SERVING.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
@@ -23,7 +18,7 @@ use tenantd_e2e::{
     Backend, TestKeys, TestServer, counter, eventually, health_is, identity, new_tenant,
     postgres_store_with,
 };
-use tenantd_server::config::{Config, RedisConfig, Secret, TenantResources};
+use tenantd_server::config::{Config, RedisConfig, Secret};
 use tenantd_server::devcerts;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -42,15 +37,14 @@ fn redis_config(url: &str, prefix: &str) -> RedisConfig {
 async fn server_on(schema: &ScratchSchema, keys: &TestKeys, url: &str, prefix: &str) -> TestServer {
     let store = postgres_store_with(&schema.url(), keys);
     let redis = redis_config(url, prefix);
-    let tenant_resources = TenantResources {
-        schema_prefix: schema.tenant_schema_prefix(),
-        ..TenantResources::default()
-    };
-    TestServer::start_with(Backend::Memory, move |config| Config {
-        store,
-        tenant_resources,
-        redis: Some(redis),
-        ..config
+    let prefix = schema.tenant_schema_prefix();
+    TestServer::start_with(Backend::Memory, move |mut config| {
+        config.tenants.schema_prefix = prefix;
+        Config {
+            store,
+            redis: Some(redis),
+            ..config
+        }
     })
     .await
     .unwrap()

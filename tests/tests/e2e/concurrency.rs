@@ -1,16 +1,12 @@
 //! Races between clients: unique slugs, request-id idempotency and etags hold under
 //! concurrent calls, on the in-memory store and on PostgreSQL.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use futures::future::join_all;
 use prost_types::FieldMask;
 use tenantd_e2e::pb::{CreateTenantRequest, ListTenantsRequest, UpdateTenantRequest};
-use tenantd_e2e::{TestServer, create, new_tenant, on_every_store};
+use tenantd_e2e::{TestServer, assert_reason, create, new_tenant, on_every_store};
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 on_every_store!(
     twenty_concurrent_creates_of_one_slug_make_exactly_one_tenant,
@@ -50,6 +46,9 @@ async fn twenty_concurrent_creates_of_one_slug_make_exactly_one_tenant(server: T
         .filter(|r| matches!(r, Err(s) if s.code() == Code::AlreadyExists))
         .count();
     assert_eq!((ok, taken), (1, 19), "{results:?}");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_reason(refused, Code::AlreadyExists, "SLUG_TAKEN");
+    }
     assert_eq!(slugs_listed(&server, "contested").await, ["contested"]);
 }
 
@@ -106,5 +105,13 @@ async fn two_concurrent_updates_with_the_same_etag_let_exactly_one_win(server: T
     assert!(
         codes == [Code::Ok, Code::Aborted] || codes == [Code::Aborted, Code::Ok],
         "{codes:?}"
+    );
+    // The loser read the tenant either after the winner's commit (its etag is stale) or
+    // before it (its write lost the race).
+    let lost = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    let reason = lost.get_details_error_info().unwrap().reason;
+    assert!(
+        ["ETAG_MISMATCH", "CONCURRENT_MODIFICATION"].contains(&reason.as_str()),
+        "{lost:?}"
     );
 }

@@ -4,11 +4,6 @@
 //! tenant and in each tenant's order, also across a broker paused (SIGSTOP) during creates
 //! and a broker stopped during creates and restarted without its data.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 

@@ -3,11 +3,6 @@
 //! event captured at TRACE (dependencies at DEBUG), and no captured line may contain any
 //! of them.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -48,13 +43,16 @@ impl<'a> MakeWriter<'a> for Captured {
 #[tokio::test]
 async fn no_email_api_key_secret_or_encryption_key_appears_in_any_log_line() {
     let logs = Captured::default();
-    tracing_subscriber::fmt()
+    // This thread's subscriber (the test runtime is single-threaded, so the server's tasks
+    // run here too): other tests of the binary keep theirs.
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             "debug,tenantd_server=trace,tenantd_application=trace,tenantd_adapters=trace",
         )
         .with_writer(logs.clone())
         .with_ansi(false)
-        .init();
+        .finish();
+    let _capture = tracing::subscriber::set_default(subscriber);
 
     let keys = TestKeys::generate();
     let server = TestServer::start_with(Backend::Postgres, |config| {

@@ -3,11 +3,6 @@
 //! when the database is back. The database is cut through a local proxy, so the shared
 //! server other tests use is never touched.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use std::net::SocketAddr;
 use std::str::FromStr as _;
 use std::time::{Duration, Instant};
@@ -16,7 +11,9 @@ use sqlx::postgres::PgConnectOptions;
 use tenantd_adapters::postgres::testing::test_database_url;
 use tenantd_e2e::pb::GetTenantRequest;
 use tenantd_e2e::proxy::FaultProxy;
-use tenantd_e2e::{Backend, TestServer, create, eventually, health_is, new_tenant, postgres_store};
+use tenantd_e2e::{
+    Backend, TestServer, assert_reason, create, eventually, health_is, new_tenant, postgres_store,
+};
 use tenantd_server::config::Store;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -48,11 +45,8 @@ async fn losing_postgres_makes_calls_unavailable_and_health_not_serving_until_it
             unreachable!()
         };
         let mut store = postgres_store(&via(url.expose(), proxy.addr()));
-        if let Store::Postgres {
-            acquire_timeout: t, ..
-        } = &mut store
-        {
-            *t = acquire_timeout;
+        if let Store::Postgres { pool, .. } = &mut store {
+            pool.acquire_timeout = acquire_timeout;
         }
         tenantd_server::Config { store, ..config }
     })
@@ -68,7 +62,7 @@ async fn losing_postgres_makes_calls_unavailable_and_health_not_serving_until_it
     proxy.cut();
     let started = Instant::now();
     let status = tenants.get_tenant(get.clone()).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_reason(&status, Code::Unavailable, "DEPENDENCY_UNAVAILABLE");
     assert!(
         started.elapsed() < acquire_timeout + Duration::from_secs(2),
         "UNAVAILABLE took {:?}",

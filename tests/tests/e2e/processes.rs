@@ -1,11 +1,6 @@
 //! The real `tenantd` binary on PostgreSQL: durability across SIGKILL, and several replicas
 //! starting together on an empty database.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use tenantd_adapters::postgres::MIGRATOR;
 use tenantd_adapters::postgres::testing::ScratchSchema;
 use tenantd_e2e::pb::StepState::{Pending, Running, Succeeded};
@@ -14,6 +9,7 @@ use tenantd_e2e::pb::tenant_event::Payload;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
 use tenantd_e2e::pb::{GetTenantRequest, ListTenantEventsRequest};
 use tenantd_e2e::process::{TenantdProcess, binary};
+use tenantd_e2e::spawn::cleared;
 use tenantd_e2e::{TestKeys, admin_channel, create, new_tenant};
 use tenantd_server::devcerts::{self, DevCerts};
 use tonic_health::pb::HealthCheckRequest;
@@ -115,11 +111,10 @@ async fn three_replicas_started_together_on_an_empty_database_all_become_healthy
 #[tokio::test]
 async fn migrate_subcommand_applies_the_migrations_and_exits() {
     let schema = ScratchSchema::create().await.unwrap();
-    let output = tokio::process::Command::new(binary().unwrap())
+    let output = cleared(binary().unwrap())
         .arg("migrate")
         .envs(TestKeys::generate().env())
         .env("TENANTD_DATABASE_URL", schema.url())
-        .env_remove("DATABASE_URL")
         .output()
         .await
         .unwrap();
@@ -147,13 +142,12 @@ async fn a_bad_or_unreachable_database_stops_startup_with_one_line_and_no_passwo
         "postgres://app:hunter2@127.0.0.1:1/tenantd",
         "postgres://app:hunter2@[::1/tenantd",
     ] {
-        let output = tokio::process::Command::new(binary().unwrap())
+        let output = cleared(binary().unwrap())
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .arg("--dev-certs-dir")
             .arg(dir.path())
             .envs(TestKeys::generate().env())
             .env("TENANTD_DATABASE_URL", url)
-            .env_remove("DATABASE_URL")
             .output()
             .await
             .unwrap();

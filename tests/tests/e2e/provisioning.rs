@@ -3,11 +3,6 @@
 //! and the dead letter; cancel and the deadline sweeper; retry after cancel; the watch
 //! stream; the first admin key claimed once; 200 tenants at once.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "end-to-end tests: a failed unwrap fails the test with the server's status"
-)]
-
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -22,7 +17,7 @@ use tenantd_e2e::pb::{
     RunState, StepKind, StepState, Tenant, TenantEvent, TenantStatus, VerifyApiKeyRequest,
     WatchProvisioningRequest,
 };
-use tenantd_e2e::{Backend, TestServer, counter, create, new_tenant, settle};
+use tenantd_e2e::{Backend, TestServer, assert_reason, counter, create, new_tenant, settle};
 use tenantd_server::config::Config;
 use tonic::Code;
 
@@ -228,7 +223,7 @@ async fn assert_first_key_is_claimed_once(server: &TestServer, pool: &PgPool, id
         })
         .await
         .unwrap_err();
-    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_reason(&again, Code::FailedPrecondition, "INITIAL_API_KEY_CLAIMED");
     assert_eq!(
         count(
             pool,
@@ -541,7 +536,7 @@ async fn a_step_that_always_fails_fails_the_run_and_undoes_everything_in_reverse
         })
         .await
         .unwrap_err();
-    assert_eq!(claim.code(), Code::FailedPrecondition);
+    assert_reason(&claim, Code::FailedPrecondition, "INITIAL_API_KEY_REVOKED");
     let metrics = server.metrics_text().await.unwrap();
     assert_eq!(
         counter(&metrics, "provisioning_runs_total", &[("result", "failed")]),
@@ -575,7 +570,7 @@ async fn retry_finishes_the_run(server: &TestServer, id: &str, run_id: &str) {
         })
         .await
         .unwrap_err();
-    assert_eq!(retry_again.code(), Code::FailedPrecondition);
+    assert_reason(&retry_again, Code::FailedPrecondition, "RUN_NOT_RETRYABLE");
 }
 
 #[tokio::test]
@@ -704,7 +699,7 @@ async fn cancel_mid_run_compensates_and_retry_then_finishes_the_run() {
         })
         .await
         .unwrap_err();
-    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_reason(&again, Code::FailedPrecondition, "RUN_NOT_RUNNING");
 
     dns.release();
     retry_finishes_the_run(&server, &id, &run.run_id).await;
@@ -856,7 +851,7 @@ async fn a_watch_survives_a_client_that_does_not_read_and_ends_with_the_final_st
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
+    assert_reason(&status, Code::NotFound, "PROVISIONING_RUN_NOT_FOUND");
 }
 
 /// Polls `/metrics` until the gauge `provisioning_watches_open` shows `open` (10 s).

@@ -2,11 +2,6 @@
 //! its certificate, key and client CA. New connections see the new certificate, connections
 //! made before keep working, and bad new material is refused with the old kept in force.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,11 +1,6 @@
 //! The server around the services: mutual TLS refusals, health, reflection, metrics,
 //! plans, the event log, not-yet-built RPCs and graceful shutdown.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use std::time::Duration;
 
 use tenantd_e2e::pb::tenant_event::Payload;
@@ -15,8 +10,8 @@ use tenantd_e2e::pb::{
     SuspendTenantRequest,
 };
 use tenantd_e2e::{
-    Backend, TestServer, admin_identity_from_foreign_ca, counter, create, new_tenant,
-    on_every_store,
+    Backend, TestServer, admin_identity_from_foreign_ca, assert_reason, counter, create,
+    new_tenant, on_every_store,
 };
 use tokio_stream::StreamExt as _;
 use tonic::Code;
@@ -169,9 +164,10 @@ async fn metrics_count_the_calls_made_by_method_and_code() {
         let missing = GetTenantRequest {
             tenant_id: "019ab3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b".into(),
         };
-        assert_eq!(
-            client.get_tenant(missing).await.unwrap_err().code(),
-            Code::NotFound
+        assert_reason(
+            &client.get_tenant(missing).await.unwrap_err(),
+            Code::NotFound,
+            "TENANT_NOT_FOUND",
         );
     }
     let text = server.metrics_text().await.unwrap();
@@ -228,7 +224,7 @@ async fn plans_are_listed_and_read(server: TestServer) {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
+    assert_reason(&status, Code::NotFound, "PLAN_NOT_FOUND");
 }
 
 async fn every_change_is_listed_as_an_event_without_the_contact_email(server: TestServer) {

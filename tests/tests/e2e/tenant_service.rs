@@ -1,18 +1,15 @@
 //! TenantService end to end: every RPC over mutual TLS against the real server, with the
 //! documented error codes, on the in-memory store and on PostgreSQL.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers take the server as an argument, so they are not #[test] fns; a failed unwrap fails the test"
-)]
-
 use prost_types::FieldMask;
 use tenantd_e2e::pb::{
     CreateTenantRequest, DeleteTenantRequest, GetTenantRequest, ListTenantsRequest,
     ResumeTenantRequest, RunState, SuspendTenantRequest, TenantStatus, UndeleteTenantRequest,
     UpdateTenantRequest,
 };
-use tenantd_e2e::{TestServer, create, new_tenant, on_every_store, settle, violated_fields};
+use tenantd_e2e::{
+    TestServer, assert_reason, create, new_tenant, on_every_store, settle, violated_fields,
+};
 use tonic::Code;
 
 on_every_store!(
@@ -97,6 +94,7 @@ async fn create_tenant_with_invalid_slug_returns_invalid_argument_naming_the_fie
     tenant.slug = "Not A Slug".into();
     tenant.contact_email = "nope".into();
     let status = create(&mut client, tenant).await.unwrap_err();
+    assert_reason(&status, Code::InvalidArgument, "FIELD_INVALID");
     assert_eq!(
         violated_fields(&status),
         ["tenant.slug", "tenant.contact_email"]
@@ -115,9 +113,12 @@ async fn create_tenant_with_reserved_slug_unknown_plan_or_no_tenant_is_invalid_a
     reserved.slug = "admin".into();
     let mut unknown_plan = new_tenant("acme");
     unknown_plan.plan_id = "platinum".into();
-    for (tenant, field) in [(reserved, "tenant.slug"), (unknown_plan, "tenant.plan_id")] {
+    for (tenant, field, reason) in [
+        (reserved, "tenant.slug", "FIELD_INVALID"),
+        (unknown_plan, "tenant.plan_id", "PLAN_NOT_FOUND"),
+    ] {
         let status = create(&mut client, tenant).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_reason(&status, Code::InvalidArgument, reason);
         assert_eq!(violated_fields(&status)[0], field);
     }
     let status = client
@@ -127,14 +128,14 @@ async fn create_tenant_with_reserved_slug_unknown_plan_or_no_tenant_is_invalid_a
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_reason(&status, Code::InvalidArgument, "FIELD_INVALID");
 }
 
 async fn create_tenant_with_taken_slug_returns_already_exists(server: TestServer) {
     let mut client = server.tenants().await.unwrap();
     create(&mut client, new_tenant("acme")).await.unwrap();
     let status = create(&mut client, new_tenant("acme")).await.unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_reason(&status, Code::AlreadyExists, "SLUG_TAKEN");
 }
 
 async fn create_tenant_retried_with_the_same_request_id_returns_the_original(server: TestServer) {
@@ -158,7 +159,7 @@ async fn create_tenant_retried_with_the_same_request_id_returns_the_original(ser
     let mut other_body = request;
     other_body.tenant = Some(new_tenant("other"));
     let status = client.create_tenant(other_body).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_reason(&status, Code::InvalidArgument, "REQUEST_ID_REUSED");
     assert_eq!(violated_fields(&status)[0], "request_id");
 }
 
@@ -173,14 +174,14 @@ async fn get_tenant_with_unknown_id_returns_not_found_and_malformed_id_invalid_a
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
+    assert_reason(&status, Code::NotFound, "TENANT_NOT_FOUND");
     let status = client
         .get_tenant(GetTenantRequest {
             tenant_id: "../../etc/passwd".into(),
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_reason(&status, Code::InvalidArgument, "FIELD_INVALID");
 }
 
 async fn list_tenants_pages_in_creation_order_and_filters(server: TestServer) {
@@ -246,7 +247,7 @@ async fn list_tenants_pages_in_creation_order_and_filters(server: TestServer) {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_reason(&status, Code::InvalidArgument, "PAGE_TOKEN_INVALID");
     let status = client
         .list_tenants(ListTenantsRequest {
             status: 42,
@@ -254,7 +255,7 @@ async fn list_tenants_pages_in_creation_order_and_filters(server: TestServer) {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_reason(&status, Code::InvalidArgument, "FIELD_INVALID");
 }
 
 async fn update_tenant_changes_only_masked_fields_and_checks_the_etag(server: TestServer) {
@@ -290,7 +291,7 @@ async fn update_tenant_changes_only_masked_fields_and_checks_the_etag(server: Te
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Aborted);
+    assert_reason(&status, Code::Aborted, "ETAG_MISMATCH");
 
     for path in ["slug", "no_such_field"] {
         let mut current = updated.clone();
@@ -304,8 +305,8 @@ async fn update_tenant_changes_only_masked_fields_and_checks_the_etag(server: Te
             })
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{path}");
-        assert_eq!(violated_fields(&status)[0], "update_mask");
+        assert_reason(&status, Code::InvalidArgument, "UPDATE_MASK_INVALID");
+        assert_eq!(violated_fields(&status)[0], "update_mask", "{path}");
     }
 }
 
@@ -354,13 +355,10 @@ async fn delete_tenant_is_soft_and_undelete_restores_it(server: TestServer) {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_reason(&status, Code::FailedPrecondition, "INVALID_TRANSITION");
     let slug_taken = create(&mut client, new_tenant("acme")).await.unwrap_err();
-    assert_eq!(
-        slug_taken.code(),
-        Code::AlreadyExists,
-        "a deleted tenant keeps its slug"
-    );
+    // A deleted tenant keeps its slug.
+    assert_reason(&slug_taken, Code::AlreadyExists, "SLUG_TAKEN");
 
     let restored = client
         .undelete_tenant(UndeleteTenantRequest {
@@ -388,11 +386,8 @@ async fn suspend_and_resume_follow_the_lifecycle(server: TestServer) {
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        status.code(),
-        Code::FailedPrecondition,
-        "an ACTIVE tenant cannot be resumed"
-    );
+    // An ACTIVE tenant cannot be resumed.
+    assert_reason(&status, Code::FailedPrecondition, "INVALID_TRANSITION");
 
     let suspended = client
         .suspend_tenant(SuspendTenantRequest {
@@ -416,7 +411,7 @@ async fn suspend_and_resume_follow_the_lifecycle(server: TestServer) {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_reason(&status, Code::FailedPrecondition, "INVALID_TRANSITION");
 
     let resumed = client
         .resume_tenant(ResumeTenantRequest {
@@ -439,7 +434,7 @@ async fn suspend_and_resume_follow_the_lifecycle(server: TestServer) {
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::Aborted, "stale etag");
+    assert_reason(&status, Code::Aborted, "ETAG_MISMATCH");
 }
 
 async fn nul_characters_and_odd_filters_are_invalid_argument_not_internal(server: TestServer) {
@@ -457,6 +452,7 @@ async fn nul_characters_and_odd_filters_are_invalid_argument_not_internal(server
     );
     tenant.config = Some(config);
     let status = create(&mut client, tenant).await.unwrap_err();
+    assert_reason(&status, Code::InvalidArgument, "FIELD_INVALID");
     assert_eq!(violated_fields(&status), ["tenant.config"]);
 
     for request in [
@@ -474,7 +470,7 @@ async fn nul_characters_and_odd_filters_are_invalid_argument_not_internal(server
         },
     ] {
         let status = client.list_tenants(request).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_reason(&status, Code::InvalidArgument, "FIELD_INVALID");
     }
     let status = PlanServiceClient::new(server.admin_channel().await.unwrap())
         .get_plan(GetPlanRequest {
@@ -482,5 +478,5 @@ async fn nul_characters_and_odd_filters_are_invalid_argument_not_internal(server
         })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_reason(&status, Code::InvalidArgument, "FIELD_INVALID");
 }
