@@ -7,19 +7,54 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::provisioning::{StepError, StepKind, StepState};
+use crate::tenant_schema::RolloutId;
 use crate::{TenantId, TenantStatus};
 
 /// An event's id: a UUIDv7, stable across redeliveries (consumers de-duplicate on it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(pub Uuid);
 
-/// One lifecycle event of one tenant.
+/// What an event is about: one tenant, or one rollout of the tenant schema (a change of
+/// the fleet, not of a tenant). Events of one subject are published in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    /// A tenant.
+    Tenant(TenantId),
+    /// A rollout.
+    Rollout(RolloutId),
+}
+
+impl Subject {
+    /// The subject's id (the Kafka key, the order relays keep).
+    pub fn id(&self) -> Uuid {
+        match self {
+            Self::Tenant(tenant) => tenant.as_uuid(),
+            Self::Rollout(rollout) => rollout.0,
+        }
+    }
+
+    /// The tenant, for a tenant's event.
+    pub fn tenant(&self) -> Option<TenantId> {
+        match self {
+            Self::Tenant(tenant) => Some(*tenant),
+            Self::Rollout(_) => None,
+        }
+    }
+}
+
+impl From<TenantId> for Subject {
+    fn from(tenant: TenantId) -> Self {
+        Self::Tenant(tenant)
+    }
+}
+
+/// One lifecycle event of a tenant (or of a rollout).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Id, time-ordered.
     pub id: EventId,
-    /// The tenant concerned.
-    pub tenant_id: TenantId,
+    /// What it is about.
+    pub subject: Subject,
     /// When the change happened.
     pub occurred_at: DateTime<Utc>,
     /// What happened. Never carries an email address or a secret.
@@ -124,6 +159,36 @@ pub enum EventKind {
         /// Its display name.
         display_name: String,
     },
+    /// The tenant's schema changed version: made by provisioning or migrated by a rollout.
+    TenantSchemaMigrated {
+        /// The rollout, when one migrated it (empty: provisioning made it).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        rollout_id: String,
+        /// The version before (0: no schema).
+        from_version: u32,
+        /// The version now.
+        to_version: u32,
+        /// How long the migration took, in milliseconds.
+        duration_ms: u64,
+    },
+    /// A rollout started, paused, resumed, or ended (subject: the rollout).
+    RolloutStateChanged {
+        /// The rollout.
+        rollout_id: String,
+        /// Its new state (`RUNNING`, `PAUSED`, `SUCCEEDED`, `FAILED`, `CANCELLED`).
+        state: String,
+        /// The version it brings tenants to.
+        target_version: u32,
+        /// Why it paused, failed or was cancelled.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<StepError>,
+        /// Its tenants.
+        tenants: u64,
+        /// Those at the target so far.
+        succeeded: u64,
+        /// Those that failed so far.
+        failed: u64,
+    },
 }
 
 impl EventKind {
@@ -143,6 +208,8 @@ impl EventKind {
             Self::ProvisioningFailed { .. } => "tenant.v1.ProvisioningFailed",
             Self::ProvisioningCancelled { .. } => "tenant.v1.ProvisioningCancelled",
             Self::WelcomeNotificationRequested { .. } => "tenant.v1.WelcomeNotificationRequested",
+            Self::TenantSchemaMigrated { .. } => "tenant.v1.TenantSchemaMigrated",
+            Self::RolloutStateChanged { .. } => "tenant.v1.RolloutStateChanged",
         }
     }
 }

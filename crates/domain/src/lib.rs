@@ -15,11 +15,12 @@ pub mod principal;
 pub mod provisioning;
 pub mod reason;
 pub mod tenant;
+pub mod tenant_schema;
 
 pub use api_key::{ApiKey, ApiKeyId, ApiKeySecret};
 pub use audit::{AuditQuery, AuditRecord};
 pub use error::{Error, FieldViolation, RepoError};
-pub use event::{Event, EventId, EventKind};
+pub use event::{Event, EventId, EventKind, Subject};
 pub use plan::{Plan, PlanId, PlanQuotas};
 pub use principal::Principal;
 pub use reason::Reason;

@@ -51,6 +51,8 @@ reasons! {
     InitialApiKeyNotFound = "INITIAL_API_KEY_NOT_FOUND",
     /// The record to change does not exist.
     RecordNotFound = "RECORD_NOT_FOUND",
+    /// The tenant-schema rollout does not exist.
+    RolloutNotFound = "ROLLOUT_NOT_FOUND",
     /// The client certificate carries no identity of this trust domain.
     IdentityMissing = "IDENTITY_MISSING",
     /// The caller's role may not do this (to this tenant).
@@ -69,6 +71,10 @@ reasons! {
     RunNotRetryable = "RUN_NOT_RETRYABLE",
     /// The provisioning run's undo is still in progress; retry once it is done.
     CompensationInProgress = "COMPENSATION_IN_PROGRESS",
+    /// Another tenant-schema rollout is running or paused: one at a time.
+    RolloutInProgress = "ROLLOUT_IN_PROGRESS",
+    /// The rollout's state does not allow this (e.g. resuming a running rollout).
+    RolloutStateInvalid = "ROLLOUT_STATE_INVALID",
     /// The first API key was claimed already.
     InitialApiKeyClaimed = "INITIAL_API_KEY_CLAIMED",
     /// The first API key was revoked (its provisioning run was undone).

@@ -16,6 +16,7 @@
 //! | [`outbox`] | [`EventLog`], [`Outbox`], [`EventPublisher`] |
 //! | [`audit`] | [`AuditLog`] |
 //! | [`system`] | [`Clock`], [`IdGenerator`], [`SecretGenerator`], [`RateLimiter`] |
+//! | [`tenant_schemas`] | [`TenantSchemaRepository`], [`RolloutRepository`] |
 
 pub mod api_keys;
 pub mod audit;
@@ -24,6 +25,7 @@ pub mod outbox;
 pub mod providers;
 pub mod provisioning;
 pub mod system;
+pub mod tenant_schemas;
 pub mod tenants;
 
 pub use api_keys::*;
@@ -33,4 +35,5 @@ pub use outbox::*;
 pub use providers::*;
 pub use provisioning::*;
 pub use system::*;
+pub use tenant_schemas::*;
 pub use tenants::*;

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 
 use crate::provisioning::StepError;
+use crate::tenant_schema::{AppliedMigration, Migrated, MigrationLimits, Placement};
 use crate::{ContactEmail, DisplayName, PlanId, Slug, TenantId};
 
 /// What a provisioning step knows about the tenant it provisions.
@@ -21,6 +22,8 @@ pub struct ProvisioningTarget {
     pub plan_id: PlanId,
     /// Its contact (the tenant's first admin user).
     pub contact_email: ContactEmail,
+    /// Where its schema goes.
+    pub placement: Placement,
 }
 
 /// A DNS record a provider published for a tenant.
@@ -64,27 +67,52 @@ pub struct Subscription {
     pub active: bool,
 }
 
-/// The DATABASE step's provider: the tenant's own schema, migrated and seeded.
+/// The DATABASE step's provider and the rollouts' hands: each tenant's own schema, where
+/// its [`Placement`] says, migrated with the application's migrations.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait TenantDatabases: Send + Sync {
-    /// Creates and migrates the tenant's schema; idempotent.
+    /// Creates the tenant's schema (and its database, when dedicated) at the newest
+    /// version, in one transaction; idempotent (a schema that exists is migrated instead).
     ///
     /// # Errors
     /// A [`StepError`] with a stable reason.
-    async fn provision(&self, target: &ProvisioningTarget) -> Result<(), StepError>;
+    async fn provision(&self, target: &ProvisioningTarget) -> Result<Migrated, StepError>;
 
-    /// Drops the tenant's schema and everything in it; idempotent.
+    /// Drops the tenant's schema (its database, when dedicated) and everything in it;
+    /// idempotent.
     ///
     /// # Errors
     /// A [`StepError`] with a stable reason.
-    async fn deprovision(&self, tenant: TenantId) -> Result<(), StepError>;
+    async fn deprovision(&self, tenant: TenantId, placement: &Placement) -> Result<(), StepError>;
 
     /// Whether the tenant's schema exists now.
     ///
     /// # Errors
     /// A [`StepError`] with a stable reason when the database cannot be asked.
-    async fn exists(&self, tenant: TenantId) -> Result<bool, StepError>;
+    async fn exists(&self, placement: &Placement) -> Result<bool, StepError>;
+
+    /// Brings an existing schema to version `to`, applying only the versions it lacks, all
+    /// in one transaction under `limits`: on failure it stays exactly at its version.
+    /// Serialized with every other change of the same schema. `Ok(None)` when the schema
+    /// does not exist.
+    ///
+    /// # Errors
+    /// A [`StepError`]: `DATABASE_UNAVAILABLE` (worth retrying), `MIGRATION_FAILED`,
+    /// `MIGRATION_DRIFT` (the schema holds a version the set does not), `LOCK_TIMEOUT`,
+    /// `STATEMENT_TIMEOUT`.
+    async fn migrate(
+        &self,
+        placement: &Placement,
+        to: u32,
+        limits: MigrationLimits,
+    ) -> Result<Option<Migrated>, StepError>;
+
+    /// The migrations the schema records, in version order (empty when it does not exist).
+    ///
+    /// # Errors
+    /// A [`StepError`] with a stable reason when the database cannot be asked.
+    async fn applied(&self, placement: &Placement) -> Result<Vec<AppliedMigration>, StepError>;
 }
 
 /// The DNS step's provider.

@@ -15,6 +15,7 @@ pub use slug::Slug;
 pub use status::TenantStatus;
 
 use crate::provisioning::RunSummary;
+use crate::tenant_schema::Placement;
 use crate::{Error, PlanId, Reason};
 
 /// The validated fields of a tenant to create.
@@ -71,6 +72,9 @@ pub struct TenantParts {
     /// The latest provisioning run, as stores read it (output only: never written back
     /// through the tenant).
     pub provisioning: Option<RunSummary>,
+    /// Where its data lives, decided when it is created (`None`: created before placements
+    /// were recorded, or by a replica that does not record them: the default placement).
+    pub placement: Option<Placement>,
 }
 
 /// A tenant. Fields are read through accessors; changes go through lifecycle methods.
@@ -97,7 +101,20 @@ impl Tenant {
             status_before_delete: None,
             version: 1,
             provisioning: None,
+            placement: None,
         })
+    }
+
+    /// The new tenant placed at `placement` (decided once, when it is created).
+    #[must_use]
+    pub fn placed(mut self, placement: Placement) -> Self {
+        self.0.placement = Some(placement);
+        self
+    }
+
+    /// Where its data lives, if recorded.
+    pub fn placement(&self) -> Option<&Placement> {
+        self.0.placement.as_ref()
     }
 
     /// The same tenant showing `summary` as its provisioning run.
