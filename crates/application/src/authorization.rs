@@ -29,6 +29,15 @@ pub enum Operation {
     GetPlan,
     ListTenantEvents,
     ListAuditRecords,
+    StartRollout,
+    GetRollout,
+    ListRollouts,
+    WatchRollout,
+    PauseRollout,
+    ResumeRollout,
+    CancelRollout,
+    RetryFailedTenants,
+    ListTenantSchemas,
 }
 
 /// Who may call an operation.
@@ -48,7 +57,7 @@ enum Rule {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 30] = [
         Self::CreateTenant,
         Self::GetTenant,
         Self::ListTenants,
@@ -70,6 +79,15 @@ impl Operation {
         Self::GetPlan,
         Self::ListTenantEvents,
         Self::ListAuditRecords,
+        Self::StartRollout,
+        Self::GetRollout,
+        Self::ListRollouts,
+        Self::WatchRollout,
+        Self::PauseRollout,
+        Self::ResumeRollout,
+        Self::CancelRollout,
+        Self::RetryFailedTenants,
+        Self::ListTenantSchemas,
     ];
 
     fn rule(self) -> Rule {
@@ -82,7 +100,16 @@ impl Operation {
             | Self::ResumeTenant
             | Self::CancelProvisioning
             | Self::RetryProvisioning
-            | Self::ListAuditRecords => Rule::Admin,
+            | Self::ListAuditRecords
+            | Self::StartRollout
+            | Self::GetRollout
+            | Self::ListRollouts
+            | Self::WatchRollout
+            | Self::PauseRollout
+            | Self::ResumeRollout
+            | Self::CancelRollout
+            | Self::RetryFailedTenants
+            | Self::ListTenantSchemas => Rule::Admin,
             Self::ListTenants | Self::ListTenantEvents | Self::VerifyApiKey => Rule::Services,
             Self::CreateApiKey | Self::RevokeApiKey | Self::ClaimInitialApiKey => Rule::OwnTenant,
             Self::GetTenant
@@ -146,7 +173,7 @@ mod tests {
     use super::*;
 
     /// Columns: admin, service, own tenant, other tenant, unknown identity.
-    const TABLE: [(Operation, [bool; 5]); 21] = [
+    const TABLE: [(Operation, [bool; 5]); 30] = [
         (CreateTenant, [true, false, false, false, false]),
         (GetTenant, [true, true, true, false, false]),
         (ListTenants, [true, true, false, false, false]),
@@ -168,6 +195,15 @@ mod tests {
         (GetPlan, [true, true, true, true, false]),
         (ListTenantEvents, [true, true, false, false, false]),
         (ListAuditRecords, [true, false, false, false, false]),
+        (StartRollout, [true, false, false, false, false]),
+        (GetRollout, [true, false, false, false, false]),
+        (ListRollouts, [true, false, false, false, false]),
+        (WatchRollout, [true, false, false, false, false]),
+        (PauseRollout, [true, false, false, false, false]),
+        (ResumeRollout, [true, false, false, false, false]),
+        (CancelRollout, [true, false, false, false, false]),
+        (RetryFailedTenants, [true, false, false, false, false]),
+        (ListTenantSchemas, [true, false, false, false, false]),
     ];
 
     #[test]

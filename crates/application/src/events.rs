@@ -69,7 +69,7 @@ mod tests {
     fn event(tenant: TenantId) -> Event {
         Event {
             id: EventId(Uuid::now_v7()),
-            tenant_id: tenant,
+            subject: tenant.into(),
             occurred_at: Utc::now(),
             kind: EventKind::TenantResumed,
         }

@@ -12,7 +12,9 @@ pub mod pagination;
 pub mod plans;
 pub mod provisioning;
 pub mod rate_limits;
+pub mod tenant_schemas;
 pub mod tenants;
+mod watching;
 
 pub use api_keys::{ApiKeyService, CreateApiKey, Verification};
 pub use audit::{AuditService, ListAuditRecords};
@@ -26,6 +28,10 @@ pub use provisioning::{
     ProvisioningSettings, Signals, StepPorts,
 };
 pub use rate_limits::{RateLimitService, RateLimitSettings};
+pub use tenant_schemas::{
+    MigrationObserver, MigrationService, PlacementPolicy, RolloutEngine, RolloutSettings,
+    RolloutSignals, RolloutView, SchemaStatus, StartRollout,
+};
 pub use tenants::{
     CreateTenant, ListTenants, TenantFields, TenantService, TenantSettings, UpdateTenant,
 };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{Clock, EventPublisher, Outbox, OutboxBacklog};
-use tenantd_domain::{Event, EventId, RepoError, TenantId};
+use tenantd_domain::{Event, EventId, RepoError, Subject};
 
 /// How the relay's work shows in metrics.
 pub trait RelayObserver: Send + Sync {
@@ -128,22 +128,22 @@ impl OutboxRelay {
     }
 }
 
-/// The events that count as published: of each tenant, those before its first failure
+/// The events that count as published: of each subject, those before its first failure
 /// (a missing outcome is a failure).
 fn delivered_in_order(
     events: &[Event],
     outcomes: &[Result<(), tenantd_domain::ports::PublishError>],
 ) -> Vec<EventId> {
-    let mut blocked: HashSet<TenantId> = HashSet::new();
+    let mut blocked: HashSet<Subject> = HashSet::new();
     let mut published = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
-        if blocked.contains(&event.tenant_id) {
+        if blocked.contains(&event.subject) {
             continue;
         }
         if matches!(outcomes.get(i), Some(Ok(()))) {
             published.push(event.id);
         } else {
-            blocked.insert(event.tenant_id);
+            blocked.insert(event.subject);
         }
     }
     published
@@ -217,17 +217,17 @@ mod tests {
         }
     }
 
-    fn event(tenant: TenantId) -> Event {
+    fn event(tenant: tenantd_domain::TenantId) -> Event {
         Event {
             id: EventId(Uuid::now_v7()),
-            tenant_id: tenant,
+            subject: tenant.into(),
             occurred_at: Utc::now(),
             kind: EventKind::TenantResumed,
         }
     }
 
-    fn tenant() -> TenantId {
-        TenantId::from_uuid(Uuid::now_v7()).unwrap()
+    fn tenant() -> tenantd_domain::TenantId {
+        tenantd_domain::TenantId::from_uuid(Uuid::now_v7()).unwrap()
     }
 
     fn relay(

@@ -346,7 +346,7 @@ impl ApiKeyService {
     fn event(&self, tenant: TenantId, kind: EventKind, now: DateTime<Utc>) -> Event {
         Event {
             id: EventId(self.ids.new_v7()),
-            tenant_id: tenant,
+            subject: tenant.into(),
             occurred_at: now,
             kind,
         }

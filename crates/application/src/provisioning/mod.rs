@@ -387,7 +387,7 @@ fn events(
         .into_iter()
         .map(|kind| Event {
             id: EventId(ids.new_v7()),
-            tenant_id: tenant,
+            subject: tenant.into(),
             occurred_at: now,
             kind,
         })

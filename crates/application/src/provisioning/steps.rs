@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{
     ApiKeyRepository, BillingProvider, DnsProvider, IdGenerator, InitialKeyStore, PlanRepository,
-    ProvisioningTarget, SecretGenerator, SecretSealer, TenantDatabases,
+    ProvisioningTarget, SecretGenerator, SecretSealer, TenantDatabases, TenantSchemaRepository,
 };
 use tenantd_domain::provisioning::{StepError, StepKind};
 use tenantd_domain::{
@@ -13,6 +13,7 @@ use tenantd_domain::{
 };
 
 use crate::api_keys::hash;
+use crate::tenant_schemas::PlacementPolicy;
 
 /// The purpose the first key's secret is sealed for (the AAD binds it).
 pub const INITIAL_KEY_PURPOSE: &str = "initial_api_key";
@@ -55,6 +56,10 @@ pub struct StepPorts {
     pub secrets: Arc<dyn SecretGenerator>,
     /// Ids of keys and events.
     pub ids: Arc<dyn IdGenerator>,
+    /// The tenant schemas' versions, recorded when DATABASE makes one.
+    pub schemas: Arc<dyn TenantSchemaRepository>,
+    /// Where a tenant made before placements were recorded has its schema.
+    pub placement: Arc<PlacementPolicy>,
 }
 
 impl std::fmt::Debug for StepPorts {
@@ -81,7 +86,7 @@ impl StepPorts {
     fn event(&self, tenant: &Tenant, kind: EventKind, now: DateTime<Utc>) -> Event {
         Event {
             id: EventId(self.ids.new_v7()),
-            tenant_id: tenant.id(),
+            subject: tenant.id().into(),
             occurred_at: now,
             kind,
         }
@@ -100,9 +105,10 @@ impl StepPorts {
             display_name: tenant.display_name().clone(),
             plan_id: tenant.plan_id().clone(),
             contact_email: tenant.contact_email().clone(),
+            placement: self.placement.placement_of(tenant),
         };
         match step {
-            StepKind::Database => self.providers.databases.provision(&target).await?,
+            StepKind::Database => return self.database(&target, now).await,
             StepKind::Dns => self.providers.dns.publish(&target).await?,
             StepKind::Credentials => self.first_key(tenant, now).await?,
             StepKind::Billing => self.providers.billing.subscribe(&target).await?,
@@ -125,7 +131,17 @@ impl StepPorts {
         now: DateTime<Utc>,
     ) -> Result<(), StepError> {
         match step {
-            StepKind::Database => self.providers.databases.deprovision(tenant.id()).await,
+            StepKind::Database => {
+                let placement = self.placement.placement_of(tenant);
+                self.providers
+                    .databases
+                    .deprovision(tenant.id(), &placement)
+                    .await?;
+                self.schemas
+                    .forget(tenant.id())
+                    .await
+                    .map_err(|e| store_error("cannot forget the tenant schema", &e))
+            }
             StepKind::Dns => self.providers.dns.withdraw(tenant.id()).await,
             StepKind::Credentials => self.revoke_first_key(tenant, now).await,
             StepKind::Billing => self.providers.billing.cancel(tenant.id()).await,
@@ -133,6 +149,27 @@ impl StepPorts {
             // CANCELLED status and its events.
             StepKind::Notification => Ok(()),
         }
+    }
+
+    /// Makes the tenant's schema at the newest version and records it; the event says so
+    /// (a repeated attempt that found the schema made says the same).
+    async fn database(
+        &self,
+        target: &ProvisioningTarget,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<EventKind>, StepError> {
+        let started = std::time::Instant::now();
+        let migrated = self.providers.databases.provision(target).await?;
+        self.schemas
+            .record(target.tenant_id, migrated.to, now)
+            .await
+            .map_err(|e| store_error("cannot record the tenant schema", &e))?;
+        Ok(vec![EventKind::TenantSchemaMigrated {
+            rollout_id: String::new(),
+            from_version: migrated.from,
+            to_version: migrated.to,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }])
     }
 
     /// Creates the tenant's first admin key unless an earlier attempt did; its secret is

@@ -23,13 +23,17 @@ use tenantd_domain::ports::{
 use tenantd_domain::provisioning::{
     ProvisioningRun, RetryPolicy, RunState, StepError, StepKind, StepState,
 };
-use tenantd_domain::{Error, EventKind, Reason, TenantId, TenantStatus};
+use tenantd_domain::tenant_schema::{
+    AppliedMigration, Migrated, MigrationLimits, Placement, PlacementRule,
+};
+use tenantd_domain::{Error, EventKind, PlanId, Reason, TenantId, TenantStatus};
 use tokio::sync::Notify;
 
 use super::{
     Engine, Providers, ProvisioningObserver, ProvisioningService, ProvisioningSettings, Signals,
     StepPorts,
 };
+use crate::tenant_schemas::PlacementPolicy;
 use crate::tenants::{CreateTenant, TenantFields, TenantService, TenantSettings};
 
 /// A clock that moves only when the test moves it.
@@ -133,23 +137,55 @@ struct Scripted<P> {
 
 #[async_trait]
 impl TenantDatabases for Scripted<MemoryTenantDatabases> {
-    async fn provision(&self, target: &ProvisioningTarget) -> Result<(), StepError> {
+    async fn provision(&self, target: &ProvisioningTarget) -> Result<Migrated, StepError> {
         self.script.call("provision").await?;
         self.inner.provision(target).await
     }
 
-    async fn deprovision(&self, tenant: TenantId) -> Result<(), StepError> {
+    async fn deprovision(&self, tenant: TenantId, placement: &Placement) -> Result<(), StepError> {
         self.script
             .calls
             .lock()
             .unwrap()
             .push("DATABASE undo".into());
-        self.inner.deprovision(tenant).await
+        self.inner.deprovision(tenant, placement).await
     }
 
-    async fn exists(&self, tenant: TenantId) -> Result<bool, StepError> {
-        self.inner.exists(tenant).await
+    async fn exists(&self, placement: &Placement) -> Result<bool, StepError> {
+        self.inner.exists(placement).await
     }
+
+    async fn migrate(
+        &self,
+        placement: &Placement,
+        to: u32,
+        limits: MigrationLimits,
+    ) -> Result<Option<Migrated>, StepError> {
+        self.inner.migrate(placement, to, limits).await
+    }
+
+    async fn applied(&self, placement: &Placement) -> Result<Vec<AppliedMigration>, StepError> {
+        self.inner.applied(placement).await
+    }
+}
+
+impl Scripted<MemoryTenantDatabases> {
+    /// Whether `tenant` has its schema where the tests' policy places it.
+    async fn has_schema(&self, tenant: TenantId) -> bool {
+        self.inner
+            .exists(&policy().place(tenant, &PlanId::new("pro")))
+            .await
+            .unwrap()
+    }
+}
+
+/// Every tenant in a schema of the default tenant database.
+fn policy() -> PlacementPolicy {
+    PlacementPolicy::new(
+        PlacementRule::Shared("default".into()),
+        std::collections::BTreeMap::new(),
+        "t_",
+    )
 }
 
 #[async_trait]
@@ -283,6 +319,8 @@ fn world() -> World {
             sealer: ring,
             secrets: Arc::new(OsRandom),
             ids: ids.clone(),
+            schemas: Arc::new(store.clone()),
+            placement: Arc::new(policy()),
         },
         clock.clone(),
         ids.clone(),
@@ -308,6 +346,7 @@ fn world() -> World {
             deletion_retention: Duration::days(30),
             provisioning_timeout: Duration::minutes(30),
         },
+        Arc::new(policy()),
     )
     .with_signals(signals.clone());
     World {
@@ -422,7 +461,7 @@ async fn steps_run_in_order_and_the_tenant_becomes_active() {
         expected.push(format!("{} SUCCEEDED", kind.as_str()));
     }
     assert_eq!(w.step_events(tenant).await, expected);
-    assert!(w.databases_provider.exists(tenant).await.unwrap());
+    assert!(w.databases_provider.has_schema(tenant).await);
     assert_eq!(w.dns_provider.records(tenant).await.unwrap().len(), 2);
     assert!(
         w.billing_provider
@@ -491,7 +530,7 @@ async fn a_permanent_failure_fails_the_run_at_once_and_undoes_what_was_attempted
     assert_eq!(run.step(StepKind::Database).state, StepState::Compensated);
     assert_eq!(run.step(StepKind::Credentials).state, StepState::Cancelled);
     assert_eq!(w.status(tenant).await, TenantStatus::Failed);
-    assert!(!w.databases_provider.exists(tenant).await.unwrap());
+    assert!(!w.databases_provider.has_schema(tenant).await);
     let events = EventLog::list(&w.store, Some(tenant), None, 1000)
         .await
         .unwrap();

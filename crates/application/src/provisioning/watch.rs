@@ -17,6 +17,8 @@ use tenantd_domain::{Error, Reason, TenantId};
 use tokio::sync::broadcast;
 use tokio::time::{Interval, MissedTickBehavior};
 
+use crate::watching::may_have_changed;
+
 use super::{ProvisioningObserver, ProvisioningService};
 
 /// A run's states as a watch sends them (see the module docs).
@@ -106,21 +108,7 @@ impl Watching {
     /// which may have held one) or the poll interval. `false` when the process stops.
     async fn wait(&mut self) -> bool {
         let stopping = self.service.signals.stopping().clone();
-        loop {
-            tokio::select! {
-                () = stopping.cancelled() => return false,
-                signal = self.changes.recv() => match signal {
-                    Ok(other) if other != self.tenant => {}
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => return true,
-                    // No sender left: only polling can tell.
-                    Err(broadcast::error::RecvError::Closed) => {
-                        self.poll.tick().await;
-                        return true;
-                    }
-                },
-                _ = self.poll.tick() => return true,
-            }
-        }
+        may_have_changed(&stopping, &mut self.changes, &mut self.poll, &self.tenant).await
     }
 }
 

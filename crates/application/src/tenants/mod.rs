@@ -23,6 +23,7 @@ use tracing::instrument;
 pub use commands::{CreateTenant, ListTenants, TenantFields, UpdateTenant};
 
 use crate::provisioning::Signals;
+use crate::tenant_schemas::PlacementPolicy;
 use crate::{Page, PageRequest};
 
 /// How often a mutation without an etag is retried after losing a race to another writer.
@@ -50,6 +51,7 @@ pub struct TenantService {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     settings: TenantSettings,
+    placement: Arc<PlacementPolicy>,
     signals: Signals,
 }
 
@@ -62,13 +64,14 @@ impl std::fmt::Debug for TenantService {
 }
 
 impl TenantService {
-    /// A service over its ports.
+    /// A service over its ports, placing new tenants' schemas by `placement`.
     pub fn new(
         tenants: Arc<dyn TenantRepository>,
         plans: Arc<dyn PlanRepository>,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
         settings: TenantSettings,
+        placement: Arc<PlacementPolicy>,
     ) -> Self {
         Self {
             tenants,
@@ -76,6 +79,7 @@ impl TenantService {
             clock,
             ids,
             settings,
+            placement,
             signals: Signals::default(),
         }
     }
@@ -116,7 +120,10 @@ impl TenantService {
             now,
             self.settings.provisioning_timeout,
         );
-        let tenant = Tenant::create(id, new, now).with_provisioning(Some(run.summary()));
+        let placement = self.placement.place(id, &new.plan_id);
+        let tenant = Tenant::create(id, new, now)
+            .placed(placement)
+            .with_provisioning(Some(run.summary()));
         let created = self.event(
             &tenant,
             EventKind::TenantCreated {
@@ -373,7 +380,7 @@ impl TenantService {
     fn event(&self, tenant: &Tenant, kind: EventKind, now: DateTime<Utc>) -> Event {
         Event {
             id: EventId(self.ids.new_v7()),
-            tenant_id: tenant.id(),
+            subject: tenant.id().into(),
             occurred_at: now,
             kind,
         }

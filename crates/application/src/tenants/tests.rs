@@ -7,6 +7,7 @@ use chrono::{TimeZone, Utc};
 use tenantd_domain::plan::seeded_plans;
 use tenantd_domain::ports::{MockClock, MockIdGenerator, MockPlanRepository, MockTenantRepository};
 use tenantd_domain::provisioning::RunState;
+use tenantd_domain::tenant_schema::PlacementRule;
 use uuid::Uuid;
 
 use super::*;
@@ -33,6 +34,14 @@ fn service(tenants: MockTenantRepository) -> TenantService {
             deletion_retention: Duration::days(30),
             provisioning_timeout: Duration::minutes(30),
         },
+        Arc::new(PlacementPolicy::new(
+            PlacementRule::Shared("default".into()),
+            BTreeMap::from([(
+                PlanId::new("enterprise"),
+                PlacementRule::Dedicated("silo".into()),
+            )]),
+            "t_",
+        )),
     )
 }
 
@@ -147,11 +156,46 @@ async fn create_stores_tenant_events_and_idempotency_record_in_one_call() {
     assert_eq!(created.provisioning(), Some(&run.summary()));
     let kinds: Vec<_> = events.iter().map(|e| e.kind.type_name()).collect();
     assert_eq!(kinds, ["tenant.v1.TenantCreated"]);
-    assert!(events.iter().all(|e| e.tenant_id == created.id()));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.subject.tenant() == Some(created.id()))
+    );
     let record = record.expect("idempotency record");
     assert_eq!(record.request_id, "req-1");
     assert_eq!(record.response, created);
     assert_eq!(record.expires_at, now() + Duration::hours(24));
+}
+
+#[tokio::test]
+async fn a_new_tenant_is_placed_by_its_plan_and_stored_with_its_placement() {
+    for (plan, database, dedicated) in [("pro", "default", false), ("enterprise", "silo", true)] {
+        let mut repo = MockTenantRepository::new();
+        let stored = Arc::new(Mutex::new(None));
+        let sink = stored.clone();
+        repo.expect_create()
+            .times(1)
+            .returning(move |tenant, _, _, _| {
+                *sink.lock().unwrap() = Some(tenant.clone());
+                Ok(())
+            });
+        let mut f = fields();
+        f.plan_id = plan.into();
+        let created = service(repo)
+            .create(CreateTenant {
+                tenant: f,
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
+        let placement = created.placement().expect("placed").clone();
+        let schema = format!("t_{}", created.id().as_uuid().simple());
+        assert_eq!(placement.tenant_database, database, "{plan}");
+        assert_eq!(placement.schema, schema, "{plan}");
+        assert_eq!(placement.dedicated.is_some(), dedicated, "{plan}");
+        let written = stored.lock().unwrap().clone().expect("stored");
+        assert_eq!(written.placement(), Some(&placement));
+    }
 }
 
 #[tokio::test]
