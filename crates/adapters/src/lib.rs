@@ -7,6 +7,7 @@
 //! - [`redis`]: the read-through cache of tenants and API keys, and the shared rate limiter.
 //! - [`kafka`]: the event publisher the outbox relay drives (rdkafka).
 //! - [`system`]: the real clock and UUIDv7 generator.
+//! - [`tenant_migrations`]: the tenant schema's migrations, from a directory or built in.
 //! - `contract` (feature `test-support`): the port contract suites every implementation
 //!   of a repository port must pass.
 
@@ -18,3 +19,4 @@ pub mod memory;
 pub mod postgres;
 pub mod redis;
 pub mod system;
+pub mod tenant_migrations;

@@ -49,7 +49,7 @@ pub(crate) fn tenant(slug: &str, plan: &str, labels: &[(&str, &str)]) -> Tenant 
 pub(crate) fn event(tenant: &Tenant, kind: EventKind) -> Event {
     Event {
         id: EventId(Uuid::now_v7()),
-        tenant_id: tenant.id(),
+        subject: tenant.id().into(),
         occurred_at: now(),
         kind,
     }

@@ -28,6 +28,7 @@ mod plans;
 mod providers;
 mod provisioning;
 mod rate_limit;
+mod tenant_schemas;
 mod tenants;
 
 use std::any::Any;
@@ -35,8 +36,10 @@ use std::sync::Arc;
 
 use tenantd_domain::ports::{
     ApiKeyRepository, AuditLog, BillingProvider, DnsProvider, EventLog, InitialKeyStore, Outbox,
-    PlanRepository, ProvisioningRepository, RateLimiter, TenantDatabases, TenantRepository,
+    PlanRepository, ProvisioningRepository, RateLimiter, RolloutRepository, TenantDatabases,
+    TenantRepository, TenantSchemaRepository,
 };
+use tenantd_domain::tenant_schema::MigrationSet;
 
 pub use api_keys::*;
 pub use audit::*;
@@ -45,6 +48,7 @@ pub use plans::*;
 pub use providers::*;
 pub use provisioning::*;
 pub use rate_limit::*;
+pub use tenant_schemas::*;
 pub use tenants::*;
 
 /// Keeps per-test resources alive until the test ends (e.g. a scratch schema that is
@@ -75,6 +79,10 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLog>,
     /// The outbox of the same store (events written through `tenants`).
     pub outbox: Arc<dyn Outbox>,
+    /// The tenant schemas' records of the same store.
+    pub schemas: Arc<dyn TenantSchemaRepository>,
+    /// Rollouts of the same store.
+    pub rollouts: Arc<dyn RolloutRepository>,
     /// Keeps per-test resources alive until the test ends.
     pub guard: Guard,
 }
@@ -87,8 +95,13 @@ pub struct Stores {
     reason = "holds trait objects; test-only"
 )]
 pub struct ProviderPorts {
-    /// The DATABASE step's provider.
+    /// The DATABASE step's provider, with the built-in migrations.
     pub databases: Arc<dyn TenantDatabases>,
+    /// The same provider (same schemas) with other migrations, as a replica of another
+    /// release has it.
+    pub databases_with: Arc<dyn Fn(Arc<MigrationSet>) -> Arc<dyn TenantDatabases> + Send + Sync>,
+    /// The prefix of the schemas the contracts place tenants in.
+    pub schema_prefix: String,
     /// The DNS step's provider; its records are under `dns_base_domain`, pointing at
     /// `dns_ingress`.
     pub dns: Arc<dyn DnsProvider>,
@@ -155,6 +168,14 @@ macro_rules! repository_contract_tests {
             outbox_batches_never_overtake_a_tenants_earlier_event,
             outbox_batches_dropped_or_unpublished_give_events_back,
             outbox_concurrent_relays_publish_each_event_once_in_tenant_order,
+            a_recorded_schema_is_listed_with_its_placement_until_forgotten,
+            a_rollout_takes_the_tenants_behind_its_target_canary_first,
+            one_rollout_at_a_time_and_one_without_tenants_succeeds_at_once,
+            claims_follow_the_waves_and_the_parallelism_limit,
+            an_expired_tenant_lease_is_taken_over_and_the_old_worker_fenced_off,
+            outcomes_move_the_schemas_and_the_budget_pauses_the_rollout,
+            commands_queue_cancel_and_refuse_as_the_state_says,
+            a_gone_schema_is_skipped_and_a_failed_canary_pauses,
         }
     };
 }
@@ -169,6 +190,9 @@ macro_rules! provider_contract_tests {
             a_tenant_database_exists_once_provisioned_and_provisioning_again_is_harmless,
             a_deprovisioned_tenant_database_is_gone_and_deprovisioning_again_is_harmless,
             tenant_databases_of_tenants_are_separate,
+            a_new_schema_is_at_the_newest_version_and_migrating_applies_only_what_it_lacks,
+            an_applied_migration_edited_since_is_drift_and_changes_nothing,
+            migrating_a_schema_that_does_not_exist_finds_nothing,
             published_dns_records_name_the_slug_under_the_base_domain,
             publishing_dns_records_again_changes_nothing,
             a_dns_name_held_by_another_tenant_fails_permanently,

@@ -160,7 +160,7 @@ pub async fn outbox_concurrent_relays_publish_each_event_once_in_tenant_order(st
     for (tenant, written) in &events {
         let published: Vec<EventId> = log
             .iter()
-            .filter(|e| e.tenant_id == *tenant)
+            .filter(|e| e.subject.tenant() == Some(*tenant))
             .map(|e| e.id)
             .collect();
         let expected: Vec<EventId> = written.iter().map(|e| e.id).collect();

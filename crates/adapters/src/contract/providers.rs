@@ -5,7 +5,12 @@
 //! idempotent (a step re-run after a crash must be harmless) and an undo removes exactly
 //! what its tenant was given.
 
+use std::sync::Arc;
+
 use tenantd_domain::ports::{DnsRecord, ProvisioningTarget, Subscription};
+use tenantd_domain::tenant_schema::{
+    AppliedMigration, MigrationLimits, MigrationSet, PlacementRule,
+};
 use tenantd_domain::{PlanId, Slug};
 
 use super::ProviderPorts;
@@ -25,8 +30,38 @@ async fn target(ports: &ProviderPorts, slug: &str, plan: &str) -> ProvisioningTa
         display_name: tenant.display_name().clone(),
         plan_id: tenant.plan_id().clone(),
         contact_email: tenant.contact_email().clone(),
+        placement: PlacementRule::Shared("default".into()).place(tenant.id(), &ports.schema_prefix),
     }
 }
+
+/// A set of `n` migrations of a `widgets` table (`edit` changes the first one's text).
+fn widgets(n: u32, edit: bool) -> Arc<MigrationSet> {
+    let mut files = vec![(
+        "0001_widgets.sql".to_owned(),
+        if edit {
+            "CREATE TABLE widgets (id bigint PRIMARY KEY); -- edited"
+                .as_bytes()
+                .to_vec()
+        } else {
+            "CREATE TABLE widgets (id bigint PRIMARY KEY);"
+                .as_bytes()
+                .to_vec()
+        },
+    )];
+    for v in 2..=n {
+        files.push((
+            format!("{v:04}_column_{v}.sql"),
+            format!("ALTER TABLE widgets ADD COLUMN c{v} integer NOT NULL DEFAULT {v};")
+                .into_bytes(),
+        ));
+    }
+    Arc::new(MigrationSet::parse(files).expect("a valid set"))
+}
+
+const LIMITS: MigrationLimits = MigrationLimits {
+    lock_timeout_ms: 5_000,
+    statement_timeout_ms: 30_000,
+};
 
 fn expected_records(ports: &ProviderPorts, slug: &Slug) -> Vec<DnsRecord> {
     let mut records =
@@ -43,7 +78,7 @@ pub async fn a_tenant_database_exists_once_provisioned_and_provisioning_again_is
     assert!(
         !ports
             .databases
-            .exists(target.tenant_id)
+            .exists(&target.placement)
             .await
             .expect("exists")
     );
@@ -51,7 +86,7 @@ pub async fn a_tenant_database_exists_once_provisioned_and_provisioning_again_is
     assert!(
         ports
             .databases
-            .exists(target.tenant_id)
+            .exists(&target.placement)
             .await
             .expect("exists")
     );
@@ -63,7 +98,7 @@ pub async fn a_tenant_database_exists_once_provisioned_and_provisioning_again_is
     assert!(
         ports
             .databases
-            .exists(target.tenant_id)
+            .exists(&target.placement)
             .await
             .expect("exists")
     );
@@ -77,25 +112,25 @@ pub async fn a_deprovisioned_tenant_database_is_gone_and_deprovisioning_again_is
     let target = target(&ports, &slug("db"), "pro").await;
     ports
         .databases
-        .deprovision(target.tenant_id)
+        .deprovision(target.tenant_id, &target.placement)
         .await
         .expect("deprovision what never was");
     ports.databases.provision(&target).await.expect("provision");
     ports
         .databases
-        .deprovision(target.tenant_id)
+        .deprovision(target.tenant_id, &target.placement)
         .await
         .expect("deprovision");
     assert!(
         !ports
             .databases
-            .exists(target.tenant_id)
+            .exists(&target.placement)
             .await
             .expect("exists")
     );
     ports
         .databases
-        .deprovision(target.tenant_id)
+        .deprovision(target.tenant_id, &target.placement)
         .await
         .expect("deprovision again");
     ports
@@ -106,7 +141,7 @@ pub async fn a_deprovisioned_tenant_database_is_gone_and_deprovisioning_again_is
     assert!(
         ports
             .databases
-            .exists(target.tenant_id)
+            .exists(&target.placement)
             .await
             .expect("exists")
     );
@@ -120,22 +155,135 @@ pub async fn tenant_databases_of_tenants_are_separate(ports: ProviderPorts) {
     ports.databases.provision(&second).await.expect("provision");
     ports
         .databases
-        .deprovision(first.tenant_id)
+        .deprovision(first.tenant_id, &first.placement)
         .await
         .expect("deprovision");
     assert!(
         !ports
             .databases
-            .exists(first.tenant_id)
+            .exists(&first.placement)
             .await
             .expect("exists")
     );
     assert!(
         ports
             .databases
-            .exists(second.tenant_id)
+            .exists(&second.placement)
             .await
             .expect("exists")
+    );
+}
+
+/// A new schema is made at the newest version and records every migration; migrating it
+/// with a newer set applies only the versions it lacks (again: nothing), and a target
+/// below its version changes nothing.
+pub async fn a_new_schema_is_at_the_newest_version_and_migrating_applies_only_what_it_lacks(
+    ports: ProviderPorts,
+) {
+    let target = target(&ports, &slug("mig"), "pro").await;
+    let v2 = (ports.databases_with)(widgets(2, false));
+    let made = v2.provision(&target).await.expect("provision");
+    assert_eq!((made.from, made.to, made.applied.len()), (0, 2, 2));
+    let recorded = v2.applied(&target.placement).await.expect("applied");
+    let expected: Vec<AppliedMigration> = widgets(2, false)
+        .migrations()
+        .iter()
+        .map(AppliedMigration::from)
+        .collect();
+    assert_eq!(recorded, expected);
+    let again = v2.provision(&target).await.expect("provision again");
+    assert_eq!((again.from, again.to, again.applied.len()), (2, 2, 0));
+
+    let v4 = (ports.databases_with)(widgets(4, false));
+    let to_three = v4
+        .migrate(&target.placement, 3, LIMITS)
+        .await
+        .expect("migrate")
+        .expect("the schema exists");
+    assert_eq!((to_three.from, to_three.to), (2, 3));
+    assert_eq!(
+        to_three
+            .applied
+            .iter()
+            .map(|m| m.version)
+            .collect::<Vec<_>>(),
+        [3]
+    );
+    let to_four = v4
+        .migrate(&target.placement, 4, LIMITS)
+        .await
+        .expect("migrate")
+        .expect("exists");
+    assert_eq!((to_four.from, to_four.to, to_four.applied.len()), (3, 4, 1));
+    let nothing = v4
+        .migrate(&target.placement, 4, LIMITS)
+        .await
+        .expect("migrate")
+        .expect("exists");
+    assert_eq!((nothing.from, nothing.to, nothing.applied.len()), (4, 4, 0));
+    let below = v2
+        .migrate(&target.placement, 2, LIMITS)
+        .await
+        .expect("an older release's replica")
+        .expect("exists");
+    assert_eq!((below.from, below.to, below.applied.len()), (4, 4, 0));
+    assert_eq!(
+        v4.applied(&target.placement).await.expect("applied").len(),
+        4
+    );
+}
+
+/// A schema whose applied migration was edited since is refused (`MIGRATION_DRIFT`,
+/// permanent), and left as it was.
+pub async fn an_applied_migration_edited_since_is_drift_and_changes_nothing(ports: ProviderPorts) {
+    let target = target(&ports, &slug("drift"), "pro").await;
+    (ports.databases_with)(widgets(1, false))
+        .provision(&target)
+        .await
+        .expect("provision");
+    let edited = (ports.databases_with)(widgets(2, true));
+    let err = edited
+        .migrate(&target.placement, 2, LIMITS)
+        .await
+        .expect_err("drift");
+    assert_eq!(
+        (err.reason.as_str(), err.permanent),
+        ("MIGRATION_DRIFT", true)
+    );
+    assert!(err.message.contains("0001_widgets.sql"), "{}", err.message);
+    assert_eq!(
+        edited
+            .applied(&target.placement)
+            .await
+            .expect("applied")
+            .len(),
+        1
+    );
+}
+
+/// Migrating (or reading) a schema that does not exist finds nothing and makes nothing.
+pub async fn migrating_a_schema_that_does_not_exist_finds_nothing(ports: ProviderPorts) {
+    let target = target(&ports, &slug("none"), "pro").await;
+    let found = ports
+        .databases
+        .migrate(&target.placement, 2, LIMITS)
+        .await
+        .expect("migrate");
+    assert_eq!(found, None);
+    assert!(
+        !ports
+            .databases
+            .exists(&target.placement)
+            .await
+            .expect("exists")
+    );
+    assert_eq!(
+        ports
+            .databases
+            .applied(&target.placement)
+            .await
+            .expect("applied"),
+        []
     );
 }
 

@@ -491,7 +491,7 @@ pub async fn event_log_pages_after_an_event_and_filters_by_tenant(stores: Stores
         .await
         .expect("events");
     assert!(
-        all.iter().any(|e| e.tenant_id == b.id()),
+        all.iter().any(|e| e.subject.tenant() == Some(b.id())),
         "unfiltered list spans tenants"
     );
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "id order");

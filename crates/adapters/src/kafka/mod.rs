@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tenantd_domain::ports::{EventPublisher, PublishError};
-use tenantd_domain::{Event, TenantId};
+use tenantd_domain::{Event, Subject};
 
 /// How often failed deliveries make the publisher check that its topic still exists.
 const TOPIC_RECHECK: Duration = Duration::from_secs(5);
@@ -195,7 +195,7 @@ impl KafkaPublisher {
     /// Sends one event and waits for its delivery report.
     async fn send(&self, producer: &FutureProducer, event: &Event) -> Result<(), PublishError> {
         let payload = (self.encode)(event);
-        let key = event.tenant_id.to_string();
+        let key = event.subject.id().to_string();
         let record = FutureRecord::to(&self.settings.topic)
             .key(&key)
             .payload(&payload)
@@ -214,7 +214,7 @@ impl KafkaPublisher {
     /// The CloudEvents binary-mode headers of `event`.
     fn headers(&self, event: &Event) -> OwnedHeaders {
         let id = event.id.0.to_string();
-        let subject = event.tenant_id.to_string();
+        let subject = event.subject.id().to_string();
         let time = event
             .occurred_at
             .to_rfc3339_opts(SecondsFormat::Micros, true);
@@ -249,11 +249,11 @@ impl EventPublisher for KafkaPublisher {
         // reach the topic before an earlier one that failed (librdkafka's gapless
         // guarantee does not cover message timeouts). After a failure the tenant's
         // remaining events are not sent.
-        let mut by_tenant: HashMap<TenantId, Vec<usize>> = HashMap::new();
+        let mut by_subject: HashMap<Subject, Vec<usize>> = HashMap::new();
         for (i, event) in events.iter().enumerate() {
-            by_tenant.entry(event.tenant_id).or_default().push(i);
+            by_subject.entry(event.subject).or_default().push(i);
         }
-        let sends = by_tenant.values().map(|indices| {
+        let sends = by_subject.values().map(|indices| {
             let producer = &producer;
             async move {
                 let mut outcomes = Vec::with_capacity(indices.len());

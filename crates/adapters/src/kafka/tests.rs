@@ -8,7 +8,7 @@ use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Headers as _;
 use rdkafka::mocking::MockCluster;
-use tenantd_domain::{EventId, EventKind};
+use tenantd_domain::{EventId, EventKind, TenantId};
 use uuid::Uuid;
 
 use super::*;
@@ -30,7 +30,7 @@ fn settings(brokers: String) -> KafkaSettings {
 fn event(tenant: TenantId) -> Event {
     Event {
         id: EventId(Uuid::now_v7()),
-        tenant_id: tenant,
+        subject: tenant.into(),
         occurred_at: Utc::now().trunc_subsecs(6),
         kind: EventKind::TenantResumed,
     }
@@ -99,7 +99,7 @@ async fn events_are_delivered_keyed_by_tenant_with_cloudevents_headers_in_order(
     for tenant in &tenants {
         let sent: Vec<Vec<u8>> = events
             .iter()
-            .filter(|e| e.tenant_id == *tenant)
+            .filter(|e| e.subject.tenant() == Some(*tenant))
             .map(|e| e.id.0.as_bytes().to_vec())
             .collect();
         let received: Vec<Vec<u8>> = seen
@@ -124,7 +124,7 @@ async fn events_are_delivered_keyed_by_tenant_with_cloudevents_headers_in_order(
     assert_eq!(header("ce_id"), first.id.0.to_string());
     assert_eq!(header("ce_type"), "tenant.v1.TenantResumed");
     assert_eq!(header("ce_source"), "urn:tenantd:test");
-    assert_eq!(header("ce_subject"), first.tenant_id.to_string());
+    assert_eq!(header("ce_subject"), first.subject.id().to_string());
     assert_eq!(
         chrono::DateTime::parse_from_rfc3339(&header("ce_time")).unwrap(),
         first.occurred_at

@@ -20,7 +20,7 @@ impl EventLog for MemoryStore {
         let events: Vec<Arc<Event>> = {
             let state = self.lock();
             after_key(&state.events, after)
-                .filter(|e| tenant.is_none_or(|t| e.tenant_id == t))
+                .filter(|e| tenant.is_none_or(|t| e.subject.tenant() == Some(t)))
                 .take(limit)
                 .cloned()
                 .collect()

@@ -12,7 +12,9 @@ mod plans;
 mod providers;
 mod provisioning;
 mod rate_limit;
+mod rollouts;
 mod store;
+mod tenant_schemas;
 mod tenants;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tenantd_domain::ports::{Outbox, OutboxBacklog, OutboxBatch};
-use tenantd_domain::{Event, EventId, RepoError, TenantId};
+use tenantd_domain::{Event, EventId, RepoError, Subject};
 
 use super::MemoryStore;
 use super::store::{State, lock};
@@ -59,18 +59,18 @@ impl Outbox for MemoryStore {
     ) -> Result<Box<dyn OutboxBatch>, RepoError> {
         let taken: Vec<Arc<Event>> = {
             let mut state = self.lock();
-            let mut blocked: HashSet<TenantId> = HashSet::new();
+            let mut blocked: HashSet<Subject> = HashSet::new();
             let mut taken = Vec::new();
-            for (id, tenant) in &state.unpublished {
+            for (id, subject) in &state.unpublished {
                 if taken.len() >= limit {
                     break;
                 }
-                if blocked.contains(tenant) {
+                if blocked.contains(subject) {
                     continue;
                 }
                 if state.in_flight.contains(id) {
                     // Held by another batch: its tenant's later events wait behind it.
-                    blocked.insert(*tenant);
+                    blocked.insert(*subject);
                     continue;
                 }
                 taken.push(*id);

@@ -1,7 +1,8 @@
-//! In-memory provisioning providers: what the embedded mode provisions. The DNS provider
+//! In-memory provisioning providers: what the embedded mode provisions (tenant schemas
+//! as the versions they record). The DNS provider
 //! keeps records per tenant, so a name held by another tenant is refused here too.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -11,33 +12,104 @@ use tenantd_domain::ports::{
     BillingProvider, DnsProvider, DnsRecord, ProvisioningTarget, Subscription, TenantDatabases,
 };
 use tenantd_domain::provisioning::StepError;
+use tenantd_domain::tenant_schema::{
+    AppliedMigration, Migrated, MigrationLimits, MigrationSet, Placement,
+};
 
-/// Tenant "schemas" as a set of tenant ids.
-#[derive(Debug, Clone, Default)]
+/// Tenant "schemas": the migrations each placement's schema records, nothing run. A
+/// migration of a schema that does not exist finds nothing, as on a database.
+#[derive(Debug, Clone)]
 pub struct MemoryTenantDatabases {
-    schemas: Arc<Mutex<BTreeSet<TenantId>>>,
+    set: Arc<MigrationSet>,
+    schemas: Arc<Mutex<BTreeMap<Placement, Vec<AppliedMigration>>>>,
+}
+
+impl Default for MemoryTenantDatabases {
+    /// Schemas of the built-in example set.
+    fn default() -> Self {
+        Self::new(Arc::new(crate::tenant_migrations::built_in()))
+    }
 }
 
 impl MemoryTenantDatabases {
-    fn schemas(&self) -> std::sync::MutexGuard<'_, BTreeSet<TenantId>> {
+    /// Schemas migrated with `set`.
+    pub fn new(set: Arc<MigrationSet>) -> Self {
+        Self {
+            set,
+            schemas: Arc::default(),
+        }
+    }
+
+    /// The same schemas, migrated with `set` (as a replica of another release sees them).
+    #[must_use]
+    pub fn with_set(&self, set: Arc<MigrationSet>) -> Self {
+        Self {
+            set,
+            schemas: self.schemas.clone(),
+        }
+    }
+
+    fn schemas(&self) -> std::sync::MutexGuard<'_, BTreeMap<Placement, Vec<AppliedMigration>>> {
         self.schemas.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Brings `applied` to `to` (clamped to the set): what it was at, and is at now.
+    fn bring(&self, applied: &mut Vec<AppliedMigration>, to: u32) -> Result<Migrated, StepError> {
+        self.set
+            .check_applied(applied)
+            .map_err(|drift| StepError::permanent("MIGRATION_DRIFT", drift.to_string()))?;
+        let from = applied.last().map_or(0, |m| m.version);
+        let new: Vec<AppliedMigration> = self
+            .set
+            .between(from, to)
+            .iter()
+            .map(AppliedMigration::from)
+            .collect();
+        applied.extend(new.iter().cloned());
+        Ok(Migrated {
+            from,
+            to: applied.last().map_or(0, |m| m.version),
+            applied: new,
+        })
     }
 }
 
 #[async_trait]
 impl TenantDatabases for MemoryTenantDatabases {
-    async fn provision(&self, target: &ProvisioningTarget) -> Result<(), StepError> {
-        self.schemas().insert(target.tenant_id);
+    async fn provision(&self, target: &ProvisioningTarget) -> Result<Migrated, StepError> {
+        let mut schemas = self.schemas();
+        let applied = schemas.entry(target.placement.clone()).or_default();
+        self.bring(applied, self.set.newest())
+    }
+
+    async fn deprovision(&self, _tenant: TenantId, placement: &Placement) -> Result<(), StepError> {
+        self.schemas().remove(placement);
         Ok(())
     }
 
-    async fn deprovision(&self, tenant: TenantId) -> Result<(), StepError> {
-        self.schemas().remove(&tenant);
-        Ok(())
+    async fn exists(&self, placement: &Placement) -> Result<bool, StepError> {
+        Ok(self.schemas().contains_key(placement))
     }
 
-    async fn exists(&self, tenant: TenantId) -> Result<bool, StepError> {
-        Ok(self.schemas().contains(&tenant))
+    async fn migrate(
+        &self,
+        placement: &Placement,
+        to: u32,
+        _limits: MigrationLimits,
+    ) -> Result<Option<Migrated>, StepError> {
+        let mut schemas = self.schemas();
+        let Some(applied) = schemas.get_mut(placement) else {
+            return Ok(None);
+        };
+        // All or nothing, as a transaction: the copy is kept only when it succeeded.
+        let mut next = applied.clone();
+        let migrated = self.bring(&mut next, to)?;
+        *applied = next;
+        Ok(Some(migrated))
+    }
+
+    async fn applied(&self, placement: &Placement) -> Result<Vec<AppliedMigration>, StepError> {
+        Ok(self.schemas().get(placement).cloned().unwrap_or_default())
     }
 }
 

@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{EmailCipher, IdempotencyRecord, InitialKey, Lease};
-use tenantd_domain::provisioning::{ProvisioningRun, RunId};
+use tenantd_domain::provisioning::{ProvisioningRun, RunId, StepError};
+use tenantd_domain::tenant_schema::{Rollout, RolloutId, RolloutTenant};
 use tenantd_domain::{
-    ApiKey, ApiKeyId, AuditRecord, ContactEmail, Event, EventId, Reason, RepoError, Tenant,
-    TenantId, TenantStatus,
+    ApiKey, ApiKeyId, AuditRecord, ContactEmail, Event, EventId, Reason, RepoError, Subject,
+    Tenant, TenantId, TenantStatus,
 };
 
 /// A tenant as stored: its contact email replaced by a placeholder when sealed, with the
@@ -44,6 +45,29 @@ pub(super) struct Sealed {
     pub(super) index: [u8; 32],
 }
 
+/// A tenant schema's record.
+#[derive(Debug, Clone)]
+pub(super) struct StoredSchema {
+    pub(super) version: u32,
+    pub(super) migrated_at: DateTime<Utc>,
+    pub(super) last_error: Option<StepError>,
+}
+
+/// A rollout (its counts computed from its entries) and its tenants in wave and position
+/// order.
+#[derive(Debug, Clone)]
+pub(super) struct StoredRollout {
+    pub(super) rollout: Rollout,
+    pub(super) tenants: Vec<StoredEntry>,
+}
+
+/// A rollout's tenant and the lease on it.
+#[derive(Debug, Clone)]
+pub(super) struct StoredEntry {
+    pub(super) entry: RolloutTenant,
+    pub(super) lease: Option<Lease>,
+}
+
 /// A run and the lease on it.
 #[derive(Debug, Clone)]
 pub(super) struct StoredRun {
@@ -57,7 +81,7 @@ pub(super) struct State {
     /// Keyed by event id: UUIDv7, so iteration is append order.
     pub(super) events: BTreeMap<EventId, Arc<Event>>,
     /// The outbox: events not yet published, in id order.
-    pub(super) unpublished: BTreeMap<EventId, TenantId>,
+    pub(super) unpublished: BTreeMap<EventId, Subject>,
     /// Unpublished events a relay's batch holds.
     pub(super) in_flight: HashSet<EventId>,
     pub(super) idempotency: HashMap<String, Arc<StoredRecord>>,
@@ -71,6 +95,10 @@ pub(super) struct State {
     pub(super) latest_run: HashMap<TenantId, RunId>,
     /// First admin keys, by tenant.
     pub(super) initial_keys: HashMap<TenantId, InitialKey>,
+    /// Tenant schemas' versions.
+    pub(super) schemas: BTreeMap<TenantId, StoredSchema>,
+    /// Rollouts, by id (UUIDv7: creation order).
+    pub(super) rollouts: BTreeMap<RolloutId, StoredRollout>,
 }
 
 impl State {
@@ -122,7 +150,7 @@ impl State {
     /// Appends events to the log and the outbox.
     pub(super) fn append(&mut self, events: Vec<Arc<Event>>) {
         for event in events {
-            self.unpublished.insert(event.id, event.tenant_id);
+            self.unpublished.insert(event.id, event.subject);
             self.events.insert(event.id, event);
         }
     }

@@ -27,6 +27,8 @@ fn stores_of(store: &MemoryStore) -> Stores {
         audit: Arc::new(store.clone()),
         outbox: Arc::new(store.clone()),
         events: Arc::new(store.clone()),
+        schemas: Arc::new(store.clone()),
+        rollouts: Arc::new(store.clone()),
         plans: Arc::new(MemoryPlanRepository::default()),
         guard: None,
     }
@@ -42,8 +44,12 @@ async fn plain_stores() -> Stores {
 
 async fn providers() -> ProviderPorts {
     let ingress = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    let databases = MemoryTenantDatabases::default();
+    let same = databases.clone();
     ProviderPorts {
-        databases: Arc::new(MemoryTenantDatabases::default()),
+        databases: Arc::new(databases),
+        databases_with: Arc::new(move |set| Arc::new(same.with_set(set))),
+        schema_prefix: "t_".into(),
         dns: Arc::new(MemoryDns::new("tenants.example.test", ingress)),
         dns_base_domain: "tenants.example.test".into(),
         dns_ingress: ingress,

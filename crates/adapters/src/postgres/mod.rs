@@ -4,7 +4,7 @@
 //! offers `in_tx`, the transaction helper (the outbox's batch, which holds its transaction
 //! while it is published, aside); each port it implements has a file of its
 //! own (`tenants.rs`, `provisioning.rs`, `api_keys.rs`, `initial_keys.rs`, `events.rs`,
-//! `outbox.rs`, `audit.rs`); statements on a table that several ports write live in
+//! `outbox.rs`, `audit.rs`, `tenant_schemas.rs`, `rollouts.rs`); statements on a table that several ports write live in
 //! `tables/` (no port file imports another); the provisioning providers are in
 //! [`providers`]; re-sealing with a new key is [`PgRewrap`] (`rewrap.rs`).
 //!
@@ -34,8 +34,10 @@ mod plans;
 pub mod providers;
 mod provisioning;
 mod rewrap;
+mod rollouts;
 mod store;
 mod tables;
+mod tenant_schemas;
 mod tenants;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -44,8 +46,8 @@ mod tests;
 
 pub use connect::{ConnectError, MIGRATOR, PgSettings, connect, migrate};
 pub use plans::PgPlanRepository;
-pub use providers::{
-    BadSchemaPrefix, PgBilling, PgDns, PgTenantDatabases, TENANT_MIGRATIONS, is_valid_schema_prefix,
-};
+pub use providers::{BadSchemaPrefix, PgBilling, PgDns, PgTenantDatabases, is_valid_schema_prefix};
 pub use rewrap::{PgRewrap, Rewrapped};
+pub use sqlx::PgPool;
 pub use store::PgStore;
+pub use tenant_schemas::RegistryError;

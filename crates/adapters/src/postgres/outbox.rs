@@ -80,35 +80,45 @@ impl Outbox for PgStore {
             }));
         }
         let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
-        let tenants: Vec<Uuid> = rows.iter().map(|r| r.tenant_id).collect();
+        let tenants: Vec<Option<Uuid>> = rows.iter().map(|r| r.tenant_id).collect();
+        let rollouts: Vec<Option<Uuid>> = rows.iter().map(|r| r.rollout_id).collect();
+        // An event waits behind an earlier unpublished one of its subject (tenant or
+        // rollout), each looked up on its own partial index.
         let behind: HashSet<Uuid> = sqlx::query_scalar(
-            "SELECT c.event_id FROM unnest($1::uuid[], $2::uuid[]) AS c(event_id, tenant_id) \
+            "SELECT c.event_id FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) \
+                 AS c(event_id, tenant_id, rollout_id) \
              WHERE EXISTS (SELECT 1 FROM tenant_events x \
                  WHERE x.tenant_id = c.tenant_id AND x.published_at IS NULL \
+                   AND x.event_id < c.event_id AND NOT (x.event_id = ANY($1))) \
+                OR EXISTS (SELECT 1 FROM tenant_events x \
+                 WHERE x.rollout_id = c.rollout_id AND x.published_at IS NULL \
+                   AND x.rollout_id IS NOT NULL \
                    AND x.event_id < c.event_id AND NOT (x.event_id = ANY($1)))",
         )
         .bind(&ids)
         .bind(&tenants)
+        .bind(&rollouts)
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?
         .into_iter()
         .collect();
-        let mut blocked: HashSet<Uuid> = HashSet::new();
+        let mut blocked: HashSet<Option<Uuid>> = HashSet::new();
         let mut events = Vec::with_capacity(rows.len());
         for row in rows {
-            if blocked.contains(&row.tenant_id) || behind.contains(&row.event_id) {
-                blocked.insert(row.tenant_id);
+            let subject = row.subject_id();
+            if blocked.contains(&subject) || behind.contains(&row.event_id) {
+                blocked.insert(subject);
                 continue;
             }
-            let (event_id, tenant_id) = (row.event_id, row.tenant_id);
+            let event_id = row.event_id;
             match Event::try_from(row) {
                 Ok(event) => events.push(event),
                 Err(err) => {
                     // Left unpublished, and its tenant's later events wait behind it: an
                     // operator has to look at it.
                     tracing::error!(%event_id, error = %err, "ALERT: an outbox event does not decode; its tenant's events are held back");
-                    blocked.insert(tenant_id);
+                    blocked.insert(subject);
                 }
             }
         }

@@ -11,9 +11,11 @@ use tenantd_domain::ports::{EmailCipher, SecretSealer};
 use tenantd_domain::{RepoError, TenantId};
 use uuid::Uuid;
 
+use super::PgTenantDatabases;
 use super::errors::db;
-use super::providers::tenant_schema;
+use super::providers::quoted;
 use super::store::in_tx;
+use super::tables::tenants::placement;
 
 /// Re-seals what a key ring sealed, with its primary key.
 #[derive(Clone)]
@@ -21,13 +23,13 @@ pub struct PgRewrap {
     pool: PgPool,
     cipher: Arc<dyn EmailCipher>,
     sealer: Arc<dyn SecretSealer>,
-    schema_prefix: String,
+    tenant_schemas: Option<PgTenantDatabases>,
 }
 
 impl std::fmt::Debug for PgRewrap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgRewrap")
-            .field("schema_prefix", &self.schema_prefix)
+            .field("tenant_schemas", &self.tenant_schemas)
             .finish_non_exhaustive()
     }
 }
@@ -65,19 +67,20 @@ struct Envelopes<'a> {
 type Reseal<'a> = dyn Fn(TenantId, &[u8]) -> Result<(Vec<u8>, String), RepoError> + Sync + 'a;
 
 impl PgRewrap {
-    /// A rewrap over `pool` with the ring's two faces; tenant schemas are named with
-    /// `schema_prefix`.
+    /// A rewrap over `pool` with the ring's two faces. With `tenant_schemas` (the
+    /// built-in example set, whose `users` hold sealed emails), the users of every tenant
+    /// schema are re-sealed too, wherever its placement puts it.
     pub fn new(
         pool: PgPool,
         cipher: Arc<dyn EmailCipher>,
         sealer: Arc<dyn SecretSealer>,
-        schema_prefix: &str,
+        tenant_schemas: Option<PgTenantDatabases>,
     ) -> Self {
         Self {
             pool,
             cipher,
             sealer,
-            schema_prefix: schema_prefix.to_owned(),
+            tenant_schemas,
         }
     }
 
@@ -106,6 +109,7 @@ impl PgRewrap {
     pub async fn contact_emails(&self, batch_size: usize) -> Result<u64, RepoError> {
         let reseal = |tenant, envelope: &[u8]| self.reseal_email(tenant, envelope);
         self.run(
+            &self.pool,
             &Envelopes {
                 table: "tenants".into(),
                 id: "tenant_id",
@@ -124,18 +128,32 @@ impl PgRewrap {
     /// # Errors
     /// As [`PgRewrap::all`].
     pub async fn user_emails(&self, batch_size: usize) -> Result<u64, RepoError> {
-        let tenants: Vec<(Uuid,)> = sqlx::query_as("SELECT tenant_id FROM tenants")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        type Placed = (Uuid, Option<String>, Option<String>, Option<String>);
+        let Some(databases) = &self.tenant_schemas else {
+            return Ok(0);
+        };
+        let tenants: Vec<Placed> = sqlx::query_as(
+            "SELECT tenant_id, tenant_database, dedicated_database, tenant_schema FROM tenants \
+             WHERE tenant_schema IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
         let reseal = |tenant, envelope: &[u8]| self.reseal_email(tenant, envelope);
         let mut total = 0;
-        for (id,) in tenants {
+        for (id, database, dedicated, schema) in tenants {
             let tenant = tenant_of(id)?;
-            total += self
+            let Some(placement) = placement(database, dedicated, schema)? else {
+                continue;
+            };
+            let (pool, own) = databases
+                .pool(&placement)
+                .map_err(|e| RepoError::Unavailable(e.to_string()))?;
+            let resealed = self
                 .run(
+                    &pool,
                     &Envelopes {
-                        table: format!("{}.users", tenant_schema(&self.schema_prefix, tenant)),
+                        table: format!("{}.users", quoted(&placement.schema)),
                         id: "user_id",
                         envelope: "email_sealed",
                         key_id: Some("email_key_id"),
@@ -144,7 +162,11 @@ impl PgRewrap {
                     },
                     batch_size,
                 )
-                .await?;
+                .await;
+            if own {
+                pool.close().await;
+            }
+            total += resealed?;
         }
         Ok(total)
     }
@@ -168,6 +190,7 @@ impl PgRewrap {
             Ok((sealed, self.cipher.primary_key_id()))
         };
         self.run(
+            &self.pool,
             &Envelopes {
                 table: "initial_api_keys".into(),
                 id: "tenant_id",
@@ -196,7 +219,12 @@ impl PgRewrap {
 
     /// Re-seals `kind`'s envelopes in batches until none is left on an older key; returns
     /// how many. A table that does not exist (a tenant schema dropped meanwhile) has none.
-    async fn run(&self, kind: &Envelopes<'_>, batch_size: usize) -> Result<u64, RepoError> {
+    async fn run(
+        &self,
+        pool: &PgPool,
+        kind: &Envelopes<'_>,
+        batch_size: usize,
+    ) -> Result<u64, RepoError> {
         let Envelopes {
             table,
             id,
@@ -223,7 +251,7 @@ impl PgRewrap {
         let limit = i64::try_from(batch_size.max(1)).unwrap_or(i64::MAX);
         let mut total = 0;
         loop {
-            let resealed = in_tx(&self.pool, async |tx| {
+            let resealed = in_tx(pool, async |tx| {
                 let selected: Result<Vec<(Uuid, Vec<u8>)>, _> =
                     sqlx::query_as(sqlx::AssertSqlSafe(select.clone()))
                         .bind(&primary)

@@ -141,6 +141,22 @@ impl Drop for ScratchSchema {
                     .await
                     .map_err(|e| e.to_string())?;
                 }
+                // Dedicated tenants' own databases carry the same prefix.
+                let databases: Vec<(String,)> = sqlx::query_as(
+                    "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+                )
+                .bind(&tenant_prefix)
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+                for (database,) in databases {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                }
                 Ok::<(), String>(())
             })
         });

@@ -9,6 +9,13 @@ use sqlx::{Connection as _, PgConnection};
 use super::testing::{ScratchSchema, test_database_url};
 use super::{PgBilling, PgDns, PgPlanRepository, PgStore, PgTenantDatabases, migrate};
 use crate::contract::{ProviderPorts, Stores};
+use tenantd_domain::ports::EmailCipher;
+use tenantd_domain::tenant_schema::MigrationLimits;
+
+const LIMITS: MigrationLimits = MigrationLimits {
+    lock_timeout_ms: 5_000,
+    statement_timeout_ms: 30_000,
+};
 use crate::crypto::KeyRing;
 
 async fn stores() -> Stores {
@@ -23,6 +30,8 @@ async fn stores() -> Stores {
         events: Arc::new(store.clone()),
         audit: Arc::new(store.clone()),
         outbox: Arc::new(store.clone()),
+        schemas: Arc::new(store.clone()),
+        rollouts: Arc::new(store.clone()),
         plans: Arc::new(PgPlanRepository::new(pool)),
         guard: Some(Arc::new(schema)),
     }
@@ -35,11 +44,20 @@ async fn providers() -> ProviderPorts {
     let pool = schema.migrated_pool().await.expect("migrated pool");
     let ring = Arc::new(KeyRing::generate("test"));
     let ingress = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    let cipher: Arc<dyn EmailCipher> = ring.clone();
+    let databases = PgTenantDatabases::new(
+        pool.clone(),
+        Arc::new(crate::tenant_migrations::built_in()),
+        Some(cipher),
+        LIMITS,
+    );
+    let on = pool.clone();
     ProviderPorts {
-        databases: Arc::new(
-            PgTenantDatabases::new(pool.clone(), ring.clone(), &schema.tenant_schema_prefix())
-                .expect("a valid prefix"),
-        ),
+        databases: Arc::new(databases),
+        databases_with: Arc::new(move |set| {
+            Arc::new(PgTenantDatabases::new(on.clone(), set, None, LIMITS))
+        }),
+        schema_prefix: schema.tenant_schema_prefix(),
         dns: Arc::new(PgDns::new(pool.clone(), "tenants.example.test", ingress)),
         dns_base_domain: "tenants.example.test".into(),
         dns_ingress: ingress,
@@ -118,4 +136,362 @@ async fn migrations_are_recorded_once_per_schema() {
         applied,
         i64::try_from(crate::postgres::MIGRATOR.iter().count()).unwrap()
     );
+}
+
+mod tenant_schemas {
+    //! What only PostgreSQL's tenant databases promise: SQL that fails leaves the schema
+    //! exactly at its version, limits apply, dedicated tenants get a database of their own,
+    //! an unreachable tenant database is worth retrying, and the migration registry and the
+    //! adoption of tenants made before placements were recorded.
+
+    use std::sync::Arc;
+
+    use sqlx::PgPool;
+    use tenantd_domain::ports::{
+        ProvisioningTarget, SchemaQuery, TenantDatabases as _, TenantRepository as _,
+    };
+    use tenantd_domain::tenant_schema::{MigrationSet, Placement, PlacementRule};
+
+    use super::super::testing::ScratchSchema;
+    use super::super::{PgStore, PgTenantDatabases, RegistryError};
+    use super::LIMITS;
+    use crate::contract::fixtures::{run_for, slug, tenant};
+    use crate::crypto::KeyRing;
+
+    fn set(files: &[(&str, &str)]) -> Arc<MigrationSet> {
+        Arc::new(
+            MigrationSet::parse(
+                files
+                    .iter()
+                    .map(|(n, s)| ((*n).to_owned(), s.as_bytes().to_vec()))
+                    .collect(),
+            )
+            .expect("a valid set"),
+        )
+    }
+
+    const ORDERS: &str = "CREATE TABLE orders (id bigint PRIMARY KEY, amount integer NOT NULL); \
+         INSERT INTO orders VALUES (1, 10), (2, -5);";
+
+    async fn target(
+        schema: &ScratchSchema,
+        pool: &PgPool,
+        rule: PlacementRule,
+    ) -> ProvisioningTarget {
+        let t = tenant(&slug("pg"), "pro", &[]);
+        let placement = rule.place(t.id(), &schema.tenant_schema_prefix());
+        let t = t.placed(placement.clone());
+        PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")))
+            .create(&t, &run_for(&t), &[], None)
+            .await
+            .expect("create");
+        ProvisioningTarget {
+            tenant_id: t.id(),
+            slug: t.slug().clone(),
+            display_name: t.display_name().clone(),
+            plan_id: t.plan_id().clone(),
+            contact_email: t.contact_email().clone(),
+            placement,
+        }
+    }
+
+    async fn tables(pool: &PgPool, placement: &Placement) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+             ORDER BY 1",
+        )
+        .bind(&placement.schema)
+        .fetch_all(pool)
+        .await
+        .expect("tables")
+    }
+
+    #[tokio::test]
+    async fn a_failing_migration_leaves_the_schema_exactly_at_its_version() {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("pool");
+        let target = target(&schema, &pool, PlacementRule::Shared("default".into())).await;
+        let v1 = set(&[("0001_orders.sql", ORDERS)]);
+        PgTenantDatabases::new(pool.clone(), v1, None, LIMITS)
+            .provision(&target)
+            .await
+            .expect("provision");
+        // 0002 succeeds on its own; 0003 fails on this tenant's data (a negative amount):
+        // the tenant stays at 1, 0002's table included.
+        let v3 = PgTenantDatabases::new(
+            pool.clone(),
+            set(&[
+                ("0001_orders.sql", ORDERS),
+                ("0002_refunds.sql", "CREATE TABLE refunds (id bigint);"),
+                (
+                    "0003_positive.sql",
+                    "ALTER TABLE orders ADD CONSTRAINT positive CHECK (amount > 0);",
+                ),
+            ]),
+            None,
+            LIMITS,
+        );
+        let err = v3
+            .migrate(&target.placement, 3, LIMITS)
+            .await
+            .expect_err("the check fails on this tenant");
+        assert_eq!(
+            (err.reason.as_str(), err.permanent),
+            ("MIGRATION_FAILED", true)
+        );
+        assert!(err.message.contains("0003_positive.sql"), "{}", err.message);
+        assert!(
+            !err.message.contains("-5"),
+            "no row values: {}",
+            err.message
+        );
+        assert_eq!(
+            v3.applied(&target.placement).await.expect("applied").len(),
+            1
+        );
+        assert_eq!(
+            tables(&pool, &target.placement).await,
+            ["orders", "schema_migrations"]
+        );
+        // Once the data is fixed, the same rollout step applies both.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "UPDATE \"{}\".orders SET amount = 5 WHERE id = 2",
+            target.placement.schema
+        )))
+        .execute(&pool)
+        .await
+        .expect("fix the data");
+        let migrated = v3
+            .migrate(&target.placement, 3, LIMITS)
+            .await
+            .expect("migrate")
+            .expect("exists");
+        assert_eq!((migrated.from, migrated.to), (1, 3));
+    }
+
+    #[tokio::test]
+    async fn a_lock_held_elsewhere_times_out_the_migration_which_may_be_retried() {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("pool");
+        let target = target(&schema, &pool, PlacementRule::Shared("default".into())).await;
+        let files = [
+            ("0001_orders.sql", ORDERS),
+            ("0002_note.sql", "ALTER TABLE orders ADD COLUMN note text;"),
+        ];
+        PgTenantDatabases::new(pool.clone(), set(&files[..1]), None, LIMITS)
+            .provision(&target)
+            .await
+            .expect("provision");
+        let mut holder = pool.begin().await.expect("begin");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE \"{}\".orders IN ACCESS SHARE MODE",
+            target.placement.schema
+        )))
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+        let short = tenantd_domain::tenant_schema::MigrationLimits {
+            lock_timeout_ms: 200,
+            statement_timeout_ms: 10_000,
+        };
+        let databases = PgTenantDatabases::new(pool.clone(), set(&files), None, LIMITS);
+        let err = databases
+            .migrate(&target.placement, 2, short)
+            .await
+            .expect_err("the lock is held");
+        assert_eq!(
+            (err.reason.as_str(), err.permanent),
+            ("LOCK_TIMEOUT", false)
+        );
+        holder.rollback().await.expect("release");
+        let migrated = databases
+            .migrate(&target.placement, 2, short)
+            .await
+            .expect("migrate")
+            .expect("exists");
+        assert_eq!(migrated.to, 2);
+    }
+
+    #[tokio::test]
+    async fn a_dedicated_tenant_gets_a_database_of_its_own_dropped_on_undo() {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("pool");
+        let target = target(&schema, &pool, PlacementRule::Dedicated("default".into())).await;
+        let own = target.placement.dedicated.clone().expect("dedicated");
+        let databases = PgTenantDatabases::new(
+            pool.clone(),
+            set(&[("0001_orders.sql", ORDERS)]),
+            None,
+            LIMITS,
+        );
+        let made = databases.provision(&target).await.expect("provision");
+        assert_eq!(made.to, 1);
+        let exists = |name: String| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                )
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .expect("pg_database")
+            }
+        };
+        assert!(exists(own.clone()).await);
+        assert!(databases.exists(&target.placement).await.expect("exists"));
+        assert!(
+            tables(&pool, &target.placement).await.is_empty(),
+            "nothing of it in the shared database"
+        );
+        databases.provision(&target).await.expect("provision again");
+        databases
+            .deprovision(target.tenant_id, &target.placement)
+            .await
+            .expect("deprovision");
+        assert!(!exists(own).await);
+        assert!(!databases.exists(&target.placement).await.expect("exists"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_tenant_database_fails_worth_retrying() {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("pool");
+        let target = target(&schema, &pool, PlacementRule::Shared("far".into())).await;
+        // A port nothing listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let databases =
+            PgTenantDatabases::new(pool, set(&[("0001_orders.sql", ORDERS)]), None, LIMITS)
+                .with_database(
+                    "far",
+                    &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+                    1,
+                    std::time::Duration::from_millis(500),
+                )
+                .expect("a valid URL");
+        for err in [
+            databases.provision(&target).await.expect_err("unreachable"),
+            databases
+                .migrate(&target.placement, 1, LIMITS)
+                .await
+                .expect_err("unreachable"),
+        ] {
+            assert_eq!(
+                (err.reason.as_str(), err.permanent),
+                ("DATABASE_UNAVAILABLE", false)
+            );
+        }
+        let unknown = Placement {
+            tenant_database: "nowhere".into(),
+            ..target.placement.clone()
+        };
+        let err = databases
+            .exists(&unknown)
+            .await
+            .expect_err("not configured");
+        assert_eq!(
+            (err.reason.as_str(), err.permanent),
+            ("TENANT_DATABASE_UNKNOWN", true)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_registry_refuses_an_edited_migration_and_accepts_an_older_set() {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("pool");
+        let store = PgStore::new(pool, Arc::new(KeyRing::generate("test")));
+        let two = set(&[("0001_orders.sql", ORDERS), ("0002_x.sql", "SELECT 1;")]);
+        store.register_migrations(&two).await.expect("register");
+        store.register_migrations(&two).await.expect("again");
+        let older = set(&[("0001_orders.sql", ORDERS)]);
+        store
+            .register_migrations(&older)
+            .await
+            .expect("an older release");
+        let edited = set(&[("0001_orders.sql", "CREATE TABLE orders ();")]);
+        let err = store
+            .register_migrations(&edited)
+            .await
+            .expect_err("edited");
+        assert!(
+            matches!(&err, RegistryError::Drift(d) if d.file == "0001_orders.sql"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("add a new migration instead"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tenants_made_before_placements_are_adopted_with_their_schemas_version() {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let pool = schema.migrated_pool().await.expect("pool");
+        let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
+        let prefix = schema.tenant_schema_prefix();
+        // An old tenant: no placement, and a schema made the old way (no checksums).
+        let old = tenant(&slug("old"), "pro", &[]);
+        store
+            .create(&old, &run_for(&old), &[], None)
+            .await
+            .expect("create");
+        let name = format!("{prefix}{}", old.id().as_uuid().simple());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA \"{name}\"; CREATE TABLE \"{name}\".schema_migrations \
+             (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now()); \
+             INSERT INTO \"{name}\".schema_migrations (version, name) VALUES (1, 'a'), (2, 'b');"
+        )))
+        .execute(&pool)
+        .await
+        .expect("an old schema");
+        let never = tenant(&slug("never"), "pro", &[]);
+        store
+            .create(&never, &run_for(&never), &[], None)
+            .await
+            .expect("create");
+        let now = chrono::Utc::now();
+        assert_eq!(
+            store
+                .adopt_unplaced("default", &prefix, now)
+                .await
+                .expect("adopt"),
+            2
+        );
+        assert_eq!(
+            store
+                .adopt_unplaced("default", &prefix, now)
+                .await
+                .expect("again"),
+            0
+        );
+        let read = store.get(old.id()).await.expect("get").expect("stored");
+        let placement = read.placement().expect("placed");
+        assert_eq!(
+            (
+                placement.tenant_database.as_str(),
+                placement.schema.as_str()
+            ),
+            ("default", name.as_str())
+        );
+        let schemas = tenantd_domain::ports::TenantSchemaRepository::list(
+            &store,
+            &SchemaQuery {
+                behind_version: None,
+                page_size: 10,
+                after: None,
+            },
+        )
+        .await
+        .expect("list");
+        assert_eq!(
+            schemas
+                .iter()
+                .map(|s| (s.tenant_id, s.version))
+                .collect::<Vec<_>>(),
+            [(old.id(), 2)],
+            "only the tenant whose schema exists has a version"
+        );
+    }
 }

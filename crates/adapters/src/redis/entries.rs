@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenantd_domain::ports::EmailCipher;
 use tenantd_domain::provisioning::{RunId, RunState, RunSummary, StepKind};
+use tenantd_domain::tenant_schema::Placement;
 use tenantd_domain::{
     ApiKey, ApiKeyId, DisplayName, Labels, PlanId, Slug, Tenant, TenantConfig, TenantId,
     TenantParts, TenantStatus,
@@ -17,7 +18,7 @@ use tenantd_domain::{
 use uuid::Uuid;
 
 /// The entry format; an entry of another version is a miss.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 
 /// Bytes as a base64 string in JSON.
 mod base64_bytes {
@@ -64,6 +65,8 @@ struct TenantEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     purge: Option<DateTime<Utc>>,
     version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    placement: Option<Placement>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     run: Option<RunEntry>,
 }
@@ -119,6 +122,7 @@ pub(crate) fn encode_tenant(tenant: &Tenant, cipher: &dyn EmailCipher) -> Option
         deleted: p.deleted_at,
         purge: p.purge_at,
         version: p.version,
+        placement: p.placement.clone(),
         run: p.provisioning.as_ref().map(|r| RunEntry {
             id: r.run_id.0,
             state: r.state.as_str().to_owned(),
@@ -175,6 +179,7 @@ pub(crate) fn decode_tenant(
         },
         version: e.version,
         provisioning,
+        placement: e.placement,
     }))
 }
 

@@ -80,7 +80,9 @@ async fn cached_stores() -> Stores {
         api_keys: Arc::new(CachedApiKeys::new(Arc::new(store.clone()), cache)),
         events: Arc::new(store.clone()),
         audit: Arc::new(store.clone()),
-        outbox: Arc::new(store),
+        outbox: Arc::new(store.clone()),
+        schemas: Arc::new(store.clone()),
+        rollouts: Arc::new(store),
         plans: Arc::new(MemoryPlanRepository::default()),
         guard: None,
     }

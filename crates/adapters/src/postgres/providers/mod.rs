@@ -1,5 +1,5 @@
 //! The local provisioning providers on PostgreSQL, one file per provider port: each
-//! tenant's own schema (the DATABASE step), DNS records with the control plane as their
+//! tenant's own schema on its tenant database (the DATABASE step, and rollouts), DNS records with the control plane as their
 //! source of truth, and billing subscriptions. Every operation is idempotent, so a step
 //! re-run after a crash is safe.
 
@@ -8,10 +8,8 @@ mod databases;
 mod dns;
 
 pub use billing::PgBilling;
-pub(crate) use databases::tenant_schema;
-pub use databases::{
-    BadSchemaPrefix, PgTenantDatabases, TENANT_MIGRATIONS, is_valid_schema_prefix,
-};
+pub(crate) use databases::quoted;
+pub use databases::{BadSchemaPrefix, PgTenantDatabases, is_valid_schema_prefix};
 pub use dns::PgDns;
 
 use tenantd_domain::RepoError;

@@ -3,31 +3,50 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
-use tenantd_domain::{Event, EventId, EventKind, RepoError, TenantId};
+use tenantd_domain::tenant_schema::RolloutId;
+use tenantd_domain::{Event, EventId, EventKind, RepoError, Subject, TenantId};
 use uuid::Uuid;
 
 use crate::postgres::errors::db;
 
 /// The columns [`EventRow`] reads.
-pub(crate) const EVENT_COLUMNS: &str = "event_id, tenant_id, payload, occurred_at";
+pub(crate) const EVENT_COLUMNS: &str = "event_id, tenant_id, rollout_id, payload, occurred_at";
 
-/// One `tenant_events` row.
+/// One `tenant_events` row: a tenant's event, or a rollout's.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct EventRow {
     pub event_id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub rollout_id: Option<Uuid>,
     pub payload: Json<EventKind>,
     pub occurred_at: DateTime<Utc>,
+}
+
+impl EventRow {
+    /// The id of the event's subject (the order the relay keeps).
+    pub(crate) fn subject_id(&self) -> Option<Uuid> {
+        self.tenant_id.or(self.rollout_id)
+    }
 }
 
 impl TryFrom<EventRow> for Event {
     type Error = RepoError;
 
     fn try_from(row: EventRow) -> Result<Self, RepoError> {
+        let subject = match (row.tenant_id, row.rollout_id) {
+            (Some(tenant), None) => Subject::Tenant(TenantId::from_uuid(tenant).map_err(|_| {
+                RepoError::Internal("stored event has an invalid tenant id".into())
+            })?),
+            (None, Some(rollout)) => Subject::Rollout(RolloutId(rollout)),
+            _ => {
+                return Err(RepoError::Internal(
+                    "stored event has no single subject".into(),
+                ));
+            }
+        };
         Ok(Event {
             id: EventId(row.event_id),
-            tenant_id: TenantId::from_uuid(row.tenant_id)
-                .map_err(|_| RepoError::Internal("stored event has an invalid tenant id".into()))?,
+            subject,
             occurred_at: row.occurred_at,
             kind: row.payload.0,
         })
@@ -40,11 +59,17 @@ pub(crate) async fn append(tx: &mut PgConnection, events: &[Event]) -> Result<()
         return Ok(());
     }
     let mut insert = QueryBuilder::<Postgres>::new(
-        "INSERT INTO tenant_events (event_id, tenant_id, event_type, payload, occurred_at) ",
+        "INSERT INTO tenant_events (event_id, tenant_id, rollout_id, event_type, payload, \
+         occurred_at) ",
     );
     insert.push_values(events, |mut row, event| {
+        let rollout = match event.subject {
+            Subject::Rollout(rollout) => Some(rollout.0),
+            Subject::Tenant(_) => None,
+        };
         row.push_bind(event.id.0)
-            .push_bind(event.tenant_id.as_uuid())
+            .push_bind(event.subject.tenant().map(|t| t.as_uuid()))
+            .push_bind(rollout)
             .push_bind(event.kind.type_name())
             .push_bind(Json(&event.kind))
             .push_bind(event.occurred_at);

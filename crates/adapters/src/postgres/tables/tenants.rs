@@ -10,6 +10,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres};
 use tenantd_domain::ports::EmailCipher;
 use tenantd_domain::provisioning::{RunId, RunState, RunSummary, StepKind};
+use tenantd_domain::tenant_schema::Placement;
 use tenantd_domain::{
     DisplayName, Labels, PlanId, RepoError, Slug, Tenant, TenantConfig, TenantId, TenantParts,
     TenantStatus,
@@ -23,6 +24,7 @@ use crate::postgres::errors::{db, translate};
 pub(crate) const SELECT_TENANTS: &str = "SELECT tenant_id, slug, display_name, plan_id, status, \
      status_reason, status_before_delete, contact_email_sealed, contact_email_key_id, \
      contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, version, \
+     tenant_database, dedicated_database, tenant_schema, \
      run.run_id, run.run_state, run.current_step, run.completed_steps, run.total_steps \
      FROM tenants t LEFT JOIN LATERAL ( \
          SELECT r.run_id, r.state AS run_state, r.current_step, r.completed_steps, r.total_steps \
@@ -78,6 +80,15 @@ pub(crate) struct TenantRow {
     pub deleted_at: Option<DateTime<Utc>>,
     pub purge_at: Option<DateTime<Utc>>,
     pub version: i64,
+    /// Where its data lives (all NULL: not recorded).
+    #[serde(default)]
+    pub tenant_database: Option<String>,
+    /// Its own database, when dedicated.
+    #[serde(default)]
+    pub dedicated_database: Option<String>,
+    /// Its schema.
+    #[serde(default)]
+    pub tenant_schema: Option<String>,
     /// The run summary the tenant carried: kept in a create's response snapshot (so a
     /// replay answers exactly as the create did); never a column.
     #[sqlx(skip)]
@@ -147,6 +158,9 @@ impl TenantRow {
             deleted_at: p.deleted_at,
             purge_at: p.purge_at,
             version: i64::try_from(p.version).unwrap_or(i64::MAX),
+            tenant_database: p.placement.as_ref().map(|at| at.tenant_database.clone()),
+            dedicated_database: p.placement.as_ref().and_then(|at| at.dedicated.clone()),
+            tenant_schema: p.placement.as_ref().map(|at| at.schema.clone()),
             provisioning: p.provisioning.as_ref().map(SummarySnapshot::of),
             latest_run: RunSummaryColumns::default(),
         }
@@ -206,7 +220,30 @@ impl TenantRow {
                 Some(latest) => Some(latest),
                 None => row.provisioning.map(SummarySnapshot::summary).transpose()?,
             },
+            placement: placement(
+                row.tenant_database,
+                row.dedicated_database,
+                row.tenant_schema,
+            )?,
         }))
+    }
+}
+
+/// The placement of the `tenant_database`, `dedicated_database` and `tenant_schema`
+/// columns (all NULL: not recorded).
+pub(crate) fn placement(
+    tenant_database: Option<String>,
+    dedicated: Option<String>,
+    schema: Option<String>,
+) -> Result<Option<Placement>, RepoError> {
+    match (tenant_database, schema) {
+        (Some(tenant_database), Some(schema)) => Ok(Some(Placement {
+            tenant_database,
+            dedicated,
+            schema,
+        })),
+        (None, None) if dedicated.is_none() => Ok(None),
+        _ => Err(corrupt("placement")),
     }
 }
 
@@ -247,13 +284,19 @@ pub(crate) async fn insert(
     cipher: &dyn EmailCipher,
 ) -> Result<(), RepoError> {
     let row = TenantRow::seal(tenant, cipher);
+    // The placement is written once, here: a tenant's data does not move by an update.
     let insert = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tenants (tenant_id, slug, created_at, {MUTABLE_COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        "INSERT INTO tenants (tenant_id, slug, created_at, tenant_database, dedicated_database, \
+         tenant_schema, {MUTABLE_COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+          $20)"
     )))
     .bind(row.tenant_id)
     .bind(&row.slug)
-    .bind(row.created_at);
+    .bind(row.created_at)
+    .bind(&row.tenant_database)
+    .bind(&row.dedicated_database)
+    .bind(&row.tenant_schema);
     bind_mutable(insert, &row)
         .execute(tx)
         .await
