@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "api_key",
         "plan",
         "event",
+        "migration",
         "errors",
     ]
     .iter()

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prometheus::{IntCounter, Registry};
-use tenantd_application::{Engine, Providers, ProvisioningService, Signals};
+use tenantd_application::{
+    Engine, MigrationService, Providers, ProvisioningService, RolloutEngine, RolloutSignals,
+    Signals,
+};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
@@ -27,15 +30,16 @@ use tonic_health::ServingStatus;
 use crate::audit::AuditLayer;
 use crate::config::Config;
 use crate::devcerts::DevCerts;
-use crate::grpc::{ApiKeyApi, EventApi, PlanApi, ProvisioningApi, TenantApi};
+use crate::grpc::{ApiKeyApi, EventApi, MigrationApi, PlanApi, ProvisioningApi, TenantApi};
 use crate::identity::IdentityLayer;
 use crate::metrics::{
-    CacheMetrics, DbPoolCollector, GrpcMetrics, MetricsLayer, ProvisioningMetrics,
-    RateLimitMetrics, RelayMetrics,
+    CacheMetrics, DbPoolCollector, GrpcMetrics, MetricsLayer, MigrationMetrics,
+    ProvisioningMetrics, RateLimitMetrics, RelayMetrics,
 };
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
-    plan_service_server::PlanServiceServer, provisioning_service_server::ProvisioningServiceServer,
+    migration_service_server::MigrationServiceServer, plan_service_server::PlanServiceServer,
+    provisioning_service_server::ProvisioningServiceServer,
     tenant_service_server::TenantServiceServer,
 };
 use crate::rate_limit::RateLimitLayer;
@@ -155,11 +159,14 @@ impl App {
             provisioning: Arc::new(ProvisioningMetrics::register(&registry)?),
             cache: Arc::new(CacheMetrics::register(&registry)?),
             relay: Arc::new(RelayMetrics::register(&registry)?),
+            migrations: Arc::new(MigrationMetrics::register(&registry)?),
         };
         let rate_limited = RateLimitMetrics::register(&registry)?;
         let stop = CancellationToken::new();
         let signals = Signals::new(stop.child_token());
-        let services = wiring::build(&config, observers, signals, overrides).await?;
+        let rollout_signals = RolloutSignals::new(stop.child_token());
+        let services =
+            wiring::build(&config, observers, signals, rollout_signals, overrides).await?;
         let grpc_metrics = GrpcMetrics::register(
             &registry,
             &[
@@ -247,6 +254,7 @@ impl App {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         start_provisioning(&services, &self.config, &mut tasks);
+        start_rollouts(&services, &self.config, &mut tasks).await?;
         if let Some(relay) = &services.relay {
             relay::spawn(relay, &mut tasks);
         }
@@ -281,7 +289,10 @@ impl App {
             .add_service(ProvisioningServiceServer::new(ProvisioningApi::new(
                 services.provisioning.clone(),
             )))
-            .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)));
+            .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)))
+            .add_service(MigrationServiceServer::new(MigrationApi::new(
+                services.migrations.clone(),
+            )));
 
         let (incoming, accepting) = tls::incoming(self.grpc, self.tls.clone(), self.stop.clone());
         tasks.spawn("TLS acceptor", accepting);
@@ -420,7 +431,7 @@ fn start_provisioning(services: &wiring::Services, config: &Config, tasks: &mut 
         let stop = tasks.stop_token().clone();
         tasks.spawn(
             "provisioning worker",
-            work(services.engine.clone(), name, stop),
+            work("provisioning", services.engine.clone(), name, stop),
         );
     }
     tasks.spawn(
@@ -433,15 +444,120 @@ fn start_provisioning(services: &wiring::Services, config: &Config, tasks: &mut 
     );
 }
 
-/// One worker: drives due runs one after another, idles until woken or the poll interval
-/// passes, and stops between runs once `stop` is cancelled.
-async fn work(engine: Engine, name: String, stop: CancellationToken) {
+/// How often the tenant-schema gauges (schemas behind, the rollout's tenants) are
+/// refreshed from the store, beside the updates the workers make as they go.
+const SCHEMA_GAUGES_EVERY: Duration = Duration::from_secs(15);
+
+/// How long after a rollout's change here the gauges are refreshed (changes within it are
+/// taken together).
+const SCHEMA_GAUGES_SETTLE: Duration = Duration::from_millis(500);
+
+/// What a replica does about tenant schemas when it starts: it never migrates one by
+/// itself; it logs how many are behind its newest migration (and, with
+/// `--tenant-migrations-auto-rollout`, starts a rollout); then it runs its rollout workers
+/// and keeps the gauges fresh.
+///
+/// # Errors
+/// The store failing on the first check.
+async fn start_rollouts(
+    services: &wiring::Services,
+    config: &Config,
+    tasks: &mut Tasks,
+) -> anyhow::Result<()> {
+    services
+        .migrations
+        .on_start(config.rollouts.auto_rollout)
+        .await
+        .context("tenant schemas")?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "tenantd".to_owned(), |h| h.trim().to_owned());
+    let pid = std::process::id();
+    for i in 0..services.rollouts.settings().workers {
+        let name = format!("{host}/{pid}/rollout-{i}");
+        let stop = tasks.stop_token().clone();
+        tasks.spawn(
+            "rollout worker",
+            work("rollout", services.rollouts.clone(), name, stop),
+        );
+    }
+    tasks.spawn(
+        "tenant schema gauges",
+        refresh_schema_gauges(services.migrations.clone(), tasks.stop_token().clone()),
+    );
+    Ok(())
+}
+
+/// Refreshes the tenant-schema gauges every [`SCHEMA_GAUGES_EVERY`], and shortly after a
+/// rollout changed here (other replicas' changes show at the next tick).
+async fn refresh_schema_gauges(migrations: MigrationService, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(SCHEMA_GAUGES_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = migrations.changes();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+            _ = changes.recv() => {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(SCHEMA_GAUGES_SETTLE) => {}
+                }
+                changes = changes.resubscribe();
+            }
+        }
+        if let Err(err) = migrations.status().await {
+            tracing::debug!(error = %err, "cannot refresh the tenant schema gauges");
+        }
+    }
+}
+
+/// What a worker loop drives: the provisioning engine (runs) or the rollout engine
+/// (tenants of the running rollout).
+trait Worker: Send + 'static {
+    /// Takes one piece of work and does it; whether there was one.
+    fn work_once(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, tenantd_domain::Error>> + Send;
+    /// Resolves when the worker should look for work again.
+    fn idle(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl Worker for Engine {
+    fn work_once(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, tenantd_domain::Error>> + Send {
+        Engine::work_once(self, name)
+    }
+
+    fn idle(&self) -> impl Future<Output = ()> + Send {
+        Engine::idle(self)
+    }
+}
+
+impl Worker for RolloutEngine {
+    fn work_once(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, tenantd_domain::Error>> + Send {
+        RolloutEngine::work_once(self, name)
+    }
+
+    fn idle(&self) -> impl Future<Output = ()> + Send {
+        RolloutEngine::idle(self)
+    }
+}
+
+/// One `what` worker: takes work one piece after another, idles until woken or the poll
+/// interval passes, and stops between pieces once `stop` is cancelled.
+async fn work(what: &'static str, worker: impl Worker, name: String, stop: CancellationToken) {
     let mut failing = false;
     loop {
         if stop.is_cancelled() {
             return;
         }
-        match engine.work_once(&name).await {
+        match worker.work_once(&name).await {
             Ok(true) => {
                 failing = false;
                 continue;
@@ -450,13 +566,13 @@ async fn work(engine: Engine, name: String, stop: CancellationToken) {
             Err(err) => {
                 // Once per outage, not once per poll.
                 if !failing {
-                    tracing::warn!(worker = %name, error = %err, "provisioning worker cannot work; retrying");
+                    tracing::warn!(worker = %name, error = %err, "{what} worker cannot work; retrying");
                 }
                 failing = true;
             }
         }
         tokio::select! {
-            () = engine.idle() => {}
+            () = worker.idle() => {}
             () = stop.cancelled() => return,
         }
     }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use tenantd_adapters::crypto::KeyRing;
 use tenantd_domain::{Principal, TenantId};
 use tenantd_server::config::{
-    self, CertsCommand, Command, Environment, IdentityArgs, KeysCommand, LoadError, Settings, Store,
+    self, CertsCommand, Command, Environment, IdentityArgs, KeysCommand, LoadError, Settings,
+    Store, TenantMigrationsCommand,
 };
 use tenantd_server::{App, Config, devcerts, install_crypto_provider, telemetry};
 
@@ -55,6 +56,12 @@ fn main() -> ExitCode {
                 dev_certs_dir.display()
             );
         }),
+        Command::TenantMigrations(TenantMigrationsCommand::List(settings)) => {
+            list_tenant_migrations(settings)
+        }
+        Command::TenantMigrations(TenantMigrationsCommand::Status(settings)) => {
+            runtime.block_on(tenant_migration_status(settings))
+        }
         Command::Certs(CertsCommand::Issue {
             dev_certs_dir,
             trust_domain,
@@ -135,6 +142,58 @@ async fn rewrap(settings: Settings, batch_size: usize) -> anyhow::Result<()> {
         "re-sealed {} contact emails, {} tenant user emails and {} unclaimed first API keys with the primary key",
         rewrapped.contact_emails, rewrapped.user_emails, rewrapped.initial_keys
     );
+    Ok(())
+}
+
+fn list_tenant_migrations(settings: Settings) -> anyhow::Result<()> {
+    let config = configure(settings)?;
+    let schemas = &config.tenant_schemas;
+    match &schemas.migrations_dir {
+        Some(dir) => println!("tenant migrations in {}:", dir.display()),
+        None => println!("tenant migrations (built-in example set):"),
+    }
+    println!("{:>7}  {:<40}  sha256", "version", "name");
+    for migration in schemas.migrations.migrations() {
+        println!(
+            "{:>7}  {:<40}  {}",
+            migration.version,
+            migration.name,
+            migration.checksum_hex()
+        );
+    }
+    Ok(())
+}
+
+async fn tenant_migration_status(settings: Settings) -> anyhow::Result<()> {
+    let config = configure(settings)?;
+    let (status, active) = tenantd_server::wiring::tenant_migration_status(&config).await?;
+    println!("newest migration: {}", status.newest);
+    println!("{:>7}  tenants", "version");
+    for (version, tenants) in &status.versions {
+        let mark = if *version < status.newest {
+            "  (behind)"
+        } else {
+            ""
+        };
+        println!("{version:>7}  {tenants}{mark}");
+    }
+    println!("behind the newest: {}", status.behind());
+    match active {
+        Some(rollout) => {
+            let all = rollout.counts.all();
+            println!(
+                "rollout {} {} to version {}: {} of {} tenants done, {} failed, {} pending",
+                rollout.id,
+                rollout.state,
+                rollout.spec.target_version,
+                all.succeeded + all.skipped,
+                all.total(),
+                all.failed,
+                all.pending + all.running
+            );
+        }
+        None => println!("no rollout running or paused"),
+    }
     Ok(())
 }
 

@@ -26,7 +26,12 @@ impl Cli {
         match &self.command {
             None => Some(&self.serve),
             Some(Command::Serve(settings) | Command::Migrate(settings)) => Some(settings),
-            Some(Command::Keys(KeysCommand::Rewrap { serve, .. })) => Some(serve),
+            Some(
+                Command::Keys(KeysCommand::Rewrap { serve, .. })
+                | Command::TenantMigrations(
+                    TenantMigrationsCommand::List(serve) | TenantMigrationsCommand::Status(serve),
+                ),
+            ) => Some(serve),
             Some(Command::Keys(KeysCommand::Generate { .. }) | Command::Certs(_)) => None,
         }
     }
@@ -45,6 +50,20 @@ pub enum Command {
     /// Manage development certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Show the tenant schema's migrations and how far the tenant schemas are.
+    #[command(subcommand)]
+    TenantMigrations(TenantMigrationsCommand),
+}
+
+/// `tenantd tenant-migrations ...`.
+#[derive(Debug, Subcommand)]
+pub enum TenantMigrationsCommand {
+    /// List the migrations (--tenant-migrations-dir, or the built-in set): version, name,
+    /// checksum.
+    List(Settings),
+    /// Show how many tenant schemas are at each version, how many are behind the newest,
+    /// and the rollout running or paused (needs the database).
+    Status(Settings),
 }
 
 /// `tenantd certs ...`.

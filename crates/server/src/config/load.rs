@@ -198,9 +198,15 @@ fn layer_arg(
         .iter()
         .find(|(setting, _)| *setting == id)
         .map(|(_, name)| (*name).to_owned());
+    let repeatable = matches!(arg.get_action(), ArgAction::Append);
     for name in plain.into_iter().chain(variable) {
         if let Some(value) = env.get(&name) {
-            arg = arg.default_value(value.to_owned());
+            // A repeatable setting's variable holds its values separated by white space.
+            arg = if repeatable {
+                arg.default_values(value.split_whitespace().map(str::to_owned))
+            } else {
+                arg.default_value(value.to_owned())
+            };
             sources.insert(id.clone(), Source::Variable(name));
         }
     }

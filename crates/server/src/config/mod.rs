@@ -1,5 +1,5 @@
-//! Typed configuration, one module per area (server, database, tenants, provisioning, DNS,
-//! Redis, rate limits, Kafka). Each area is one struct deriving clap `Args`: its flags,
+//! Typed configuration, one module per area (server, database, tenants, tenant schemas,
+//! rollouts, provisioning, DNS, Redis, rate limits, Kafka). Each area is one struct deriving clap `Args`: its flags,
 //! their `TENANTD_*` variables, their defaults (in one place: the `default_value`s there)
 //! and their help, grouped under a heading in `tenantd --help`; and one `resolve` that
 //! checks what clap cannot and builds the area's validated part of [`Config`].
@@ -25,7 +25,9 @@ mod load;
 mod provisioning;
 mod rate_limits;
 mod redis;
+mod rollouts;
 mod server;
+mod tenant_schemas;
 mod tenants;
 #[cfg(test)]
 mod tests;
@@ -33,7 +35,7 @@ mod tests;
 use clap::Args;
 use tenantd_application::{ProvisioningSettings, RateLimitSettings};
 
-pub use cli::{CertsCommand, Cli, Command, IdentityArgs, KeysCommand};
+pub use cli::{CertsCommand, Cli, Command, IdentityArgs, KeysCommand, TenantMigrationsCommand};
 pub use database::{DatabaseArgs, Store};
 pub use dns::{DnsArgs, DnsConfig};
 pub use kafka::{DEFAULT_KAFKA_TOPIC, KafkaArgs, KafkaConfig};
@@ -41,9 +43,11 @@ pub use load::{Environment, LoadError, parse};
 pub use provisioning::ProvisioningArgs;
 pub use rate_limits::RateLimitArgs;
 pub use redis::{RedisArgs, RedisConfig};
+pub use rollouts::{RolloutArgs, RolloutsConfig};
 pub use server::{
     DEFAULT_DEV_CERTS_DIR, DEFAULT_TRUST_DOMAIN, LogFormat, ServerArgs, ServerConfig, TlsSource,
 };
+pub use tenant_schemas::{TenantSchemasArgs, TenantSchemasConfig};
 pub use tenants::{MAX_RETENTION_DAYS, TenantsArgs, TenantsConfig};
 
 /// Every setting of `tenantd serve` (and of the commands that open the same store), by
@@ -63,6 +67,12 @@ pub struct Settings {
     /// The tenant lifecycle and tenant schemas.
     #[command(flatten)]
     pub tenants: TenantsArgs,
+    /// The tenant schemas: migrations, tenant databases and placement.
+    #[command(flatten)]
+    pub tenant_schemas: TenantSchemasArgs,
+    /// Tenant schema rollouts.
+    #[command(flatten)]
+    pub rollouts: RolloutArgs,
     /// The provisioning engine.
     #[command(flatten)]
     pub provisioning: ProvisioningArgs,
@@ -81,7 +91,7 @@ pub struct Settings {
 }
 
 /// The validated configuration of `tenantd serve`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Listeners, TLS, identity, logging and shutdown.
     pub server: ServerConfig,
@@ -89,6 +99,10 @@ pub struct Config {
     pub store: Store,
     /// The tenant lifecycle and tenant schemas.
     pub tenants: TenantsConfig,
+    /// The tenant schemas' migrations, databases and placement.
+    pub tenant_schemas: TenantSchemasConfig,
+    /// Tenant schema rollouts.
+    pub rollouts: RolloutsConfig,
     /// The provisioning engine's tunables.
     pub provisioning: ProvisioningSettings,
     /// Tenants' DNS records.
@@ -107,10 +121,21 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the first bad setting.
     pub fn resolve(settings: Settings) -> Result<Self, ConfigError> {
+        let store = settings.database.resolve()?;
+        let tenant_schemas = settings.tenant_schemas.resolve()?;
+        if store == Store::Memory && !tenant_schemas.databases.is_empty() {
+            return Err(ConfigError::new(
+                "tenant-database",
+                "needs the PostgreSQL store (--database-url): the in-memory store has no databases",
+            ));
+        }
+        let rollouts = settings.rollouts.resolve(tenant_schemas.limits)?;
         Ok(Self {
             server: settings.server.resolve()?,
-            store: settings.database.resolve()?,
+            store,
             tenants: settings.tenants.resolve()?,
+            tenant_schemas,
+            rollouts,
             provisioning: settings.provisioning.resolve()?,
             dns: settings.dns.resolve()?,
             redis: settings.redis.resolve()?,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::CommandFactory as _;
 use clap::error::{ContextKind, ContextValue};
 use tenantd_domain::provisioning::RetryPolicy;
+use tenantd_domain::tenant_schema::PlacementRule;
 
 use super::*;
 
@@ -391,6 +392,144 @@ fn bad_integration_settings_are_named() {
     );
 }
 
+/// A directory holding `files`.
+fn migrations(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, sql) in files {
+        std::fs::write(dir.path().join(name), sql).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn tenant_migrations_come_from_a_directory_checked_file_by_file() {
+    let built_in = valid(&[]);
+    assert!(built_in.tenant_schemas.built_in());
+    assert_eq!(built_in.tenant_schemas.migrations.newest(), 2);
+    let good = migrations(&[
+        ("0001_a.sql", "CREATE TABLE a ();"),
+        ("0002_b.sql", "SELECT 1;"),
+    ]);
+    let path = good.path().display().to_string();
+    let config = valid(&["--tenant-migrations-dir", &path]);
+    assert!(!config.tenant_schemas.built_in());
+    assert_eq!(config.tenant_schemas.migrations.newest(), 2);
+
+    for (files, named) in [
+        (
+            &[("0001_a.sql", "x"), ("0003_c.sql", "y")][..],
+            "0003_c.sql",
+        ),
+        (&[("0001_a.sql", "x"), ("notes.txt", "y")][..], "notes.txt"),
+        (&[("1_a.sql", "x")][..], "1_a.sql"),
+        (
+            &[("0001_a.sql", "x"), ("0001_b.sql", "y")][..],
+            "0001_b.sql",
+        ),
+    ] {
+        let dir = migrations(files);
+        let path = dir.path().display().to_string();
+        let err = match load(&["--tenant-migrations-dir", &path], &[]) {
+            Err(LoadError::Config(err)) => err,
+            other => panic!("{files:?}: {other:?}"),
+        };
+        assert_eq!(err.setting, "tenant-migrations-dir");
+        let line = err.to_string();
+        assert!(line.contains(named), "{files:?}: {line}");
+        assert!(!line.contains('\n'), "one line: {line}");
+    }
+    assert_eq!(
+        refused(&["--tenant-migrations-dir", "/nonexistent/tenantd"], &[]),
+        "tenant-migrations-dir"
+    );
+}
+
+#[test]
+fn tenant_databases_and_placements_are_checked_and_need_the_database() {
+    let mut flags = DB.to_vec();
+    flags.extend([
+        "--tenant-database",
+        "silo=postgres://silo.internal/tenants",
+        "--tenant-database",
+        "eu=postgres://eu.internal/tenants",
+        "--plan-placement",
+        "enterprise=dedicated:silo",
+        "--plan-placement",
+        "pro=eu",
+        "--tenant-placement",
+        "dedicated",
+    ]);
+    let config = valid(&flags);
+    let schemas = &config.tenant_schemas;
+    assert_eq!(
+        schemas
+            .databases
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        ["eu", "silo"]
+    );
+    assert_eq!(
+        schemas.plan_placements[&tenantd_domain::PlanId::new("enterprise")],
+        PlacementRule::Dedicated("silo".into())
+    );
+    assert_eq!(
+        schemas.plan_placements[&tenantd_domain::PlanId::new("pro")],
+        PlacementRule::Shared("eu".into())
+    );
+    assert_eq!(
+        schemas.default_placement,
+        PlacementRule::Dedicated("default".into())
+    );
+    assert!(
+        !format!("{config:?}").contains("silo.internal"),
+        "URLs are redacted"
+    );
+    // From a variable: separated by spaces.
+    let env = [(
+        "TENANTD_TENANT_DATABASES",
+        "a=postgres://a/x b=postgres://b/y",
+    )];
+    let from_env = load(&DB, &env).unwrap();
+    assert_eq!(from_env.tenant_schemas.databases.len(), 2);
+
+    let with_db = |extra: &[&'static str]| {
+        let mut flags = DB.to_vec();
+        flags.extend_from_slice(extra);
+        refused(&flags, &[])
+    };
+    assert_eq!(with_db(&["--tenant-database", "silo"]), "tenant-database");
+    assert_eq!(
+        with_db(&["--tenant-database", "Silo=postgres://x/y"]),
+        "tenant-database"
+    );
+    assert_eq!(
+        with_db(&["--tenant-database", "silo=mysql://x/y"]),
+        "tenant-database"
+    );
+    assert_eq!(
+        with_db(&["--plan-placement", "pro=nowhere"]),
+        "plan-placement"
+    );
+    assert_eq!(
+        with_db(&["--plan-placement", "pro=shared:x"]),
+        "plan-placement"
+    );
+    assert_eq!(
+        with_db(&["--tenant-placement", "dedicated:nowhere"]),
+        "tenant-placement"
+    );
+    assert_eq!(
+        refused(&["--tenant-database", "silo=postgres://x/y"], &[]),
+        "tenant-database",
+        "the in-memory store has no databases"
+    );
+    assert_eq!(
+        refused(&["--rollout-error-budget-ratio", "1.5"], &[]),
+        "rollout-error-budget-ratio"
+    );
+}
+
 #[test]
 fn help_groups_the_settings_by_area() {
     let help = Cli::command().render_long_help().to_string();
@@ -398,6 +537,8 @@ fn help_groups_the_settings_by_area() {
         "Server:",
         "Database:",
         "Tenants:",
+        "Tenant schemas:",
+        "Rollouts:",
         "Provisioning:",
         "DNS:",
         "Redis (cache and shared rate limits):",

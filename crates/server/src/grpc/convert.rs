@@ -8,8 +8,10 @@ use serde_json::{Map, Number, Value as Json};
 use tenantd_domain::provisioning::{
     ProvisioningRun, RunState, RunSummary, Step, StepError, StepKind, StepState,
 };
+use tenantd_domain::tenant_schema::{Placement, RolloutState};
 use tenantd_domain::{
-    ApiKey, AuditRecord, Error, Event, EventKind, FieldViolation, Plan, Tenant, TenantStatus,
+    ApiKey, AuditRecord, Error, Event, EventKind, FieldViolation, Plan, Subject, Tenant,
+    TenantStatus,
 };
 
 use crate::proto;
@@ -137,6 +139,7 @@ impl From<&Tenant> for proto::Tenant {
             delete_time: tenant.deleted_at().map(timestamp),
             purge_time: tenant.purge_at().map(timestamp),
             etag: tenant.etag(),
+            placement: tenant.placement().map(placement),
         }
     }
 }
@@ -198,105 +201,192 @@ impl From<&Plan> for proto::Plan {
     }
 }
 
-impl From<&Event> for proto::TenantEvent {
-    fn from(event: &Event) -> Self {
-        use proto::tenant_event::Payload;
-        let payload = match &event.kind {
-            EventKind::TenantCreated {
-                slug,
-                display_name,
-                plan_id,
-                labels,
-            } => Payload::TenantCreated(proto::TenantCreated {
+/// The payload of an event.
+fn payload(kind: &EventKind) -> proto::tenant_event::Payload {
+    use proto::tenant_event::Payload;
+    match kind {
+        EventKind::TenantCreated {
+            slug,
+            display_name,
+            plan_id,
+            labels,
+        } => Payload::TenantCreated(proto::TenantCreated {
+            slug: slug.clone(),
+            display_name: display_name.clone(),
+            plan_id: plan_id.clone(),
+            labels: labels.clone(),
+        }),
+        EventKind::TenantUpdated {
+            changed_fields,
+            plan_id,
+            display_name,
+            labels,
+        } => Payload::TenantUpdated(proto::TenantUpdated {
+            changed_fields: changed_fields.clone(),
+            plan_id: plan_id.clone(),
+            display_name: display_name.clone(),
+            labels: labels.clone(),
+        }),
+        EventKind::TenantActivated { plan_id } => {
+            Payload::TenantActivated(proto::TenantActivated {
+                plan_id: plan_id.clone(),
+            })
+        }
+        EventKind::TenantSuspended { reason } => Payload::TenantSuspended(proto::TenantSuspended {
+            reason: reason.clone(),
+        }),
+        EventKind::TenantResumed => Payload::TenantResumed(proto::TenantResumed {}),
+        EventKind::TenantDeleted { purge_at } => Payload::TenantDeleted(proto::TenantDeleted {
+            purge_time: Some(timestamp(*purge_at)),
+        }),
+        EventKind::TenantUndeleted { status } => Payload::TenantUndeleted(proto::TenantUndeleted {
+            status: status_to_proto(*status).into(),
+        }),
+        EventKind::ApiKeyCreated { key_id, scopes } => {
+            Payload::ApiKeyCreated(proto::ApiKeyCreated {
+                key_id: key_id.clone(),
+                scopes: scopes.clone(),
+            })
+        }
+        EventKind::ApiKeyRevoked { key_id } => Payload::ApiKeyRevoked(proto::ApiKeyRevoked {
+            key_id: key_id.clone(),
+        }),
+        EventKind::ProvisioningStepChanged {
+            run_id,
+            step,
+            state,
+            attempt,
+            error,
+        } => Payload::ProvisioningStepChanged(proto::ProvisioningStepChanged {
+            run_id: run_id.clone(),
+            step: step_kind(*step).into(),
+            state: step_state(*state).into(),
+            attempt: count(*attempt),
+            error: error.as_ref().map(step_error),
+        }),
+        EventKind::ProvisioningFailed {
+            run_id,
+            failed_step,
+            error,
+        } => Payload::ProvisioningFailed(proto::ProvisioningFailed {
+            run_id: run_id.clone(),
+            failed_step: step_kind(*failed_step).into(),
+            error: Some(step_error(error)),
+        }),
+        EventKind::ProvisioningCancelled { run_id, reason } => {
+            Payload::ProvisioningCancelled(proto::ProvisioningCancelled {
+                run_id: run_id.clone(),
+                reason: reason.clone(),
+            })
+        }
+        EventKind::WelcomeNotificationRequested { slug, display_name } => {
+            Payload::WelcomeNotificationRequested(proto::WelcomeNotificationRequested {
                 slug: slug.clone(),
                 display_name: display_name.clone(),
-                plan_id: plan_id.clone(),
-                labels: labels.clone(),
-            }),
-            EventKind::TenantUpdated {
-                changed_fields,
-                plan_id,
-                display_name,
-                labels,
-            } => Payload::TenantUpdated(proto::TenantUpdated {
-                changed_fields: changed_fields.clone(),
-                plan_id: plan_id.clone(),
-                display_name: display_name.clone(),
-                labels: labels.clone(),
-            }),
-            EventKind::TenantActivated { plan_id } => {
-                Payload::TenantActivated(proto::TenantActivated {
-                    plan_id: plan_id.clone(),
-                })
-            }
-            EventKind::TenantSuspended { reason } => {
-                Payload::TenantSuspended(proto::TenantSuspended {
-                    reason: reason.clone(),
-                })
-            }
-            EventKind::TenantResumed => Payload::TenantResumed(proto::TenantResumed {}),
-            EventKind::TenantDeleted { purge_at } => Payload::TenantDeleted(proto::TenantDeleted {
-                purge_time: Some(timestamp(*purge_at)),
-            }),
-            EventKind::TenantUndeleted { status } => {
-                Payload::TenantUndeleted(proto::TenantUndeleted {
-                    status: status_to_proto(*status).into(),
-                })
-            }
-            EventKind::ApiKeyCreated { key_id, scopes } => {
-                Payload::ApiKeyCreated(proto::ApiKeyCreated {
-                    key_id: key_id.clone(),
-                    scopes: scopes.clone(),
-                })
-            }
-            EventKind::ApiKeyRevoked { key_id } => Payload::ApiKeyRevoked(proto::ApiKeyRevoked {
-                key_id: key_id.clone(),
-            }),
-            EventKind::ProvisioningStepChanged {
-                run_id,
-                step,
-                state,
-                attempt,
-                error,
-            } => Payload::ProvisioningStepChanged(proto::ProvisioningStepChanged {
-                run_id: run_id.clone(),
-                step: step_kind(*step).into(),
-                state: step_state(*state).into(),
-                attempt: count(*attempt),
-                error: error.as_ref().map(step_error),
-            }),
-            EventKind::ProvisioningFailed {
-                run_id,
-                failed_step,
-                error,
-            } => Payload::ProvisioningFailed(proto::ProvisioningFailed {
-                run_id: run_id.clone(),
-                failed_step: step_kind(*failed_step).into(),
-                error: Some(step_error(error)),
-            }),
-            EventKind::ProvisioningCancelled { run_id, reason } => {
-                Payload::ProvisioningCancelled(proto::ProvisioningCancelled {
-                    run_id: run_id.clone(),
-                    reason: reason.clone(),
-                })
-            }
-            EventKind::WelcomeNotificationRequested { slug, display_name } => {
-                Payload::WelcomeNotificationRequested(proto::WelcomeNotificationRequested {
-                    slug: slug.clone(),
-                    display_name: display_name.clone(),
-                })
-            }
+            })
+        }
+        EventKind::TenantSchemaMigrated { .. } => {
+            Payload::TenantSchemaMigrated(tenant_schema_migrated(kind).unwrap_or_default())
+        }
+        EventKind::RolloutStateChanged { .. } => {
+            Payload::RolloutStateChanged(rollout_state_changed(kind).unwrap_or_default())
+        }
+    }
+}
+
+impl From<&Event> for proto::TenantEvent {
+    fn from(event: &Event) -> Self {
+        let payload = payload(&event.kind);
+        let rollout_id = match event.subject {
+            Subject::Rollout(rollout) => rollout.to_string(),
+            Subject::Tenant(_) => String::new(),
         };
         Self {
             event_id: event.id.0.to_string(),
-            tenant_id: event.tenant_id.to_string(),
+            tenant_id: event
+                .subject
+                .tenant()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            rollout_id,
             occur_time: Some(timestamp(event.occurred_at)),
             payload: Some(payload),
         }
     }
 }
 
-fn count(n: u32) -> i32 {
+/// The payload of a `TenantSchemaMigrated` event.
+fn tenant_schema_migrated(kind: &EventKind) -> Option<proto::TenantSchemaMigrated> {
+    let EventKind::TenantSchemaMigrated {
+        rollout_id,
+        from_version,
+        to_version,
+        duration_ms,
+    } = kind
+    else {
+        return None;
+    };
+    Some(proto::TenantSchemaMigrated {
+        rollout_id: rollout_id.clone(),
+        from_version: count(*from_version),
+        to_version: count(*to_version),
+        duration_ms: i64::try_from(*duration_ms).unwrap_or(i64::MAX),
+    })
+}
+
+/// The payload of a `RolloutStateChanged` event.
+fn rollout_state_changed(kind: &EventKind) -> Option<proto::RolloutStateChanged> {
+    let EventKind::RolloutStateChanged {
+        rollout_id,
+        state,
+        target_version,
+        reason,
+        tenants,
+        succeeded,
+        failed,
+    } = kind
+    else {
+        return None;
+    };
+    Some(proto::RolloutStateChanged {
+        rollout_id: rollout_id.clone(),
+        state: RolloutState::parse(state)
+            .map_or(proto::RolloutState::Unspecified, rollout_state)
+            .into(),
+        target_version: count(*target_version),
+        reason: reason.as_ref().map(step_error),
+        tenants: wide(*tenants),
+        succeeded: wide(*succeeded),
+        failed: wide(*failed),
+    })
+}
+
+/// A count as the API's int64.
+pub(crate) fn wide(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A rollout state as the API's enum.
+pub(crate) fn rollout_state(state: RolloutState) -> proto::RolloutState {
+    match state {
+        RolloutState::Running => proto::RolloutState::Running,
+        RolloutState::Paused => proto::RolloutState::Paused,
+        RolloutState::Succeeded => proto::RolloutState::Succeeded,
+        RolloutState::Failed => proto::RolloutState::Failed,
+        RolloutState::Cancelled => proto::RolloutState::Cancelled,
+    }
+}
+
+/// A placement as the API shows it.
+pub(crate) fn placement(placement: &Placement) -> proto::TenantPlacement {
+    proto::TenantPlacement {
+        tenant_database: placement.tenant_database.clone(),
+        dedicated_database: placement.dedicated.clone().unwrap_or_default(),
+        schema: placement.schema.clone(),
+    }
+}
+
+pub(crate) fn count(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
@@ -330,7 +420,7 @@ fn run_state(state: RunState) -> proto::RunState {
     }
 }
 
-fn step_error(error: &StepError) -> proto::StepError {
+pub(crate) fn step_error(error: &StepError) -> proto::StepError {
     proto::StepError {
         reason: error.reason.clone(),
         message: error.message.clone(),

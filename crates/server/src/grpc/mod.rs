@@ -4,6 +4,7 @@
 mod api_keys;
 pub mod convert;
 mod events;
+mod migrations;
 mod plans;
 mod provisioning;
 pub mod status;
@@ -11,6 +12,7 @@ mod tenants;
 
 pub use api_keys::ApiKeyApi;
 pub use events::EventApi;
+pub use migrations::MigrationApi;
 pub use plans::PlanApi;
 pub use provisioning::ProvisioningApi;
 pub use tenants::TenantApi;

@@ -4,12 +4,14 @@
 
 mod grpc;
 mod http;
+mod migrations;
 mod pool;
 mod provisioning;
 mod relay;
 
 pub use grpc::{GrpcMetrics, MetricsLayer};
 pub use http::serve as serve_http;
+pub use migrations::MigrationMetrics;
 pub use pool::{DbPoolCollector, PoolStats};
 pub use provisioning::ProvisioningMetrics;
 pub use relay::{CacheMetrics, RateLimitMetrics, RelayMetrics};

@@ -6,7 +6,7 @@
 mod admin;
 mod checks;
 
-pub use admin::{migrate, rewrap};
+pub use admin::{migrate, rewrap, tenant_migration_status};
 
 use std::sync::Arc;
 
@@ -27,15 +27,18 @@ use tenantd_adapters::redis::{
 };
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
 use tenantd_application::{
-    ApiKeyService, AuditService, Engine, EventService, OutboxRelay, PlanService, Providers,
-    ProvisioningObserver, ProvisioningService, RateLimitService, RelayObserver, Signals, StepPorts,
-    TenantService, TenantSettings,
+    ApiKeyService, AuditService, Engine, EventService, MigrationObserver, MigrationService,
+    OutboxRelay, PlacementPolicy, PlanService, Providers, ProvisioningObserver,
+    ProvisioningService, RateLimitService, RelayObserver, RolloutEngine, RolloutSignals, Signals,
+    StepPorts, TenantService, TenantSettings,
 };
 use tenantd_domain::Event;
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, EmailCipher, EventLog, InitialKeyStore, Outbox, PlanRepository,
-    ProvisioningRepository, RateLimiter, SecretSealer, TenantRepository,
+    ApiKeyRepository, AuditLog, Clock as _, EmailCipher, EventLog, InitialKeyStore, Outbox,
+    PlanRepository, ProvisioningRepository, RateLimiter, RolloutRepository, SecretSealer,
+    TenantDatabases, TenantRepository, TenantSchemaRepository,
 };
+use tenantd_domain::tenant_schema::DEFAULT_TENANT_DATABASE;
 
 use self::checks::{Cache, Database, Publisher};
 use crate::config::{Config, KafkaConfig, Store};
@@ -60,6 +63,10 @@ pub struct Services {
     pub provisioning: ProvisioningService,
     /// The provisioning engine the workers run.
     pub engine: Engine,
+    /// Tenant-schema rollouts and versions.
+    pub migrations: MigrationService,
+    /// The rollout engine the rollout workers run.
+    pub rollouts: RolloutEngine,
     /// Where the write-behind audit writer appends.
     pub audit_log: Arc<dyn AuditLog>,
     /// Dependencies the health service reports.
@@ -100,6 +107,8 @@ pub struct Observers {
     pub cache: Arc<dyn CacheObserver>,
     /// The event relay.
     pub relay: Arc<dyn RelayObserver>,
+    /// Tenant-schema rollouts.
+    pub migrations: Arc<dyn MigrationObserver>,
 }
 
 impl std::fmt::Debug for Observers {
@@ -151,6 +160,8 @@ struct Ports {
     db_pool: Option<PoolStats>,
     limiter: Arc<dyn RateLimiter>,
     outbox: Arc<dyn Outbox>,
+    schemas: Arc<dyn TenantSchemaRepository>,
+    rollouts: Arc<dyn RolloutRepository>,
 }
 
 /// Builds the services for `config`: PostgreSQL (connected and migrated) when a database
@@ -165,6 +176,7 @@ pub async fn build(
     config: &Config,
     observers: Observers,
     signals: Signals,
+    rollout_signals: RolloutSignals,
     overrides: Overrides,
 ) -> anyhow::Result<Services> {
     let observer = observers.provisioning.clone();
@@ -187,6 +199,8 @@ pub async fn build(
         Some(wrap) => wrap(ports.providers),
         None => ports.providers,
     };
+    let placement = Arc::new(placement_policy(config));
+    let databases = providers.databases.clone();
     let engine = Engine::new(
         ports.runs.clone(),
         ports.tenants.clone(),
@@ -198,6 +212,8 @@ pub async fn build(
             sealer: ports.sealer.clone(),
             secrets: random.clone(),
             ids: ids.clone(),
+            schemas: ports.schemas.clone(),
+            placement: placement.clone(),
         },
         clock.clone(),
         ids.clone(),
@@ -211,9 +227,19 @@ pub async fn build(
         ports.plans.clone(),
         config.rate_limits,
     );
+    let (migrations, rollouts) = schema_services(
+        config,
+        (ports.rollouts.clone(), ports.schemas.clone()),
+        databases,
+        placement.clone(),
+        &observers,
+        rollout_signals,
+    );
     Ok(Services {
         rate_limits,
         relay,
+        migrations,
+        rollouts,
         provisioning: ProvisioningService::new(
             ports.runs,
             ports.tenants.clone(),
@@ -235,8 +261,15 @@ pub async fn build(
             )
             .with_initial_keys(ports.initial_keys, ports.sealer),
         ),
-        tenants: TenantService::new(ports.tenants, ports.plans.clone(), clock, ids, settings)
-            .with_signals(signals),
+        tenants: TenantService::new(
+            ports.tenants,
+            ports.plans.clone(),
+            clock,
+            ids,
+            settings,
+            placement,
+        )
+        .with_signals(signals),
         plans: PlanService::new(ports.plans),
         events: EventService::new(ports.events),
         audit: AuditService::new(ports.audit.clone()),
@@ -265,7 +298,9 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 cipher: ring.clone(),
                 sealer: ring,
                 providers: Providers {
-                    databases: Arc::new(MemoryTenantDatabases::default()),
+                    databases: Arc::new(MemoryTenantDatabases::new(
+                        config.tenant_schemas.migrations.clone(),
+                    )),
                     dns: Arc::new(MemoryDns::new(&config.dns.base_domain, config.dns.ingress)),
                     billing: Arc::new(MemoryBilling::default()),
                 },
@@ -277,6 +312,8 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 db_pool: None,
                 limiter: Arc::new(LocalRateLimiter::default()),
                 outbox: Arc::new(store.clone()),
+                schemas: Arc::new(store.clone()),
+                rollouts: Arc::new(store),
             }
         }
         Store::Postgres { url, pool, .. } => {
@@ -286,9 +323,26 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 .context("database-url")?;
             postgres::migrate(&pool).await.context("database-url")?;
             let store = PgStore::new(pool.clone(), ring.clone());
-            let databases =
-                PgTenantDatabases::new(pool.clone(), ring.clone(), &config.tenants.schema_prefix)
-                    .map_err(|e| anyhow::anyhow!("tenant-schema-prefix: {e}"))?;
+            let schemas = &config.tenant_schemas;
+            store
+                .register_migrations(&schemas.migrations)
+                .await
+                .map_err(|e| anyhow::anyhow!("tenant-migrations-dir: {e}"))?;
+            let adopted = store
+                .adopt_unplaced(
+                    DEFAULT_TENANT_DATABASE,
+                    &config.tenants.schema_prefix,
+                    SystemClock.now(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("database-url: {e}"))?;
+            if adopted > 0 {
+                tracing::info!(
+                    tenants = adopted,
+                    "recorded the placement and schema version of tenants made before they were recorded"
+                );
+            }
+            let databases = tenant_databases(config, pool.clone(), ring.clone())?;
             Ports {
                 tenants: Arc::new(store.clone()),
                 runs: Arc::new(store.clone()),
@@ -311,10 +365,88 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 checks: vec![Arc::new(Database(store.clone()))],
                 limiter: Arc::new(LocalRateLimiter::default()),
                 outbox: Arc::new(store.clone()),
+                schemas: Arc::new(store.clone()),
+                rollouts: Arc::new(store.clone()),
                 db_pool: Some(Arc::new(move || store.pool_stats())),
             }
         }
     })
+}
+
+/// The MigrationService and the rollout engine over the store's ports.
+fn schema_services(
+    config: &Config,
+    (store, schemas): (Arc<dyn RolloutRepository>, Arc<dyn TenantSchemaRepository>),
+    databases: Arc<dyn TenantDatabases>,
+    placement: Arc<PlacementPolicy>,
+    observers: &Observers,
+    rollout_signals: RolloutSignals,
+) -> (MigrationService, RolloutEngine) {
+    let clock = Arc::new(SystemClock);
+    let ids = Arc::new(UuidV7Generator);
+    let rollout_settings = config.rollouts.settings;
+    let migrations = MigrationService::new(
+        store.clone(),
+        schemas,
+        config.tenant_schemas.migrations.clone(),
+        clock.clone(),
+        ids.clone(),
+        rollout_settings,
+        rollout_signals.clone(),
+        observers.migrations.clone(),
+    );
+    let rollouts = RolloutEngine::new(
+        store,
+        databases,
+        placement,
+        clock,
+        ids,
+        rollout_settings,
+        rollout_signals,
+        observers.migrations.clone(),
+    );
+    (migrations, rollouts)
+}
+
+/// Where new tenants go, as the configuration says.
+fn placement_policy(config: &Config) -> PlacementPolicy {
+    let schemas = &config.tenant_schemas;
+    PlacementPolicy::new(
+        schemas.default_placement.clone(),
+        schemas.plan_placements.clone(),
+        &config.tenants.schema_prefix,
+    )
+}
+
+/// The tenant databases of a PostgreSQL configuration: `default` on the control plane's
+/// pool (unless configured otherwise), every other one on a pool of its own, connected
+/// when first used.
+pub(super) fn tenant_databases(
+    config: &Config,
+    pool: postgres::PgPool,
+    ring: Arc<KeyRing>,
+) -> anyhow::Result<PgTenantDatabases> {
+    let schemas = &config.tenant_schemas;
+    // The built-in example seeds (and rewraps) sealed user emails; an application's own
+    // schema is its own business.
+    let seed: Option<Arc<dyn EmailCipher>> = schemas.built_in().then_some(ring);
+    let acquire = match &config.store {
+        Store::Postgres { pool, .. } => pool.acquire_timeout,
+        Store::Memory => std::time::Duration::from_secs(3),
+    };
+    let mut databases =
+        PgTenantDatabases::new(pool, schemas.migrations.clone(), seed, schemas.limits);
+    for (name, url) in &schemas.databases {
+        databases = databases
+            .with_database(
+                name,
+                url.expose(),
+                schemas.database_max_connections,
+                acquire,
+            )
+            .map_err(|e| anyhow::anyhow!("tenant-database: {e}"))?;
+    }
+    Ok(databases)
 }
 
 /// With Redis configured: shared rate limits, and (in front of PostgreSQL) the cache of
