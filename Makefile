@@ -1,7 +1,7 @@
 # The Makefile mirrors CI: `make test` is exactly what .ci/run checks.
 CARGO ?= cargo
 
-.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke certs migrate bench bench-provisioning
+.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke certs migrate bench bench-provisioning bench-rollout
 
 ## run: start tenantd with development certificates: in memory, or on DATABASE_URL when set
 run:
@@ -59,6 +59,13 @@ bench: services
 ## BENCH_ARGS="--tenants 1000 --workers 8 --concurrency 32"
 bench-provisioning: services
 	$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench-provisioning -- $(BENCH_ARGS)
+
+## bench-rollout: a tenant-schema rollout of one migration (a column with a default, an
+## index, a backfill) to N schemas on PostgreSQL (release build), against the same DDL
+## applied serially through psql; fails past 1.2x psql or a no-op rollout of 2 s.
+## BENCH_ARGS="--tenants 1000 --max-parallel 4"
+bench-rollout: services
+	$(CARGO) run --release -q -p tenantd-e2e --bin tenantd-bench-rollout -- $(BENCH_ARGS)
 
 ## migrate: apply the migrations to DATABASE_URL
 migrate:

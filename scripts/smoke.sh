@@ -32,12 +32,15 @@ done
 
 work=$(mktemp -d)
 schema=tenantd_smoke_$$_$RANDOM
-# Tenant schemas the PostgreSQL phase provisions, named apart so cleanup finds them.
+rollout_schema=${schema}_rollout
+# Tenant schemas the PostgreSQL phases provision, named apart so cleanup finds them.
 tenant_prefix=smoke_$$_${RANDOM}_t_
+rollout_prefix=${tenant_prefix}r_
 server_pid=
 cleanup() {
   [ -n "$server_pid" ] && kill -9 "$server_pid" 2>/dev/null || true
   psql -q "$base_url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  psql -q "$base_url" -c "DROP SCHEMA IF EXISTS $rollout_schema CASCADE" >/dev/null 2>&1 || true
   for tenant_schema in $(psql -Atq "$base_url" -c "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, '$tenant_prefix')" 2>/dev/null); do
     psql -q "$base_url" -c "DROP SCHEMA IF EXISTS \"$tenant_schema\" CASCADE" >/dev/null 2>&1 || true
   done
@@ -106,6 +109,33 @@ phase() {
   fi
 }
 
+# session NAME MARKER EXPECTED...: run a README block that starts (and stops) tenantd
+# itself, in a fresh directory, and check its answers
+session() {
+  local name=$1 marker=$2
+  shift 2
+  local dir=$work/$name
+  mkdir -p "$dir/target/debug"
+  ln -sf "$bin" "$dir/target/debug/tenantd"
+  readme_block "$marker" >"$dir/session.sh"
+  [ -s "$dir/session.sh" ] || { echo "smoke: README.md has no $marker block" >&2; exit 1; }
+  check "$name: README session runs" bash -c "cd '$dir' && timeout 180 bash -euo pipefail session.sh >session.out 2>&1"
+  for expected in "$@"; do
+    check "$name: README session printed $expected" grep -qF -- "$expected" "$dir/session.out"
+  done
+  check "$name: the replica with the new migration logged the schemas behind" \
+    grep -q "tenant schemas are behind the newest migration" "$dir/tenantd-2.log"
+  check "$name: both replicas stopped cleanly" bash -c "grep -q stopped '$dir/tenantd-1.log' && grep -q stopped '$dir/tenantd-2.log'"
+  if ((failed)); then
+    echo "--- $name: README session output" >&2
+    cat "$dir/session.out" >&2 || true
+    for log in "$dir"/tenantd-*.log; do
+      echo "--- $name: $log" >&2
+      cat "$log" >&2 || true
+    done
+  fi
+}
+
 # The embedded phase runs without Kafka, so the topic holds only the PostgreSQL phase's
 # events when its README block reads them back.
 kafka_brokers=$KAFKA_BROKERS
@@ -133,7 +163,21 @@ phase postgres "smoke smoke-postgres smoke-cancel smoke-events" \
   '"payload_case": "tenant_created"' '"slug": "acme"'
 check "postgres: the cancelled tenant's schema was dropped and the retried one made again" \
   test "$(psql -Atq "$base_url" -c "SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, '$tenant_prefix')")" -eq 2
-unset DATABASE_URL TENANTD_ENCRYPTION_KEYS TENANTD_BLIND_INDEX_KEY TENANTD_TENANT_SCHEMA_PREFIX REDIS_URL TENANTD_REDIS_KEY_PREFIX
+unset REDIS_URL TENANTD_REDIS_KEY_PREFIX KAFKA_BROKERS
+
+# The rollout session: an application's migrations on a database of their own.
+psql -q "$base_url" -c "CREATE SCHEMA $rollout_schema" >/dev/null
+export DATABASE_URL="$base_url?options=-csearch_path%3D$rollout_schema"
+[[ $base_url == *\?* ]] && export DATABASE_URL="$base_url&options=-csearch_path%3D$rollout_schema"
+export TENANTD_TENANT_SCHEMA_PREFIX=$rollout_prefix
+session rollout smoke-rollout \
+  '      3  status' 'behind the newest: 4' '"state": "ROLLOUT_STATE_RUNNING"' \
+  '"state": "ROLLOUT_STATE_SUCCEEDED"' '"succeeded": "4"' '"version": 3' \
+  'behind the newest: 0'
+check "rollout: every tenant schema has the backfilled column" \
+  test "$(for s in $(psql -Atq "$base_url" -c "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, '$rollout_prefix')"); do
+      psql -Atq "$base_url" -c "SELECT count(*) FROM \"$s\".orders WHERE status = 'settled'"; done | sort -u)" = 1
+unset DATABASE_URL TENANTD_ENCRYPTION_KEYS TENANTD_BLIND_INDEX_KEY TENANTD_TENANT_SCHEMA_PREFIX
 
 echo "smoke: $passed passed, $failed failed"
 ((failed == 0))

@@ -12,6 +12,7 @@ use tenantd_domain::ports::{
     BillingProvider, DnsProvider, DnsRecord, ProvisioningTarget, Subscription, TenantDatabases,
 };
 use tenantd_domain::provisioning::StepError;
+use tenantd_domain::tenant_schema::{AppliedMigration, Migrated, MigrationLimits, Placement};
 use tokio::sync::Semaphore;
 
 /// How a decorated provider misbehaves; clones share their state.
@@ -139,17 +140,31 @@ struct Faulty<P: ?Sized> {
 
 #[async_trait]
 impl TenantDatabases for Faulty<dyn TenantDatabases> {
-    async fn provision(&self, target: &ProvisioningTarget) -> Result<(), StepError> {
+    async fn provision(&self, target: &ProvisioningTarget) -> Result<Migrated, StepError> {
         self.fault.forward("the database provider").await?;
         self.inner.provision(target).await
     }
 
-    async fn deprovision(&self, tenant: TenantId) -> Result<(), StepError> {
-        self.inner.deprovision(tenant).await
+    async fn deprovision(&self, tenant: TenantId, placement: &Placement) -> Result<(), StepError> {
+        self.inner.deprovision(tenant, placement).await
     }
 
-    async fn exists(&self, tenant: TenantId) -> Result<bool, StepError> {
-        self.inner.exists(tenant).await
+    async fn exists(&self, placement: &Placement) -> Result<bool, StepError> {
+        self.inner.exists(placement).await
+    }
+
+    // Rollouts go through: their faults are real ones (bad data, a database down).
+    async fn migrate(
+        &self,
+        placement: &Placement,
+        to: u32,
+        limits: MigrationLimits,
+    ) -> Result<Option<Migrated>, StepError> {
+        self.inner.migrate(placement, to, limits).await
+    }
+
+    async fn applied(&self, placement: &Placement) -> Result<Vec<AppliedMigration>, StepError> {
+        self.inner.applied(placement).await
     }
 }
 

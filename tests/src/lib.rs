@@ -20,7 +20,7 @@ pub use client::{
 };
 pub use server::{
     Backend, TestKeys, TestServer, fast_provisioning, postgres_store, postgres_store_with,
-    test_config,
+    test_config, with_schema_args,
 };
 pub use wait::{counter, eventually, health_is};
 

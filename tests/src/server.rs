@@ -15,6 +15,7 @@ use tenantd_domain::provisioning::RetryPolicy;
 use tenantd_server::config::{Config, Environment, LogFormat, Secret, Store};
 use tenantd_server::devcerts::DevCerts;
 use tenantd_server::proto::event_service_client::EventServiceClient;
+use tenantd_server::proto::migration_service_client::MigrationServiceClient;
 use tenantd_server::proto::plan_service_client::PlanServiceClient;
 use tenantd_server::proto::provisioning_service_client::ProvisioningServiceClient;
 use tenantd_server::proto::tenant_service_client::TenantServiceClient;
@@ -50,6 +51,31 @@ pub fn test_config(certs_dir: &Path) -> anyhow::Result<Config> {
     ];
     let mut config = Config::load(argv, &Environment::default())?;
     config.provisioning = fast_provisioning();
+    Ok(config)
+}
+
+/// The tenant schema and rollout settings the real CLI makes of `args` (say,
+/// `["--tenant-migrations-dir", dir]`), applied to `config`.
+///
+/// # Errors
+/// When the CLI refuses them (the error names the setting, or the migration file).
+pub fn with_schema_args(mut config: Config, args: &[&str]) -> anyhow::Result<Config> {
+    // A database so that tenant databases may be named (only these settings are taken).
+    let keys = TestKeys::generate();
+    let store = [
+        "--database-url",
+        "postgres://127.0.0.1/unused",
+        "--encryption-keys",
+        &keys.encryption,
+        "--blind-index-key",
+        &keys.blind_index,
+    ];
+    let command_line = std::iter::once("tenantd")
+        .chain(store)
+        .chain(args.iter().copied());
+    let parsed = Config::load(command_line, &Environment::default())?;
+    config.tenant_schemas = parsed.tenant_schemas;
+    config.rollouts = parsed.rollouts;
     Ok(config)
 }
 
@@ -188,16 +214,36 @@ impl TestServer {
     /// # Errors
     /// When the server cannot be built.
     pub async fn start_on_schema(schema: ScratchSchema, keys: &TestKeys) -> anyhow::Result<Self> {
+        Self::start_on_schema_with(schema, keys, |config| config).await
+    }
+
+    /// [`TestServer::start_on_schema`] with the configuration passed through `adjust`.
+    ///
+    /// # Errors
+    /// When the server cannot be built.
+    pub async fn start_on_schema_with(
+        schema: ScratchSchema,
+        keys: &TestKeys,
+        adjust: impl FnOnce(Config) -> Config,
+    ) -> anyhow::Result<Self> {
         let store = postgres_store_with(&schema.url(), keys);
         let prefix = schema.tenant_schema_prefix();
         let mut server = Self::start_with(Backend::Memory, |mut config| {
             config.store = store;
             config.tenants.schema_prefix = prefix;
-            config
+            adjust(config)
         })
         .await?;
         server.schema = Some(schema);
         Ok(server)
+    }
+
+    /// A MigrationService client as admin.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn migrations(&self) -> anyhow::Result<MigrationServiceClient<Channel>> {
+        Ok(MigrationServiceClient::new(self.admin_channel().await?))
     }
 
     /// The scratch schema of a PostgreSQL-backed server.

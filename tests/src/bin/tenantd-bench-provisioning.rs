@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use sqlx::PgPool;
-use tenantd_adapters::postgres::TENANT_MIGRATIONS;
+use tenantd_adapters::tenant_migrations;
 use tenantd_application::{ProvisioningSettings, RateLimitSettings};
 use tenantd_e2e::{Backend, TestServer, create, new_tenant};
 use tenantd_server::config::Config;
@@ -67,7 +67,7 @@ async fn psql_baseline(prefix: &str, count: usize) -> anyhow::Result<()> {
             script,
             "BEGIN;\nCREATE SCHEMA \"{name}\";\nSET LOCAL search_path TO \"{name}\";"
         )?;
-        for (_, _, sql) in TENANT_MIGRATIONS {
+        for (_, sql) in tenant_migrations::BUILT_IN {
             script.push_str(sql);
             script.push('\n');
         }

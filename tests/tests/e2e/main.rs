@@ -20,6 +20,7 @@ mod outage;
 mod processes;
 mod provisioning;
 mod rate_limits;
+mod rollouts;
 mod rotation;
 mod server;
 mod tenant_service;

@@ -344,3 +344,170 @@ async fn assert_made_once(pool: &sqlx::PgPool, schema: &ScratchSchema) {
             .unwrap();
     assert_eq!(schemas, 1);
 }
+
+/// Settings of the rollout replicas: a short lease, quick polls, the migrations of `dir`.
+fn rollout_env(dir: &str) -> [(&str, &str); 5] {
+    [
+        ("TENANTD_TENANT_MIGRATIONS_DIR", dir),
+        ("TENANTD_ROLLOUT_LEASE_MS", "1000"),
+        ("TENANTD_ROLLOUT_POLL_INTERVAL_MS", "100"),
+        ("TENANTD_PROVISIONING_POLL_INTERVAL_MS", "100"),
+        ("TENANTD_DATABASE_STATEMENT_TIMEOUT_MS", "30000"),
+    ]
+}
+
+/// The rollout's tenants in flight: (tenant, lease owner, attempts).
+async fn in_flight(pool: &sqlx::PgPool) -> Vec<(uuid::Uuid, String, i32)> {
+    sqlx::query_as(
+        "SELECT tenant_id, lease_owner, attempts FROM tenant_schema_rollout_tenants \
+         WHERE state = 'RUNNING' AND lease_owner IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_rollout_is_taken_over_and_every_tenant_is_migrated_once() {
+    use tenantd_e2e::pb::migration_service_client::MigrationServiceClient;
+    use tenantd_e2e::pb::{GetRolloutRequest, RolloutState, StartRolloutRequest};
+
+    let schema = ScratchSchema::create().await.unwrap();
+    let (dir, certs) = certs();
+    let keys = TestKeys::generate();
+    let migrations = tempfile::tempdir().unwrap();
+    let path = migrations.path().display().to_string();
+    std::fs::write(
+        migrations.path().join("0001_orders.sql"),
+        "CREATE TABLE orders (id bigint PRIMARY KEY);",
+    )
+    .unwrap();
+    let env = rollout_env(&path);
+    let first = TenantdProcess::start_with(&schema, dir.path(), &keys, &env)
+        .await
+        .unwrap();
+    let tenants = active_tenants(&first, &certs, 6).await;
+    first.kill().await.unwrap();
+
+    // Each tenant's migration takes a while and leaves a mark: two marks would be a
+    // migration applied twice.
+    std::fs::write(
+        migrations.path().join("0002_marks.sql"),
+        "SELECT pg_sleep(0.4);\nCREATE TABLE marks (at timestamptz NOT NULL DEFAULT now());\n\
+         INSERT INTO marks DEFAULT VALUES;",
+    )
+    .unwrap();
+    let (a, b) = tokio::join!(
+        TenantdProcess::start_with(&schema, dir.path(), &keys, &env),
+        TenantdProcess::start_with(&schema, dir.path(), &keys, &env),
+    );
+    let mut replicas = vec![a.unwrap(), b.unwrap()];
+    let pool = sqlx::PgPool::connect(&schema.url()).await.unwrap();
+    let channel = admin_channel(replicas[0].grpc_addr, &certs).await.unwrap();
+    let rollout = MigrationServiceClient::new(channel)
+        .start_rollout(StartRolloutRequest {
+            max_parallel: 2,
+            max_parallel_per_replica: 1,
+            ..StartRolloutRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+
+    // Once a tenant is done, kill the replica migrating one.
+    let victim_tenant = loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tenant_schema_rollout_tenants WHERE state = 'SUCCEEDED'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let flying = in_flight(&pool).await;
+        if done >= 1
+            && let Some((tenant, owner, _)) = flying.first()
+        {
+            let pid: u32 = owner.split('/').nth(1).unwrap().parse().unwrap();
+            let index = replicas
+                .iter()
+                .position(|r| r.pid() == Some(pid))
+                .unwrap_or_else(|| panic!("{owner} is not one of the replicas"));
+            replicas.remove(index).kill().await.unwrap();
+            break *tenant;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let survivor = replicas.pop().unwrap();
+    let mut client =
+        MigrationServiceClient::new(admin_channel(survivor.grpc_addr, &certs).await.unwrap());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_mins(1);
+    let ended = loop {
+        let read = client
+            .get_rollout(GetRolloutRequest {
+                rollout_id: rollout.rollout_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .rollout
+            .unwrap();
+        if read.state() != RolloutState::Running {
+            break read;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no end: {read:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(ended.state(), RolloutState::Succeeded, "{ended:?}");
+    assert_eq!(ended.tenants.unwrap().succeeded, 6);
+
+    let attempts: i32 = sqlx::query_scalar(
+        "SELECT attempts FROM tenant_schema_rollout_tenants WHERE tenant_id = $1",
+    )
+    .bind(victim_tenant)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 2, "the killed replica's tenant was taken over");
+    assert_migrated_once(&pool, &schema.tenant_schema_prefix(), &tenants).await;
+}
+
+/// Creates `n` tenants through `replica` and waits until each is provisioned.
+async fn active_tenants(replica: &TenantdProcess, certs: &DevCerts, n: usize) -> Vec<String> {
+    let channel = admin_channel(replica.grpc_addr, certs).await.unwrap();
+    let mut tenants = Vec::new();
+    for i in 0..n {
+        let created = create(
+            &mut TenantServiceClient::new(channel.clone()),
+            new_tenant(&format!("phoenix-{i}")),
+        )
+        .await
+        .unwrap();
+        tenantd_e2e::settle(
+            &mut tenantd_e2e::pb::provisioning_service_client::ProvisioningServiceClient::new(
+                channel.clone(),
+            ),
+            &created.tenant_id,
+        )
+        .await
+        .unwrap();
+        tenants.push(created.tenant_id);
+    }
+    tenants
+}
+
+/// Every tenant schema records version 2 once and holds one mark.
+async fn assert_migrated_once(pool: &sqlx::PgPool, prefix: &str, tenants: &[String]) {
+    for tenant in tenants {
+        let id: uuid::Uuid = tenant.parse().unwrap();
+        let name = format!("{prefix}{}", id.simple());
+        let (versions, marks): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT (SELECT count(*) FROM \"{name}\".schema_migrations WHERE version = 2), \
+                    (SELECT count(*) FROM \"{name}\".marks)"
+        )))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!((versions, marks), (1, 1), "tenant {tenant}");
+    }
+}

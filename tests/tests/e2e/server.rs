@@ -257,13 +257,27 @@ async fn every_change_is_listed_as_an_event_without_the_contact_email(server: Te
             Payload::ProvisioningStepChanged(_) => "step",
             Payload::ApiKeyCreated(_) => "key",
             Payload::WelcomeNotificationRequested(_) => "welcome",
+            Payload::TenantSchemaMigrated(m) => {
+                assert_eq!(
+                    (m.from_version, m.to_version, m.rollout_id.as_str()),
+                    (0, 2, "")
+                );
+                "schema"
+            }
             _ => "other",
         })
         .filter(|kind| *kind != "step")
         .collect();
     assert_eq!(
         kinds,
-        ["created", "key", "welcome", "activated", "suspended"]
+        [
+            "created",
+            "schema",
+            "key",
+            "welcome",
+            "activated",
+            "suspended"
+        ]
     );
     assert!(
         listed
