@@ -188,6 +188,10 @@ pub async fn a_rollout_takes_the_tenants_behind_its_target_canary_first(stores: 
             (third.id(), Wave::Rest, 1)
         ]
     );
+    assert!(
+        tenants.iter().all(|t| t.from_version == Some(1)),
+        "each entry keeps the version its schema was found at"
+    );
     let after_first = stores
         .rollouts
         .tenants(

@@ -89,14 +89,14 @@ impl RolloutRepository for MemoryStore {
             .schemas
             .iter()
             .filter(|(_, s)| s.version < target)
-            .filter_map(|(id, _)| state.tenants.get(id).map(|t| t.tenant.clone()))
+            .filter_map(|(id, s)| state.tenants.get(id).map(|t| (t.tenant.clone(), s.version)))
             .collect();
-        candidates.sort_by_key(|t| (t.created_at(), t.id()));
+        candidates.sort_by_key(|(t, _)| (t.created_at(), t.id()));
         let mut positions = [0_u32; 2];
         let tenants = candidates
             .iter()
             .enumerate()
-            .map(|(n, tenant)| {
+            .map(|(n, (tenant, version))| {
                 let canary = match &rollout.spec.canary {
                     Canary::None => false,
                     Canary::Tenants(ids) => ids.contains(&tenant.id()),
@@ -117,7 +117,7 @@ impl RolloutRepository for MemoryStore {
                         position,
                         state: TenantRolloutState::Pending,
                         attempts: 0,
-                        from_version: None,
+                        from_version: Some(*version),
                         to_version: None,
                         error: None,
                         started_at: None,
@@ -277,7 +277,7 @@ impl RolloutRepository for MemoryStore {
         entry.lease = None;
         match finish.outcome {
             TenantOutcome::Migrated { from, to } => {
-                entry.entry.from_version = Some(*from);
+                entry.entry.from_version.get_or_insert(*from);
                 entry.entry.to_version = Some(*to);
                 entry.entry.error = None;
             }

@@ -316,11 +316,13 @@ impl RolloutRepository for PgStore {
                 Canary::First(n) => ("c.n <= $5", Vec::new(), None, i64::from(*n)),
             };
             sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO tenant_schema_rollout_tenants (rollout_id, tenant_id, wave, position, state) \
+                "INSERT INTO tenant_schema_rollout_tenants \
+                     (rollout_id, tenant_id, wave, position, state, from_version) \
                  SELECT $1, tenant_id, wave, \
-                     (row_number() OVER (PARTITION BY wave ORDER BY n)) - 1, 'PENDING' \
-                 FROM (SELECT c.tenant_id, c.n, CASE WHEN {canary} THEN 0 ELSE 1 END AS wave \
-                       FROM (SELECT s.tenant_id, t.labels, \
+                     (row_number() OVER (PARTITION BY wave ORDER BY n)) - 1, 'PENDING', version \
+                 FROM (SELECT c.tenant_id, c.n, c.version, \
+                           CASE WHEN {canary} THEN 0 ELSE 1 END AS wave \
+                       FROM (SELECT s.tenant_id, s.version, t.labels, \
                                  row_number() OVER (ORDER BY t.created_at, s.tenant_id) AS n \
                              FROM tenant_schemas s JOIN tenants t USING (tenant_id) \
                              WHERE s.version < $2 AND t.purged_at IS NULL) AS c) AS w"
@@ -527,7 +529,8 @@ impl RolloutRepository for PgStore {
             };
             let wave: Option<i16> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "WITH entry AS ( \
-                     UPDATE tenant_schema_rollout_tenants SET state = $4, from_version = $5, \
+                     UPDATE tenant_schema_rollout_tenants SET state = $4, \
+                         from_version = coalesce(from_version, $5), \
                          to_version = $6, error = $7, finished_at = $8, lease_token = NULL, \
                          lease_owner = NULL, lease_expires_at = NULL \
                      WHERE rollout_id = $1 AND tenant_id = $2 AND state = 'RUNNING' \

@@ -190,18 +190,23 @@ impl RolloutEngine {
             Err(error) => (TenantOutcome::Failed(error), "failed"),
         };
         self.observer.tenant_migrated(result_label, elapsed);
+        // From the version the rollout found it at: a worker taking over from one lost
+        // after its migration committed finds the schema at the target already, and the
+        // event of the change is still written once.
         let events = match &outcome {
-            TenantOutcome::Migrated { from, to } if from != to => vec![Event {
-                id: EventId(self.ids.new_v7()),
-                subject: Subject::Tenant(tenant.tenant_id),
-                occurred_at: now,
-                kind: EventKind::TenantSchemaMigrated {
-                    rollout_id: rollout.id.to_string(),
-                    from_version: *from,
-                    to_version: *to,
-                    duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-                },
-            }],
+            TenantOutcome::Migrated { from, to } if tenant.from_version.unwrap_or(*from) != *to => {
+                vec![Event {
+                    id: EventId(self.ids.new_v7()),
+                    subject: Subject::Tenant(tenant.tenant_id),
+                    occurred_at: now,
+                    kind: EventKind::TenantSchemaMigrated {
+                        rollout_id: rollout.id.to_string(),
+                        from_version: tenant.from_version.unwrap_or(*from),
+                        to_version: *to,
+                        duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                    },
+                }]
+            }
             _ => Vec::new(),
         };
         match &outcome {

@@ -458,13 +458,42 @@ async fn a_tenant_of_a_lost_worker_is_taken_over_after_its_lease_and_migrated_on
         .unwrap()
         .expect("claimed");
     assert_eq!(lost.tenant.tenant_id, tenant.id());
+    // Its migration committed before it died; its outcome was never stored.
+    w.databases
+        .migrate(tenant.placement().unwrap(), 2, settings().default_limits)
+        .await
+        .unwrap();
     assert!(!w.engine.work_once("alive").await.unwrap(), "still leased");
     w.clock.advance(chrono::Duration::seconds(31));
     assert!(w.engine.work_once("alive").await.unwrap());
     let view = w.service.get(&lost.rollout.id.to_string()).await.unwrap();
     assert_eq!(view.rollout.state, RolloutState::Succeeded);
     assert_eq!(w.version(&tenant).await, 2);
-    assert_eq!(w.databases.applied.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        w.databases.applied.load(Ordering::Relaxed),
+        1,
+        "the takeover applied nothing more"
+    );
+    let migrated: Vec<(u32, u32)> =
+        tenantd_domain::ports::EventLog::list(&w.store, Some(tenant.id()), None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                tenantd_domain::EventKind::TenantSchemaMigrated {
+                    from_version,
+                    to_version,
+                    rollout_id,
+                    ..
+                } if !rollout_id.is_empty() => Some((from_version, to_version)),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(
+        migrated,
+        [(1, 2)],
+        "the change is told once, from where the rollout found it"
+    );
     let entries = w
         .store
         .tenants(lost.rollout.id, None, 10, None)

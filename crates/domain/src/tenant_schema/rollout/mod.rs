@@ -599,7 +599,8 @@ pub struct RolloutTenant {
     pub state: TenantRolloutState,
     /// Attempts started (a worker lost mid-way counts one).
     pub attempts: u32,
-    /// The version it was at when its migration ran.
+    /// The version its schema was recorded at when the rollout started (or, for an entry
+    /// stored without one, when its migration ran).
     pub from_version: Option<u32>,
     /// The version it is at after it.
     pub to_version: Option<u32>,
