@@ -25,7 +25,7 @@ use super::tables::tenants::placement;
 use super::tenant_schemas::version;
 
 const ROLLOUT_COLUMNS: &str = "rollout_id, state, target_version, spec, reason, \
-     accepted_failures, created_by, created_at, updated_at, finished_at, version";
+     accepted_failures, created_by, created_at, updated_at, finished_at, version, counts";
 
 const TENANT_COLUMNS: &str = "rollout_id, tenant_id, wave, position, state, attempts, \
      from_version, to_version, error, started_at, finished_at";
@@ -46,14 +46,52 @@ struct RolloutRow {
     updated_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
     version: i64,
+    counts: Vec<i64>,
 }
 
 fn corrupt(what: &str) -> RepoError {
     RepoError::Internal(format!("stored rollout has an invalid {what}"))
 }
 
+/// The `counts` column's slot of `wave` and `state`.
+fn slot(wave: Wave, state: TenantRolloutState) -> usize {
+    let state = TenantRolloutState::ALL
+        .iter()
+        .position(|s| *s == state)
+        .unwrap_or_default();
+    usize::from(wave.index()) * TenantRolloutState::ALL.len() + state
+}
+
+/// Counts as the `counts` column keeps them.
+fn stored(counts: &RolloutCounts) -> Vec<i64> {
+    let mut slots = vec![0; Wave::ALL.len() * TenantRolloutState::ALL.len()];
+    for wave in Wave::ALL {
+        for state in TenantRolloutState::ALL {
+            slots[slot(wave, state)] =
+                i64::try_from(counts.wave(wave).get(state)).unwrap_or(i64::MAX);
+        }
+    }
+    slots
+}
+
+/// Counts from the `counts` column.
+fn counted(slots: &[i64]) -> Result<RolloutCounts, RepoError> {
+    if slots.len() != Wave::ALL.len() * TenantRolloutState::ALL.len() {
+        return Err(corrupt("counts"));
+    }
+    let mut counts = RolloutCounts::default();
+    for wave in Wave::ALL {
+        for state in TenantRolloutState::ALL {
+            let n = u64::try_from(slots[slot(wave, state)]).map_err(|_| corrupt("counts"))?;
+            counts.wave_mut(wave).add(state, n);
+        }
+    }
+    Ok(counts)
+}
+
 impl RolloutRow {
-    fn into_rollout(self, counts: RolloutCounts) -> Result<Rollout, RepoError> {
+    fn into_rollout(self) -> Result<Rollout, RepoError> {
+        let counts = counted(&self.counts)?;
         let mut spec = self.spec.0;
         spec.target_version = u32::try_from(self.target_version).map_err(|_| corrupt("target"))?;
         Ok(Rollout {
@@ -111,7 +149,8 @@ impl TryFrom<TenantRow> for RolloutTenant {
     }
 }
 
-/// The rollout's tenants counted by wave and state.
+/// The rollout's tenants counted by wave and state, from the tenants themselves (after a
+/// statement that moved many of them).
 async fn counts(tx: &mut PgConnection, id: RolloutId) -> Result<RolloutCounts, RepoError> {
     let rows: Vec<(i16, String, i64)> = sqlx::query_as(
         "SELECT wave, state, count(*) FROM tenant_schema_rollout_tenants \
@@ -149,13 +188,7 @@ async fn load(
     .fetch_optional(&mut *tx)
     .await
     .map_err(db)?;
-    match row {
-        Some(row) => {
-            let counts = counts(tx, id).await?;
-            row.into_rollout(counts).map(Some)
-        }
-        None => Ok(None),
-    }
+    row.map(RolloutRow::into_rollout).transpose()
 }
 
 /// Stores the rollout's state (its version bumped) and the event saying so.
@@ -170,11 +203,11 @@ async fn save_state(
     events::append(tx, &[rollout.state_event(event, now)]).await
 }
 
-/// Writes the rollout's state columns as they are.
+/// Writes the rollout's state columns and counts as they are.
 async fn write_state(tx: &mut PgConnection, rollout: &Rollout) -> Result<(), RepoError> {
     sqlx::query(
         "UPDATE tenant_schema_rollouts SET state = $2, reason = $3, accepted_failures = $4, \
-             updated_at = $5, finished_at = $6, version = $7 WHERE rollout_id = $1",
+             updated_at = $5, finished_at = $6, version = $7, counts = $8 WHERE rollout_id = $1",
     )
     .bind(rollout.id.0)
     .bind(rollout.state.as_str())
@@ -183,6 +216,7 @@ async fn write_state(tx: &mut PgConnection, rollout: &Rollout) -> Result<(), Rep
     .bind(rollout.updated_at)
     .bind(rollout.finished_at)
     .bind(i64::try_from(rollout.version).unwrap_or(i64::MAX))
+    .bind(stored(&rollout.counts))
     .execute(&mut *tx)
     .await
     .map_err(db)?;
@@ -216,6 +250,10 @@ async fn take(
     lease: Lease,
     now: DateTime<Utc>,
 ) -> Result<Option<ClaimedTenant>, RepoError> {
+    let taken_from = match pick {
+        Pick::Next(wave) => Some(wave),
+        Pick::Tenant(_) => None,
+    };
     let (which, tenant, wave) = match pick {
         Pick::Tenant(tenant) => ("$2", Some(tenant), 0),
         Pick::Next(wave) => (
@@ -251,6 +289,14 @@ async fn take(
     .await
     .map_err(db)?;
     let Some(row) = row else { return Ok(None) };
+    let mut rollout = rollout;
+    // A pending tenant is running now; a lost worker's stays running.
+    if let Some(wave) = taken_from {
+        let counts = rollout.counts.wave_mut(wave);
+        counts.pending = counts.pending.saturating_sub(1);
+        counts.running += 1;
+        write_state(tx, &rollout).await?;
+    }
     Ok(Some(ClaimedTenant {
         rollout,
         tenant: RolloutTenant::try_from(row.entry)?,
@@ -337,9 +383,8 @@ impl RolloutRepository for PgStore {
             .map_err(db)?;
             rollout.counts = counts(tx, rollout.id).await?;
             // Nothing to do: it ends as it starts, and says so in its one event.
-            if rollout.settle(rollout.created_at) {
-                write_state(tx, &rollout).await?;
-            }
+            rollout.settle(rollout.created_at);
+            write_state(tx, &rollout).await?;
             events::append(tx, &[rollout.state_event(state_event, rollout.created_at)]).await?;
             Ok(rollout)
         })
@@ -381,12 +426,7 @@ impl RolloutRepository for PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(db)?;
-            let mut rollouts = Vec::with_capacity(rows.len());
-            for row in rows {
-                let counts = counts(tx, RolloutId(row.rollout_id)).await?;
-                rollouts.push(row.into_rollout(counts)?);
-            }
-            Ok(rollouts)
+            rows.into_iter().map(RolloutRow::into_rollout).collect()
         })
         .await
     }
@@ -454,14 +494,14 @@ impl RolloutRepository for PgStore {
                     .ok_or_else(|| corrupt("tenant entry without its rollout"))?;
                 return take(tx, rollout, Pick::Tenant(tenant), lease, now).await;
             }
-            let id: Option<Uuid> = sqlx::query_scalar(
-                "SELECT rollout_id FROM tenant_schema_rollouts WHERE state = 'RUNNING' FOR UPDATE",
-            )
+            let running: Option<RolloutRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {ROLLOUT_COLUMNS} FROM tenant_schema_rollouts \
+                 WHERE state = 'RUNNING' FOR UPDATE"
+            )))
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
-            let Some(id) = id else { return Ok(None) };
-            let Some(rollout) = load(tx, RolloutId(id), false).await? else {
+            let Some(rollout) = running.map(RolloutRow::into_rollout).transpose()? else {
                 return Ok(None);
             };
             if rollout.counts.all().running >= u64::from(rollout.spec.max_parallel) {
@@ -559,6 +599,8 @@ impl RolloutRepository for PgStore {
             running.add(state, 1);
             if rollout.after_finish(wave, state == TenantRolloutState::Failed, finish.now) {
                 save_state(tx, &mut rollout, finish.now, finish.state_event).await?;
+            } else {
+                write_state(tx, &rollout).await?;
             }
             Ok(rollout)
         })
