@@ -14,7 +14,7 @@ use tenantd_domain::{Event, RepoError, Tenant, TenantId, TenantStatus};
 
 use super::PgStore;
 use super::errors::db;
-use super::tables::tenants::{SELECT_TENANTS, TenantRow};
+use super::tables::tenants::{SELECT_TENANT_BY_ID, SELECT_TENANTS, TenantRow};
 use super::tables::{events, runs, tenants};
 
 impl PgStore {
@@ -96,13 +96,12 @@ impl TenantRepository for PgStore {
     }
 
     async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {
-        let row: Option<TenantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{SELECT_TENANTS} WHERE tenant_id = $1"
-        )))
-        .bind(id.as_uuid())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db)?;
+        let row: Option<TenantRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(SELECT_TENANT_BY_ID.as_str()))
+                .bind(id.as_uuid())
+                .fetch_optional(self.pool())
+                .await
+                .map_err(db)?;
         row.map(|r| r.open(self.cipher())).transpose()
     }
 

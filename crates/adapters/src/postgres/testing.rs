@@ -10,6 +10,12 @@ use uuid::Uuid;
 
 use super::{PgSettings, connect, migrate};
 
+/// The statement tenantd's PostgreSQL store runs for GetTenant (`$1` the tenant id), for
+/// benchmarks that compare it with pgbench of the same statement.
+pub fn get_tenant_statement() -> &'static str {
+    super::tables::tenants::SELECT_TENANT_BY_ID.as_str()
+}
+
 /// The pool of a test's store: small, quick to give up.
 const TEST_POOL: PgSettings = PgSettings {
     max_connections: 10,

@@ -31,6 +31,10 @@ pub(crate) const SELECT_TENANTS: &str = "SELECT tenant_id, slug, display_name, p
          FROM provisioning_runs r WHERE r.tenant_id = t.tenant_id \
          ORDER BY r.run_id DESC LIMIT 1) AS run ON true";
 
+/// GetTenant's statement: [`SELECT_TENANTS`] of one tenant by id (`$1`).
+pub(crate) static SELECT_TENANT_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{SELECT_TENANTS} WHERE tenant_id = $1"));
+
 /// The latest run's summary as [`SELECT_TENANTS`] reads it (all NULL without a run), as
 /// `ProvisioningRun::summary` computed it when the run was last written.
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
