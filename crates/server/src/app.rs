@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
-use crate::audit::AuditLayer;
+use crate::audit::{AuditLayer, AuditPolicy, Auditor};
 use crate::config::Config;
 use crate::devcerts::DevCerts;
 use crate::grpc::{ApiKeyApi, EventApi, MigrationApi, PlanApi, ProvisioningApi, TenantApi};
@@ -271,7 +271,10 @@ impl App {
             // The first layer is the outermost: identity first, so calls know their caller.
             .layer(IdentityLayer::new(&self.config.server.trust_domain))
             .layer(MetricsLayer::new(self.grpc_metrics))
-            .layer(AuditLayer::new(audit_sink))
+            .layer(AuditLayer::new(Auditor::new(
+                audit_sink,
+                AuditPolicy::new(self.config.audit_reads),
+            )))
             // Inside the metrics and audit layers, so refused calls are counted and audited.
             .layer(RateLimitLayer::new(
                 services.rate_limits.clone(),

@@ -42,20 +42,40 @@ impl AuditLog for PgStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut insert = QueryBuilder::<Postgres>::new(
-            "INSERT INTO audit_records (audit_id, principal, method, tenant_id, code, at, request_id) ",
-        );
-        insert.push_values(records, |mut row, r| {
-            row.push_bind(r.id)
-                .push_bind(&r.principal)
-                .push_bind(&r.method)
-                .push_bind(r.tenant_id.map(|t| t.as_uuid()))
-                .push_bind(&r.code)
-                .push_bind(r.at)
-                .push_bind(&r.request_id);
-        });
-        insert.push(" ON CONFLICT (audit_id) DO NOTHING");
-        insert.build().execute(self.pool()).await.map_err(db)?;
+        // One statement of fixed shape whatever the batch's size: arrays of the columns,
+        // unnested (one prepared statement, one round trip).
+        let mut ids = Vec::with_capacity(records.len());
+        let mut principals = Vec::with_capacity(records.len());
+        let mut methods = Vec::with_capacity(records.len());
+        let mut tenants = Vec::with_capacity(records.len());
+        let mut codes = Vec::with_capacity(records.len());
+        let mut ats = Vec::with_capacity(records.len());
+        let mut request_ids = Vec::with_capacity(records.len());
+        for r in records {
+            ids.push(r.id);
+            principals.push(r.principal.as_str());
+            methods.push(r.method.as_str());
+            tenants.push(r.tenant_id.map(|t| t.as_uuid()));
+            codes.push(r.code.as_str());
+            ats.push(r.at);
+            request_ids.push(r.request_id.as_str());
+        }
+        sqlx::query(
+            "INSERT INTO audit_records (audit_id, principal, method, tenant_id, code, at, request_id) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], \
+                                  $6::timestamptz[], $7::text[]) \
+             ON CONFLICT (audit_id) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&principals)
+        .bind(&methods)
+        .bind(&tenants)
+        .bind(&codes)
+        .bind(&ats)
+        .bind(&request_ids)
+        .execute(self.pool())
+        .await
+        .map_err(db)?;
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! Typed configuration, one module per area (server, database, tenants, tenant schemas,
-//! rollouts, provisioning, DNS, Redis, rate limits, Kafka). Each area is one struct deriving clap `Args`: its flags,
+//! rollouts, provisioning, DNS, Redis, rate limits, audit, Kafka). Each area is one struct deriving clap `Args`: its flags,
 //! their `TENANTD_*` variables, their defaults (in one place: the `default_value`s there)
 //! and their help, grouped under a heading in `tenantd --help`; and one `resolve` that
 //! checks what clap cannot and builds the area's validated part of [`Config`].
@@ -17,6 +17,7 @@
 //! in that area's `resolve`, and a row in the README's configuration table (a test holds
 //! the table to the real CLI).
 
+mod audit;
 mod cli;
 mod database;
 mod dns;
@@ -32,9 +33,11 @@ mod tenants;
 #[cfg(test)]
 mod tests;
 
+use crate::audit::ReadAudit;
 use clap::Args;
 use tenantd_application::{ProvisioningSettings, RateLimitSettings};
 
+pub use audit::AuditArgs;
 pub use cli::{CertsCommand, Cli, Command, IdentityArgs, KeysCommand, TenantMigrationsCommand};
 pub use database::{DatabaseArgs, Store};
 pub use dns::{DnsArgs, DnsConfig};
@@ -85,6 +88,9 @@ pub struct Settings {
     /// Rates of the roles without a plan.
     #[command(flatten)]
     pub rate_limits: RateLimitArgs,
+    /// Which calls are audited.
+    #[command(flatten)]
+    pub audit: AuditArgs,
     /// Kafka: the event relay.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -111,6 +117,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// Rates of admins and services.
     pub rate_limits: RateLimitSettings,
+    /// Which reads are audited (mutations and denied calls always are).
+    pub audit_reads: ReadAudit,
     /// Kafka, when configured: the event relay.
     pub kafka: Option<KafkaConfig>,
 }
@@ -140,6 +148,7 @@ impl Config {
             dns: settings.dns.resolve()?,
             redis: settings.redis.resolve()?,
             rate_limits: settings.rate_limits.resolve(),
+            audit_reads: settings.audit.resolve()?,
             kafka: settings.kafka.resolve()?,
         })
     }
