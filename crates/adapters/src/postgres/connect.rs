@@ -1,7 +1,9 @@
 //! Pool creation and migrations.
 
 use std::str::FromStr as _;
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::Connection as _;
 use sqlx::migrate::Migrator;
@@ -39,6 +41,35 @@ pub enum ConnectError {
     /// A migration failed.
     #[error("cannot apply migrations: {0}")]
     Migrate(String),
+}
+
+/// Longest life of a pooled connection (a server-side leak is bounded by it).
+const MAX_LIFETIME: Duration = Duration::from_mins(30);
+/// An idle pooled connection is closed after this.
+const IDLE_TIMEOUT: Duration = Duration::from_mins(10);
+
+/// The instant connection ages are measured from.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+/// When a connection last broke (nanoseconds after [`EPOCH`], plus one; 0: never).
+static BROKE_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Records that a connection broke (an I/O error, a session the server terminated): every
+/// pooled connection opened before now is then closed instead of being handed out, so a
+/// restarted server costs the calls that were using a connection at that moment, not one
+/// failed call per pooled connection. Pools do not ping a connection before each use.
+pub(crate) fn connection_broke() {
+    let now = u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    BROKE_AT.fetch_max(now.saturating_add(1), Ordering::Relaxed);
+}
+
+/// Whether a connection of `age` was opened before the last [`connection_broke`].
+fn opened_before_a_break(age: Duration) -> bool {
+    let broke = BROKE_AT.load(Ordering::Relaxed);
+    if broke == 0 {
+        return false;
+    }
+    let opened = EPOCH.elapsed().saturating_sub(age);
+    u64::try_from(opened.as_nanos()).unwrap_or(u64::MAX) < broke
 }
 
 /// Opens a pool and checks that the server answers.
@@ -89,9 +120,19 @@ pub async fn connect(url: &str, settings: &PgSettings) -> Result<PgPool, Connect
     } else {
         options
     };
+    LazyLock::force(&EPOCH);
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
+        // No ping before each use (a round trip per call): a broken connection is noticed
+        // when it is used, and then the connections opened before it are recycled.
+        .test_before_acquire(false)
+        .before_acquire(|_conn, meta| {
+            let fresh = !opened_before_a_break(meta.age);
+            Box::pin(async move { Ok(fresh) })
+        })
+        .max_lifetime(MAX_LIFETIME)
+        .idle_timeout(IDLE_TIMEOUT)
         .connect_with(options)
         .await
         .map_err(|e| unreachable(e.to_string()))

@@ -2,6 +2,8 @@
 
 use tenantd_domain::RepoError;
 
+use super::connect::connection_broke;
+
 /// The unique index that keeps slugs unique among non-purged tenants.
 const SLUG_INDEX: &str = "tenants_slug_unique";
 
@@ -20,10 +22,12 @@ pub(crate) fn translate(err: sqlx::Error, slug: Option<&str>) -> RepoError {
                 "40001" | "40P01" => RepoError::VersionConflict,
                 // query_canceled (statement_timeout), admin/crash shutdown, cannot connect now,
                 // too many connections, connection exceptions (class 08)
-                "57014" | "57P01" | "57P02" | "57P03" | "53300" => {
+                "57014" | "57P03" | "53300" => RepoError::Unavailable(err.to_string()),
+                // the server terminated the session (a restart), or it was lost
+                c if c == "57P01" || c == "57P02" || c.starts_with("08") => {
+                    connection_broke();
                     RepoError::Unavailable(err.to_string())
                 }
-                c if c.starts_with("08") => RepoError::Unavailable(err.to_string()),
                 // data exceptions caller input can cause: NUL in text (22021), \u0000 in
                 // jsonb (22P05), a timestamp out of range (22008), a value too long (22001);
                 // other class-22 errors are our bugs and stay INTERNAL
@@ -31,12 +35,16 @@ pub(crate) fn translate(err: sqlx::Error, slug: Option<&str>) -> RepoError {
                 _ => RepoError::Internal(err.to_string()),
             }
         }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            RepoError::Unavailable(err.to_string())
+        }
+        sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => RepoError::Unavailable(err.to_string()),
+        | sqlx::Error::Protocol(_) => {
+            connection_broke();
+            RepoError::Unavailable(err.to_string())
+        }
         _ => RepoError::Internal(err.to_string()),
     }
 }

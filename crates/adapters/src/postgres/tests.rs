@@ -124,6 +124,61 @@ async fn creates_with_a_request_id_sweep_expired_idempotency_records() {
 }
 
 #[tokio::test]
+async fn a_pool_survives_its_server_ending_every_session_at_the_cost_of_one_call() {
+    use tenantd_domain::ports::TenantRepository as _;
+
+    use crate::contract::fixtures::{run_for, slug, tenant};
+
+    let schema = ScratchSchema::create().await.expect("scratch schema");
+    let pool = schema.migrated_pool().await.expect("migrated pool");
+    let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
+    let kept = tenant(&slug("kept"), "free", &[]);
+    store
+        .create(&kept, &run_for(&kept), &[], None)
+        .await
+        .expect("create");
+    // Four connections open and idle in the pool; their sessions are what a restart ends.
+    let mut held = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..4 {
+        let mut conn = pool.acquire().await.expect("acquire");
+        let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("pid");
+        pids.push(pid);
+        held.push(conn);
+    }
+    drop(held);
+    let mut admin = PgConnection::connect(&test_database_url())
+        .await
+        .expect("admin connection");
+    let (ended,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM unnest($1::int[]) AS pid",
+    )
+    .bind(&pids)
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate");
+    assert_eq!(ended, 4);
+
+    // Sequential calls: the first may land on an ended session (UNAVAILABLE, worth
+    // retrying); from then on the connections opened before are recycled, not used.
+    let mut failures = 0;
+    for _ in 0..20 {
+        match store.get(kept.id()).await {
+            Ok(found) => assert_eq!(found.map(|t| t.id()), Some(kept.id())),
+            Err(tenantd_domain::RepoError::Unavailable(_)) => failures += 1,
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert!(
+        failures <= 1,
+        "{failures} calls failed after the sessions ended"
+    );
+}
+
+#[tokio::test]
 async fn migrations_are_recorded_once_per_schema() {
     let schema = ScratchSchema::create().await.expect("scratch schema");
     let pool = schema.migrated_pool().await.expect("migrated pool");
