@@ -68,6 +68,7 @@ fn main() -> ExitCode {
             identity,
         }) => issue(&dev_certs_dir, &trust_domain, &identity),
     };
+    telemetry::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -15,6 +15,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use prost::Message as _;
 use tonic::Code;
 
+use crate::audit::is_read_method;
 use crate::call::{CallContext, CallTenant, Finish, ObserveLayer, Observer};
 
 /// One RPC method's labels.
@@ -152,17 +153,32 @@ impl Finish for Call {
             .seconds
             .with_label_values(&[&m.service, &m.name, m.kind])
             .observe(elapsed.as_secs_f64());
+        // The access log: a read that succeeded is logged at debug (the hot path of other
+        // services; its count and latency are in the metrics), every other call at info.
+        let routine = code == Code::Ok && is_read_method(&m.service, &m.name);
+        if routine && !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
         let tenant_id = self.tenant.get().map(|t| t.to_string()).unwrap_or_default();
-        tracing::info!(
-            grpc.service = %m.service,
-            grpc.method = %m.name,
-            grpc.code = code_name(code),
-            principal = %self.principal,
-            tenant_id,
-            request_id = %self.request_id,
-            latency_ms = elapsed.as_secs_f64() * 1e3,
-            "rpc finished"
-        );
+        macro_rules! access_log {
+            ($level:ident) => {
+                tracing::$level!(
+                    grpc.service = %m.service,
+                    grpc.method = %m.name,
+                    grpc.code = code_name(code),
+                    principal = %self.principal,
+                    tenant_id,
+                    request_id = %self.request_id,
+                    latency_ms = elapsed.as_secs_f64() * 1e3,
+                    "rpc finished"
+                )
+            };
+        }
+        if routine {
+            access_log!(debug);
+        } else {
+            access_log!(info);
+        }
     }
 }
 
