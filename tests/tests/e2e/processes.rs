@@ -389,11 +389,12 @@ async fn a_replica_killed_mid_rollout_is_taken_over_and_every_tenant_is_migrated
     let tenants = active_tenants(&first, &certs, 6).await;
     first.kill().await.unwrap();
 
-    // Each tenant's migration takes a while and leaves a mark: two marks would be a
-    // migration applied twice.
+    // Each tenant's migration takes a while (long enough that the replica chosen below
+    // cannot finish its tenant between being chosen and being killed, even on a loaded
+    // machine) and leaves a mark: two marks would be a migration applied twice.
     std::fs::write(
         migrations.path().join("0002_marks.sql"),
-        "SELECT pg_sleep(0.4);\nCREATE TABLE marks (at timestamptz NOT NULL DEFAULT now());\n\
+        "SELECT pg_sleep(1.5);\nCREATE TABLE marks (at timestamptz NOT NULL DEFAULT now());\n\
          INSERT INTO marks DEFAULT VALUES;",
     )
     .unwrap();
