@@ -46,6 +46,7 @@ use crate::rate_limit::RateLimitLayer;
 use crate::tasks::Tasks;
 use crate::wiring::{Observers, Overrides};
 use crate::{audit, health, relay, tls, wiring};
+use tenantd_adapters::redis::follow_invalidations;
 
 /// Deadline of a call whose client sets none (a shorter grpc-timeout wins). The database
 /// pool's acquire timeout stays well below it, so an exhausted pool answers UNAVAILABLE.
@@ -257,6 +258,17 @@ impl App {
         start_rollouts(&services, &self.config, &mut tasks).await?;
         if let Some(relay) = &services.relay {
             relay::spawn(relay, &mut tasks);
+        }
+        if let Some(followed) = services.invalidations.clone() {
+            tasks.spawn(
+                "cache invalidations",
+                follow_invalidations(
+                    followed.url,
+                    followed.channel,
+                    followed.tiers,
+                    self.stop.child_token(),
+                ),
+            );
         }
         let (audit_sink, queue) = audit::queue(audit::CAPACITY, self.audit_dropped.clone());
         let audit_writer = tokio::spawn(audit::write_behind(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
 use tenantd_adapters::postgres::testing::ScratchSchema;
+use tenantd_adapters::redis::LocalSettings;
 use tenantd_adapters::redis::testing::{test_redis_url, unique_prefix};
 use tenantd_e2e::pb::api_key_service_client::ApiKeyServiceClient;
 use tenantd_e2e::pb::{
@@ -30,13 +31,35 @@ fn redis_config(url: &str, prefix: &str) -> RedisConfig {
         timeout: Duration::from_millis(200),
         key_prefix: prefix.to_owned(),
         cache_ttl: Duration::from_mins(1),
+        local: None,
     }
 }
 
 /// A server on `schema` (with `keys`) caching in Redis at `url` under `prefix`.
 async fn server_on(schema: &ScratchSchema, keys: &TestKeys, url: &str, prefix: &str) -> TestServer {
+    server_with(schema, keys, redis_config(url, prefix)).await
+}
+
+/// [`server_on`] with the in-process tier in front of Redis, its entries living a minute
+/// (so only invalidation messages can make another replica's change show in time).
+async fn tiered_server_on(
+    schema: &ScratchSchema,
+    keys: &TestKeys,
+    url: &str,
+    prefix: &str,
+) -> TestServer {
+    let redis = RedisConfig {
+        local: Some(LocalSettings {
+            ttl: Duration::from_mins(1),
+            max_bytes: 16 << 20,
+        }),
+        ..redis_config(url, prefix)
+    };
+    server_with(schema, keys, redis).await
+}
+
+async fn server_with(schema: &ScratchSchema, keys: &TestKeys, redis: RedisConfig) -> TestServer {
     let store = postgres_store_with(&schema.url(), keys);
-    let redis = redis_config(url, prefix);
     let prefix = schema.tenant_schema_prefix();
     TestServer::start_with(Backend::Memory, move |mut config| {
         config.tenants.schema_prefix = prefix;
@@ -281,6 +304,122 @@ async fn a_change_made_through_one_replica_is_seen_at_once_by_another() {
         .await
         .unwrap();
     assert_eq!(get(&b, &id).await.status(), TenantStatus::Suspended);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+/// How long another replica's change may take to show through the in-process tier when
+/// the invalidation subscription works (the README states it).
+const TIER_BOUND: Duration = Duration::from_secs(1);
+
+/// Polls `read` until it is `want`; fails past [`TIER_BOUND`]. Returns how long it took.
+async fn within_bound<F, Fut, T>(what: &str, want: T, mut read: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: PartialEq + std::fmt::Debug,
+{
+    let started = Instant::now();
+    loop {
+        let seen = read().await;
+        if seen == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < TIER_BOUND,
+            "{what}: still {seen:?} after {TIER_BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_the_in_process_tier_changes_apply_at_once_on_their_replica_and_within_the_bound_on_others()
+ {
+    let url = test_redis_url().await;
+    let prefix = unique_prefix();
+    let schema = ScratchSchema::create().await.unwrap();
+    let keys = TestKeys::generate();
+    let a = tiered_server_on(&schema, &keys, &url, &prefix).await;
+    let b = tiered_server_on(&schema, &keys, &url, &prefix).await;
+    let tenant = a.create_active(new_tenant("tiered")).await.unwrap();
+    let id = tenant.tenant_id;
+    let (mut admin_keys, created) = create_key(&a, &id).await;
+    let (mut billing_a, mut billing_b) = (service_keys(&a).await, service_keys(&b).await);
+
+    // Both replicas answer from their tier once it is subscribed and filled.
+    for (server, billing) in [(&a, &mut billing_a), (&b, &mut billing_b)] {
+        let started = Instant::now();
+        loop {
+            verify_until_cached(billing, &created.secret).await;
+            get(server, &id).await;
+            get(server, &id).await;
+            let metrics = server.metrics_text().await.unwrap();
+            if cache_count(&metrics, "cache_local_hits_total", "api_key") >= 1
+                && cache_count(&metrics, "cache_local_hits_total", "tenant") >= 1
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the tier did not answer within 10 s: {metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let redis_hits = cache_count(
+        &b.metrics_text().await.unwrap(),
+        "cache_hits_total",
+        "api_key",
+    );
+    for _ in 0..20 {
+        assert_eq!(verify(&mut billing_b, &created.secret).await, (true, true));
+    }
+    assert_eq!(
+        cache_count(
+            &b.metrics_text().await.unwrap(),
+            "cache_hits_total",
+            "api_key"
+        ),
+        redis_hits,
+        "tier hits do not ask Redis"
+    );
+
+    // A revokes: A's very next verify refuses it, B's within the bound.
+    revoke(&mut admin_keys, &id, created.api_key.unwrap().key_id).await;
+    assert!(!verify(&mut billing_a, &created.secret).await.0);
+    let started = Instant::now();
+    while verify(&mut billing_b, &created.secret).await.0 {
+        assert!(
+            started.elapsed() < TIER_BOUND,
+            "B still verifies the revoked key after {TIER_BOUND:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    println!("B saw the revocation {took:?} after A's answer");
+
+    // A suspends: A's very next read says so, B's within the bound.
+    a.tenants()
+        .await
+        .unwrap()
+        .suspend_tenant(SuspendTenantRequest {
+            tenant_id: id.clone(),
+            reason: "abuse".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(get(&a, &id).await.status(), TenantStatus::Suspended);
+    within_bound(
+        "B's read after the suspension",
+        TenantStatus::Suspended,
+        || {
+            let (b, id) = (&b, &id);
+            async move { get(b, id).await.status() }
+        },
+    )
+    .await;
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }

@@ -32,6 +32,7 @@ async fn server(admin_rps: u32, redis: Option<(&str, &str)>) -> TestServer {
         timeout: Duration::from_millis(200),
         key_prefix: prefix.to_owned(),
         cache_ttl: Duration::from_secs(30),
+        local: None,
     });
     TestServer::start_with(Backend::Memory, move |config| Config {
         rate_limits: RateLimitSettings {

@@ -41,11 +41,14 @@ if (generation == false and ARGV[1] == '') or generation == ARGV[1] then
 end
 return 0";
 
-/// Deletes `KEYS[1]` and bumps its generation `KEYS[2]`, kept for `ARGV[1]` ms.
+/// Deletes `KEYS[1]` and bumps its generation `KEYS[2]`, kept for `ARGV[1]` ms; tells the
+/// replicas' in-process tiers on the channel `ARGV[3]` (a channel is not a key: the script
+/// stays within one hash slot) with the message `ARGV[2]`.
 const INVALIDATE: &str = r"
 redis.call('DEL', KEYS[1])
 redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1";
 
 /// How often invalidations that did not get through are retried.
@@ -77,6 +80,8 @@ pub trait CacheObserver: Send + Sync {
     fn error(&self, cache: &'static str);
     /// A read that did not ask Redis (it is skipped after failures).
     fn bypass(&self, cache: &'static str);
+    /// A read answered by the in-process tier (no Redis call).
+    fn local_hit(&self, cache: &'static str);
 }
 
 /// What a lookup found.
@@ -147,11 +152,18 @@ impl RedisCache {
     async fn invalidate_now(&self, key: &str) -> Result<i64, RedisError> {
         // The generation must outlive any read that noted it before the write.
         let keep = (Self::millis(self.ttl) + 60_000).to_string();
+        // The entry's name without the prefix and hash tag: `cache:id`, as tiers read it.
+        let name = key
+            .strip_prefix(self.redis.settings().key_prefix.as_str())
+            .unwrap_or(key)
+            .trim_start_matches('{')
+            .trim_end_matches('}');
+        let channel = self.channel();
         self.redis
             .eval_now(
                 &self.invalidate,
                 &[key, &format!("{key}:gen")],
-                &[keep.as_bytes()],
+                &[keep.as_bytes(), name.as_bytes(), channel.as_bytes()],
             )
             .await
     }
@@ -179,6 +191,16 @@ impl RedisCache {
                 pending.remove(&key);
             }
         }
+    }
+
+    /// How cache use is observed.
+    pub(crate) fn observer(&self) -> &dyn CacheObserver {
+        self.observer.as_ref()
+    }
+
+    /// The channel invalidations are published on, for the replicas' in-process tiers.
+    pub fn channel(&self) -> String {
+        self.redis.key("invalidations")
     }
 
     /// The Redis key of the entry `cache`/`id`.

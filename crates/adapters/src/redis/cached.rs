@@ -1,6 +1,7 @@
 //! The cache decorators: [`TenantRepository`], [`ProvisioningRepository`] and
 //! [`ApiKeyRepository`] in front of a store, reading tenants and keys through the
-//! [`RedisCache`] and invalidating after every write to what it caches.
+//! in-process tier (when there is one, `local.rs`) and the [`RedisCache`], and
+//! invalidating both after every write to what they cache.
 
 use std::sync::Arc;
 
@@ -15,6 +16,41 @@ use tenantd_domain::{ApiKey, ApiKeyId, Event, RepoError, Tenant, TenantId};
 
 use super::RedisCache;
 use super::entries::{decode_key, decode_tenant, encode_key, encode_tenant};
+use super::local::LocalTier;
+
+/// The in-process tier of tenants.
+pub type TenantTier = LocalTier<TenantId, Tenant>;
+/// The in-process tier of API keys.
+pub type ApiKeyTier = LocalTier<ApiKeyId, ApiKey>;
+
+/// Reads `id` from `local` if it holds it, else with `read` (Redis, then the database),
+/// keeping what was found in `local` unless it was invalidated meanwhile.
+async fn through_local<K, V, Fut>(
+    local: Option<&LocalTier<K, V>>,
+    cache: &RedisCache,
+    name: &'static str,
+    id: K,
+    read: impl FnOnce() -> Fut,
+) -> Result<Option<V>, RepoError>
+where
+    K: std::hash::Hash + Eq + Send + Sync + Clone + 'static,
+    V: Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Option<V>, RepoError>>,
+{
+    let Some(local) = local else {
+        return read().await;
+    };
+    if let Some(value) = local.get(&id) {
+        cache.observer().local_hit(name);
+        return Ok(Some(value));
+    }
+    let epoch = local.epoch();
+    let found = read().await?;
+    if let Some(value) = &found {
+        local.put(&id, value.clone(), epoch);
+    }
+    Ok(found)
+}
 
 const TENANT: &str = "tenant";
 const API_KEY: &str = "api_key";
@@ -24,6 +60,7 @@ pub struct CachedTenants {
     inner: Arc<dyn TenantRepository>,
     cache: Arc<RedisCache>,
     cipher: Arc<dyn EmailCipher>,
+    local: Option<Arc<TenantTier>>,
 }
 
 impl std::fmt::Debug for CachedTenants {
@@ -43,7 +80,15 @@ impl CachedTenants {
             inner,
             cache,
             cipher,
+            local: None,
         }
+    }
+
+    /// With the in-process tier `local` in front of Redis.
+    #[must_use]
+    pub fn with_local(mut self, local: Arc<TenantTier>) -> Self {
+        self.local = Some(local);
+        self
     }
 }
 
@@ -61,15 +106,16 @@ impl TenantRepository for CachedTenants {
 
     async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {
         let key = id.to_string();
-        self.cache
-            .read_through(
+        through_local(self.local.as_deref(), &self.cache, TENANT, id, || {
+            self.cache.read_through(
                 TENANT,
                 &key,
                 |bytes| decode_tenant(bytes, id, self.cipher.as_ref()),
                 |tenant| encode_tenant(tenant, self.cipher.as_ref()),
                 || self.inner.get(id),
             )
-            .await
+        })
+        .await
     }
 
     async fn update(
@@ -79,6 +125,9 @@ impl TenantRepository for CachedTenants {
         events: &[Event],
     ) -> Result<(), RepoError> {
         let result = self.inner.update(tenant, expected_version, events).await;
+        if let Some(local) = &self.local {
+            local.invalidate(&tenant.id());
+        }
         self.cache
             .drop_entry(TENANT, &tenant.id().to_string())
             .await;
@@ -103,6 +152,7 @@ impl TenantRepository for CachedTenants {
 pub struct CachedRuns {
     inner: Arc<dyn ProvisioningRepository>,
     cache: Arc<RedisCache>,
+    local: Option<Arc<TenantTier>>,
 }
 
 impl std::fmt::Debug for CachedRuns {
@@ -114,7 +164,18 @@ impl std::fmt::Debug for CachedRuns {
 impl CachedRuns {
     /// `inner`, invalidating `cache`'s tenants.
     pub fn new(inner: Arc<dyn ProvisioningRepository>, cache: Arc<RedisCache>) -> Self {
-        Self { inner, cache }
+        Self {
+            inner,
+            cache,
+            local: None,
+        }
+    }
+
+    /// Invalidating the in-process tier of tenants `local` too.
+    #[must_use]
+    pub fn with_local(mut self, local: Arc<TenantTier>) -> Self {
+        self.local = Some(local);
+        self
     }
 }
 
@@ -149,6 +210,9 @@ impl ProvisioningRepository for CachedRuns {
 
     async fn save(&self, write: RunWrite<'_>) -> Result<(), RepoError> {
         let result = self.inner.save(write).await;
+        if let Some(local) = &self.local {
+            local.invalidate(&write.run.tenant_id);
+        }
         self.cache
             .drop_entry(TENANT, &write.run.tenant_id.to_string())
             .await;
@@ -168,6 +232,7 @@ impl ProvisioningRepository for CachedRuns {
 pub struct CachedApiKeys {
     inner: Arc<dyn ApiKeyRepository>,
     cache: Arc<RedisCache>,
+    local: Option<Arc<ApiKeyTier>>,
 }
 
 impl std::fmt::Debug for CachedApiKeys {
@@ -179,7 +244,24 @@ impl std::fmt::Debug for CachedApiKeys {
 impl CachedApiKeys {
     /// `inner` behind `cache`.
     pub fn new(inner: Arc<dyn ApiKeyRepository>, cache: Arc<RedisCache>) -> Self {
-        Self { inner, cache }
+        Self {
+            inner,
+            cache,
+            local: None,
+        }
+    }
+
+    /// With the in-process tier `local` in front of Redis.
+    #[must_use]
+    pub fn with_local(mut self, local: Arc<ApiKeyTier>) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    fn forget_locally(&self, id: ApiKeyId) {
+        if let Some(local) = &self.local {
+            local.invalidate(&id);
+        }
     }
 }
 
@@ -197,15 +279,16 @@ impl ApiKeyRepository for CachedApiKeys {
 
     async fn get(&self, id: ApiKeyId) -> Result<Option<ApiKey>, RepoError> {
         let key = id.0.to_string();
-        self.cache
-            .read_through(
+        through_local(self.local.as_deref(), &self.cache, API_KEY, id, || {
+            self.cache.read_through(
                 API_KEY,
                 &key,
                 |bytes| decode_key(bytes, id),
                 encode_key,
                 || self.inner.get(id),
             )
-            .await
+        })
+        .await
     }
 
     async fn list(
@@ -225,12 +308,14 @@ impl ApiKeyRepository for CachedApiKeys {
         events: &[Event],
     ) -> Result<DateTime<Utc>, RepoError> {
         let result = self.inner.revoke(id, at, events).await;
+        self.forget_locally(id);
         self.cache.drop_entry(API_KEY, &id.0.to_string()).await;
         result
     }
 
     async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {
         let result = self.inner.touch(id, at).await;
+        self.forget_locally(id);
         self.cache.drop_entry(API_KEY, &id.0.to_string()).await;
         result
     }

@@ -16,6 +16,7 @@
 pub mod cache;
 mod cached;
 mod entries;
+pub mod local;
 pub mod rate_limit;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -31,7 +32,8 @@ use deadpool_redis::redis::{self, FromRedisValue, Script};
 use deadpool_redis::{Config, Pool, Runtime};
 
 pub use cache::{CacheObserver, RedisCache};
-pub use cached::{CachedApiKeys, CachedRuns, CachedTenants};
+pub use cached::{ApiKeyTier, CachedApiKeys, CachedRuns, CachedTenants, TenantTier};
+pub use local::{LocalSettings, LocalTier, follow_invalidations};
 pub use rate_limit::RedisRateLimiter;
 
 /// How to reach Redis and how long to wait for it.

@@ -42,6 +42,9 @@ impl CacheObserver for Counts {
     fn bypass(&self, cache: &'static str) {
         self.0.lock().unwrap().push(("bypass", cache));
     }
+    fn local_hit(&self, cache: &'static str) {
+        self.0.lock().unwrap().push(("local_hit", cache));
+    }
 }
 
 fn redis_at(url: &str, prefix: &str) -> Arc<Redis> {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
+use tenantd_adapters::redis::LocalSettings;
 
 use super::{ConfigError, Secret, millis};
 
@@ -35,6 +36,24 @@ pub struct RedisArgs {
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub cache_ttl_seconds: u64,
+    /// Milliseconds a tenant or API key stays in the in-process tier in front of Redis
+    /// (0 = no tier): the longest a change made on another replica can go unseen here if
+    /// the invalidation subscription breaks silently (writes on this replica apply at once).
+    #[arg(
+        long,
+        env = "TENANTD_CACHE_LOCAL_TTL_MS",
+        default_value_t = 5000,
+        value_parser = clap::value_parser!(u64).range(0..=600_000)
+    )]
+    pub cache_local_ttl_ms: u64,
+    /// Most mebibytes the in-process tier holds (estimated weight of its entries).
+    #[arg(
+        long,
+        env = "TENANTD_CACHE_LOCAL_MAX_MIB",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u64).range(1..=65_536)
+    )]
+    pub cache_local_max_mib: u64,
 }
 
 /// The validated Redis settings.
@@ -48,6 +67,8 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Lifetime of a cache entry.
     pub cache_ttl: Duration,
+    /// The in-process tier in front of Redis, unless turned off.
+    pub local: Option<LocalSettings>,
 }
 
 impl RedisArgs {
@@ -71,6 +92,10 @@ impl RedisArgs {
             timeout: millis(self.redis_timeout_ms),
             key_prefix: self.redis_key_prefix,
             cache_ttl: Duration::from_secs(self.cache_ttl_seconds),
+            local: (self.cache_local_ttl_ms > 0).then(|| LocalSettings {
+                ttl: millis(self.cache_local_ttl_ms),
+                max_bytes: self.cache_local_max_mib << 20,
+            }),
         }))
     }
 }

@@ -17,6 +17,7 @@ pub struct CacheMetrics {
     misses: IntCounterVec,
     errors: IntCounterVec,
     bypassed: IntCounterVec,
+    local_hits: IntCounterVec,
 }
 
 impl CacheMetrics {
@@ -47,6 +48,10 @@ impl CacheMetrics {
                 "cache_bypassed_total",
                 "Reads that skipped Redis after recent failures (answered from the database).",
             )?,
+            local_hits: counter(
+                "cache_local_hits_total",
+                "Reads answered by the in-process cache tier (no Redis call).",
+            )?,
         })
     }
 }
@@ -63,6 +68,9 @@ impl CacheObserver for CacheMetrics {
     }
     fn bypass(&self, cache: &'static str) {
         self.bypassed.with_label_values(&[cache]).inc();
+    }
+    fn local_hit(&self, cache: &'static str) {
+        self.local_hits.with_label_values(&[cache]).inc();
     }
 }
 

@@ -21,9 +21,10 @@ use tenantd_adapters::memory::{
 use tenantd_adapters::postgres::{
     self, PgBilling, PgDns, PgPlanRepository, PgStore, PgTenantDatabases,
 };
+use tenantd_adapters::redis::local::Invalidated;
 use tenantd_adapters::redis::{
-    CacheObserver, CachedApiKeys, CachedRuns, CachedTenants, Redis, RedisCache, RedisRateLimiter,
-    RedisSettings,
+    ApiKeyTier, CacheObserver, CachedApiKeys, CachedRuns, CachedTenants, Redis, RedisCache,
+    RedisRateLimiter, RedisSettings, TenantTier,
 };
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
 use tenantd_application::{
@@ -32,13 +33,13 @@ use tenantd_application::{
     ProvisioningService, RateLimitService, RelayObserver, RolloutEngine, RolloutSignals, Signals,
     StepPorts, TenantService, TenantSettings,
 };
-use tenantd_domain::Event;
 use tenantd_domain::ports::{
     ApiKeyRepository, AuditLog, Clock as _, EmailCipher, EventLog, InitialKeyStore, Outbox,
     PlanRepository, ProvisioningRepository, RateLimiter, RolloutRepository, SecretSealer,
     TenantDatabases, TenantRepository, TenantSchemaRepository,
 };
 use tenantd_domain::tenant_schema::DEFAULT_TENANT_DATABASE;
+use tenantd_domain::{ApiKey, ApiKeyId, Event, Tenant};
 
 use self::checks::{Cache, Database, Publisher};
 use crate::config::{Config, KafkaConfig, Store};
@@ -77,6 +78,27 @@ pub struct Services {
     pub rate_limits: RateLimitService,
     /// The event relay, when Kafka is configured.
     pub relay: Option<Relay>,
+    /// What the in-process cache tiers follow, when there are tiers.
+    pub invalidations: Option<Invalidations>,
+}
+
+/// The subscription the in-process cache tiers are invalidated through.
+#[derive(Clone)]
+pub struct Invalidations {
+    /// The Redis to subscribe to.
+    pub url: String,
+    /// Its channel.
+    pub channel: String,
+    /// The tiers it invalidates.
+    pub tiers: Vec<Arc<dyn Invalidated>>,
+}
+
+impl std::fmt::Debug for Invalidations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invalidations")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The event relay and the publisher it drives.
@@ -162,6 +184,7 @@ struct Ports {
     outbox: Arc<dyn Outbox>,
     schemas: Arc<dyn TenantSchemaRepository>,
     rollouts: Arc<dyn RolloutRepository>,
+    invalidations: Option<Invalidations>,
 }
 
 /// Builds the services for `config`: PostgreSQL (connected and migrated) when a database
@@ -188,10 +211,7 @@ pub async fn build(
             .checks
             .push(Arc::new(Publisher(relay.publisher.clone())));
     }
-    let settings = TenantSettings {
-        deletion_retention: config.tenants.deletion_retention,
-        provisioning_timeout: config.provisioning.run_timeout(),
-    };
+    let settings = tenant_settings(config);
     let clock = Arc::new(SystemClock);
     let ids = Arc::new(UuidV7Generator);
     let random = Arc::new(OsRandom);
@@ -276,7 +296,16 @@ pub async fn build(
         audit_log: ports.audit,
         checks: ports.checks,
         db_pool: ports.db_pool,
+        invalidations: ports.invalidations,
     })
+}
+
+/// The tenant use cases' settings of `config`.
+fn tenant_settings(config: &Config) -> TenantSettings {
+    TenantSettings {
+        deletion_retention: config.tenants.deletion_retention,
+        provisioning_timeout: config.provisioning.run_timeout(),
+    }
 }
 
 /// The adapters of every port for `config`.
@@ -310,6 +339,7 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 plans: Arc::new(MemoryPlanRepository::default()),
                 checks: Vec::new(),
                 db_pool: None,
+                invalidations: None,
                 limiter: Arc::new(LocalRateLimiter::default()),
                 outbox: Arc::new(store.clone()),
                 schemas: Arc::new(store.clone()),
@@ -368,6 +398,7 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
                 schemas: Arc::new(store.clone()),
                 rollouts: Arc::new(store.clone()),
                 db_pool: Some(Arc::new(move || store.pool_stats())),
+                invalidations: None,
             }
         }
     })
@@ -469,17 +500,50 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
     ports.checks.push(Arc::new(Cache(redis.clone())));
     if let Store::Postgres { .. } = config.store {
         let cache = RedisCache::new(redis, settings.cache_ttl, observers.cache.clone());
-        ports.tenants = Arc::new(CachedTenants::new(
-            ports.tenants.clone(),
-            cache.clone(),
-            ports.cipher.clone(),
-        ));
-        ports.runs = Arc::new(CachedRuns::new(ports.runs.clone(), cache.clone()));
-        ports.api_keys = Arc::new(CachedApiKeys::new(ports.api_keys.clone(), cache));
+        let mut tenants =
+            CachedTenants::new(ports.tenants.clone(), cache.clone(), ports.cipher.clone());
+        let mut runs = CachedRuns::new(ports.runs.clone(), cache.clone());
+        let mut api_keys = CachedApiKeys::new(ports.api_keys.clone(), cache.clone());
+        if let Some(local) = settings.local {
+            let tenant_tier: Arc<TenantTier> =
+                TenantTier::new("tenant", local, weigh_tenant, |id| id.parse().ok());
+            let key_tier: Arc<ApiKeyTier> = ApiKeyTier::new("api_key", local, weigh_key, |id| {
+                uuid::Uuid::parse_str(id).ok().map(ApiKeyId)
+            });
+            tenants = tenants.with_local(tenant_tier.clone());
+            runs = runs.with_local(tenant_tier.clone());
+            api_keys = api_keys.with_local(key_tier.clone());
+            ports.invalidations = Some(Invalidations {
+                url: settings.url.expose().to_owned(),
+                channel: cache.channel(),
+                tiers: vec![tenant_tier, key_tier],
+            });
+        }
+        ports.tenants = Arc::new(tenants);
+        ports.runs = Arc::new(runs);
+        ports.api_keys = Arc::new(api_keys);
     } else {
         tracing::info!("redis: shared rate limits only; the embedded store needs no cache");
     }
     Ok(())
+}
+
+/// About what a tenant weighs in the in-process tier, in bytes.
+fn weigh_tenant(tenant: &Tenant) -> usize {
+    let labels: usize = tenant
+        .labels()
+        .as_map()
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 64)
+        .sum();
+    // The config's values are weighed at 64 bytes a key plus the key: an estimate.
+    let config: usize = tenant.config().as_map().keys().map(|k| k.len() + 64).sum();
+    1024 + tenant.display_name().as_str().len() + labels + config
+}
+
+/// About what an API key weighs in the in-process tier, in bytes.
+fn weigh_key(key: &ApiKey) -> usize {
+    256 + key.display_name.len() + key.scopes.iter().map(|s| s.len() + 24).sum::<usize>()
 }
 
 /// With Kafka configured: the relay from the outbox, and the publisher as a health
