@@ -11,12 +11,6 @@ use tenantd_server::config::{
 };
 use tenantd_server::{App, Config, devcerts, install_crypto_provider, telemetry};
 
-/// mimalloc rather than glibc's allocator: a call allocates and frees many small buffers
-/// (HTTP/2 frames, protobuf messages, cloned entries) across worker threads, and glibc's
-/// malloc and free were a quarter of tenantd's CPU time in a profile of cached reads.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match config::parse(std::env::args_os(), &Environment::process()) {
         Ok(cli) => cli,
