@@ -93,6 +93,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// (configuration, idle MiB, peak MiB under load).
     pub rss: Vec<(String, f64, f64)>,
+    /// Floors measured twice: the first run's row name -> the second's.
+    pub again: std::collections::HashMap<&'static str, &'static str>,
 }
 
 impl Report {
@@ -104,8 +106,19 @@ impl Report {
     /// `row`'s ratio to its floor, when both were measured.
     pub fn ratio(&self, row: &Row) -> Option<f64> {
         let target = row.target.as_ref()?;
-        let floor = self.row(target.floor)?;
-        Some(row.measured.rps / floor.measured.rps)
+        Some(row.measured.rps / self.floor_rps(target.floor)?)
+    }
+
+    /// The rate of the floor `name`: the mean of its two runs when it was measured again
+    /// (`again`), else its one run.
+    fn floor_rps(&self, name: &str) -> Option<f64> {
+        let first = self.row(name)?.measured.rps;
+        Some(
+            match self.again.get(name).and_then(|again| self.row(again)) {
+                Some(again) => f64::midpoint(first, again.measured.rps),
+                None => first,
+            },
+        )
     }
 
     /// The rows whose ratio is under their target.
