@@ -92,6 +92,21 @@ fn cache_count(text: &str, metric: &str, cache: &str) -> u64 {
     counter(text, metric, &[("cache", cache)])
 }
 
+/// Suspends tenant `id` through `server`.
+async fn suspend(server: &TestServer, id: &str) {
+    server
+        .tenants()
+        .await
+        .unwrap()
+        .suspend_tenant(SuspendTenantRequest {
+            tenant_id: id.into(),
+            reason: "abuse".into(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
 async fn service_keys(server: &TestServer) -> ApiKeyServiceClient<Channel> {
     let (cert, key) = devcerts::issue(
         &server.certs.dir,
@@ -293,16 +308,7 @@ async fn a_change_made_through_one_replica_is_seen_at_once_by_another() {
     revoke(&mut admin_keys, &id, created.api_key.unwrap().key_id).await;
     assert!(!verify(&mut billing, &created.secret).await.0);
     // A suspends; B's very next read says so.
-    a.tenants()
-        .await
-        .unwrap()
-        .suspend_tenant(SuspendTenantRequest {
-            tenant_id: id.clone(),
-            reason: "abuse".into(),
-            etag: String::new(),
-        })
-        .await
-        .unwrap();
+    suspend(&a, &id).await;
     assert_eq!(get(&b, &id).await.status(), TenantStatus::Suspended);
     a.stop().await.unwrap();
     b.stop().await.unwrap();
@@ -400,16 +406,7 @@ async fn with_the_in_process_tier_changes_apply_at_once_on_their_replica_and_wit
     println!("B saw the revocation {took:?} after A's answer");
 
     // A suspends: A's very next read says so, B's within the bound.
-    a.tenants()
-        .await
-        .unwrap()
-        .suspend_tenant(SuspendTenantRequest {
-            tenant_id: id.clone(),
-            reason: "abuse".into(),
-            etag: String::new(),
-        })
-        .await
-        .unwrap();
+    suspend(&a, &id).await;
     assert_eq!(get(&a, &id).await.status(), TenantStatus::Suspended);
     within_bound(
         "B's read after the suspension",
