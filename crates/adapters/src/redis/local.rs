@@ -117,15 +117,11 @@ where
         self.entries.invalidate(key);
     }
 
-    /// Entries held now (for tests and metrics; moka counts lazily).
-    pub fn len(&self) -> u64 {
+    /// Entries held now (moka counts lazily).
+    #[cfg(test)]
+    fn len(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
-    }
-
-    /// Whether it holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -274,7 +270,7 @@ mod tests {
         tier.reset(false);
         assert_eq!(tier.get(&1), None);
         tier.put(&2, "b".into(), tier.epoch());
-        assert!(tier.is_empty());
+        assert_eq!(tier.len(), 0);
         tier.reset(true);
         assert_eq!(tier.get(&1), None, "cleared when subscribed again");
     }

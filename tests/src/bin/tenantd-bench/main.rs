@@ -42,7 +42,7 @@ use tenantd_e2e::{TestKeys, admin_channel, create, new_tenant};
 use tenantd_server::devcerts::{self, DevCerts};
 
 use crate::load::Scenario;
-use crate::procs::{LOAD_CORE, Layout, SERVER_CORE, Server, arg, sibling};
+use crate::procs::{LOAD_CORE, Layout, SERVER_CORE, Server, sibling};
 use crate::report::{Measured, Report, Row, Target};
 
 #[derive(Debug, clap::Parser)]
@@ -146,7 +146,7 @@ impl Bench {
             .arg("--target")
             .arg(server.addr.to_string())
             .arg("--certs-dir")
-            .arg(arg(&self.certs.dir))
+            .arg(&self.certs.dir)
             .arg("--scenario")
             .arg(format!("{scenario:?}").to_lowercase())
             .arg("--connections")
@@ -201,7 +201,7 @@ impl Bench {
             .args(["--rate-limit-admin-rps", "100000000"])
             .args(["--rate-limit-service-rps", "100000000"])
             .arg("--dev-certs-dir")
-            .arg(arg(&self.certs.dir))
+            .arg(&self.certs.dir)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Server::start(
             command,
@@ -362,10 +362,7 @@ fn target(floor: &'static str, min_ratio: f64) -> Option<Target> {
 async fn echo_floor(bench: &Bench, report: &mut Report, name: &str) -> anyhow::Result<()> {
     let echo = {
         let mut command = bench.layout.command(&bench.me, SERVER_CORE);
-        command
-            .arg("echo")
-            .arg("--certs-dir")
-            .arg(arg(&bench.certs.dir));
+        command.arg("echo").arg("--certs-dir").arg(&bench.certs.dir);
         Server::start(command, bench.dir.join("echo.log"), |line| {
             line.strip_prefix("listening ")?.parse::<SocketAddr>().ok()
         })

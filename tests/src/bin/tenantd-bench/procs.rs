@@ -3,7 +3,7 @@
 //! pinning on, on its own core.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -199,9 +199,4 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
             )
         })?;
     Ok(path)
-}
-
-/// `path` as a string for a command line.
-pub fn arg(path: &Path) -> &std::ffi::OsStr {
-    path.as_os_str()
 }
