@@ -16,68 +16,82 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tenantd_domain::TenantId;
 use tonic::Code;
-use uuid::Uuid;
 
 use crate::identity::Caller;
 
-/// The tenant a call is about, filled in by the handler once it has authorized the call,
-/// so the access log and the audit record can name it.
-#[derive(Debug, Clone, Default)]
-pub struct CallTenant(Arc<OnceLock<TenantId>>);
-
-impl CallTenant {
-    /// Records the call's tenant (the first value wins).
-    pub fn set(&self, tenant: TenantId) {
-        let _first_wins = self.0.set(tenant);
-    }
-
-    /// The call's tenant, if one was recorded.
-    pub fn get(&self) -> Option<TenantId> {
-        self.0.get().copied()
-    }
-}
-
-/// A call's context, shared by the layers (the first to see the call makes it; they sit
-/// inside the identity layer).
+/// A call's context, shared by the layers and the handler (the first layer to see the call
+/// makes it; they sit inside the connection's identification): the caller, the request id
+/// and the tenant the handler names once it has authorized the call, so the access log
+/// and the audit record can name it. What only a log line or an audit record needs (the
+/// caller's SPIFFE id, a fresh request id) is made when one asks for it, so a call that is
+/// neither logged nor audited makes none.
 #[derive(Debug, Clone)]
-pub struct CallContext {
-    /// The caller's SPIFFE id, or `unknown`.
-    pub principal: String,
-    /// The caller's `x-request-id` when it is a sane one, else a fresh UUIDv7.
-    pub request_id: String,
-    /// The tenant the call is about.
-    pub tenant: CallTenant,
+pub struct CallContext(Arc<CallState>);
+
+#[derive(Debug)]
+struct CallState {
+    caller: Option<Caller>,
+    /// The caller's `x-request-id` when it is a sane one.
+    sent_request_id: Option<http::HeaderValue>,
+    /// A fresh UUIDv7 made on first use when none was sent.
+    made_request_id: OnceLock<String>,
+    tenant: OnceLock<TenantId>,
 }
 
 impl CallContext {
-    /// The context of `request`, made (and attached, with its [`CallTenant`] for the
-    /// handler) when no layer made it before.
+    /// The context of `request`, made (and attached for the other layers and the handler)
+    /// when no layer made it before.
     pub fn of<B>(request: &mut http::Request<B>) -> Self {
         if let Some(context) = request.extensions().get::<Self>() {
             return context.clone();
         }
-        let context = Self {
-            principal: request
-                .extensions()
-                .get::<Caller>()
-                .map_or_else(|| "unknown".to_owned(), Caller::name),
-            request_id: request_id(request.headers()),
-            tenant: CallTenant::default(),
-        };
-        request.extensions_mut().insert(context.tenant.clone());
+        let context = Self(Arc::new(CallState {
+            caller: request.extensions().get::<Caller>().cloned(),
+            sent_request_id: sent_request_id(request.headers()),
+            made_request_id: OnceLock::new(),
+            tenant: OnceLock::new(),
+        }));
         request.extensions_mut().insert(context.clone());
         context
     }
+
+    /// The caller's SPIFFE id, or `unknown`.
+    pub fn principal(&self) -> String {
+        self.0
+            .caller
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), Caller::name)
+    }
+
+    /// The caller's `x-request-id` when it is 1-128 visible ASCII characters, else a fresh
+    /// UUIDv7 (the same one on every ask).
+    pub fn request_id(&self) -> &str {
+        match &self.0.sent_request_id {
+            // Checked to be visible ASCII when the context was made.
+            Some(sent) => sent.to_str().unwrap_or_default(),
+            None => self
+                .0
+                .made_request_id
+                .get_or_init(|| tenantd_adapters::system::new_v7().to_string()),
+        }
+    }
+
+    /// Records the call's tenant (the first value wins).
+    pub fn set_tenant(&self, tenant: TenantId) {
+        let _first_wins = self.0.tenant.set(tenant);
+    }
+
+    /// The call's tenant, if one was recorded.
+    pub fn tenant(&self) -> Option<TenantId> {
+        self.0.tenant.get().copied()
+    }
 }
 
-/// The caller's `x-request-id` when it is 1-128 visible ASCII characters, else a fresh
-/// UUIDv7.
-fn request_id(headers: &http::HeaderMap) -> String {
+fn sent_request_id(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
     headers
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+        .filter(|v| (1..=128).contains(&v.len()) && v.as_bytes().iter().all(u8::is_ascii_graphic))
+        .cloned()
 }
 
 /// Told once how a call ended.

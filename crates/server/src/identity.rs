@@ -1,12 +1,18 @@
-//! Caller identity from the verified client certificate. A tower layer reads the peer
-//! certificate of the mTLS connection, takes the SPIFFE ids among its URI SANs and puts the
-//! resulting [`Caller`] into the request's extensions for the handlers to authorize with.
-//! Request metadata (an `x-tenant-id` header, say) is never consulted.
+//! Caller identity from the verified client certificate. Once per connection, right after
+//! the handshake, the SPIFFE ids among the peer certificate's URI SANs make the
+//! connection's [`Caller`], which every request on it carries in its extensions for the
+//! handlers to authorize with. Request metadata (an `x-tenant-id` header, say) is never
+//! consulted.
 
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tenantd_domain::Principal;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
 use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
 /// Who is calling, as proven by the client certificate.
@@ -16,7 +22,7 @@ pub struct Caller {
     /// SPIFFE id of the trust domain.
     pub principal: Option<Principal>,
     /// The trust domain the principal belongs to.
-    pub trust_domain: std::sync::Arc<str>,
+    pub trust_domain: Arc<str>,
 }
 
 impl Caller {
@@ -48,66 +54,79 @@ pub fn principal_of(der: &[u8], trust_domain: &str) -> Option<Principal> {
     found
 }
 
-/// Tower layer inserting the [`Caller`] of each request.
-#[derive(Debug, Clone)]
-pub struct IdentityLayer {
-    trust_domain: std::sync::Arc<str>,
+/// An established connection whose caller was identified once, at the handshake: every
+/// call on it gets that [`Caller`] in its request extensions (as tonic's connect info),
+/// without parsing the certificate again.
+#[derive(Debug)]
+pub struct Identified<S> {
+    stream: S,
+    caller: Caller,
 }
 
-impl IdentityLayer {
-    /// A layer recognizing SPIFFE ids of `trust_domain`.
-    pub fn new(trust_domain: &str) -> Self {
+impl Identified<TlsStream<TcpStream>> {
+    /// `stream`'s caller: the principal of its client certificate in `trust_domain`.
+    pub fn new(stream: TlsStream<TcpStream>, trust_domain: &Arc<str>) -> Self {
+        let principal = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|leaf| principal_of(leaf, trust_domain));
         Self {
-            trust_domain: trust_domain.into(),
+            stream,
+            caller: Caller {
+                principal,
+                trust_domain: trust_domain.clone(),
+            },
         }
     }
 }
 
-impl<S> tower::Layer<S> for IdentityLayer {
-    type Service = IdentityService<S>;
+impl<S> Connected for Identified<S> {
+    type ConnectInfo = Caller;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        IdentityService {
-            inner,
-            trust_domain: self.trust_domain.clone(),
-        }
+    fn connect_info(&self) -> Caller {
+        self.caller.clone()
     }
 }
 
-/// The service [`IdentityLayer`] produces.
-#[derive(Debug, Clone)]
-pub struct IdentityService<S> {
-    inner: S,
-    trust_domain: std::sync::Arc<str>,
+impl<S: AsyncRead + Unpin> AsyncRead for Identified<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
 }
 
-impl<S, B> tower::Service<http::Request<B>> for IdentityService<S>
-where
-    S: tower::Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+impl<S: AsyncWrite + Unpin> AsyncWrite for Identified<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let principal = request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(TlsConnectInfo::peer_certs)
-            .and_then(|certs| {
-                certs
-                    .first()
-                    .and_then(|leaf| principal_of(leaf, &self.trust_domain))
-            });
-        request.extensions_mut().insert(Caller {
-            principal,
-            trust_domain: self.trust_domain.clone(),
-        });
-        self.inner.call(request)
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -164,7 +164,7 @@ impl TenantService {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a malformed id; [`Error::NotFound`]; store failures.
-    #[instrument(skip_all, fields(tenant_id = %tenant_id))]
+    #[instrument(level = "debug", skip_all, fields(tenant_id = %tenant_id))]
     pub async fn get(&self, tenant_id: &str) -> Result<Tenant, Error> {
         let id = TenantId::parse_field(tenant_id, "tenant_id")?;
         self.tenants
@@ -178,7 +178,7 @@ impl TenantService {
     /// # Errors
     /// [`Error::InvalidArgument`] for a bad page size, page token or contact email filter;
     /// store failures.
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     pub async fn list(&self, cmd: ListTenants) -> Result<Page<Tenant>, Error> {
         let mut violations = Vec::new();
         for (field, text) in [("plan_id", &cmd.plan_id), ("slug_prefix", &cmd.slug_prefix)] {

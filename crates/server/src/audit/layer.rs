@@ -7,11 +7,10 @@ use std::sync::Arc;
 use chrono::Utc;
 use tenantd_domain::AuditRecord;
 use tonic::Code;
-use uuid::Uuid;
 
 use super::AuditSink;
 use super::policy::{AuditPolicy, is_read};
-use crate::call::{CallContext, CallTenant, Finish, ObserveLayer, Observer, status_name};
+use crate::call::{CallContext, Finish, ObserveLayer, Observer, status_name};
 
 /// Tower layer auditing the calls of the services it wraps that its policy keeps (inside
 /// the identity layer).
@@ -40,10 +39,8 @@ pub struct Audit {
     sink: AuditSink,
     policy: Arc<AuditPolicy>,
     read: bool,
-    method: String,
-    principal: String,
-    request_id: String,
-    tenant: CallTenant,
+    uri: http::Uri,
+    context: CallContext,
 }
 
 impl Finish for Audit {
@@ -52,13 +49,13 @@ impl Finish for Audit {
             return;
         }
         self.sink.record(AuditRecord {
-            id: Uuid::now_v7(),
-            principal: self.principal,
-            method: self.method,
-            tenant_id: self.tenant.get(),
+            id: tenantd_adapters::system::new_v7(),
+            principal: self.context.principal(),
+            method: self.uri.path().to_owned(),
+            tenant_id: self.context.tenant(),
             code: status_name(code).to_owned(),
             at: Utc::now(),
-            request_id: self.request_id,
+            request_id: self.context.request_id().to_owned(),
         });
     }
 }
@@ -68,15 +65,12 @@ impl Observer for Auditor {
 
     fn start<B>(&self, request: &mut http::Request<B>) -> Audit {
         let context = CallContext::of(request);
-        let method = request.uri().path();
         Audit {
             sink: self.sink.clone(),
             policy: self.policy.clone(),
-            read: is_read(method),
-            method: method.to_owned(),
-            principal: context.principal,
-            request_id: context.request_id,
-            tenant: context.tenant,
+            read: is_read(request.uri().path()),
+            uri: request.uri().clone(),
+            context,
         }
     }
 }

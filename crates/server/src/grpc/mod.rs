@@ -22,7 +22,7 @@ use tonic::{Request, Status};
 
 use tenantd_domain::TenantId;
 
-use crate::call::CallTenant;
+use crate::call::CallContext;
 use crate::identity::Caller;
 
 /// Authorizes the caller of `request` for `operation` on `tenant` (the tenant id as sent).
@@ -37,10 +37,10 @@ pub(crate) fn allow<T>(
         .get::<Caller>()
         .and_then(|caller| caller.principal.as_ref());
     if let (Some(target), Some(tenant)) = (
-        request.extensions().get::<CallTenant>(),
+        request.extensions().get::<CallContext>(),
         tenant.and_then(|t| t.parse::<TenantId>().ok()),
     ) {
-        target.set(tenant);
+        target.set_tenant(tenant);
     }
     authorize(principal, operation, tenant).map_err(status::to_status)
 }

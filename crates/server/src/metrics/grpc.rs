@@ -8,22 +8,61 @@
 //! cardinality.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
 use prost::Message as _;
 use tonic::Code;
 
 use crate::audit::is_read_method;
-use crate::call::{CallContext, CallTenant, Finish, ObserveLayer, Observer};
+use crate::call::{CallContext, Finish, ObserveLayer, Observer};
 
-/// One RPC method's labels.
-#[derive(Debug, Clone)]
+/// gRPC status codes there are (0-16).
+const CODES: usize = 17;
+
+/// One RPC method's labels, and its series, each resolved on first use (a method never
+/// called has none, as before; a call never looks a label set up).
+#[derive(Debug)]
 struct Method {
     service: String,
     name: String,
     kind: &'static str,
+    started: OnceLock<IntCounter>,
+    seconds: OnceLock<Histogram>,
+    handled: [OnceLock<IntCounter>; CODES],
+}
+
+impl Method {
+    fn new(service: String, name: String, kind: &'static str) -> Self {
+        Self {
+            service,
+            name,
+            kind,
+            started: OnceLock::new(),
+            seconds: OnceLock::new(),
+            handled: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn started(&self, vec: &IntCounterVec) -> &IntCounter {
+        self.started
+            .get_or_init(|| vec.with_label_values(&[&self.service, &self.name, self.kind]))
+    }
+
+    fn seconds(&self, vec: &HistogramVec) -> &Histogram {
+        self.seconds
+            .get_or_init(|| vec.with_label_values(&[&self.service, &self.name, self.kind]))
+    }
+
+    fn handled(&self, vec: &IntCounterVec, code: Code) -> &IntCounter {
+        let index = usize::try_from(i32::from(code)).unwrap_or(0) % CODES;
+        self.handled[index].get_or_init(|| {
+            vec.with_label_values(&[&self.service, &self.name, self.kind, code_name(code)])
+        })
+    }
 }
 
 /// The gRPC server metrics and the method table they label by.
@@ -32,8 +71,8 @@ pub struct GrpcMetrics {
     started: IntCounterVec,
     handled: IntCounterVec,
     seconds: HistogramVec,
-    methods: Arc<HashMap<String, Method>>,
-    unknown: Method,
+    methods: Arc<HashMap<String, Arc<Method>>>,
+    unknown: Arc<Method>,
 }
 
 impl GrpcMetrics {
@@ -77,31 +116,23 @@ impl GrpcMetrics {
             handled,
             seconds,
             methods: Arc::new(method_table(descriptor_sets)?),
-            unknown: Method {
-                service: "unknown".into(),
-                name: "unknown".into(),
-                kind: "unknown",
-            },
+            unknown: Arc::new(Method::new("unknown".into(), "unknown".into(), "unknown")),
         })
     }
 
     fn begin(&self, path: &str, context: CallContext) -> Call {
         let method = self.methods.get(path).unwrap_or(&self.unknown).clone();
-        self.started
-            .with_label_values(&[&method.service, &method.name, method.kind])
-            .inc();
+        method.started(&self.started).inc();
         Call {
             metrics: self.clone(),
             method,
             started: Instant::now(),
-            principal: context.principal,
-            request_id: context.request_id,
-            tenant: context.tenant,
+            context,
         }
     }
 }
 
-fn method_table(descriptor_sets: &[&[u8]]) -> anyhow::Result<HashMap<String, Method>> {
+fn method_table(descriptor_sets: &[&[u8]]) -> anyhow::Result<HashMap<String, Arc<Method>>> {
     let mut table = HashMap::new();
     for encoded in descriptor_sets {
         let set = prost_types::FileDescriptorSet::decode(*encoded)?;
@@ -117,11 +148,7 @@ fn method_table(descriptor_sets: &[&[u8]]) -> anyhow::Result<HashMap<String, Met
                     };
                     table.insert(
                         format!("/{full}/{}", method.name()),
-                        Method {
-                            service: full.clone(),
-                            name: method.name().to_owned(),
-                            kind,
-                        },
+                        Arc::new(Method::new(full.clone(), method.name().to_owned(), kind)),
                     );
                 }
             }
@@ -134,24 +161,17 @@ fn method_table(descriptor_sets: &[&[u8]]) -> anyhow::Result<HashMap<String, Met
 #[derive(Debug)]
 pub struct Call {
     metrics: GrpcMetrics,
-    method: Method,
+    method: Arc<Method>,
     started: Instant,
-    principal: String,
-    request_id: String,
-    tenant: CallTenant,
+    context: CallContext,
 }
 
 impl Finish for Call {
     fn finish(self, code: Code) {
         let m = &self.method;
         let elapsed = self.started.elapsed();
-        self.metrics
-            .handled
-            .with_label_values(&[&m.service, &m.name, m.kind, code_name(code)])
-            .inc();
-        self.metrics
-            .seconds
-            .with_label_values(&[&m.service, &m.name, m.kind])
+        m.handled(&self.metrics.handled, code).inc();
+        m.seconds(&self.metrics.seconds)
             .observe(elapsed.as_secs_f64());
         // The access log: a read that succeeded is logged at debug (the hot path of other
         // services; its count and latency are in the metrics), every other call at info.
@@ -159,16 +179,20 @@ impl Finish for Call {
         if routine && !tracing::enabled!(tracing::Level::DEBUG) {
             return;
         }
-        let tenant_id = self.tenant.get().map(|t| t.to_string()).unwrap_or_default();
+        let tenant_id = self
+            .context
+            .tenant()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
         macro_rules! access_log {
             ($level:ident) => {
                 tracing::$level!(
                     grpc.service = %m.service,
                     grpc.method = %m.name,
                     grpc.code = code_name(code),
-                    principal = %self.principal,
+                    principal = %self.context.principal(),
                     tenant_id,
-                    request_id = %self.request_id,
+                    request_id = %self.context.request_id(),
                     latency_ms = elapsed.as_secs_f64() * 1e3,
                     "rpc finished"
                 )
