@@ -215,6 +215,7 @@ macro_rules! rate_limiter_contract_tests {
             a_burst_is_admitted_then_the_next_request_waits_for_a_token,
             each_key_has_its_own_bucket,
             tokens_come_back_at_the_rate_and_never_beyond_the_burst,
+            a_high_rate_admits_its_burst_plus_the_refill_and_no_more,
         }
     };
 }

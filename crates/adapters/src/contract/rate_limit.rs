@@ -1,7 +1,7 @@
 //! Contract of [`RateLimiter`](tenantd_domain::ports::RateLimiter): token buckets, one per
 //! key, refilled at the limit's rate up to its burst.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tenantd_domain::ports::{Admission, RateLimit};
 use uuid::Uuid;
@@ -75,4 +75,30 @@ pub async fn tokens_come_back_at_the_rate_and_never_beyond_the_burst(limiter: Li
         !admitted(&limiter, &key, limit).await,
         "a refill stops at the burst"
     );
+}
+
+/// At a rate high enough for a limiter to take tokens ahead of need (Redis leases), a
+/// bucket still admits no more than its burst plus what the rate refilled meanwhile, and
+/// nearly all of that.
+pub async fn a_high_rate_admits_its_burst_plus_the_refill_and_no_more(limiter: Limiter) {
+    let limit = RateLimit {
+        per_second: 2_000,
+        burst: 400,
+    };
+    let key = key("high");
+    let started = Instant::now();
+    let mut count = 0_u32;
+    while started.elapsed() < Duration::from_millis(200) {
+        if admitted(&limiter, &key, limit).await {
+            count += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = 400.0 + 2_000.0 * elapsed;
+    assert!(
+        f64::from(count) <= most + 1.0,
+        "{count} admitted in {elapsed:.3} s: at most {most:.0}"
+    );
+    // Whatever a limiter holds ahead of need is at most a fraction of the burst.
+    assert!(count >= 350, "{count} admitted: the burst alone is 400");
 }

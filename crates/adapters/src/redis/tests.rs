@@ -212,6 +212,56 @@ async fn replicas_share_one_bucket_per_principal() {
     );
 }
 
+#[tokio::test]
+async fn replicas_taking_leases_together_never_exceed_the_shared_bucket() {
+    let url = test_redis_url().await;
+    let prefix = unique_prefix();
+    let replicas = [
+        Arc::new(RedisRateLimiter::new(
+            redis_at(&url, &prefix),
+            Arc::new(NoFallback),
+        )),
+        Arc::new(RedisRateLimiter::new(
+            redis_at(&url, &prefix),
+            Arc::new(NoFallback),
+        )),
+    ];
+    let limit = RateLimit {
+        per_second: 5_000,
+        burst: 1_000,
+    };
+    let started = Instant::now();
+    let callers: Vec<_> = (0..8)
+        .map(|i| {
+            let replica = replicas[i % 2].clone();
+            tokio::spawn(async move {
+                let mut admitted = 0_u32;
+                while started.elapsed() < Duration::from_millis(300) {
+                    if replica.admit("admin", limit).await.unwrap() == Admission::Allowed {
+                        admitted += 1;
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for caller in callers {
+        admitted += caller.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = 1_000.0 + 5_000.0 * elapsed;
+    assert!(
+        f64::from(admitted) <= most + 1.0,
+        "{admitted} admitted by two replicas in {elapsed:.3} s: at most {most:.0}"
+    );
+    // Each replica holds at most about two leases of 50 it has not spent.
+    assert!(
+        f64::from(admitted) >= 1_000.0 + 5_000.0 * 0.3 - 4.0 * 50.0,
+        "{admitted} admitted in {elapsed:.3} s"
+    );
+}
+
 /// A TCP server that accepts connections and never answers: a hung Redis.
 async fn hung_server() -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
