@@ -5,6 +5,7 @@
 //! until it is finished or dropped.)
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use sqlx::{PgConnection, PgPool};
 use tenantd_domain::RepoError;
@@ -20,6 +21,8 @@ use super::errors::db;
 pub struct PgStore {
     pool: PgPool,
     cipher: Arc<dyn EmailCipher>,
+    /// When this store last started a sweep of expired idempotency records (Unix seconds).
+    pub(crate) last_idempotency_sweep: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -31,7 +34,11 @@ impl std::fmt::Debug for PgStore {
 impl PgStore {
     /// A store over `pool` (migrated), sealing contact emails with `cipher`.
     pub fn new(pool: PgPool, cipher: Arc<dyn EmailCipher>) -> Self {
-        Self { pool, cipher }
+        Self {
+            pool,
+            cipher,
+            last_idempotency_sweep: Arc::default(),
+        }
     }
 
     pub(crate) fn pool(&self) -> &PgPool {

@@ -5,67 +5,138 @@
 //! request id then waits on that row and is answered from it, instead of racing for the
 //! slug.
 
+use std::sync::atomic::Ordering;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Postgres, QueryBuilder};
-use tenantd_domain::ports::{EmailCipher, IdempotencyRecord, TenantQuery, TenantRepository};
+use sqlx::{Postgres, QueryBuilder};
+use tenantd_domain::ports::{IdempotencyRecord, TenantQuery, TenantRepository};
 use tenantd_domain::provisioning::ProvisioningRun;
 use tenantd_domain::{Event, RepoError, Tenant, TenantId, TenantStatus};
 
 use super::PgStore;
-use super::errors::db;
+use super::errors::{db, translate};
 use super::tables::tenants::{SELECT_TENANT_BY_ID, SELECT_TENANTS, TenantRow};
 use super::tables::{events, runs, tenants};
 
+/// A replica sweeps expired idempotency records at most this often.
+const SWEEP_EVERY_SECS: i64 = 10;
+/// Records one sweep statement deletes at most (a sweep repeats until one deletes fewer).
+const SWEEP_BATCH: i64 = 1_000;
+
 impl PgStore {
-    /// Forgets a few expired idempotency records: bounded work, in its own statement (row
-    /// locks of a sweep inside a create transaction could deadlock two creates), skipping
-    /// busy rows. A failure only delays the sweep.
-    async fn sweep_idempotency(&self, now: DateTime<Utc>) {
-        let swept = sqlx::query(
-            "DELETE FROM idempotency_records WHERE request_id IN (SELECT request_id \
-             FROM idempotency_records WHERE expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(now)
-        .execute(self.pool())
-        .await;
-        if let Err(err) = swept {
-            tracing::warn!(error = %err, "cannot sweep expired idempotency records");
+    /// Deletes every idempotency record expired at `now`, in batches of their own
+    /// statements (row locks of a sweep inside a create transaction could deadlock two
+    /// creates), skipping rows another sweep holds. Returns how many it deleted.
+    ///
+    /// # Errors
+    /// When the database fails; what was deleted stays deleted.
+    pub async fn sweep_idempotency(&self, now: DateTime<Utc>) -> Result<u64, RepoError> {
+        let mut swept = 0;
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM idempotency_records WHERE request_id IN (SELECT request_id \
+                 FROM idempotency_records WHERE expires_at <= $1 LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(now)
+            .bind(SWEEP_BATCH)
+            .execute(self.pool())
+            .await
+            .map_err(db)?
+            .rows_affected();
+            swept += deleted;
+            if deleted < SWEEP_BATCH.unsigned_abs() {
+                return Ok(swept);
+            }
         }
+    }
+
+    /// Starts [`Self::sweep_idempotency`] in the background, unless this store started
+    /// one within the last [`SWEEP_EVERY_SECS`]: off the request path, which never waits
+    /// for it. (An expired record is overwritten by the next create with its request id
+    /// anyway; sweeping only keeps the table small.) A failure only delays the sweep.
+    fn sweep_idempotency_soon(&self, now: DateTime<Utc>) {
+        let last = self.last_idempotency_sweep.load(Ordering::Relaxed);
+        let at = now.timestamp();
+        if at - last < SWEEP_EVERY_SECS
+            || self
+                .last_idempotency_sweep
+                .compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.sweep_idempotency(now).await {
+                tracing::warn!(error = %err, "cannot sweep expired idempotency records");
+            }
+        });
     }
 }
 
-/// Inserts `record` unless an unexpired one holds its request id; `false` if one does.
-async fn claim_request_id(
-    tx: &mut PgConnection,
-    record: &IdempotencyRecord,
-    now: DateTime<Utc>,
-    cipher: &dyn EmailCipher,
+/// The create, in one statement (one round trip, atomic without a transaction of its
+/// own): the idempotency record is claimed *first* (a concurrent create with the same
+/// request id waits on that row, then finds it held), then the tenant, its run, the run's
+/// steps and the events are inserted only if the claim succeeded. `Ok(false)`: the request
+/// id is held by an unexpired record.
+async fn insert_created(
+    store: &PgStore,
+    tenant: &Tenant,
+    run: &ProvisioningRun,
+    events: &[Event],
+    idempotency: Option<&IdempotencyRecord>,
 ) -> Result<bool, RepoError> {
-    // The response snapshot keeps the contact email sealed, like the tenants table.
-    let response = serde_json::to_value(TenantRow::seal(&record.response, cipher))
-        .map_err(|e| RepoError::Internal(format!("cannot encode response snapshot: {e}")))?;
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_records \
-             (request_id, fingerprint, tenant_id, response, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (request_id) DO UPDATE SET \
-             fingerprint = EXCLUDED.fingerprint, tenant_id = EXCLUDED.tenant_id, \
-             response = EXCLUDED.response, created_at = EXCLUDED.created_at, \
-             expires_at = EXCLUDED.expires_at \
-         WHERE idempotency_records.expires_at <= EXCLUDED.created_at",
-    )
-    .bind(&record.request_id)
-    .bind(&record.fingerprint)
-    .bind(record.response.id().as_uuid())
-    .bind(response)
-    .bind(now)
-    .bind(record.expires_at)
-    .execute(tx)
-    .await
-    .map_err(db)?
-    .rows_affected();
-    Ok(claimed == 1)
+    let cipher = store.cipher();
+    let row = TenantRow::seal(tenant, cipher);
+    let mut sql = QueryBuilder::<Postgres>::new("WITH ");
+    if let Some(record) = idempotency {
+        // The response snapshot keeps the contact email sealed, like the tenants table.
+        let response = serde_json::to_value(TenantRow::seal(&record.response, cipher))
+            .map_err(|e| RepoError::Internal(format!("cannot encode response snapshot: {e}")))?;
+        sql.push(
+            "claim AS (INSERT INTO idempotency_records \
+                 (request_id, fingerprint, tenant_id, response, created_at, expires_at) VALUES (",
+        );
+        let mut values = sql.separated(", ");
+        values
+            .push_bind(record.request_id.clone())
+            .push_bind(record.fingerprint.clone())
+            .push_bind(record.response.id().as_uuid())
+            .push_bind(response)
+            .push_bind(tenant.created_at())
+            .push_bind(record.expires_at);
+        sql.push(
+            ") ON CONFLICT (request_id) DO UPDATE SET \
+                 fingerprint = EXCLUDED.fingerprint, tenant_id = EXCLUDED.tenant_id, \
+                 response = EXCLUDED.response, created_at = EXCLUDED.created_at, \
+                 expires_at = EXCLUDED.expires_at \
+             WHERE idempotency_records.expires_at <= EXCLUDED.created_at RETURNING 1), ",
+        );
+    }
+    sql.push("tenant AS (");
+    tenants::push_insert(&mut sql, &row, &run.summary());
+    if idempotency.is_some() {
+        sql.push(" WHERE EXISTS (SELECT 1 FROM claim)");
+    }
+    sql.push(" RETURNING tenant_id), run AS (");
+    runs::push_insert(&mut sql, run)?;
+    sql.push(" FROM tenant RETURNING run_id), steps AS (");
+    runs::push_insert_steps(&mut sql, run, "run");
+    sql.push(")");
+    if !events.is_empty() {
+        sql.push(", events AS (");
+        events::push_insert(&mut sql, events, "tenant");
+        sql.push(")");
+    }
+    sql.push(" SELECT count(*) FROM tenant");
+    let (inserted,): (i64,) = sql
+        .build_query_as()
+        .fetch_one(store.pool())
+        .await
+        .map_err(|e| translate(e, Some(&row.slug)))?;
+    Ok(inserted == 1)
 }
 
 #[async_trait]
@@ -77,22 +148,15 @@ impl TenantRepository for PgStore {
         events: &[Event],
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<(), RepoError> {
+        let created = insert_created(self, tenant, run, events, idempotency.as_ref()).await;
         if idempotency.is_some() {
-            self.sweep_idempotency(tenant.created_at()).await;
+            self.sweep_idempotency_soon(tenant.created_at());
         }
-        let cipher = self.cipher();
-        self.in_tx(async |tx| {
-            // The request id first: a concurrent twin blocks here and is answered from it.
-            if let Some(record) = &idempotency
-                && !claim_request_id(tx, record, tenant.created_at(), cipher).await?
-            {
-                return Err(RepoError::IdempotencyKeyTaken);
-            }
-            tenants::insert(tx, tenant, cipher).await?;
-            runs::insert(tx, run).await?;
-            events::append(tx, events).await
-        })
-        .await
+        if created? {
+            Ok(())
+        } else {
+            Err(RepoError::IdempotencyKeyTaken)
+        }
     }
 
     async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {

@@ -89,7 +89,7 @@ async fn scratch_schema_is_dropped_with_its_guard() {
 }
 
 #[tokio::test]
-async fn creates_with_a_request_id_sweep_expired_idempotency_records() {
+async fn a_sweep_deletes_expired_idempotency_records_and_keeps_the_others() {
     use chrono::Duration;
     use tenantd_domain::ports::{IdempotencyRecord, TenantRepository as _};
 
@@ -98,29 +98,95 @@ async fn creates_with_a_request_id_sweep_expired_idempotency_records() {
     let schema = ScratchSchema::create().await.expect("scratch schema");
     let pool = schema.migrated_pool().await.expect("migrated pool");
     let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
+    // This store has just swept: creates start none of their own during the test.
+    store.last_idempotency_sweep.store(
+        now().timestamp() + 3_600,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let record = |t: &tenantd_domain::Tenant, id: &str, expires_at| IdempotencyRecord {
         request_id: id.into(),
         fingerprint: "f".into(),
         response: t.clone(),
         expires_at,
     };
-    let old = tenant(&slug("old"), "free", &[]);
-    let expired = record(&old, "req-old", now() - Duration::hours(1));
-    store
-        .create(&old, &run_for(&old), &[], Some(expired))
-        .await
-        .expect("create old");
-    let new = tenant(&slug("new"), "free", &[]);
-    let fresh = record(&new, "req-new", now() + Duration::hours(1));
-    store
-        .create(&new, &run_for(&new), &[], Some(fresh))
-        .await
-        .expect("create new");
+    for (name, expires_at) in [
+        ("old-1", now() - Duration::hours(1)),
+        ("old-2", now() - Duration::seconds(1)),
+        ("new", now() + Duration::hours(1)),
+    ] {
+        let t = tenant(&slug(name), "free", &[]);
+        let held = record(&t, &format!("req-{name}"), expires_at);
+        store
+            .create(&t, &run_for(&t), &[], Some(held))
+            .await
+            .expect("create");
+    }
+    assert_eq!(store.sweep_idempotency(now()).await.expect("sweep"), 2);
     let left: Vec<(String,)> = sqlx::query_as("SELECT request_id FROM idempotency_records")
         .fetch_all(&pool)
         .await
         .expect("query");
     assert_eq!(left, [("req-new".to_owned(),)]);
+    assert_eq!(store.sweep_idempotency(now()).await.expect("sweep"), 0);
+}
+
+#[tokio::test]
+async fn a_create_with_a_request_id_starts_a_sweep_in_the_background() {
+    use chrono::Duration;
+    use tenantd_domain::ports::{IdempotencyRecord, TenantRepository as _};
+
+    use crate::contract::fixtures::{now, run_for, slug, tenant};
+
+    let schema = ScratchSchema::create().await.expect("scratch schema");
+    let pool = schema.migrated_pool().await.expect("migrated pool");
+    let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
+    let old = tenant(&slug("old"), "free", &[]);
+    // An expired record, written while this store's sweeps are held off.
+    store.last_idempotency_sweep.store(
+        now().timestamp() + 3_600,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let expired = IdempotencyRecord {
+        request_id: "req-old".into(),
+        fingerprint: "f".into(),
+        response: old.clone(),
+        expires_at: now() - Duration::hours(1),
+    };
+    store
+        .create(&old, &run_for(&old), &[], Some(expired))
+        .await
+        .expect("create old");
+    // A later create, its sweep due: it returns at once and the sweep follows.
+    store
+        .last_idempotency_sweep
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    let new = tenant(&slug("new"), "free", &[]);
+    let fresh = IdempotencyRecord {
+        request_id: "req-new".into(),
+        fingerprint: "f".into(),
+        response: new.clone(),
+        expires_at: now() + Duration::hours(1),
+    };
+    store
+        .create(&new, &run_for(&new), &[], Some(fresh))
+        .await
+        .expect("create new");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left: Vec<(String,)> =
+            sqlx::query_as("SELECT request_id FROM idempotency_records ORDER BY request_id")
+                .fetch_all(&pool)
+                .await
+                .expect("query");
+        if left == [("req-new".to_owned(),)] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired record was never swept: {left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

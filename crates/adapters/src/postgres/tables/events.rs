@@ -53,6 +53,45 @@ impl TryFrom<EventRow> for Event {
     }
 }
 
+/// Pushes the `INSERT` of `events` for each row of `rows` (a CTE's name: a row inserts
+/// them, none inserts nothing).
+pub(crate) fn push_insert(sql: &mut QueryBuilder<Postgres>, events: &[Event], rows: &str) {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id.0).collect();
+    let tenants: Vec<Option<Uuid>> = events
+        .iter()
+        .map(|e| e.subject.tenant().map(|t| t.as_uuid()))
+        .collect();
+    let rollouts: Vec<Option<Uuid>> = events
+        .iter()
+        .map(|e| match e.subject {
+            Subject::Rollout(rollout) => Some(rollout.0),
+            Subject::Tenant(_) => None,
+        })
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.kind.type_name()).collect();
+    let payloads: Vec<Json<&EventKind>> = events.iter().map(|e| Json(&e.kind)).collect();
+    let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    sql.push(format!(
+        "INSERT INTO tenant_events (event_id, tenant_id, rollout_id, event_type, payload, \
+         occurred_at) SELECT u.* FROM {rows}, UNNEST("
+    ));
+    let mut arrays = sql.separated(", ");
+    arrays
+        .push_bind(ids)
+        .push_unseparated("::uuid[]")
+        .push_bind(tenants)
+        .push_unseparated("::uuid[]")
+        .push_bind(rollouts)
+        .push_unseparated("::uuid[]")
+        .push_bind(types)
+        .push_unseparated("::text[]")
+        .push_bind(payloads)
+        .push_unseparated("::jsonb[]")
+        .push_bind(at)
+        .push_unseparated("::timestamptz[]");
+    sql.push(") AS u");
+}
+
 /// Appends `events` (one statement), inside the change's transaction.
 pub(crate) async fn append(tx: &mut PgConnection, events: &[Event]) -> Result<(), RepoError> {
     if events.is_empty() {

@@ -2,7 +2,7 @@
 //! the summary tenants are read with) and one row per step.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use tenantd_domain::provisioning::{
     ProvisioningRun, RunId, RunState, Step, StepError, StepKind, StepState,
 };
@@ -121,35 +121,111 @@ pub(crate) fn version(v: u64) -> Result<i64, RepoError> {
     i64::try_from(v).map_err(|_| RepoError::VersionConflict)
 }
 
-/// Inserts a new run and its steps, inside the tenant's create transaction.
-pub(crate) async fn insert(tx: &mut PgConnection, run: &ProvisioningRun) -> Result<(), RepoError> {
+/// Pushes `INSERT INTO provisioning_runs (...) SELECT <run's values>` (the caller appends
+/// `FROM ...`, whose rows each insert the run).
+pub(crate) fn push_insert(
+    sql: &mut QueryBuilder<Postgres>,
+    run: &ProvisioningRun,
+) -> Result<(), RepoError> {
     let summary = run.summary();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    sql.push(format!(
         "INSERT INTO provisioning_runs ({RUN_COLUMNS}, due_at, current_step, completed_steps, \
-             total_steps) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-    )))
-    .bind(run.id.0)
-    .bind(run.tenant_id.as_uuid())
-    .bind(run.state.as_str())
-    .bind(run.created_at)
-    .bind(run.finished_at)
-    .bind(run.deadline)
-    .bind(run.error.as_ref().map(|e| e.reason.clone()))
-    .bind(run.error.as_ref().map(|e| e.message.clone()))
-    .bind(compensation(run))
-    .bind(i32::try_from(run.compensation_attempts).unwrap_or(i32::MAX))
-    .bind(run.compensation_retry_at)
-    .bind(version(run.version)?)
-    .bind(run.failed_step.map(StepKind::as_str))
-    .bind(run.due_at())
-    .bind(summary.current_step.map(StepKind::as_str))
-    .bind(count(summary.completed_steps))
-    .bind(count(summary.total_steps))
-    .execute(&mut *tx)
-    .await
-    .map_err(db)?;
-    write_steps(tx, run, true).await
+             total_steps) SELECT "
+    ));
+    let mut values = sql.separated(", ");
+    values
+        .push_bind(run.id.0)
+        .push_bind(run.tenant_id.as_uuid())
+        .push_bind(run.state.as_str())
+        .push_bind(run.created_at)
+        .push_bind(run.finished_at)
+        .push_bind(run.deadline)
+        .push_bind(run.error.as_ref().map(|e| e.reason.as_str()))
+        .push_bind(run.error.as_ref().map(|e| e.message.as_str()))
+        .push_bind(compensation(run))
+        .push_bind(i32::try_from(run.compensation_attempts).unwrap_or(i32::MAX))
+        .push_bind(run.compensation_retry_at)
+        .push_bind(version(run.version)?)
+        .push_bind(run.failed_step.map(StepKind::as_str))
+        .push_bind(run.due_at())
+        .push_bind(summary.current_step.map(StepKind::as_str))
+        .push_bind(count(summary.completed_steps))
+        .push_bind(count(summary.total_steps));
+    Ok(())
+}
+
+/// Pushes the `INSERT` of `run`'s steps for the run ids in `runs.run_id` (a CTE's name).
+pub(crate) fn push_insert_steps(
+    sql: &mut QueryBuilder<Postgres>,
+    run: &ProvisioningRun,
+    runs: &str,
+) {
+    let steps = StepColumns::of(run);
+    sql.push(format!(
+        "INSERT INTO provisioning_steps (run_id, position, kind, state, attempts, error_reason, \
+             error_message, started_at, finished_at, next_attempt_at) \
+         SELECT {runs}.run_id, u.* FROM {runs}, UNNEST("
+    ));
+    let mut arrays = sql.separated(", ");
+    arrays
+        .push_bind(steps.positions)
+        .push_unseparated("::smallint[]")
+        .push_bind(steps.kinds)
+        .push_unseparated("::text[]")
+        .push_bind(steps.states)
+        .push_unseparated("::text[]")
+        .push_bind(steps.attempts)
+        .push_unseparated("::int[]")
+        .push_bind(steps.reasons)
+        .push_unseparated("::text[]")
+        .push_bind(steps.messages)
+        .push_unseparated("::text[]")
+        .push_bind(steps.started)
+        .push_unseparated("::timestamptz[]")
+        .push_bind(steps.finished)
+        .push_unseparated("::timestamptz[]")
+        .push_bind(steps.next)
+        .push_unseparated("::timestamptz[]");
+    sql.push(") AS u");
+}
+
+/// A run's steps as the column arrays `UNNEST` reads, in step order.
+struct StepColumns<'r> {
+    positions: Vec<i16>,
+    kinds: Vec<&'r str>,
+    states: Vec<&'r str>,
+    attempts: Vec<i32>,
+    reasons: Vec<Option<&'r str>>,
+    messages: Vec<Option<&'r str>>,
+    started: Vec<Option<DateTime<Utc>>>,
+    finished: Vec<Option<DateTime<Utc>>>,
+    next: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<'r> StepColumns<'r> {
+    fn of(run: &'r ProvisioningRun) -> Self {
+        let steps = &run.steps;
+        Self {
+            positions: (0..).take(steps.len()).collect(),
+            kinds: steps.iter().map(|s| s.kind.as_str()).collect(),
+            states: steps.iter().map(|s| s.state.as_str()).collect(),
+            attempts: steps
+                .iter()
+                .map(|s| i32::try_from(s.attempts).unwrap_or(i32::MAX))
+                .collect(),
+            reasons: steps
+                .iter()
+                .map(|s| s.last_error.as_ref().map(|e| e.reason.as_str()))
+                .collect(),
+            messages: steps
+                .iter()
+                .map(|s| s.last_error.as_ref().map(|e| e.message.as_str()))
+                .collect(),
+            started: steps.iter().map(|s| s.started_at).collect(),
+            finished: steps.iter().map(|s| s.finished_at).collect(),
+            next: steps.iter().map(|s| s.next_attempt_at).collect(),
+        }
+    }
 }
 
 /// A step count as stored.
@@ -171,25 +247,7 @@ pub(crate) async fn write_steps(
     run: &ProvisioningRun,
     insert: bool,
 ) -> Result<(), RepoError> {
-    let steps = &run.steps;
-    let positions: Vec<i16> = (0..).take(steps.len()).collect();
-    let kinds: Vec<&str> = steps.iter().map(|s| s.kind.as_str()).collect();
-    let states: Vec<&str> = steps.iter().map(|s| s.state.as_str()).collect();
-    let attempts: Vec<i32> = steps
-        .iter()
-        .map(|s| i32::try_from(s.attempts).unwrap_or(i32::MAX))
-        .collect();
-    let reasons: Vec<Option<&str>> = steps
-        .iter()
-        .map(|s| s.last_error.as_ref().map(|e| e.reason.as_str()))
-        .collect();
-    let messages: Vec<Option<&str>> = steps
-        .iter()
-        .map(|s| s.last_error.as_ref().map(|e| e.message.as_str()))
-        .collect();
-    let started: Vec<Option<DateTime<Utc>>> = steps.iter().map(|s| s.started_at).collect();
-    let finished: Vec<Option<DateTime<Utc>>> = steps.iter().map(|s| s.finished_at).collect();
-    let next: Vec<Option<DateTime<Utc>>> = steps.iter().map(|s| s.next_attempt_at).collect();
+    let steps = StepColumns::of(run);
     let sql = if insert {
         "INSERT INTO provisioning_steps (run_id, position, kind, state, attempts, error_reason, \
              error_message, started_at, finished_at, next_attempt_at) \
@@ -208,15 +266,15 @@ pub(crate) async fn write_steps(
     };
     sqlx::query(sql)
         .bind(run.id.0)
-        .bind(positions)
-        .bind(kinds)
-        .bind(states)
-        .bind(attempts)
-        .bind(reasons)
-        .bind(messages)
-        .bind(started)
-        .bind(finished)
-        .bind(next)
+        .bind(steps.positions)
+        .bind(steps.kinds)
+        .bind(steps.states)
+        .bind(steps.attempts)
+        .bind(steps.reasons)
+        .bind(steps.messages)
+        .bind(steps.started)
+        .bind(steps.finished)
+        .bind(steps.next)
         .execute(&mut *tx)
         .await
         .map_err(db)?;

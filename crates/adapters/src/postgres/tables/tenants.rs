@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Postgres};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use tenantd_domain::ports::EmailCipher;
 use tenantd_domain::provisioning::{RunId, RunState, RunSummary, StepKind};
 use tenantd_domain::tenant_schema::Placement;
@@ -17,21 +17,21 @@ use tenantd_domain::{
 };
 use uuid::Uuid;
 
-use crate::postgres::errors::{db, translate};
+use crate::postgres::errors::db;
 
-/// `SELECT` of tenants with their latest run's summary (columns of [`RunSummaryColumns`])
-/// in one statement; append `WHERE ...` on `tenants`' own column names.
+/// `SELECT` of tenants with their latest run's summary (columns of [`RunSummaryColumns`],
+/// kept on the row by migration 0009's trigger); append `WHERE ...` on `tenants`' own
+/// column names.
 pub(crate) const SELECT_TENANTS: &str = "SELECT tenant_id, slug, display_name, plan_id, status, \
      status_reason, status_before_delete, contact_email_sealed, contact_email_key_id, \
      contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, version, \
      tenant_database, dedicated_database, tenant_schema, \
-     run.run_id, run.run_state, run.current_step, run.completed_steps, run.total_steps \
-     FROM tenants t LEFT JOIN LATERAL ( \
-         SELECT r.run_id, r.state AS run_state, r.current_step, r.completed_steps, r.total_steps \
-         FROM provisioning_runs r WHERE r.tenant_id = t.tenant_id \
-         ORDER BY r.run_id DESC LIMIT 1) AS run ON true";
+     latest_run_id AS run_id, latest_run_state AS run_state, \
+     latest_run_current_step AS current_step, latest_run_completed_steps AS completed_steps, \
+     latest_run_total_steps AS total_steps \
+     FROM tenants";
 
-/// GetTenant's statement: [`SELECT_TENANTS`] of one tenant by id (`$1`).
+/// GetTenant's statement: [`SELECT_TENANTS`] of one tenant by id (`$1`), one primary-key read.
 pub(crate) static SELECT_TENANT_BY_ID: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("{SELECT_TENANTS} WHERE tenant_id = $1"));
 
@@ -259,7 +259,7 @@ const MUTABLE_COLUMNS: &str = "display_name, plan_id, status, status_reason, \
 /// Binds the [`MUTABLE_COLUMNS`] of `row`, in order.
 fn bind_mutable<'q>(
     query: Query<'q, Postgres, PgArguments>,
-    row: &'q TenantRow,
+    row: &TenantRow,
 ) -> Query<'q, Postgres, PgArguments> {
     query
         .bind(&row.display_name)
@@ -278,34 +278,41 @@ fn bind_mutable<'q>(
         .bind(row.version)
 }
 
-/// Inserts `tenant`, its contact email sealed by `cipher`.
-///
-/// # Errors
-/// [`RepoError::SlugTaken`] when a non-purged tenant holds the slug; store failures.
-pub(crate) async fn insert(
-    tx: &mut PgConnection,
-    tenant: &Tenant,
-    cipher: &dyn EmailCipher,
-) -> Result<(), RepoError> {
-    let row = TenantRow::seal(tenant, cipher);
-    // The placement is written once, here: a tenant's data does not move by an update.
-    let insert = sqlx::query(sqlx::AssertSqlSafe(format!(
+/// Pushes `INSERT INTO tenants (...) SELECT <row's values>` (no `FROM`: the caller may
+/// append a `WHERE`), with the latest run's `summary` on the row.
+pub(crate) fn push_insert(sql: &mut QueryBuilder<Postgres>, row: &TenantRow, summary: &RunSummary) {
+    sql.push(format!(
         "INSERT INTO tenants (tenant_id, slug, created_at, tenant_database, dedicated_database, \
-         tenant_schema, {MUTABLE_COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-          $20)"
-    )))
-    .bind(row.tenant_id)
-    .bind(&row.slug)
-    .bind(row.created_at)
-    .bind(&row.tenant_database)
-    .bind(&row.dedicated_database)
-    .bind(&row.tenant_schema);
-    bind_mutable(insert, &row)
-        .execute(tx)
-        .await
-        .map_err(|e| translate(e, Some(&row.slug)))?;
-    Ok(())
+         tenant_schema, {MUTABLE_COLUMNS}, latest_run_id, latest_run_state, \
+         latest_run_current_step, latest_run_completed_steps, latest_run_total_steps) SELECT "
+    ));
+    let mut values = sql.separated(", ");
+    values
+        .push_bind(row.tenant_id)
+        .push_bind(&row.slug)
+        .push_bind(row.created_at)
+        .push_bind(&row.tenant_database)
+        .push_bind(&row.dedicated_database)
+        .push_bind(&row.tenant_schema)
+        .push_bind(&row.display_name)
+        .push_bind(&row.plan_id)
+        .push_bind(&row.status)
+        .push_bind(&row.status_reason)
+        .push_bind(&row.status_before_delete)
+        .push_bind(&row.contact_email_sealed)
+        .push_bind(&row.contact_email_key_id)
+        .push_bind(&row.contact_email_index)
+        .push_bind(&row.labels)
+        .push_bind(&row.config)
+        .push_bind(row.updated_at)
+        .push_bind(row.deleted_at)
+        .push_bind(row.purge_at)
+        .push_bind(row.version)
+        .push_bind(summary.run_id.0)
+        .push_bind(summary.state.as_str())
+        .push_bind(summary.current_step.map(StepKind::as_str))
+        .push_bind(i32::try_from(summary.completed_steps).unwrap_or(i32::MAX))
+        .push_bind(i32::try_from(summary.total_steps).unwrap_or(i32::MAX));
 }
 
 /// Replaces `tenant`'s row if it is still at `expected_version`.
