@@ -439,6 +439,11 @@ pub fn postgres_store_with(url: &str, keys: &TestKeys) -> Store {
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(5),
         },
+        background: PgSettings {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(5),
+        },
         encryption_keys: Secret::new(keys.encryption.clone()),
         blind_index_key: Secret::new(keys.blind_index.clone()),
     }

@@ -1,6 +1,7 @@
 //! Driven adapters of tenantd, one module per technology. Each implements port traits of
 //! `tenantd-domain`; the server's wiring picks which.
 //!
+//! - [`cached_plans`]: the plan catalogue kept in process for a bounded time.
 //! - [`crypto`]: the AES-256-GCM key ring for contact emails and their blind index.
 //! - [`memory`]: the embedded default (no infrastructure) and test doubles.
 //! - [`postgres`]: the production store (sqlx), with migrations and the outbox.
@@ -11,6 +12,7 @@
 //! - `contract` (feature `test-support`): the port contract suites every implementation
 //!   of a repository port must pass.
 
+pub mod cached_plans;
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;
 pub mod crypto;

@@ -9,6 +9,7 @@ use tenantd_domain::ports::{Admission, RateLimit, RateLimiter, TenantRepository 
 use super::cache::Lookup;
 use super::testing::{test_redis_url, unique_prefix};
 use super::*;
+use crate::cached_plans::{CachedPlans, DEFAULT_PLAN_TTL};
 use crate::contract::fixtures::{run_for, slug, tenant};
 use crate::contract::{Limiter, Stores};
 use crate::crypto::KeyRing;
@@ -86,7 +87,10 @@ async fn cached_stores() -> Stores {
         outbox: Arc::new(store.clone()),
         schemas: Arc::new(store.clone()),
         rollouts: Arc::new(store),
-        plans: Arc::new(MemoryPlanRepository::default()),
+        plans: Arc::new(CachedPlans::new(
+            Arc::new(MemoryPlanRepository::default()),
+            DEFAULT_PLAN_TTL,
+        )),
         guard: None,
     }
 }

@@ -21,6 +21,16 @@ pub struct DatabaseArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub database_max_connections: u32,
+    /// Connections of the pool background work uses (provisioning workers, rollouts, the
+    /// outbox relay, the audit writer), apart from the pool of calls, so background work
+    /// never takes the connections calls wait for.
+    #[arg(
+        long,
+        env = "TENANTD_DATABASE_BACKGROUND_CONNECTIONS",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub database_background_connections: u32,
     /// Longest wait for a pooled connection, in milliseconds; a call that waits longer
     /// fails with UNAVAILABLE (calls have a 30 s deadline).
     #[arg(
@@ -57,8 +67,10 @@ pub enum Store {
     Postgres {
         /// Connection URL.
         url: Secret,
-        /// Pool limits and the statement timeout.
+        /// Limits of the pool calls use, and the statement timeout.
         pool: PgSettings,
+        /// Those of the pool background work uses.
+        background: PgSettings,
         /// Contact-email key ring entries.
         encryption_keys: Secret,
         /// Blind-index key.
@@ -92,12 +104,17 @@ impl DatabaseArgs {
                 "required with a database (tenantd keys generate)",
             ));
         };
+        let pool = PgSettings {
+            max_connections: self.database_max_connections,
+            acquire_timeout: millis(self.database_acquire_timeout_ms),
+            statement_timeout: millis(self.database_statement_timeout_ms),
+        };
         Ok(Store::Postgres {
             url,
-            pool: PgSettings {
-                max_connections: self.database_max_connections,
-                acquire_timeout: millis(self.database_acquire_timeout_ms),
-                statement_timeout: millis(self.database_statement_timeout_ms),
+            pool,
+            background: PgSettings {
+                max_connections: self.database_background_connections,
+                ..pool
             },
             encryption_keys,
             blind_index_key,

@@ -285,7 +285,13 @@ fn database_url_selects_postgres_and_is_redacted() {
         "--database-acquire-timeout-ms",
         "750",
     ]);
-    let Store::Postgres { url, pool, .. } = &config.store else {
+    let Store::Postgres {
+        url,
+        pool,
+        background,
+        ..
+    } = &config.store
+    else {
         panic!("expected PostgreSQL");
     };
     assert_eq!(url.expose(), "postgres://app:s3cret@db:5432/tenantd");
@@ -293,6 +299,11 @@ fn database_url_selects_postgres_and_is_redacted() {
     assert_eq!(
         (pool.max_connections, pool.statement_timeout),
         (10, Duration::from_secs(5))
+    );
+    // Background work has a pool of its own, with the same timeouts.
+    assert_eq!(
+        (background.max_connections, background.acquire_timeout),
+        (4, Duration::from_millis(750))
     );
     assert!(!format!("{config:?}").contains("s3cret"));
 

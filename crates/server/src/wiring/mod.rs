@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use prost::Message as _;
+use tenantd_adapters::cached_plans::{CachedPlans, DEFAULT_PLAN_TTL};
 use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::kafka::{KafkaPublisher, KafkaSettings};
 use tenantd_adapters::memory::{
@@ -181,10 +182,54 @@ struct Ports {
     checks: Vec<Arc<dyn DependencyCheck>>,
     db_pool: Option<PoolStats>,
     limiter: Arc<dyn RateLimiter>,
-    outbox: Arc<dyn Outbox>,
     schemas: Arc<dyn TenantSchemaRepository>,
     rollouts: Arc<dyn RolloutRepository>,
     invalidations: Option<Invalidations>,
+    /// What background work uses.
+    background: Background,
+}
+
+/// The adapters background work uses (provisioning workers, the rollout engine, the
+/// outbox relay, the audit writer): on PostgreSQL, a store on a pool apart from the one
+/// calls use, so background work never takes the connections calls wait for; in memory,
+/// the same store.
+struct Background {
+    tenants: Arc<dyn TenantRepository>,
+    runs: Arc<dyn ProvisioningRepository>,
+    initial_keys: Arc<dyn InitialKeyStore>,
+    api_keys: Arc<dyn ApiKeyRepository>,
+    audit: Arc<dyn AuditLog>,
+    outbox: Arc<dyn Outbox>,
+    schemas: Arc<dyn TenantSchemaRepository>,
+    rollouts: Arc<dyn RolloutRepository>,
+}
+
+impl Background {
+    /// Every background port on one store.
+    fn on<S>(store: &S) -> Self
+    where
+        S: TenantRepository
+            + ProvisioningRepository
+            + InitialKeyStore
+            + ApiKeyRepository
+            + AuditLog
+            + Outbox
+            + TenantSchemaRepository
+            + RolloutRepository
+            + Clone
+            + 'static,
+    {
+        Self {
+            tenants: Arc::new(store.clone()),
+            runs: Arc::new(store.clone()),
+            initial_keys: Arc::new(store.clone()),
+            api_keys: Arc::new(store.clone()),
+            audit: Arc::new(store.clone()),
+            outbox: Arc::new(store.clone()),
+            schemas: Arc::new(store.clone()),
+            rollouts: Arc::new(store.clone()),
+        }
+    }
 }
 
 /// Builds the services for `config`: PostgreSQL (connected and migrated) when a database
@@ -221,18 +266,19 @@ pub async fn build(
     };
     let placement = Arc::new(placement_policy(config));
     let databases = providers.databases.clone();
+    let background = &ports.background;
     let engine = Engine::new(
-        ports.runs.clone(),
-        ports.tenants.clone(),
+        background.runs.clone(),
+        background.tenants.clone(),
         StepPorts {
             providers,
-            initial_keys: ports.initial_keys.clone(),
-            api_keys: ports.api_keys.clone(),
+            initial_keys: background.initial_keys.clone(),
+            api_keys: background.api_keys.clone(),
             plans: ports.plans.clone(),
             sealer: ports.sealer.clone(),
             secrets: random.clone(),
             ids: ids.clone(),
-            schemas: ports.schemas.clone(),
+            schemas: background.schemas.clone(),
             placement: placement.clone(),
         },
         clock.clone(),
@@ -250,6 +296,7 @@ pub async fn build(
     let (migrations, rollouts) = schema_services(
         config,
         (ports.rollouts.clone(), ports.schemas.clone()),
+        ports.background.rollouts.clone(),
         databases,
         placement.clone(),
         &observers,
@@ -292,8 +339,8 @@ pub async fn build(
         .with_signals(signals),
         plans: PlanService::new(ports.plans),
         events: EventService::new(ports.events),
-        audit: AuditService::new(ports.audit.clone()),
-        audit_log: ports.audit,
+        audit: AuditService::new(ports.audit),
+        audit_log: ports.background.audit,
         checks: ports.checks,
         db_pool: ports.db_pool,
         invalidations: ports.invalidations,
@@ -310,97 +357,121 @@ fn tenant_settings(config: &Config) -> TenantSettings {
 
 /// The adapters of every port for `config`.
 async fn ports(config: &Config) -> anyhow::Result<Ports> {
-    Ok(match &config.store {
-        Store::Memory => {
-            // Even in memory, contact emails are kept sealed, with a key that lives and dies
-            // with the process (as the data does).
-            let ephemeral = KeyRing::generate("ephemeral");
-            tracing::warn!(
-                "embedded mode: contact emails are sealed with an ephemeral key generated at start; it is lost when tenantd stops, like the data"
-            );
-            let ring = Arc::new(ephemeral);
-            let store = MemoryStore::with_cipher(ring.clone());
-            Ports {
-                tenants: Arc::new(store.clone()),
-                runs: Arc::new(store.clone()),
-                initial_keys: Arc::new(store.clone()),
-                cipher: ring.clone(),
-                sealer: ring,
-                providers: Providers {
-                    databases: Arc::new(MemoryTenantDatabases::new(
-                        config.tenant_schemas.migrations.clone(),
-                    )),
-                    dns: Arc::new(MemoryDns::new(&config.dns.base_domain, config.dns.ingress)),
-                    billing: Arc::new(MemoryBilling::default()),
-                },
-                api_keys: Arc::new(store.clone()),
-                audit: Arc::new(store.clone()),
-                events: Arc::new(store.clone()),
-                plans: Arc::new(MemoryPlanRepository::default()),
-                checks: Vec::new(),
-                db_pool: None,
-                invalidations: None,
-                limiter: Arc::new(LocalRateLimiter::default()),
-                outbox: Arc::new(store.clone()),
-                schemas: Arc::new(store.clone()),
-                rollouts: Arc::new(store),
-            }
-        }
-        Store::Postgres { url, pool, .. } => {
-            let ring = Arc::new(key_ring(config)?);
-            let pool = postgres::connect(url.expose(), pool)
-                .await
-                .context("database-url")?;
-            postgres::migrate(&pool).await.context("database-url")?;
-            let store = PgStore::new(pool.clone(), ring.clone());
-            let schemas = &config.tenant_schemas;
-            store
-                .register_migrations(&schemas.migrations)
-                .await
-                .map_err(|e| anyhow::anyhow!("tenant-migrations-dir: {e}"))?;
-            let adopted = store
-                .adopt_unplaced(
-                    DEFAULT_TENANT_DATABASE,
-                    &config.tenants.schema_prefix,
-                    SystemClock.now(),
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("database-url: {e}"))?;
-            if adopted > 0 {
-                tracing::info!(
-                    tenants = adopted,
-                    "recorded the placement and schema version of tenants made before they were recorded"
-                );
-            }
-            let databases = tenant_databases(config, pool.clone(), ring.clone())?;
-            Ports {
-                tenants: Arc::new(store.clone()),
-                runs: Arc::new(store.clone()),
-                initial_keys: Arc::new(store.clone()),
-                cipher: ring.clone(),
-                sealer: ring,
-                providers: Providers {
-                    databases: Arc::new(databases),
-                    dns: Arc::new(PgDns::new(
-                        pool.clone(),
-                        &config.dns.base_domain,
-                        config.dns.ingress,
-                    )),
-                    billing: Arc::new(PgBilling::new(pool.clone())),
-                },
-                api_keys: Arc::new(store.clone()),
-                audit: Arc::new(store.clone()),
-                events: Arc::new(store.clone()),
-                plans: Arc::new(PgPlanRepository::new(pool)),
-                checks: vec![Arc::new(Database(store.clone()))],
-                limiter: Arc::new(LocalRateLimiter::default()),
-                outbox: Arc::new(store.clone()),
-                schemas: Arc::new(store.clone()),
-                rollouts: Arc::new(store.clone()),
-                db_pool: Some(Arc::new(move || store.pool_stats())),
-                invalidations: None,
-            }
-        }
+    match &config.store {
+        Store::Memory => Ok(memory_ports(config)),
+        Store::Postgres {
+            url,
+            pool,
+            background,
+            ..
+        } => postgres_ports(config, url.expose(), *pool, *background).await,
+    }
+}
+
+/// Every port in memory: the embedded default.
+fn memory_ports(config: &Config) -> Ports {
+    // Even in memory, contact emails are kept sealed, with a key that lives and dies
+    // with the process (as the data does).
+    let ephemeral = KeyRing::generate("ephemeral");
+    tracing::warn!(
+        "embedded mode: contact emails are sealed with an ephemeral key generated at start; it is lost when tenantd stops, like the data"
+    );
+    let ring = Arc::new(ephemeral);
+    let store = MemoryStore::with_cipher(ring.clone());
+    Ports {
+        tenants: Arc::new(store.clone()),
+        runs: Arc::new(store.clone()),
+        initial_keys: Arc::new(store.clone()),
+        cipher: ring.clone(),
+        sealer: ring,
+        providers: Providers {
+            databases: Arc::new(MemoryTenantDatabases::new(
+                config.tenant_schemas.migrations.clone(),
+            )),
+            dns: Arc::new(MemoryDns::new(&config.dns.base_domain, config.dns.ingress)),
+            billing: Arc::new(MemoryBilling::default()),
+        },
+        api_keys: Arc::new(store.clone()),
+        audit: Arc::new(store.clone()),
+        events: Arc::new(store.clone()),
+        plans: Arc::new(MemoryPlanRepository::default()),
+        checks: Vec::new(),
+        db_pool: None,
+        invalidations: None,
+        limiter: Arc::new(LocalRateLimiter::default()),
+        schemas: Arc::new(store.clone()),
+        background: Background::on(&store),
+        rollouts: Arc::new(store),
+    }
+}
+
+/// Every port on PostgreSQL at `url`: calls on a pool of `pool`, background work on one of
+/// `background`.
+async fn postgres_ports(
+    config: &Config,
+    url: &str,
+    pool: postgres::PgSettings,
+    background: postgres::PgSettings,
+) -> anyhow::Result<Ports> {
+    let ring = Arc::new(key_ring(config)?);
+    let pool = postgres::connect(url, &pool)
+        .await
+        .context("database-url")?;
+    postgres::migrate(&pool).await.context("database-url")?;
+    let store = PgStore::new(pool.clone(), ring.clone());
+    let background_pool = postgres::connect(url, &background)
+        .await
+        .context("database-url")?;
+    let background_store = PgStore::new(background_pool.clone(), ring.clone());
+    let schemas = &config.tenant_schemas;
+    store
+        .register_migrations(&schemas.migrations)
+        .await
+        .map_err(|e| anyhow::anyhow!("tenant-migrations-dir: {e}"))?;
+    let adopted = store
+        .adopt_unplaced(
+            DEFAULT_TENANT_DATABASE,
+            &config.tenants.schema_prefix,
+            SystemClock.now(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("database-url: {e}"))?;
+    if adopted > 0 {
+        tracing::info!(
+            tenants = adopted,
+            "recorded the placement and schema version of tenants made before they were recorded"
+        );
+    }
+    let databases = tenant_databases(config, background_pool.clone(), ring.clone())?;
+    Ok(Ports {
+        tenants: Arc::new(store.clone()),
+        runs: Arc::new(store.clone()),
+        initial_keys: Arc::new(store.clone()),
+        cipher: ring.clone(),
+        sealer: ring,
+        providers: Providers {
+            databases: Arc::new(databases),
+            dns: Arc::new(PgDns::new(
+                background_pool.clone(),
+                &config.dns.base_domain,
+                config.dns.ingress,
+            )),
+            billing: Arc::new(PgBilling::new(background_pool)),
+        },
+        api_keys: Arc::new(store.clone()),
+        audit: Arc::new(store.clone()),
+        events: Arc::new(store.clone()),
+        plans: Arc::new(CachedPlans::new(
+            Arc::new(PgPlanRepository::new(pool)),
+            DEFAULT_PLAN_TTL,
+        )),
+        checks: vec![Arc::new(Database(store.clone()))],
+        limiter: Arc::new(LocalRateLimiter::default()),
+        schemas: Arc::new(store.clone()),
+        rollouts: Arc::new(store.clone()),
+        background: Background::on(&background_store),
+        db_pool: Some(Arc::new(move || store.pool_stats())),
+        invalidations: None,
     })
 }
 
@@ -408,6 +479,7 @@ async fn ports(config: &Config) -> anyhow::Result<Ports> {
 fn schema_services(
     config: &Config,
     (store, schemas): (Arc<dyn RolloutRepository>, Arc<dyn TenantSchemaRepository>),
+    background: Arc<dyn RolloutRepository>,
     databases: Arc<dyn TenantDatabases>,
     placement: Arc<PlacementPolicy>,
     observers: &Observers,
@@ -417,7 +489,7 @@ fn schema_services(
     let ids = Arc::new(UuidV7Generator);
     let rollout_settings = config.rollouts.settings;
     let migrations = MigrationService::new(
-        store.clone(),
+        store,
         schemas,
         config.tenant_schemas.migrations.clone(),
         clock.clone(),
@@ -427,7 +499,7 @@ fn schema_services(
         observers.migrations.clone(),
     );
     let rollouts = RolloutEngine::new(
-        store,
+        background,
         databases,
         placement,
         clock,
@@ -449,9 +521,9 @@ fn placement_policy(config: &Config) -> PlacementPolicy {
     )
 }
 
-/// The tenant databases of a PostgreSQL configuration: `default` on the control plane's
-/// pool (unless configured otherwise), every other one on a pool of its own, connected
-/// when first used.
+/// The tenant databases of a PostgreSQL configuration: `default` on `pool` (the control
+/// plane's database, unless configured otherwise), every other one on a pool of its own,
+/// connected when first used.
 pub(super) fn tenant_databases(
     config: &Config,
     pool: postgres::PgPool,
@@ -500,10 +572,20 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
     ports.checks.push(Arc::new(Cache(redis.clone())));
     if let Store::Postgres { .. } = config.store {
         let cache = RedisCache::new(redis, settings.cache_ttl, observers.cache.clone());
+        let background = &mut ports.background;
         let mut tenants =
             CachedTenants::new(ports.tenants.clone(), cache.clone(), ports.cipher.clone());
         let mut runs = CachedRuns::new(ports.runs.clone(), cache.clone());
         let mut api_keys = CachedApiKeys::new(ports.api_keys.clone(), cache.clone());
+        // Background work writes through the same cache (and tiers), so its changes
+        // invalidate what calls read.
+        let mut background_tenants = CachedTenants::new(
+            background.tenants.clone(),
+            cache.clone(),
+            ports.cipher.clone(),
+        );
+        let mut background_runs = CachedRuns::new(background.runs.clone(), cache.clone());
+        let mut background_keys = CachedApiKeys::new(background.api_keys.clone(), cache.clone());
         if let Some(local) = settings.local {
             let tenant_tier: Arc<TenantTier> =
                 TenantTier::new("tenant", local, weigh_tenant, |id| id.parse().ok());
@@ -513,6 +595,9 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
             tenants = tenants.with_local(tenant_tier.clone());
             runs = runs.with_local(tenant_tier.clone());
             api_keys = api_keys.with_local(key_tier.clone());
+            background_tenants = background_tenants.with_local(tenant_tier.clone());
+            background_runs = background_runs.with_local(tenant_tier.clone());
+            background_keys = background_keys.with_local(key_tier.clone());
             ports.invalidations = Some(Invalidations {
                 url: settings.url.expose().to_owned(),
                 channel: cache.channel(),
@@ -522,6 +607,9 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
         ports.tenants = Arc::new(tenants);
         ports.runs = Arc::new(runs);
         ports.api_keys = Arc::new(api_keys);
+        background.tenants = Arc::new(background_tenants);
+        background.runs = Arc::new(background_runs);
+        background.api_keys = Arc::new(background_keys);
     } else {
         tracing::info!("redis: shared rate limits only; the embedded store needs no cache");
     }
@@ -570,7 +658,7 @@ fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Resul
     );
     Ok(Some(Relay {
         relay: OutboxRelay::new(
-            ports.outbox.clone(),
+            ports.background.outbox.clone(),
             publisher.clone(),
             Arc::new(SystemClock),
             observers.relay.clone(),
