@@ -78,6 +78,8 @@ pub(super) struct StoredRun {
 #[derive(Debug, Default)]
 pub(super) struct State {
     pub(super) tenants: BTreeMap<TenantId, Arc<StoredTenant>>,
+    /// Every tenant's slug (slugs never change): uniqueness without a scan.
+    pub(super) slugs: HashSet<String>,
     /// Keyed by event id: UUIDv7, so iteration is append order.
     pub(super) events: BTreeMap<EventId, Arc<Event>>,
     /// The outbox: events not yet published, in id order.
@@ -86,6 +88,8 @@ pub(super) struct State {
     pub(super) in_flight: HashSet<EventId>,
     pub(super) idempotency: HashMap<String, Arc<StoredRecord>>,
     pub(super) api_keys: BTreeMap<ApiKeyId, Arc<ApiKey>>,
+    /// Each tenant's API keys (keys are never removed), so quota checks need no scan.
+    pub(super) tenant_keys: HashMap<TenantId, Vec<ApiKeyId>>,
     /// Keyed by id (UUIDv7): time order. Bounded, oldest dropped first: the embedded mode
     /// keeps no more history than it can hold in memory.
     pub(super) audit: BTreeMap<uuid::Uuid, Arc<AuditRecord>>,
@@ -135,13 +139,20 @@ impl State {
             Some(_) => {}
         }
         let active = self
-            .api_keys
-            .values()
-            .filter(|k| k.tenant_id == key.tenant_id && k.is_active(now))
+            .tenant_keys
+            .get(&key.tenant_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.api_keys.get(id))
+            .filter(|k| k.is_active(now))
             .count();
         if active >= usize::try_from(max_active).unwrap_or(usize::MAX) {
             return Err(RepoError::LimitReached);
         }
+        self.tenant_keys
+            .entry(key.tenant_id)
+            .or_default()
+            .push(key.id);
         self.api_keys.insert(key.id, key);
         self.append(events);
         Ok(())

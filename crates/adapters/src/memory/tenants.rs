@@ -48,16 +48,13 @@ impl TenantRepository for MemoryStore {
         {
             return Err(RepoError::IdempotencyKeyTaken);
         }
-        if state
-            .tenants
-            .values()
-            .any(|t| t.tenant.slug() == tenant.slug())
-        {
+        if state.slugs.contains(tenant.slug().as_str()) {
             return Err(RepoError::SlugTaken(tenant.slug().to_string()));
         }
         if state.tenants.contains_key(&tenant.id()) {
             return Err(RepoError::Internal("duplicate tenant id".into()));
         }
+        state.slugs.insert(tenant.slug().as_str().to_owned());
         state.tenants.insert(tenant.id(), stored);
         state.latest_run.insert(tenant.id(), run.run.id);
         state.runs.insert(run.run.id, run);
