@@ -161,6 +161,7 @@ macro_rules! repository_contract_tests {
             a_due_run_is_claimed_by_one_worker_at_a_time,
             runs_not_due_or_leased_are_not_claimed,
             an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off,
+            a_holders_write_renews_its_lease,
             a_request_write_conflicts_with_a_stale_version_and_stops_renewals,
             a_save_with_the_tenant_is_atomic,
             overdue_runs_are_found_by_deadline,

@@ -151,6 +151,7 @@ pub async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(sto
         run: &changed,
         expected_version: run.version,
         lease: Some(&first.lease),
+        renew_until: None,
         tenant: None,
         events: &[],
     };
@@ -194,6 +195,48 @@ pub async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(sto
     );
 }
 
+/// A holder's write may renew its lease: the run stays the holder's until the new
+/// expiry, and is taken over only after it.
+pub async fn a_holders_write_renews_its_lease(stores: Stores) {
+    let (_, run) = provisioning(&stores, "renewing").await;
+    let t0 = run.created_at + Duration::seconds(1);
+    let claimed = stores
+        .runs
+        .claim("holder", t0, Duration::seconds(10))
+        .await
+        .expect("claim")
+        .expect("due");
+    let mut started = next(&run);
+    started.start(StepKind::Database, t0).expect("start");
+    let write = RunWrite {
+        run: &started,
+        expected_version: run.version,
+        lease: Some(&claimed.lease),
+        renew_until: Some(t0 + Duration::seconds(60)),
+        tenant: None,
+        events: &[],
+    };
+    stores.runs.save(write).await.expect("the holder writes");
+    assert!(
+        stores
+            .runs
+            .claim("other", t0 + Duration::seconds(30), Duration::seconds(10))
+            .await
+            .expect("claim")
+            .is_none(),
+        "the write renewed the lease past its first 10 s"
+    );
+    assert!(
+        stores
+            .runs
+            .claim("other", t0 + Duration::seconds(61), Duration::seconds(10))
+            .await
+            .expect("claim")
+            .is_some(),
+        "after the renewed expiry the run is taken over"
+    );
+}
+
 /// A request's write (no lease) conflicts when the run moved on; a change by a request
 /// stops the holder's renewals, so it abandons what it was doing.
 pub async fn a_request_write_conflicts_with_a_stale_version_and_stops_renewals(stores: Stores) {
@@ -213,6 +256,7 @@ pub async fn a_request_write_conflicts_with_a_stale_version_and_stops_renewals(s
         run: &cancelled,
         expected_version: run.version,
         lease: None,
+        renew_until: None,
         tenant: None,
         events: &[],
     };
@@ -265,6 +309,7 @@ pub async fn a_save_with_the_tenant_is_atomic(stores: Stores) {
         run: &started,
         expected_version: run.version,
         lease: None,
+        renew_until: None,
         tenant: Some((&failed, t.version() + 5)),
         events: std::slice::from_ref(&changed),
     };

@@ -109,7 +109,11 @@ impl ProvisioningRepository for MemoryStore {
                 return Err(RepoError::VersionConflict);
             }
         }
-        let lease = stored.lease.clone();
+        let mut lease = stored.lease.clone();
+        if let (Some(held), Some(_), Some(until)) = (lease.as_mut(), write.lease, write.renew_until)
+        {
+            held.expires_at = until;
+        }
         state.runs.insert(write.run.id, StoredRun { run, lease });
         if let Some((tenant, _)) = tenant {
             state.tenants.insert(tenant.tenant.id(), tenant);

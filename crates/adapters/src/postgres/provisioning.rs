@@ -31,7 +31,7 @@ async fn save_run(
              error_reason = $6, error_message = $7, pending_compensation = $8, \
              compensation_attempts = $9, compensation_retry_at = $10, due_at = $11, \
              version = $12, current_step = $14, completed_steps = $15, total_steps = $16, \
-             failed_step = $17 \
+             failed_step = $17, lease_expires_at = COALESCE($18, lease_expires_at) \
          WHERE run_id = $1 AND version = $2 \
            AND ($13::uuid IS NULL OR lease_token = $13)",
     )
@@ -52,6 +52,7 @@ async fn save_run(
     .bind(count(summary.completed_steps))
     .bind(count(summary.total_steps))
     .bind(run.failed_step.map(StepKind::as_str))
+    .bind(write.lease.and(write.renew_until))
     .execute(&mut *tx)
     .await
     .map_err(db)?

@@ -113,9 +113,11 @@ impl Engine {
     /// # Errors
     /// Store failures (the run is released and picked up again later).
     pub async fn work_once(&self, worker: &str) -> Result<bool, Error> {
-        let lease_for = chrono::Duration::from_std(self.settings.lease)
-            .unwrap_or(chrono::Duration::seconds(30));
-        let Some(claimed) = self.runs.claim(worker, self.clock.now(), lease_for).await? else {
+        let Some(claimed) = self
+            .runs
+            .claim(worker, self.clock.now(), self.lease_for())
+            .await?
+        else {
             return Ok(false);
         };
         let mut run = claimed.run;
@@ -185,9 +187,7 @@ impl Engine {
         let renew_every = (self.settings.lease / 3).max(Duration::from_millis(10));
         // The caller renewed the lease just before (see `attempt` and `undo`); from here,
         // every third of it.
-        let lease_for = chrono::Duration::from_std(self.settings.lease)
-            .unwrap_or(chrono::Duration::seconds(30));
-        let mut held_until = self.clock.now() + lease_for;
+        let mut held_until = self.clock.now() + self.lease_for();
         let work = tokio::time::timeout(self.settings.step_timeout, work);
         tokio::pin!(work);
         let mut ticker =
@@ -217,14 +217,17 @@ impl Engine {
     /// Extends the lease; when it expires now. [`Stop::Superseded`] when it was lost or the
     /// run changed under it.
     async fn renew(&self, run: &ProvisioningRun, lease: &Lease) -> Result<DateTime<Utc>, Stop> {
-        let lease_for = chrono::Duration::from_std(self.settings.lease)
-            .unwrap_or(chrono::Duration::seconds(30));
-        let until = self.clock.now() + lease_for;
+        let until = self.clock.now() + self.lease_for();
         match self.runs.renew(run.id, run.version, lease, until).await {
             Ok(true) => Ok(until),
             Ok(false) => Err(Stop::Superseded),
             Err(err) => Err(Stop::Failed(err.into())),
         }
+    }
+
+    /// How long a lease runs from its claim or renewal.
+    fn lease_for(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.settings.lease).unwrap_or(chrono::Duration::seconds(30))
     }
 
     async fn tenant(&self, run: &ProvisioningRun) -> Result<Tenant, Stop> {
@@ -242,10 +245,8 @@ impl Engine {
         lease: &Lease,
         kind: StepKind,
     ) -> Result<(), Stop> {
-        // A fresh lease for the step (a run driven through several steps must not outlive
-        // it between them), taken before the step is marked RUNNING: a store that cannot
-        // renew now costs no attempt.
-        self.renew(run, lease).await?;
+        // The write that marks the step RUNNING renews the lease (see `store`): a store
+        // that cannot be written now costs no attempt.
         let tenant = self.tenant(run).await?;
         if tenant.status() == TenantStatus::Deleted {
             // Deleting a tenant cancels its provisioning: nothing more is made for it, and
@@ -278,7 +279,7 @@ impl Engine {
             Some(Ok(extra)) => {
                 self.observer
                     .step_attempt(kind.as_str(), "succeeded", elapsed);
-                self.succeed(run, lease, kind, extra).await
+                self.succeed(run, lease, kind, extra, tenant).await
             }
             Some(Err(error)) => {
                 self.observer.step_attempt(kind.as_str(), "failed", elapsed);
@@ -305,6 +306,7 @@ impl Engine {
         lease: &Lease,
         kind: StepKind,
         extra: Vec<EventKind>,
+        tenant: Tenant,
     ) -> Result<(), Stop> {
         let mut next = run.clone();
         next.succeed(kind, self.clock.now())?;
@@ -313,7 +315,10 @@ impl Engine {
         kinds.extend(extra);
         let finished = next.state == RunState::Succeeded;
         let settle = finished.then(|| (TenantStatus::Active, String::new()));
-        self.store(run, next, lease, kinds, settle).await?;
+        // The tenant as the attempt read it: settling needs no read of its own (a change
+        // since then is a conflict, and the retry reads it again).
+        self.store_with(run, next, lease, kinds, settle, Some(tenant))
+            .await?;
         tracing::info!(tenant_id = %run.tenant_id, run_id = %run.id, step = %kind, "provisioning step succeeded");
         if finished {
             tracing::info!(tenant_id = %run.tenant_id, run_id = %run.id, "provisioning succeeded; the tenant is active");
@@ -450,10 +455,23 @@ impl Engine {
     async fn store(
         &self,
         run: &mut ProvisioningRun,
+        next: ProvisioningRun,
+        lease: &Lease,
+        kinds: Vec<EventKind>,
+        settle: Option<(TenantStatus, String)>,
+    ) -> Result<(), Stop> {
+        self.store_with(run, next, lease, kinds, settle, None).await
+    }
+
+    /// [`Self::store`], settling from `known` (the tenant as last read) on the first try.
+    async fn store_with(
+        &self,
+        run: &mut ProvisioningRun,
         mut next: ProvisioningRun,
         lease: &Lease,
         kinds: Vec<EventKind>,
         settle: Option<(TenantStatus, String)>,
+        mut known: Option<Tenant>,
     ) -> Result<(), Stop> {
         let expected = run.version;
         next.version = expected + 1;
@@ -462,7 +480,10 @@ impl Engine {
             let mut changed = None;
             let mut kinds = kinds.clone();
             if let Some((outcome, reason)) = &settle {
-                let tenant = self.tenant(run).await?;
+                let tenant = match known.take() {
+                    Some(tenant) => tenant,
+                    None => self.tenant(run).await?,
+                };
                 let before = tenant.version();
                 let mut after = tenant;
                 if after.settle_provisioning(*outcome, reason.clone(), now)? {
@@ -479,6 +500,9 @@ impl Engine {
                 run: &next,
                 expected_version: expected,
                 lease: Some(lease),
+                // Every write renews the lease: a run driven through several steps never
+                // outlives it between them.
+                renew_until: Some(now + self.lease_for()),
                 tenant: changed.as_ref().map(|(t, v)| (t, *v)),
                 events: &events,
             };

@@ -323,6 +323,7 @@ impl ProvisioningService {
                 run: &run,
                 expected_version: expected,
                 lease: None,
+                renew_until: None,
                 tenant: tenant_write,
                 events: &events,
             };

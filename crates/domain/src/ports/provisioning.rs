@@ -38,6 +38,9 @@ pub struct RunWrite<'a> {
     pub expected_version: u64,
     /// The writer's lease, for a worker; `None` for a request (cancel, retry).
     pub lease: Option<&'a Lease>,
+    /// With a lease: it runs until then from this write on (the write renews it, so a
+    /// worker needs no renewal of its own before a step).
+    pub renew_until: Option<DateTime<Utc>>,
     /// The tenant, changed, with the stored version it was changed from.
     pub tenant: Option<(&'a Tenant, u64)>,
     /// Events to append.
