@@ -18,6 +18,9 @@ use tenantd_application::{ProvisioningSettings, RateLimitSettings};
 use tenantd_e2e::{Backend, TestServer, create, new_tenant};
 use tenantd_server::config::Config;
 
+/// Provisioning through tenantd should take at most this many times the psql DDL.
+const TARGET_RATIO: f64 = 1.3;
+
 struct Options {
     tenants: usize,
     workers: usize,
@@ -58,8 +61,8 @@ async fn percentiles(pool: &PgPool, sql: &str) -> anyhow::Result<Vec<(String, f6
 }
 
 /// The same DDL as the DATABASE step, one transaction per schema, straight through psql:
-/// the floor the step's cost compares to. Prints one line.
-async fn psql_baseline(prefix: &str, count: usize) -> anyhow::Result<()> {
+/// the floor the step's cost compares to. Prints one line; returns how long it took.
+async fn psql_baseline(prefix: &str, count: usize) -> anyhow::Result<Duration> {
     let mut script = String::new();
     for i in 0..count {
         let name = format!("{prefix}psql_{i}");
@@ -96,7 +99,7 @@ async fn psql_baseline(prefix: &str, count: usize) -> anyhow::Result<()> {
         "psql, same schema DDL: {count} schemas in {:.1} s, {each:.2} ms each (no seeding, no control-plane bookkeeping)",
         psql.as_secs_f64()
     );
-    Ok(())
+    Ok(psql)
 }
 
 /// Prints p50/p99 of each step's duration and of whole runs, from the recorded times.
@@ -199,7 +202,16 @@ async fn main() -> anyhow::Result<()> {
     );
 
     step_percentiles(&pool).await?;
-    psql_baseline(&prefix, created).await?;
+    let psql = psql_baseline(&prefix, created).await?;
+    let ratio = elapsed.as_secs_f64() / psql.as_secs_f64();
+    println!(
+        "ratio to psql: {ratio:.2}x (target <= {TARGET_RATIO}x){}",
+        if ratio <= TARGET_RATIO {
+            ""
+        } else {
+            "  MISSED"
+        }
+    );
     drop(client);
     pool.close().await;
     server.stop().await?;

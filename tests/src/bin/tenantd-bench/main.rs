@@ -36,8 +36,11 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use sqlx::PgPool;
 use tenantd_adapters::postgres::testing::{ScratchSchema, get_tenant_statement};
 use tenantd_e2e::pb::api_key_service_client::ApiKeyServiceClient;
+use tenantd_e2e::pb::provisioning_service_client::ProvisioningServiceClient;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
-use tenantd_e2e::pb::{CreateApiKeyRequest, ListTenantsRequest, TenantStatus};
+use tenantd_e2e::pb::{
+    CreateApiKeyRequest, ListTenantsRequest, TenantStatus, WatchProvisioningRequest,
+};
 use tenantd_e2e::{TestKeys, admin_channel, create, new_tenant};
 use tenantd_server::devcerts::{self, DevCerts};
 
@@ -487,8 +490,81 @@ async fn on_postgres(
             .await?;
         server.stop().await?;
     }
+    if postgres {
+        watch_streams(bench, report, &env).await?;
+    }
     drop(schema);
     Ok(())
+}
+
+/// Watch streams open at once in [`watch_streams`].
+const WATCHES: usize = 1_000;
+
+/// tenantd's RSS with [`WATCHES`] WatchProvisioning streams open: that many tenants are
+/// created on a tenant database that does not answer, so their runs stay RUNNING (the
+/// DATABASE step retries), and a stream is opened on each.
+async fn watch_streams(
+    bench: &Bench,
+    report: &mut Report,
+    env: &[(&str, String)],
+) -> anyhow::Result<()> {
+    let mut env = env.to_vec();
+    env.push((
+        "TENANTD_TENANT_DATABASES",
+        // Nothing listens on port 1: connecting is refused, the step retries.
+        "stalled=postgres://postgres@127.0.0.1:1/stalled".to_owned(),
+    ));
+    env.push(("TENANTD_TENANT_PLACEMENT", "stalled".to_owned()));
+    env.push(("TENANTD_PROVISIONING_MAX_ATTEMPTS", "100".to_owned()));
+    env.push(("TENANTD_PROVISIONING_BACKOFF_BASE_MS", "5000".to_owned()));
+    env.push(("TENANTD_PROVISIONING_BACKOFF_MAX_MS", "60000".to_owned()));
+    let server = bench.tenantd("watches", &env).await?;
+    let channel = admin_channel(server.addr, &bench.certs).await?;
+    let tenants = TenantServiceClient::new(channel.clone());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let ids: Vec<String> = futures::stream::iter(0..WATCHES)
+        .map(|i| {
+            let mut client = tenants.clone();
+            let slug = format!("w{}-{i}", &run[..8]);
+            async move {
+                create(&mut client, new_tenant(&slug))
+                    .await
+                    .map(|t| t.tenant_id)
+            }
+        })
+        .buffered(32)
+        .try_collect()
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = server.rss_mib()?;
+    let provisioning = ProvisioningServiceClient::new(channel);
+    let streams: Vec<_> = futures::stream::iter(ids)
+        .map(|tenant_id| {
+            let mut client = provisioning.clone();
+            async move {
+                let mut stream = client
+                    .watch_provisioning(WatchProvisioningRequest { tenant_id })
+                    .await?
+                    .into_inner();
+                let first = stream.message().await?;
+                anyhow::ensure!(first.is_some(), "a watch ended before its first message");
+                Ok::<_, anyhow::Error>(stream)
+            }
+        })
+        .buffered(64)
+        .try_collect()
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let open = server.rss_mib()?;
+    println!(
+        "watch streams: {} open, RSS {idle:.1} MiB before, {open:.1} MiB with them",
+        streams.len()
+    );
+    report
+        .rss
+        .push((format!("{WATCHES} open watch streams"), idle, open));
+    drop(streams);
+    server.stop().await
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -86,6 +86,11 @@ pub struct Row {
     pub floor: bool,
 }
 
+/// tenantd's resident memory when idle must stay below this (MiB)...
+pub const RSS_IDLE_MIB: f64 = 40.0;
+/// ...and under the heaviest load, and with 1,000 open watch streams, below this.
+pub const RSS_PEAK_MIB: f64 = 150.0;
+
 /// Every row and the memory readings of a run.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -123,6 +128,16 @@ impl Report {
 
     /// The rows whose ratio is under their target.
     pub fn misses(&self) -> Vec<String> {
+        let rss = self.rss.iter().flat_map(|(config, idle, peak)| {
+            [
+                (*idle >= RSS_IDLE_MIB)
+                    .then(|| format!("RSS of tenantd ({config}) idle: {idle:.1} MiB (target < {RSS_IDLE_MIB} MiB)")),
+                (*peak >= RSS_PEAK_MIB)
+                    .then(|| format!("RSS of tenantd ({config}) at most: {peak:.1} MiB (target < {RSS_PEAK_MIB} MiB)")),
+            ]
+            .into_iter()
+            .flatten()
+        });
         self.rows
             .iter()
             .filter_map(|row| {
@@ -135,6 +150,7 @@ impl Report {
                     )
                 })
             })
+            .chain(rss)
             .collect()
     }
 
@@ -172,7 +188,8 @@ impl Report {
         for (config, idle, peak) in &self.rss {
             let _ = writeln!(
                 out,
-                "RSS of tenantd ({config}): {idle:.1} MiB idle, {peak:.1} MiB at most under load"
+                "RSS of tenantd ({config}): {idle:.1} MiB idle, {peak:.1} MiB at most under load \
+                 (targets < {RSS_IDLE_MIB} / < {RSS_PEAK_MIB})"
             );
         }
         out
