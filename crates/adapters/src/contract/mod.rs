@@ -159,6 +159,7 @@ macro_rules! repository_contract_tests {
             audit_records_list_newest_first_with_filters,
             a_created_run_is_the_latest_and_summarized_on_its_tenant,
             a_due_run_is_claimed_by_one_worker_at_a_time,
+            the_run_due_longest_ago_is_claimed_first,
             runs_not_due_or_leased_are_not_claimed,
             an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off,
             a_holders_write_renews_its_lease,

@@ -4,7 +4,7 @@
 use chrono::Duration;
 use futures::future::join_all;
 use tenantd_domain::ports::{InitialKeyOutcome, RunWrite};
-use tenantd_domain::provisioning::{ProvisioningRun, RunState, StepError, StepKind};
+use tenantd_domain::provisioning::{ProvisioningRun, RunId, RunState, StepError, StepKind};
 use tenantd_domain::{ApiKey, ApiKeyId, EventKind, RepoError, Tenant};
 use uuid::Uuid;
 
@@ -67,6 +67,46 @@ pub async fn a_due_run_is_claimed_by_one_worker_at_a_time(stores: Stores) {
     assert_eq!(claimed.len(), 1, "one claimer wins");
     assert_eq!(claimed[0].run, run);
     assert_eq!(claimed[0].lease.expires_at, later + Duration::seconds(30));
+}
+
+/// Claims take the run due longest ago first, whatever order the runs were made in.
+pub async fn the_run_due_longest_ago_is_claimed_first(stores: Stores) {
+    let at = now();
+    let mut made = Vec::new();
+    for (name, age) in [("due-b", 20), ("due-c", 10), ("due-a", 30)] {
+        let t = tenant(&slug(name), "free", &[]);
+        let run = ProvisioningRun::new(
+            RunId(Uuid::now_v7()),
+            t.id(),
+            at - Duration::seconds(age),
+            Duration::minutes(30),
+        );
+        stores
+            .tenants
+            .create(&t, &run, &[], None)
+            .await
+            .expect("create");
+        made.push((age, run.id));
+    }
+    made.sort_by_key(|(age, _)| -age);
+    for (age, id) in made {
+        let claimed = stores
+            .runs
+            .claim("worker", at, Duration::seconds(30))
+            .await
+            .expect("claim")
+            .expect("due");
+        assert_eq!(claimed.run.id, id, "the run due {age} s ago is next");
+    }
+    assert!(
+        stores
+            .runs
+            .claim("worker", at, Duration::seconds(30))
+            .await
+            .expect("claim")
+            .is_none(),
+        "every run is leased"
+    );
 }
 
 /// A run is not claimable before it is due, nor while someone holds a live lease.

@@ -31,15 +31,18 @@ impl ProvisioningRepository for MemoryStore {
         };
         let claimed = {
             let mut state = self.lock();
+            // The run due longest ago that no live lease holds.
             let next = state
-                .runs
-                .values_mut()
-                .filter(|stored| {
-                    stored.run.due_at().is_some_and(|due| due <= now)
-                        && stored.lease.as_ref().is_none_or(|l| l.expires_at <= now)
-                })
-                .min_by_key(|stored| stored.run.due_at());
-            next.map(|stored| {
+                .due
+                .iter()
+                .take_while(|(due, _)| *due <= now)
+                .map(|(_, id)| *id)
+                .find(|id| {
+                    state.runs.get(id).is_some_and(|stored| {
+                        stored.lease.as_ref().is_none_or(|l| l.expires_at <= now)
+                    })
+                });
+            next.and_then(|id| state.runs.get_mut(&id)).map(|stored| {
                 stored.lease = Some(lease.clone());
                 stored.run.clone()
             })
@@ -114,7 +117,7 @@ impl ProvisioningRepository for MemoryStore {
         {
             held.expires_at = until;
         }
-        state.runs.insert(write.run.id, StoredRun { run, lease });
+        state.put_run(StoredRun { run, lease });
         if let Some((tenant, _)) = tenant {
             state.tenants.insert(tenant.tenant.id(), tenant);
         }

@@ -10,7 +10,7 @@
 //! kept sealed here too: stored tenants carry a placeholder address and the envelope lives
 //! beside them, opened on every read, like the PostgreSQL store does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -93,8 +93,11 @@ pub(super) struct State {
     /// Keyed by id (UUIDv7): time order. Bounded, oldest dropped first: the embedded mode
     /// keeps no more history than it can hold in memory.
     pub(super) audit: BTreeMap<uuid::Uuid, Arc<AuditRecord>>,
-    /// Provisioning runs and the lease on each.
+    /// Provisioning runs and the lease on each; write them with [`State::put_run`].
     pub(super) runs: BTreeMap<RunId, StoredRun>,
+    /// The runs a worker has something to do for, by when (`due_at`): claims read the
+    /// earliest instead of every run.
+    pub(super) due: BTreeSet<(DateTime<Utc>, RunId)>,
     /// Each tenant's latest run.
     pub(super) latest_run: HashMap<TenantId, RunId>,
     /// First admin keys, by tenant.
@@ -106,6 +109,18 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Stores `run` (new or changed), keeping [`State::due`] in step.
+    pub(super) fn put_run(&mut self, run: StoredRun) {
+        let id = run.run.id;
+        if let Some(due) = self.runs.get(&id).and_then(|old| old.run.due_at()) {
+            self.due.remove(&(due, id));
+        }
+        if let Some(due) = run.run.due_at() {
+            self.due.insert((due, id));
+        }
+        self.runs.insert(id, run);
+    }
+
     /// The tenant's latest run.
     pub(super) fn latest(&self, tenant: TenantId) -> Option<&Arc<ProvisioningRun>> {
         let id = self.latest_run.get(&tenant)?;

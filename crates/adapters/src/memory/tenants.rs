@@ -57,7 +57,7 @@ impl TenantRepository for MemoryStore {
         state.slugs.insert(tenant.slug().as_str().to_owned());
         state.tenants.insert(tenant.id(), stored);
         state.latest_run.insert(tenant.id(), run.run.id);
-        state.runs.insert(run.run.id, run);
+        state.put_run(run);
         state.append(events);
         if let Some(record) = record {
             if state.idempotency.len() % SWEEP_EVERY == SWEEP_EVERY - 1 {
