@@ -225,20 +225,7 @@ impl Bench {
         let started = Instant::now();
         let channel = admin_channel(server.addr, &self.certs).await?;
         let tenants = TenantServiceClient::new(channel.clone());
-        let run = uuid::Uuid::new_v4().simple().to_string();
-        let ids: Vec<String> = futures::stream::iter(0..self.args.tenants)
-            .map(|i| {
-                let mut client = tenants.clone();
-                let slug = format!("s{}-{i}", &run[..8]);
-                async move {
-                    create(&mut client, new_tenant(&slug))
-                        .await
-                        .map(|t| t.tenant_id)
-                }
-            })
-            .buffered(32)
-            .try_collect()
-            .await?;
+        let ids = create_tenants(&tenants, "s", self.args.tenants).await?;
         settle(tenants.clone()).await?;
         let mut keys = ApiKeyServiceClient::new(channel);
         let mut secrets = Vec::new();
@@ -307,6 +294,30 @@ impl Bench {
         ))
         .await
     }
+}
+
+/// Creates `count` tenants, 32 at a time, with slugs of `prefix` and a fresh tag; their
+/// ids in order.
+async fn create_tenants(
+    tenants: &TenantServiceClient<tonic::transport::Channel>,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let ids = futures::stream::iter(0..count)
+        .map(|i| {
+            let mut client = tenants.clone();
+            let slug = format!("{prefix}{}-{i}", &tag[..8]);
+            async move {
+                create(&mut client, new_tenant(&slug))
+                    .await
+                    .map(|t| t.tenant_id)
+            }
+        })
+        .buffered(32)
+        .try_collect()
+        .await?;
+    Ok(ids)
 }
 
 /// Waits until no tenant is PROVISIONING.
@@ -521,20 +532,7 @@ async fn watch_streams(
     let server = bench.tenantd("watches", &env).await?;
     let channel = admin_channel(server.addr, &bench.certs).await?;
     let tenants = TenantServiceClient::new(channel.clone());
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let ids: Vec<String> = futures::stream::iter(0..WATCHES)
-        .map(|i| {
-            let mut client = tenants.clone();
-            let slug = format!("w{}-{i}", &run[..8]);
-            async move {
-                create(&mut client, new_tenant(&slug))
-                    .await
-                    .map(|t| t.tenant_id)
-            }
-        })
-        .buffered(32)
-        .try_collect()
-        .await?;
+    let ids = create_tenants(&tenants, "w", WATCHES).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = server.rss_mib()?;
     let provisioning = ProvisioningServiceClient::new(channel);
