@@ -142,7 +142,7 @@ impl Bench {
         server: &Server,
         scenario: Scenario,
         inputs: Option<&Path>,
-    ) -> anyhow::Result<(Measured, f64, f64)> {
+    ) -> anyhow::Result<(Measured, Cpu, f64)> {
         let mut command = self.layout.command(&self.me, LOAD_CORE);
         command
             .arg("load")
@@ -173,13 +173,21 @@ impl Bench {
             Duration::from_secs(self.args.warmup.into()) + Duration::from_millis(500),
         )
         .await;
-        let (cpu_from, from) = (server.cpu()?, Instant::now());
+        let (cpu_from, stores_from, from) =
+            (server.cpu()?, procs::cpu_of_named(STORES), Instant::now());
         while from.elapsed() < window {
             tokio::time::sleep(Duration::from_millis(200)).await;
             peak = peak.max(server.rss_mib()?);
         }
-        let cpu =
-            server.cpu()?.saturating_sub(cpu_from).as_secs_f64() / from.elapsed().as_secs_f64();
+        let seconds = from.elapsed().as_secs_f64();
+        let cpu = Cpu {
+            server: server.cpu()?.saturating_sub(cpu_from).as_secs_f64() / seconds * 100.0,
+            stores: procs::cpu_of_named(STORES)
+                .saturating_sub(stores_from)
+                .as_secs_f64()
+                / seconds
+                * 100.0,
+        };
         let stdout = load.await??;
         let result: serde_json::Value =
             serde_json::from_str(stdout.trim()).context("the load generator's output")?;
@@ -191,7 +199,7 @@ impl Bench {
                 server.log.display()
             );
         }
-        Ok((Measured::from_load(&result)?, cpu * 100.0, peak))
+        Ok((Measured::from_load(&result)?, cpu, peak))
     }
 
     /// tenantd, as the bench runs it, with `env` (its settings) added.
@@ -278,11 +286,15 @@ impl Bench {
             };
             let (measured, cpu, rss) = self.phase(server, *scenario, file).await?;
             peak = peak.max(rss);
-            println!("{prefix}: {rpc}: {:.0} calls/s", measured.rps);
+            println!(
+                "{prefix}: {rpc}: {:.0} calls/s (tenantd {:.0}% of a core, PostgreSQL and Redis {:.0}%)",
+                measured.rps, cpu.server, cpu.stores
+            );
             report.rows.push(Row {
                 name: format!("{prefix}: {rpc}"),
                 measured,
-                server_cpu: Some(cpu),
+                server_cpu: Some(cpu.server),
+                store_cpu: Some(cpu.stores),
                 target: target.clone(),
                 floor: false,
             });
@@ -387,7 +399,8 @@ async fn echo_floor(bench: &Bench, report: &mut Report, name: &str) -> anyhow::R
     report.rows.push(Row {
         name: name.into(),
         measured,
-        server_cpu: Some(cpu),
+        server_cpu: Some(cpu.server),
+        store_cpu: None,
         target: None,
         floor: true,
     });
@@ -396,31 +409,19 @@ async fn echo_floor(bench: &Bench, report: &mut Report, name: &str) -> anyhow::R
     Ok(())
 }
 
-/// The floors on PostgreSQL and Redis and the configurations on PostgreSQL: without a
-/// cache (`postgres`), then with the Redis cache (`redis`).
-async fn on_postgres(
+/// The PostgreSQL floors, in `schema` (seeded; `ids` names its tenants): pgbench of a
+/// select by key, of tenantd's GetTenant statement and of a 3-insert transaction.
+async fn pg_floors(
     bench: &Bench,
     report: &mut Report,
-    postgres: bool,
-    redis: bool,
-    clients: u32,
+    schema: &ScratchSchema,
+    ids: &Path,
 ) -> anyhow::Result<()> {
     let seconds = bench.args.duration;
-    let schema = ScratchSchema::create().await.map_err(anyhow::Error::msg)?;
-    let keys = TestKeys::generate();
-    let mut env: Vec<(&str, String)> = keys.env().into_iter().collect();
-    env.push(("TENANTD_DATABASE_URL", schema.url()));
-    env.push((
-        "TENANTD_TENANT_SCHEMA_PREFIX",
-        schema.tenant_schema_prefix(),
-    ));
-    let server = bench.tenantd("postgres", &env).await?;
-    let inputs = bench.seed(&server, "postgres").await?;
-
     let pool = PgPool::connect(&schema.url()).await?;
     floors::create_kv(&pool).await?;
     let insert = floors::create_insert_tables(&pool).await?;
-    let first = std::fs::read_to_string(&inputs.0)?
+    let first = std::fs::read_to_string(ids)?
         .lines()
         .next()
         .context("no tenant seeded")?
@@ -455,10 +456,35 @@ async fn on_postgres(
             name: name.into(),
             measured,
             server_cpu: None,
+            store_cpu: None,
             target: None,
             floor: true,
         });
     }
+    Ok(())
+}
+
+/// The floors on PostgreSQL and Redis and the configurations on PostgreSQL: without a
+/// cache (`postgres`), then with the Redis cache (`redis`).
+async fn on_postgres(
+    bench: &Bench,
+    report: &mut Report,
+    postgres: bool,
+    redis: bool,
+    clients: u32,
+) -> anyhow::Result<()> {
+    let schema = ScratchSchema::create().await.map_err(anyhow::Error::msg)?;
+    let keys = TestKeys::generate();
+    let mut env: Vec<(&str, String)> = keys.env().into_iter().collect();
+    env.push(("TENANTD_DATABASE_URL", schema.url()));
+    env.push((
+        "TENANTD_TENANT_SCHEMA_PREFIX",
+        schema.tenant_schema_prefix(),
+    ));
+    let server = bench.tenantd("postgres", &env).await?;
+    let inputs = bench.seed(&server, "postgres").await?;
+
+    pg_floors(bench, report, &schema, &inputs.0).await?;
 
     if postgres {
         let phases = [
@@ -479,6 +505,7 @@ async fn on_postgres(
             name: REDIS_GET.into(),
             measured,
             server_cpu: None,
+            store_cpu: None,
             target: None,
             floor: true,
         });
@@ -506,6 +533,15 @@ async fn on_postgres(
     }
     drop(schema);
     Ok(())
+}
+
+/// The commands of PostgreSQL's and Redis's processes, whose CPU a phase reports.
+const STORES: &[&str] = &["postgres", "redis-server"];
+
+/// CPU use during a phase, in percent of one core.
+struct Cpu {
+    server: f64,
+    stores: f64,
 }
 
 /// Watch streams open at once in [`watch_streams`].

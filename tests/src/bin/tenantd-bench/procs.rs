@@ -93,14 +93,7 @@ impl Server {
 
     /// CPU time used so far (user + system).
     pub fn cpu(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?))?;
-        // Fields after the command's closing parenthesis: utime and stime are 14 and 15.
-        let after = stat.rsplit_once(')').context("malformed stat")?.1;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        Ok(Duration::from_secs_f64(
-            crate::report::float(ticks) / clock_ticks(),
-        ))
+        cpu_of(self.pid()?)
     }
 
     /// Stops it (SIGTERM, then SIGKILL after 15 s).
@@ -199,4 +192,33 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
             )
         })?;
     Ok(path)
+}
+
+/// CPU time process `pid` used so far (user + system).
+fn cpu_of(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command's closing parenthesis: utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_secs_f64(
+        crate::report::float(ticks) / clock_ticks(),
+    ))
+}
+
+/// CPU time used so far by every process whose command is one of `names` (PostgreSQL's
+/// backends, Redis): a process that ends meanwhile is left out.
+pub fn cpu_of_named(names: &[&str]) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| names.contains(&comm.trim()))
+        })
+        .filter_map(|pid| cpu_of(pid).ok())
+        .sum()
 }

@@ -80,6 +80,9 @@ pub struct Row {
     pub measured: Measured,
     /// The server's CPU use during the phase, in percent of one core (tenantd rows).
     pub server_cpu: Option<f64>,
+    /// PostgreSQL's and Redis's CPU use during the phase, in percent of one core (tenantd
+    /// rows).
+    pub store_cpu: Option<f64>,
     /// What it is compared with.
     pub target: Option<Target>,
     /// Whether it is a floor (others are compared with one, or with nothing).
@@ -159,8 +162,8 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<44} {:>9} {:>8} {:>8} {:>8} {:>6}  ratio to its floor (target)",
-            "scenario", "calls/s", "p50 ms", "p99 ms", "p99.9 ms", "cpu %",
+            "{:<44} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6}  ratio to its floor (target)",
+            "scenario", "calls/s", "p50 ms", "p99 ms", "p99.9 ms", "cpu %", "db %",
         );
         for row in &self.rows {
             let m = &row.measured;
@@ -174,7 +177,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<44} {:>9.0} {:>8.2} {:>8.2} {:>8} {:>6}  {ratio}",
+                "{:<44} {:>9.0} {:>8.2} {:>8.2} {:>8} {:>6} {:>6}  {ratio}",
                 row.name,
                 m.rps,
                 m.p50_ms,
@@ -182,6 +185,8 @@ impl Report {
                 m.p999_ms
                     .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
                 row.server_cpu
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+                row.store_cpu
                     .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
             );
         }
@@ -210,6 +215,7 @@ impl Report {
                     "p99_ms": m.p99_ms,
                     "p999_ms": m.p999_ms,
                     "server_cpu_percent": row.server_cpu,
+                    "store_cpu_percent": row.store_cpu,
                     "floor": row.target.as_ref().map(|t| t.floor),
                     "target_ratio": row.target.as_ref().map(|t| t.min_ratio),
                     "ratio": self.ratio(row),
