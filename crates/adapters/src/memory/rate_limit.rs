@@ -36,10 +36,19 @@ impl LocalRateLimiter {
                 buckets.clear();
             }
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
+        // Looked up before inserted: a known key costs no allocation.
+        if !buckets.contains_key(key) {
+            buckets.insert(
+                key.to_owned(),
+                Bucket {
+                    tokens: burst,
+                    at: now,
+                },
+            );
+        }
+        let Some(bucket) = buckets.get_mut(key) else {
+            return Admission::Allowed;
+        };
         let refilled = bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate;
         bucket.tokens = refilled.min(burst);
         bucket.at = now;

@@ -171,9 +171,13 @@ impl Shared {
                 leases.clear();
             }
         }
-        let entry = leases
-            .entry(key.to_owned())
-            .or_insert_with(|| Lease::new(now));
+        // Looked up before inserted: a known key costs no allocation.
+        if !leases.contains_key(key) {
+            leases.insert(key.to_owned(), Lease::new(now));
+        }
+        let Some(entry) = leases.get_mut(key) else {
+            return Local::Take(1);
+        };
         if let Some(until) = entry.denied_until {
             if until > now {
                 return Local::Decided(Admission::Denied {
