@@ -110,8 +110,8 @@ pub trait Observer: Clone + Send + Sync + 'static {
     fn start<B>(&self, request: &mut http::Request<B>) -> Self::Guard;
 }
 
-/// Tower layer observing every call of the services it wraps with `O`. It must sit inside
-/// the identity layer, which tells it who calls.
+/// Tower layer observing every call of the services it wraps with `O`. Who calls comes from
+/// the connection (`identity::Identified` puts the [`Caller`] into every request).
 #[derive(Debug, Clone)]
 pub struct ObserveLayer<O> {
     observer: O,

@@ -12,8 +12,8 @@ use super::AuditSink;
 use super::policy::{AuditPolicy, is_read};
 use crate::call::{CallContext, Finish, ObserveLayer, Observer, status_name};
 
-/// Tower layer auditing the calls of the services it wraps that its policy keeps (inside
-/// the identity layer).
+/// Tower layer auditing the calls of the services it wraps that its policy keeps (the
+/// caller comes from the connection, see `identity::Identified`).
 pub type AuditLayer = ObserveLayer<Auditor>;
 
 /// What the audit layer observes calls with: the policy and the queue.

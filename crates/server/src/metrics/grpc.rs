@@ -230,7 +230,7 @@ fn code_name(code: Code) -> &'static str {
 }
 
 /// Tower layer recording the metrics and the access log of every call of the services it
-/// wraps (inside the identity layer).
+/// wraps (the caller comes from the connection, see `identity::Identified`).
 pub type MetricsLayer = ObserveLayer<GrpcMetrics>;
 
 impl Observer for GrpcMetrics {
