@@ -55,13 +55,17 @@ impl ApiKeyRepository for PgStore {
     }
 
     async fn get(&self, id: ApiKeyId) -> Result<Option<ApiKey>, RepoError> {
-        let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1"
-        )))
-        .bind(id.0)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db)?;
+        let row: Option<KeyRow> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1"
+                )))
+                .bind(id.0)
+                .fetch_optional(conn)
+                .await
+            })
+            .await
+            .map_err(db)?;
         row.map(ApiKey::try_from).transpose()
     }
 
@@ -86,9 +90,8 @@ impl ApiKeyRepository for PgStore {
         }
         sql.push(" ORDER BY key_id LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows: Vec<KeyRow> = sql
-            .build_query_as()
-            .fetch_all(self.pool())
+        let rows: Vec<KeyRow> = self
+            .on_conn(async |conn| sql.build_query_as().fetch_all(conn).await)
             .await
             .map_err(db)?;
         rows.into_iter().map(ApiKey::try_from).collect()
@@ -105,12 +108,15 @@ impl ApiKeyRepository for PgStore {
     }
 
     async fn touch(&self, id: ApiKeyId, at: DateTime<Utc>) -> Result<(), RepoError> {
-        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE key_id = $1")
-            .bind(id.0)
-            .bind(at)
-            .execute(self.pool())
-            .await
-            .map_err(db)?;
+        self.on_conn(async |conn| {
+            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE key_id = $1")
+                .bind(id.0)
+                .bind(at)
+                .execute(conn)
+                .await
+        })
+        .await
+        .map_err(db)?;
         Ok(())
     }
 }

@@ -62,6 +62,14 @@ pub(crate) fn connection_broke() {
     BROKE_AT.fetch_max(now.saturating_add(1), Ordering::Relaxed);
 }
 
+/// Whether a connection broke after `at` (so a connection taken from the pool at `at` may
+/// be one opened before the break).
+pub(crate) fn broke_since(at: Instant) -> bool {
+    let broke = BROKE_AT.load(Ordering::Relaxed);
+    let at = u64::try_from(at.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX);
+    broke != 0 && broke > at
+}
+
 /// Whether a connection of `age` was opened before the last [`connection_broke`].
 fn opened_before_a_break(age: Duration) -> bool {
     let broke = BROKE_AT.load(Ordering::Relaxed);

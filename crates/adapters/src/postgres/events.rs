@@ -29,9 +29,8 @@ impl EventLog for PgStore {
         }
         sql.push(" ORDER BY event_id LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        let rows: Vec<EventRow> = sql
-            .build_query_as()
-            .fetch_all(self.pool())
+        let rows: Vec<EventRow> = self
+            .on_conn(async |conn| sql.build_query_as().fetch_all(conn).await)
             .await
             .map_err(db)?;
         rows.into_iter().map(Event::try_from).collect()

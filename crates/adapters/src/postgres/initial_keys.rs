@@ -76,13 +76,17 @@ impl InitialKeyStore for PgStore {
     }
 
     async fn initial(&self, tenant: TenantId) -> Result<Option<InitialKey>, RepoError> {
-        let row: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT key_id, secret_sealed FROM initial_api_keys WHERE tenant_id = $1",
-        )
-        .bind(tenant.as_uuid())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db)?;
+        let row: Option<(Uuid, Option<Vec<u8>>)> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(
+                    "SELECT key_id, secret_sealed FROM initial_api_keys WHERE tenant_id = $1",
+                )
+                .bind(tenant.as_uuid())
+                .fetch_optional(conn)
+                .await
+            })
+            .await
+            .map_err(db)?;
         Ok(row.map(|(key_id, sealed_secret)| InitialKey {
             key_id: ApiKeyId(key_id),
             sealed_secret,

@@ -28,6 +28,7 @@ mod audit;
 mod connect;
 mod errors;
 mod events;
+mod held;
 mod initial_keys;
 mod outbox;
 mod plans;

@@ -7,11 +7,12 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use tenantd_domain::RepoError;
 use tenantd_domain::ports::EmailCipher;
 
 use super::errors::db;
+use super::held::Held;
 
 /// The PostgreSQL store: implements the tenant, provisioning-run, API key, first-key,
 /// event log, outbox and audit ports (see the sibling files). Contact emails are sealed
@@ -20,6 +21,8 @@ use super::errors::db;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections kept between calls (see `held.rs`).
+    held: Arc<Held>,
     cipher: Arc<dyn EmailCipher>,
     /// When this store last started a sweep of expired idempotency records (Unix seconds).
     pub(crate) last_idempotency_sweep: Arc<AtomicI64>,
@@ -35,6 +38,7 @@ impl PgStore {
     /// A store over `pool` (migrated), sealing contact emails with `cipher`.
     pub fn new(pool: PgPool, cipher: Arc<dyn EmailCipher>) -> Self {
         Self {
+            held: Held::new(pool.clone()),
             pool,
             cipher,
             last_idempotency_sweep: Arc::default(),
@@ -45,21 +49,61 @@ impl PgStore {
         &self.pool
     }
 
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> &Held {
+        &self.held
+    }
+
     pub(crate) fn cipher(&self) -> &dyn EmailCipher {
         &*self.cipher
     }
 
-    /// Runs `work` in a transaction of the store's pool (see [`in_tx`]).
+    /// Runs `work` on one of the store's connections, kept for the next call when `work`
+    /// succeeds (see `held.rs`): for single statements, which `work` runs to completion.
+    pub(crate) async fn on_conn<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let mut lease = self.held.acquire().await?;
+        let value = work(lease.conn()).await?;
+        lease.finish();
+        Ok(value)
+    }
+
+    /// Runs `work` in a transaction on one of the store's connections (see [`in_tx`]);
+    /// the connection is kept for the next call once the transaction has ended cleanly.
     pub(crate) async fn in_tx<T>(
         &self,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
-        in_tx(&self.pool, work).await
+        let mut lease = self.held.acquire().await.map_err(db)?;
+        let mut tx = lease.conn().begin().await.map_err(db)?;
+        let result = work(&mut tx).await;
+        let ended = match &result {
+            Ok(_) => tx.commit().await.map_err(db),
+            Err(_) => tx.rollback().await.map_err(|rollback| {
+                tracing::warn!(error = %rollback, "rollback failed; the connection is discarded");
+                db(rollback)
+            }),
+        };
+        match (result, ended) {
+            (Ok(value), Ok(())) => {
+                lease.finish();
+                Ok(value)
+            }
+            (Ok(_), Err(commit)) => Err(commit),
+            (Err(err), Ok(())) => {
+                lease.finish();
+                Err(err)
+            }
+            (Err(err), Err(_)) => Err(err),
+        }
     }
 
-    /// The pool's connections now: (open, idle, maximum).
+    /// The pool's connections now: (open, idle, maximum); the connections the store keeps
+    /// idle between calls count as idle.
     pub fn pool_stats(&self) -> (u32, u32, u32) {
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        let idle = u32::try_from(self.pool.num_idle() + self.held.idle_count()).unwrap_or(u32::MAX);
         (
             self.pool.size(),
             idle,
@@ -72,8 +116,7 @@ impl PgStore {
     /// # Errors
     /// [`RepoError::Unavailable`] when it does not.
     pub async fn ping(&self) -> Result<(), RepoError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        self.on_conn(async |conn| sqlx::query("SELECT 1").execute(conn).await)
             .await
             .map_err(db)?;
         Ok(())

@@ -131,9 +131,8 @@ async fn insert_created(
         sql.push(")");
     }
     sql.push(" SELECT count(*) FROM tenant");
-    let (inserted,): (i64,) = sql
-        .build_query_as()
-        .fetch_one(store.pool())
+    let (inserted,): (i64,) = store
+        .on_conn(async |conn| sql.build_query_as().fetch_one(conn).await)
         .await
         .map_err(|e| translate(e, Some(&row.slug)))?;
     Ok(inserted == 1)
@@ -160,12 +159,15 @@ impl TenantRepository for PgStore {
     }
 
     async fn get(&self, id: TenantId) -> Result<Option<Tenant>, RepoError> {
-        let row: Option<TenantRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(SELECT_TENANT_BY_ID.as_str()))
-                .bind(id.as_uuid())
-                .fetch_optional(self.pool())
-                .await
-                .map_err(db)?;
+        let row: Option<TenantRow> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(sqlx::AssertSqlSafe(SELECT_TENANT_BY_ID.as_str()))
+                    .bind(id.as_uuid())
+                    .fetch_optional(conn)
+                    .await
+            })
+            .await
+            .map_err(db)?;
         row.map(|r| r.open(self.cipher())).transpose()
     }
 
@@ -214,9 +216,8 @@ impl TenantRepository for PgStore {
         }
         sql.push(" ORDER BY tenant_id LIMIT ")
             .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows: Vec<TenantRow> = sql
-            .build_query_as()
-            .fetch_all(self.pool())
+        let rows: Vec<TenantRow> = self
+            .on_conn(async |conn| sql.build_query_as().fetch_all(conn).await)
             .await
             .map_err(db)?;
         rows.into_iter().map(|r| r.open(self.cipher())).collect()
@@ -227,14 +228,17 @@ impl TenantRepository for PgStore {
         request_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, RepoError> {
-        let row: Option<(String, String, sqlx::types::Json<TenantRow>, DateTime<Utc>)> =
-            sqlx::query_as(
-                "SELECT request_id, fingerprint, response, expires_at FROM idempotency_records \
-                 WHERE request_id = $1 AND expires_at > $2",
-            )
-            .bind(request_id)
-            .bind(now)
-            .fetch_optional(self.pool())
+        let row: Option<(String, String, sqlx::types::Json<TenantRow>, DateTime<Utc>)> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(
+                    "SELECT request_id, fingerprint, response, expires_at \
+                     FROM idempotency_records WHERE request_id = $1 AND expires_at > $2",
+                )
+                .bind(request_id)
+                .bind(now)
+                .fetch_optional(conn)
+                .await
+            })
             .await
             .map_err(db)?;
         row.map(|(request_id, fingerprint, response, expires_at)| {

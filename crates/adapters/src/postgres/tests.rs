@@ -245,6 +245,93 @@ async fn a_pool_survives_its_server_ending_every_session_at_the_cost_of_one_call
 }
 
 #[tokio::test]
+async fn a_transaction_that_fails_is_rolled_back_and_its_connection_kept() {
+    use tenantd_domain::ports::TenantRepository as _;
+
+    use crate::contract::fixtures::{run_for, slug, tenant};
+
+    let schema = ScratchSchema::create().await.expect("scratch schema");
+    let pool = schema.migrated_pool().await.expect("migrated pool");
+    let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
+    let kept = tenant(&slug("kept"), "free", &[]);
+    store
+        .create(&kept, &run_for(&kept), &[], None)
+        .await
+        .expect("create");
+    store.held().trim_all();
+    let failed: Result<(), _> = store
+        .in_tx(async |tx| {
+            sqlx::query("UPDATE tenants SET display_name = 'changed' WHERE tenant_id = $1")
+                .bind(kept.id().as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(super::errors::db)?;
+            Err(tenantd_domain::RepoError::VersionConflict)
+        })
+        .await;
+    assert!(matches!(
+        failed,
+        Err(tenantd_domain::RepoError::VersionConflict)
+    ));
+    // Rolled back before the connection was kept for the next call.
+    assert_eq!(store.held().idle_count(), 1);
+    let (name,): (String,) =
+        sqlx::query_as("SELECT display_name FROM tenants WHERE tenant_id = $1")
+            .bind(kept.id().as_uuid())
+            .fetch_one(&pool)
+            .await
+            .expect("tenant");
+    assert_eq!(name, kept.display_name().as_str());
+}
+
+#[tokio::test]
+async fn a_transaction_cancelled_midway_leaves_no_lock_and_no_kept_connection() {
+    use tenantd_domain::ports::TenantRepository as _;
+
+    use crate::contract::fixtures::{run_for, slug, tenant};
+
+    let schema = ScratchSchema::create().await.expect("scratch schema");
+    let pool = schema.migrated_pool().await.expect("migrated pool");
+    let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
+    let locked = tenant(&slug("locked"), "free", &[]);
+    store
+        .create(&locked, &run_for(&locked), &[], None)
+        .await
+        .expect("create");
+    let before = store.held().held_count();
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        store.in_tx(async |tx| {
+            sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
+                .bind(locked.id().as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(super::errors::db)?;
+            std::future::pending::<Result<(), tenantd_domain::RepoError>>().await
+        }),
+    )
+    .await;
+    assert!(
+        cancelled.is_err(),
+        "the transaction was meant to be cancelled"
+    );
+    // The connection went back to sqlx (which rolls back and tests it), not to the store.
+    assert_eq!(store.held().held_count(), before.saturating_sub(1));
+    let mut other = PgConnection::connect(&schema.url())
+        .await
+        .expect("connection");
+    sqlx::query("SET lock_timeout = '3s'")
+        .execute(&mut other)
+        .await
+        .expect("lock timeout");
+    sqlx::query("UPDATE tenants SET display_name = 'free again' WHERE tenant_id = $1")
+        .bind(locked.id().as_uuid())
+        .execute(&mut other)
+        .await
+        .expect("the cancelled transaction's lock is gone");
+}
+
+#[tokio::test]
 async fn migrations_are_recorded_once_per_schema() {
     let schema = ScratchSchema::create().await.expect("scratch schema");
     let pool = schema.migrated_pool().await.expect("migrated pool");
