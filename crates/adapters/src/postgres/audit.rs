@@ -60,7 +60,7 @@ impl AuditLog for PgStore {
             ats.push(r.at);
             request_ids.push(r.request_id.as_str());
         }
-        sqlx::query(
+        self.on_conn(async |conn| sqlx::query(
             "INSERT INTO audit_records (audit_id, principal, method, tenant_id, code, at, request_id) \
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], \
                                   $6::timestamptz[], $7::text[]) \
@@ -73,8 +73,8 @@ impl AuditLog for PgStore {
         .bind(&codes)
         .bind(&ats)
         .bind(&request_ids)
-        .execute(self.pool())
-        .await
+        .execute(conn)
+        .await).await
         .map_err(db)?;
         Ok(())
     }
@@ -104,9 +104,8 @@ impl AuditLog for PgStore {
         }
         sql.push(" ORDER BY audit_id DESC LIMIT ")
             .push_bind(i64::try_from(query.limit).unwrap_or(i64::MAX));
-        let rows: Vec<AuditRow> = sql
-            .build_query_as()
-            .fetch_all(self.pool())
+        let rows: Vec<AuditRow> = self
+            .on_conn(async |conn| sql.build_query_as().fetch_all(conn).await)
             .await
             .map_err(db)?;
         Ok(rows.into_iter().map(AuditRecord::from).collect())

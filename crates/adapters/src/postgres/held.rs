@@ -8,23 +8,25 @@
 //! that test.
 //!
 //! Which connections are kept, and for how long:
-//! - only one whose work finished without an error ([`Lease::finish`]); a lease dropped
-//!   early (an error, a cancelled call) goes back to sqlx, whose ping decides whether the
-//!   connection is still usable;
 //! - at most `kept` connections are in the store's hands at a time (in use or idle), fewer
 //!   than the pool's maximum, so code that takes connections from the pool directly always
-//!   finds some cycling through it;
+//!   finds one; calls beyond `kept` wait their turn (first come, first served) for one of
+//!   the store's, as they would in the pool;
+//! - only one whose work finished without an error is kept ([`Lease::finish`]); a lease
+//!   dropped early (an error, a cancelled call) goes back to sqlx, whose ping decides
+//!   whether the connection is still usable;
 //! - a connection goes back to sqlx (which applies its lifetime and idle limits) once it has
 //!   been kept for [`HOLD_LIMIT`], or has been idle for [`IDLE_LIMIT`];
 //! - none survives a connection break: after [`connection_broke`](super::connect), every
 //!   connection taken before it goes back to sqlx, which closes it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::connect::broke_since;
 
@@ -53,8 +55,8 @@ pub(crate) struct Held {
     pool: PgPool,
     /// Idle kept connections, the most recently used last.
     idle: Mutex<Vec<Kept>>,
-    /// Connections in the store's hands (idle or leased as kept).
-    count: AtomicUsize,
+    /// One per connection the store may hold; a lease holds one.
+    turns: Arc<Semaphore>,
     /// Most connections in the store's hands.
     kept: usize,
     /// Whether the idle sweeper runs.
@@ -62,15 +64,23 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    /// Kept connections over `pool`: all but a quarter of its maximum (at least one left to
+    /// Kept connections over `pool`: all but a tenth of its maximum (at least one left to
     /// the pool; none kept from a pool of one).
     pub(crate) fn new(pool: PgPool) -> Arc<Self> {
         let max = usize::try_from(pool.options().get_max_connections()).unwrap_or(usize::MAX);
-        let kept = max.saturating_sub(max.div_ceil(4).max(1));
+        Self::keeping(pool, max.saturating_sub((max / 10).max(1)))
+    }
+
+    /// None kept: every lease goes back to sqlx (for a pool others share as much).
+    pub(crate) fn none(pool: PgPool) -> Arc<Self> {
+        Self::keeping(pool, 0)
+    }
+
+    fn keeping(pool: PgPool, kept: usize) -> Arc<Self> {
         Arc::new(Self {
             pool,
             idle: Mutex::new(Vec::with_capacity(kept)),
-            count: AtomicUsize::new(0),
+            turns: Arc::new(Semaphore::new(kept)),
             kept,
             sweeping: AtomicBool::new(false),
         })
@@ -81,46 +91,49 @@ impl Held {
         self.lock().len()
     }
 
-    /// A connection: the most recently used kept one, else one from the pool.
+    /// A connection: the most recently used kept one, else one from the pool, once a turn
+    /// is free (within the pool's acquire timeout).
     ///
     /// # Errors
-    /// The pool's, when it has no connection within its acquire timeout.
+    /// [`sqlx::Error::PoolTimedOut`] when no turn or connection came in time.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Lease, sqlx::Error> {
+        if self.kept == 0 {
+            return Ok(Lease {
+                conn: Some(self.pool.acquire().await?),
+                taken: None,
+                _turn: None,
+                home: Arc::clone(self),
+            });
+        }
+        let timeout = self.pool.options().get_acquire_timeout();
+        let turn = tokio::time::timeout(timeout, Arc::clone(&self.turns).acquire_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
         let now = Instant::now();
         loop {
             let Some(kept) = self.lock().pop() else { break };
             if kept.reusable(now) {
                 return Ok(Lease {
                     conn: Some(kept.conn),
-                    kept: Some(kept.taken),
+                    taken: Some(kept.taken),
+                    _turn: Some(turn),
                     home: Arc::clone(self),
                 });
             }
-            self.release(kept.conn);
+            drop(kept.conn);
         }
         let conn = self.pool.acquire().await?;
-        let kept = self
-            .count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.kept).then_some(n + 1)
-            })
-            .is_ok()
-            .then(Instant::now);
         Ok(Lease {
             conn: Some(conn),
-            kept,
+            taken: Some(Instant::now()),
+            _turn: Some(turn),
             home: Arc::clone(self),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Kept>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Gives a kept connection back to the pool (sqlx tests it).
-    fn release(&self, conn: PoolConnection<Postgres>) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        drop(conn);
     }
 
     fn keep(self: &Arc<Self>, conn: PoolConnection<Postgres>, taken: Instant) {
@@ -131,7 +144,6 @@ impl Held {
             used: now,
         };
         if !kept.reusable(now) {
-            self.release(kept.conn);
             return;
         }
         self.lock().push(kept);
@@ -155,9 +167,7 @@ impl Held {
             *idle = fresh;
             stale
         };
-        for kept in stale {
-            self.release(kept.conn);
-        }
+        drop(stale);
     }
 }
 
@@ -188,8 +198,10 @@ async fn sweep(held: Weak<Held>) {
 /// A connection leased for one piece of work.
 pub(crate) struct Lease {
     conn: Option<PoolConnection<Postgres>>,
-    /// When the store took it from the pool, if the store keeps it.
-    kept: Option<Instant>,
+    /// When the store took it from the pool, if the store may keep it.
+    taken: Option<Instant>,
+    /// The lease's turn, given up after the connection is kept or returned.
+    _turn: Option<OwnedSemaphorePermit>,
     home: Arc<Held>,
 }
 
@@ -205,29 +217,18 @@ impl Lease {
     /// The work is done and the connection is clean (no statement or transaction open):
     /// the store may keep it for the next call.
     pub(crate) fn finish(mut self) {
-        if let (Some(conn), Some(taken)) = (self.conn.take(), self.kept) {
+        if let (Some(conn), Some(taken)) = (self.conn.take(), self.taken) {
             self.home.keep(conn, taken);
         }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if self.kept.is_some() {
-                self.home.release(conn);
-            } else {
-                drop(conn);
-            }
-        }
+        // The turn goes with `self`, after the connection is kept for whoever takes it.
     }
 }
 
 #[cfg(test)]
 impl Held {
-    /// Connections in the store's hands now.
+    /// Connections in the store's hands now (idle, or leased as kept).
     pub(crate) fn held_count(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+        self.idle_count() + self.kept - self.turns.available_permits()
     }
 
     /// Gives every idle kept connection back to the pool.
@@ -307,27 +308,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_store_keeps_fewer_connections_than_the_pool_has() {
+    async fn the_store_keeps_fewer_connections_than_the_pool_has_and_calls_beyond_wait_their_turn()
+    {
         let schema = ScratchSchema::create().await.expect("scratch schema");
         let pool = pool(&schema, 4).await;
         let held = Held::new(pool.clone());
         let mut leases = Vec::new();
-        for _ in 0..4 {
+        let mut pids = Vec::new();
+        for _ in 0..3 {
             let mut lease = held.acquire().await.expect("lease");
-            pid(&mut lease).await;
+            pids.push(pid(&mut lease).await);
             leases.push(lease);
         }
-        for lease in leases {
-            lease.finish();
-        }
-        assert_eq!((held.idle_count(), held.held_count()), (3, 3));
-        pool_idle(&pool, 1).await;
-        // What the store keeps does not starve a caller of the pool itself.
+        assert_eq!(held.held_count(), 3);
+        // A fourth call waits for one of the store's three...
+        let waiting = tokio::spawn({
+            let held = Arc::clone(&held);
+            async move {
+                let mut lease = held.acquire().await.expect("lease");
+                let pid = pid(&mut lease).await;
+                lease.finish();
+                pid
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the store took a fourth connection");
+        // ...while the pool's own callers still find one.
         let direct = tokio::time::timeout(Duration::from_secs(1), pool.acquire())
             .await
             .expect("the pool kept a connection for its own callers")
             .expect("acquire");
         drop(direct);
+        let first = leases.remove(0);
+        first.finish();
+        let got = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the waiting call got the finished connection")
+            .expect("task");
+        assert_eq!(got, pids[0]);
+        leases.into_iter().for_each(Lease::finish);
+        assert_eq!((held.idle_count(), held.held_count()), (3, 3));
     }
 
     #[tokio::test]

@@ -98,17 +98,21 @@ impl InitialKeyStore for PgStore {
         tenant: TenantId,
     ) -> Result<Option<(ApiKeyId, Vec<u8>)>, RepoError> {
         // One statement: of two concurrent claims, the second sees the NULL the first wrote.
-        let row: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
-            "UPDATE initial_api_keys i SET secret_sealed = NULL, claimed_at = now() \
-             FROM (SELECT tenant_id, secret_sealed AS sealed FROM initial_api_keys \
-                   WHERE tenant_id = $1 AND secret_sealed IS NOT NULL FOR UPDATE) AS old \
-             WHERE i.tenant_id = old.tenant_id \
-             RETURNING i.key_id, old.sealed",
-        )
-        .bind(tenant.as_uuid())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db)?;
+        let row: Option<(Uuid, Vec<u8>)> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(
+                    "UPDATE initial_api_keys i SET secret_sealed = NULL, claimed_at = now() \
+                     FROM (SELECT tenant_id, secret_sealed AS sealed FROM initial_api_keys \
+                           WHERE tenant_id = $1 AND secret_sealed IS NOT NULL FOR UPDATE) AS old \
+                     WHERE i.tenant_id = old.tenant_id \
+                     RETURNING i.key_id, old.sealed",
+                )
+                .bind(tenant.as_uuid())
+                .fetch_optional(conn)
+                .await
+            })
+            .await
+            .map_err(db)?;
         Ok(row.map(|(key_id, sealed)| (ApiKeyId(key_id), sealed)))
     }
 }

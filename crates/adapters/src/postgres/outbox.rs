@@ -126,12 +126,17 @@ impl Outbox for PgStore {
     }
 
     async fn backlog(&self) -> Result<OutboxBacklog, RepoError> {
-        let (events, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
-            "SELECT count(*), min(occurred_at) FROM tenant_events WHERE published_at IS NULL",
-        )
-        .fetch_one(self.pool())
-        .await
-        .map_err(db)?;
+        let (events, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) = self
+            .on_conn(async |conn| {
+                sqlx::query_as(
+                    "SELECT count(*), min(occurred_at) FROM tenant_events \
+                     WHERE published_at IS NULL",
+                )
+                .fetch_one(conn)
+                .await
+            })
+            .await
+            .map_err(db)?;
         Ok(OutboxBacklog {
             events: u64::try_from(events).unwrap_or(0),
             oldest,

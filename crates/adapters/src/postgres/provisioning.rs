@@ -151,30 +151,38 @@ impl ProvisioningRepository for PgStore {
         lease: &Lease,
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
-        let renewed = sqlx::query(
-            "UPDATE provisioning_runs SET lease_expires_at = $3 \
-             WHERE run_id = $1 AND lease_token = $2 AND version = $4",
-        )
-        .bind(run.0)
-        .bind(lease.token)
-        .bind(until)
-        .bind(version(at_version)?)
-        .execute(self.pool())
-        .await
-        .map_err(db)?
-        .rows_affected();
+        let at_version = version(at_version)?;
+        let renewed = self
+            .on_conn(async |conn| {
+                sqlx::query(
+                    "UPDATE provisioning_runs SET lease_expires_at = $3 \
+                     WHERE run_id = $1 AND lease_token = $2 AND version = $4",
+                )
+                .bind(run.0)
+                .bind(lease.token)
+                .bind(until)
+                .bind(at_version)
+                .execute(conn)
+                .await
+            })
+            .await
+            .map_err(db)?
+            .rows_affected();
         Ok(renewed == 1)
     }
 
     async fn release(&self, run: RunId, lease: &Lease) -> Result<(), RepoError> {
-        sqlx::query(
-            "UPDATE provisioning_runs SET lease_owner = NULL, lease_token = NULL, \
-                 lease_expires_at = NULL \
-             WHERE run_id = $1 AND lease_token = $2",
-        )
-        .bind(run.0)
-        .bind(lease.token)
-        .execute(self.pool())
+        self.on_conn(async |conn| {
+            sqlx::query(
+                "UPDATE provisioning_runs SET lease_owner = NULL, lease_token = NULL, \
+                     lease_expires_at = NULL \
+                 WHERE run_id = $1 AND lease_token = $2",
+            )
+            .bind(run.0)
+            .bind(lease.token)
+            .execute(conn)
+            .await
+        })
         .await
         .map_err(db)?;
         Ok(())
@@ -185,26 +193,33 @@ impl ProvisioningRepository for PgStore {
     }
 
     async fn overdue(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<TenantId>, RepoError> {
-        let rows: Vec<(Uuid,)> = sqlx::query_as(
-            "SELECT tenant_id FROM provisioning_runs WHERE state = 'RUNNING' AND deadline < $1 \
-             ORDER BY deadline LIMIT $2",
-        )
-        .bind(now)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(self.pool())
-        .await
-        .map_err(db)?;
+        let rows: Vec<(Uuid,)> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(
+                    "SELECT tenant_id FROM provisioning_runs \
+                     WHERE state = 'RUNNING' AND deadline < $1 ORDER BY deadline LIMIT $2",
+                )
+                .bind(now)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(conn)
+                .await
+            })
+            .await
+            .map_err(db)?;
         rows.into_iter()
             .map(|(id,)| TenantId::from_uuid(id).map_err(|_| corrupt("tenant id")))
             .collect()
     }
 
     async fn running(&self) -> Result<u64, RepoError> {
-        let (count,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM provisioning_runs WHERE state = 'RUNNING'")
-                .fetch_one(self.pool())
-                .await
-                .map_err(db)?;
+        let (count,): (i64,) = self
+            .on_conn(async |conn| {
+                sqlx::query_as("SELECT count(*) FROM provisioning_runs WHERE state = 'RUNNING'")
+                    .fetch_one(conn)
+                    .await
+            })
+            .await
+            .map_err(db)?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 }

@@ -441,20 +441,24 @@ impl RolloutRepository for PgStore {
         let (wave, position) = after.map_or((-1, -1), |(w, p)| {
             (i16::from(w.index()), i32::try_from(p).unwrap_or(i32::MAX))
         });
-        let rows: Vec<TenantRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {TENANT_COLUMNS} FROM tenant_schema_rollout_tenants \
-             WHERE rollout_id = $1 AND ($2::text IS NULL OR state = $2) \
-               AND (wave, position) > ($3, $4) \
-             ORDER BY wave, position LIMIT $5"
-        )))
-        .bind(id.0)
-        .bind(state.map(TenantRolloutState::as_str))
-        .bind(wave)
-        .bind(position)
-        .bind(i64::try_from(page_size).unwrap_or(i64::MAX))
-        .fetch_all(self.pool())
-        .await
-        .map_err(db)?;
+        let rows: Vec<TenantRow> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenant_schema_rollout_tenants \
+                     WHERE rollout_id = $1 AND ($2::text IS NULL OR state = $2) \
+                       AND (wave, position) > ($3, $4) \
+                     ORDER BY wave, position LIMIT $5"
+                )))
+                .bind(id.0)
+                .bind(state.map(TenantRolloutState::as_str))
+                .bind(wave)
+                .bind(position)
+                .bind(i64::try_from(page_size).unwrap_or(i64::MAX))
+                .fetch_all(conn)
+                .await
+            })
+            .await
+            .map_err(db)?;
         rows.into_iter().map(RolloutTenant::try_from).collect()
     }
 
@@ -522,18 +526,22 @@ impl RolloutRepository for PgStore {
         lease: &Lease,
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
-        let renewed = sqlx::query(
-            "UPDATE tenant_schema_rollout_tenants SET lease_expires_at = $4 \
-             WHERE rollout_id = $1 AND tenant_id = $2 AND state = 'RUNNING' AND lease_token = $3",
-        )
-        .bind(rollout.0)
-        .bind(tenant.as_uuid())
-        .bind(lease.token)
-        .bind(until)
-        .execute(self.pool())
-        .await
-        .map_err(db)?
-        .rows_affected();
+        let renewed = self
+            .on_conn(async |conn| {
+                sqlx::query(
+                    "UPDATE tenant_schema_rollout_tenants SET lease_expires_at = $4 \
+                     WHERE rollout_id = $1 AND tenant_id = $2 AND state = 'RUNNING' AND lease_token = $3",
+                )
+                .bind(rollout.0)
+                .bind(tenant.as_uuid())
+                .bind(lease.token)
+                .bind(until)
+                .execute(conn)
+                .await
+            })
+            .await
+            .map_err(db)?
+            .rows_affected();
         Ok(renewed == 1)
     }
 

@@ -35,10 +35,22 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
-    /// A store over `pool` (migrated), sealing contact emails with `cipher`.
+    /// A store over `pool` (migrated), sealing contact emails with `cipher`, keeping most
+    /// of the pool's connections between calls (see `held.rs`): for the pool of calls,
+    /// which only the store uses.
     pub fn new(pool: PgPool, cipher: Arc<dyn EmailCipher>) -> Self {
+        Self::with(Held::new(pool.clone()), pool, cipher)
+    }
+
+    /// A store over `pool` keeping no connection between calls: for a pool other code
+    /// takes connections from too (background work shares its pool with the providers).
+    pub fn sharing(pool: PgPool, cipher: Arc<dyn EmailCipher>) -> Self {
+        Self::with(Held::none(pool.clone()), pool, cipher)
+    }
+
+    fn with(held: Arc<Held>, pool: PgPool, cipher: Arc<dyn EmailCipher>) -> Self {
         Self {
-            held: Held::new(pool.clone()),
+            held,
             pool,
             cipher,
             last_idempotency_sweep: Arc::default(),

@@ -63,28 +63,35 @@ impl TenantSchemaRepository for PgStore {
         version: u32,
         at: DateTime<Utc>,
     ) -> Result<(), RepoError> {
-        sqlx::query(
-            "INSERT INTO tenant_schemas (tenant_id, version, migrated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant_id) DO UPDATE SET version = excluded.version, \
-                 migrated_at = CASE WHEN tenant_schemas.version = excluded.version \
-                     THEN tenant_schemas.migrated_at ELSE excluded.migrated_at END, \
-                 last_error = NULL",
-        )
-        .bind(tenant.as_uuid())
-        .bind(self::version(version)?)
-        .bind(at)
-        .execute(self.pool())
+        let version = self::version(version)?;
+        self.on_conn(async |conn| {
+            sqlx::query(
+                "INSERT INTO tenant_schemas (tenant_id, version, migrated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET version = excluded.version, \
+                     migrated_at = CASE WHEN tenant_schemas.version = excluded.version \
+                         THEN tenant_schemas.migrated_at ELSE excluded.migrated_at END, \
+                     last_error = NULL",
+            )
+            .bind(tenant.as_uuid())
+            .bind(version)
+            .bind(at)
+            .execute(conn)
+            .await
+        })
         .await
         .map_err(db)?;
         Ok(())
     }
 
     async fn forget(&self, tenant: TenantId) -> Result<(), RepoError> {
-        sqlx::query("DELETE FROM tenant_schemas WHERE tenant_id = $1")
-            .bind(tenant.as_uuid())
-            .execute(self.pool())
-            .await
-            .map_err(db)?;
+        self.on_conn(async |conn| {
+            sqlx::query("DELETE FROM tenant_schemas WHERE tenant_id = $1")
+                .bind(tenant.as_uuid())
+                .execute(conn)
+                .await
+        })
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
@@ -102,21 +109,25 @@ impl TenantSchemaRepository for PgStore {
         }
         sql.push(" ORDER BY s.tenant_id LIMIT ")
             .push_bind(i64::try_from(query.page_size).unwrap_or(i64::MAX));
-        let rows: Vec<SchemaRow> = sql
-            .build_query_as()
-            .fetch_all(self.pool())
+        let rows: Vec<SchemaRow> = self
+            .on_conn(async |conn| sql.build_query_as().fetch_all(conn).await)
             .await
             .map_err(db)?;
         rows.into_iter().map(TenantSchema::try_from).collect()
     }
 
     async fn versions(&self) -> Result<Vec<(u32, u64)>, RepoError> {
-        let rows: Vec<(i32, i64)> = sqlx::query_as(
-            "SELECT version, count(*) FROM tenant_schemas GROUP BY version ORDER BY version",
-        )
-        .fetch_all(self.pool())
-        .await
-        .map_err(db)?;
+        let rows: Vec<(i32, i64)> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(
+                    "SELECT version, count(*) FROM tenant_schemas \
+                     GROUP BY version ORDER BY version",
+                )
+                .fetch_all(conn)
+                .await
+            })
+            .await
+            .map_err(db)?;
         Ok(rows
             .into_iter()
             .map(|(v, n)| (u32::try_from(v).unwrap_or(0), u64::try_from(n).unwrap_or(0)))
@@ -194,44 +205,59 @@ impl PgStore {
         prefix: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, RepoError> {
-        let placed: Vec<(Uuid, String)> = sqlx::query_as(
-            "UPDATE tenants SET tenant_database = $1, \
-                 tenant_schema = $2 || replace(tenant_id::text, '-', '') \
-             WHERE tenant_database IS NULL RETURNING tenant_id, tenant_schema",
-        )
-        .bind(default_database)
-        .bind(prefix)
-        .fetch_all(self.pool())
-        .await
-        .map_err(db)?;
-        for (tenant, schema) in &placed {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) \
-                 AND NOT EXISTS (SELECT 1 FROM tenant_schemas WHERE tenant_id = $2)",
-            )
-            .bind(schema)
-            .bind(tenant)
-            .fetch_one(self.pool())
+        let placed: Vec<(Uuid, String)> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(
+                    "UPDATE tenants SET tenant_database = $1, \
+                         tenant_schema = $2 || replace(tenant_id::text, '-', '') \
+                     WHERE tenant_database IS NULL RETURNING tenant_id, tenant_schema",
+                )
+                .bind(default_database)
+                .bind(prefix)
+                .fetch_all(conn)
+                .await
+            })
             .await
             .map_err(db)?;
+        for (tenant, schema) in &placed {
+            let exists: bool = self
+                .on_conn(async |conn| {
+                    sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) \
+                         AND NOT EXISTS (SELECT 1 FROM tenant_schemas WHERE tenant_id = $2)",
+                    )
+                    .bind(schema)
+                    .bind(tenant)
+                    .fetch_one(conn)
+                    .await
+                })
+                .await
+                .map_err(db)?;
             if !exists {
                 continue;
             }
-            let version: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT max(version) FROM {}.schema_migrations",
-                quoted(schema)
-            )))
-            .fetch_one(self.pool())
-            .await
-            .map_err(db)?;
-            sqlx::query(
+            let version: Option<i32> = self
+                .on_conn(async |conn| {
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT max(version) FROM {}.schema_migrations",
+                        quoted(schema)
+                    )))
+                    .fetch_one(conn)
+                    .await
+                })
+                .await
+                .map_err(db)?;
+            self.on_conn(async |conn| {
+                sqlx::query(
                 "INSERT INTO tenant_schemas (tenant_id, version, migrated_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (tenant_id) DO NOTHING",
             )
             .bind(tenant)
             .bind(version.unwrap_or(0))
             .bind(now)
-            .execute(self.pool())
+            .execute(conn)
+            .await
+            })
             .await
             .map_err(db)?;
         }

@@ -34,17 +34,21 @@ impl PgStore {
     pub async fn sweep_idempotency(&self, now: DateTime<Utc>) -> Result<u64, RepoError> {
         let mut swept = 0;
         loop {
-            let deleted = sqlx::query(
-                "DELETE FROM idempotency_records WHERE request_id IN (SELECT request_id \
-                 FROM idempotency_records WHERE expires_at <= $1 LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(now)
-            .bind(SWEEP_BATCH)
-            .execute(self.pool())
-            .await
-            .map_err(db)?
-            .rows_affected();
+            let deleted = self
+                .on_conn(async |conn| {
+                    sqlx::query(
+                        "DELETE FROM idempotency_records WHERE request_id IN (SELECT request_id \
+                         FROM idempotency_records WHERE expires_at <= $1 LIMIT $2 \
+                         FOR UPDATE SKIP LOCKED)",
+                    )
+                    .bind(now)
+                    .bind(SWEEP_BATCH)
+                    .execute(conn)
+                    .await
+                })
+                .await
+                .map_err(db)?
+                .rows_affected();
             swept += deleted;
             if deleted < SWEEP_BATCH.unsigned_abs() {
                 return Ok(swept);

@@ -76,7 +76,7 @@ pub async fn tenant_migration_status(
         .await
         .context("database-url")?;
     postgres::migrate(&pool).await.context("database-url")?;
-    let store = PgStore::new(pool.clone(), ring);
+    let store = PgStore::sharing(pool.clone(), ring);
     let read = async {
         let versions = store.versions().await?;
         let active = store.active().await?;

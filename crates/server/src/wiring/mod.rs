@@ -422,7 +422,7 @@ async fn postgres_ports(
     let background_pool = postgres::connect(url, &background)
         .await
         .context("database-url")?;
-    let background_store = PgStore::new(background_pool.clone(), ring.clone());
+    let background_store = PgStore::sharing(background_pool.clone(), ring.clone());
     let schemas = &config.tenant_schemas;
     store
         .register_migrations(&schemas.migrations)
