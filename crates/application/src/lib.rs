@@ -12,6 +12,7 @@ pub mod pagination;
 pub mod plans;
 pub mod provisioning;
 pub mod rate_limits;
+pub mod retention;
 pub mod tenant_schemas;
 pub mod tenants;
 mod watching;
@@ -28,6 +29,7 @@ pub use provisioning::{
     ProvisioningSettings, Signals, StepPorts,
 };
 pub use rate_limits::{RateLimitService, RateLimitSettings};
+pub use retention::{RetentionObserver, RetentionService, RetentionSettings, Trimmed};
 pub use tenant_schemas::{
     MigrationObserver, MigrationService, PlacementPolicy, RolloutEngine, RolloutSettings,
     RolloutSignals, RolloutView, SchemaStatus, StartRollout,

@@ -35,7 +35,7 @@ use crate::grpc::{ApiKeyApi, EventApi, MigrationApi, PlanApi, ProvisioningApi, T
 use crate::identity::Identified;
 use crate::metrics::{
     CacheMetrics, DbPoolCollector, GrpcMetrics, MetricsLayer, MigrationMetrics,
-    ProvisioningMetrics, RateLimitMetrics, RelayMetrics,
+    ProvisioningMetrics, RateLimitMetrics, RelayMetrics, RetentionMetrics,
 };
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
@@ -46,7 +46,7 @@ use crate::proto::{
 use crate::rate_limit::RateLimitLayer;
 use crate::tasks::Tasks;
 use crate::wiring::{Observers, Overrides};
-use crate::{audit, health, relay, tls, wiring};
+use crate::{audit, health, relay, retention, tls, wiring};
 use tenantd_adapters::redis::follow_invalidations;
 
 /// Deadline of a call whose client sets none (a shorter grpc-timeout wins). The database
@@ -162,6 +162,7 @@ impl App {
             cache: Arc::new(CacheMetrics::register(&registry)?),
             relay: Arc::new(RelayMetrics::register(&registry)?),
             migrations: Arc::new(MigrationMetrics::register(&registry)?),
+            retention: Arc::new(RetentionMetrics::register(&registry)?),
         };
         let rate_limited = RateLimitMetrics::register(&registry)?;
         let stop = CancellationToken::new();
@@ -255,22 +256,7 @@ impl App {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        start_provisioning(&services, &self.config, &mut tasks);
-        start_rollouts(&services, &self.config, &mut tasks).await?;
-        if let Some(relay) = &services.relay {
-            relay::spawn(relay, &mut tasks);
-        }
-        if let Some(followed) = services.invalidations.clone() {
-            tasks.spawn(
-                "cache invalidations",
-                follow_invalidations(
-                    followed.url,
-                    followed.channel,
-                    followed.tiers,
-                    self.stop.child_token(),
-                ),
-            );
-        }
+        start_background(&services, &self.config, &mut tasks, &self.stop).await?;
         let (audit_sink, queue) = audit::queue(audit::CAPACITY, self.audit_dropped.clone());
         let audit_writer = tokio::spawn(audit::write_behind(
             services.audit_log.clone(),
@@ -440,6 +426,37 @@ async fn start_health(
         health::probe(health.clone(), services.checks.clone(), interval, stop),
     );
     (health, health_service, prober)
+}
+
+/// Starts the background work: provisioning, rollouts, the relay, retention and the
+/// cache invalidation follower.
+///
+/// # Errors
+/// As [`start_rollouts`].
+async fn start_background(
+    services: &wiring::Services,
+    config: &Config,
+    tasks: &mut Tasks,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    start_provisioning(services, config, tasks);
+    start_rollouts(services, config, tasks).await?;
+    if let Some(relay) = &services.relay {
+        relay::spawn(relay, tasks);
+    }
+    retention::spawn(services.retention.clone(), config.retention.interval, tasks);
+    if let Some(followed) = services.invalidations.clone() {
+        tasks.spawn(
+            "cache invalidations",
+            follow_invalidations(
+                followed.url,
+                followed.channel,
+                followed.tiers,
+                stop.child_token(),
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Starts the provisioning engine's workers and the deadline sweeper.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod proto;
 pub mod rate_limit;
 pub mod relay;
+pub mod retention;
 pub mod tasks;
 pub mod telemetry;
 pub mod tls;

@@ -20,6 +20,7 @@ mod outage;
 mod processes;
 mod provisioning;
 mod rate_limits;
+mod retention;
 mod rollouts;
 mod rotation;
 mod server;

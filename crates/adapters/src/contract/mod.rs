@@ -28,6 +28,7 @@ mod plans;
 mod providers;
 mod provisioning;
 mod rate_limit;
+mod retention;
 mod tenant_schemas;
 mod tenants;
 
@@ -36,8 +37,8 @@ use std::sync::Arc;
 
 use tenantd_domain::ports::{
     ApiKeyRepository, AuditLog, BillingProvider, DnsProvider, EventLog, InitialKeyStore, Outbox,
-    PlanRepository, ProvisioningRepository, RateLimiter, RolloutRepository, TenantDatabases,
-    TenantRepository, TenantSchemaRepository,
+    PlanRepository, ProvisioningRepository, RateLimiter, Retention, RolloutRepository,
+    TenantDatabases, TenantRepository, TenantSchemaRepository,
 };
 use tenantd_domain::tenant_schema::MigrationSet;
 
@@ -48,6 +49,7 @@ pub use plans::*;
 pub use providers::*;
 pub use provisioning::*;
 pub use rate_limit::*;
+pub use retention::*;
 pub use tenant_schemas::*;
 pub use tenants::*;
 
@@ -83,6 +85,8 @@ pub struct Stores {
     pub schemas: Arc<dyn TenantSchemaRepository>,
     /// Rollouts of the same store.
     pub rollouts: Arc<dyn RolloutRepository>,
+    /// Retention of the same store's events and audit records.
+    pub retention: Arc<dyn Retention>,
     /// Keeps per-test resources alive until the test ends.
     pub guard: Guard,
 }
@@ -178,6 +182,8 @@ macro_rules! repository_contract_tests {
             outcomes_move_the_schemas_and_the_budget_pauses_the_rollout,
             commands_queue_cancel_and_refuse_as_the_state_says,
             a_gone_schema_is_skipped_and_a_failed_canary_pauses,
+            retention_trims_old_published_events_and_never_an_unpublished_one,
+            retention_trims_audit_records_before_the_cutoff_in_batches,
         }
     };
 }

@@ -12,6 +12,7 @@ mod plans;
 mod providers;
 mod provisioning;
 mod rate_limit;
+mod retention;
 mod rollouts;
 mod store;
 mod tenant_schemas;

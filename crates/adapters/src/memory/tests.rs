@@ -29,6 +29,7 @@ fn stores_of(store: &MemoryStore) -> Stores {
         events: Arc::new(store.clone()),
         schemas: Arc::new(store.clone()),
         rollouts: Arc::new(store.clone()),
+        retention: Arc::new(store.clone()),
         plans: Arc::new(MemoryPlanRepository::default()),
         guard: None,
     }

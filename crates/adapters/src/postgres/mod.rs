@@ -34,6 +34,7 @@ mod outbox;
 mod plans;
 pub mod providers;
 mod provisioning;
+mod retention;
 mod rewrap;
 mod rollouts;
 mod store;

@@ -32,6 +32,7 @@ async fn stores() -> Stores {
         outbox: Arc::new(store.clone()),
         schemas: Arc::new(store.clone()),
         rollouts: Arc::new(store.clone()),
+        retention: Arc::new(store.clone()),
         plans: Arc::new(PgPlanRepository::new(pool)),
         guard: Some(Arc::new(schema)),
     }

@@ -86,6 +86,7 @@ async fn cached_stores() -> Stores {
         audit: Arc::new(store.clone()),
         outbox: Arc::new(store.clone()),
         schemas: Arc::new(store.clone()),
+        retention: Arc::new(store.clone()),
         rollouts: Arc::new(store),
         plans: Arc::new(CachedPlans::new(
             Arc::new(MemoryPlanRepository::default()),

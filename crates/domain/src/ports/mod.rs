@@ -15,6 +15,7 @@
 //! | [`crypto`] | [`EmailCipher`], [`SecretSealer`] |
 //! | [`outbox`] | [`EventLog`], [`Outbox`], [`EventPublisher`] |
 //! | [`audit`] | [`AuditLog`] |
+//! | [`retention`] | [`Retention`] |
 //! | [`system`] | [`Clock`], [`IdGenerator`], [`SecretGenerator`], [`RateLimiter`] |
 //! | [`tenant_schemas`] | [`TenantSchemaRepository`], [`RolloutRepository`] |
 
@@ -24,6 +25,7 @@ pub mod crypto;
 pub mod outbox;
 pub mod providers;
 pub mod provisioning;
+pub mod retention;
 pub mod system;
 pub mod tenant_schemas;
 pub mod tenants;
@@ -34,6 +36,7 @@ pub use crypto::*;
 pub use outbox::*;
 pub use providers::*;
 pub use provisioning::*;
+pub use retention::*;
 pub use system::*;
 pub use tenant_schemas::*;
 pub use tenants::*;

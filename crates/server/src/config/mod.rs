@@ -1,5 +1,5 @@
 //! Typed configuration, one module per area (server, database, tenants, tenant schemas,
-//! rollouts, provisioning, DNS, Redis, rate limits, audit, Kafka). Each area is one struct deriving clap `Args`: its flags,
+//! rollouts, provisioning, DNS, Redis, rate limits, audit, retention, Kafka). Each area is one struct deriving clap `Args`: its flags,
 //! their `TENANTD_*` variables, their defaults (in one place: the `default_value`s there)
 //! and their help, grouped under a heading in `tenantd --help`; and one `resolve` that
 //! checks what clap cannot and builds the area's validated part of [`Config`].
@@ -26,6 +26,7 @@ mod load;
 mod provisioning;
 mod rate_limits;
 mod redis;
+mod retention;
 mod rollouts;
 mod server;
 mod tenant_schemas;
@@ -46,6 +47,7 @@ pub use load::{Environment, LoadError, parse};
 pub use provisioning::ProvisioningArgs;
 pub use rate_limits::RateLimitArgs;
 pub use redis::{RedisArgs, RedisConfig};
+pub use retention::{RetentionArgs, RetentionConfig};
 pub use rollouts::{RolloutArgs, RolloutsConfig};
 pub use server::{
     DEFAULT_DEV_CERTS_DIR, DEFAULT_TRUST_DOMAIN, LogFormat, ServerArgs, ServerConfig, TlsSource,
@@ -91,6 +93,9 @@ pub struct Settings {
     /// Which calls are audited.
     #[command(flatten)]
     pub audit: AuditArgs,
+    /// How long events and audit records are kept.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// Kafka: the event relay.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -119,6 +124,8 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     /// Which reads are audited (mutations and denied calls always are).
     pub audit_reads: ReadAudit,
+    /// How long events and audit records are kept.
+    pub retention: RetentionConfig,
     /// Kafka, when configured: the event relay.
     pub kafka: Option<KafkaConfig>,
 }
@@ -149,6 +156,7 @@ impl Config {
             redis: settings.redis.resolve()?,
             rate_limits: settings.rate_limits.resolve(),
             audit_reads: settings.audit.resolve()?,
+            retention: settings.retention.resolve()?,
             kafka: settings.kafka.resolve()?,
         })
     }

@@ -8,6 +8,7 @@ mod migrations;
 mod pool;
 mod provisioning;
 mod relay;
+mod retention;
 
 pub use grpc::{GrpcMetrics, MetricsLayer};
 pub use http::serve as serve_http;
@@ -15,3 +16,4 @@ pub use migrations::MigrationMetrics;
 pub use pool::{DbPoolCollector, PoolStats};
 pub use provisioning::ProvisioningMetrics;
 pub use relay::{CacheMetrics, RateLimitMetrics, RelayMetrics};
+pub use retention::RetentionMetrics;

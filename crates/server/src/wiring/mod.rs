@@ -31,13 +31,13 @@ use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
 use tenantd_application::{
     ApiKeyService, AuditService, Engine, EventService, MigrationObserver, MigrationService,
     OutboxRelay, PlacementPolicy, PlanService, Providers, ProvisioningObserver,
-    ProvisioningService, RateLimitService, RelayObserver, RolloutEngine, RolloutSignals, Signals,
-    StepPorts, TenantService, TenantSettings,
+    ProvisioningService, RateLimitService, RelayObserver, RetentionObserver, RetentionService,
+    RolloutEngine, RolloutSignals, Signals, StepPorts, TenantService, TenantSettings,
 };
 use tenantd_domain::ports::{
     ApiKeyRepository, AuditLog, Clock as _, EmailCipher, EventLog, InitialKeyStore, Outbox,
-    PlanRepository, ProvisioningRepository, RateLimiter, RolloutRepository, SecretSealer,
-    TenantDatabases, TenantRepository, TenantSchemaRepository,
+    PlanRepository, ProvisioningRepository, RateLimiter, Retention, RolloutRepository,
+    SecretSealer, TenantDatabases, TenantRepository, TenantSchemaRepository,
 };
 use tenantd_domain::tenant_schema::DEFAULT_TENANT_DATABASE;
 use tenantd_domain::{ApiKey, ApiKeyId, Event, Tenant};
@@ -79,6 +79,8 @@ pub struct Services {
     pub rate_limits: RateLimitService,
     /// The event relay, when Kafka is configured.
     pub relay: Option<Relay>,
+    /// Trimming events and audit records past their retention.
+    pub retention: RetentionService,
     /// What the in-process cache tiers follow, when there are tiers.
     pub invalidations: Option<Invalidations>,
 }
@@ -132,6 +134,8 @@ pub struct Observers {
     pub relay: Arc<dyn RelayObserver>,
     /// Tenant-schema rollouts.
     pub migrations: Arc<dyn MigrationObserver>,
+    /// Retention.
+    pub retention: Arc<dyn RetentionObserver>,
 }
 
 impl std::fmt::Debug for Observers {
@@ -202,6 +206,7 @@ struct Background {
     outbox: Arc<dyn Outbox>,
     schemas: Arc<dyn TenantSchemaRepository>,
     rollouts: Arc<dyn RolloutRepository>,
+    retention: Arc<dyn Retention>,
 }
 
 impl Background {
@@ -216,6 +221,7 @@ impl Background {
             + Outbox
             + TenantSchemaRepository
             + RolloutRepository
+            + Retention
             + Clone
             + 'static,
     {
@@ -228,6 +234,7 @@ impl Background {
             outbox: Arc::new(store.clone()),
             schemas: Arc::new(store.clone()),
             rollouts: Arc::new(store.clone()),
+            retention: Arc::new(store.clone()),
         }
     }
 }
@@ -250,13 +257,7 @@ pub async fn build(
     let observer = observers.provisioning.clone();
     let mut ports = ports(config).await?;
     with_redis(config, &observers, &mut ports)?;
-    let relay = relay(config, &observers, &ports)?;
-    if let Some(relay) = &relay {
-        ports
-            .checks
-            .push(Arc::new(Publisher(relay.publisher.clone())));
-    }
-    let settings = tenant_settings(config);
+    let relay = relay(config, &observers, &mut ports)?;
     let clock = Arc::new(SystemClock);
     let ids = Arc::new(UuidV7Generator);
     let random = Arc::new(OsRandom);
@@ -287,12 +288,6 @@ pub async fn build(
         signals.clone(),
         observer.clone(),
     );
-    let rate_limits = RateLimitService::new(
-        ports.limiter.clone(),
-        ports.tenants.clone(),
-        ports.plans.clone(),
-        config.rate_limits,
-    );
     let (migrations, rollouts) = schema_services(
         config,
         (ports.rollouts.clone(), ports.schemas.clone()),
@@ -303,8 +298,19 @@ pub async fn build(
         rollout_signals,
     );
     Ok(Services {
-        rate_limits,
+        rate_limits: RateLimitService::new(
+            ports.limiter.clone(),
+            ports.tenants.clone(),
+            ports.plans.clone(),
+            config.rate_limits,
+        ),
         relay,
+        retention: RetentionService::new(
+            ports.background.retention.clone(),
+            clock.clone(),
+            observers.retention.clone(),
+            config.retention.settings,
+        ),
         migrations,
         rollouts,
         provisioning: ProvisioningService::new(
@@ -333,7 +339,7 @@ pub async fn build(
             ports.plans.clone(),
             clock,
             ids,
-            settings,
+            tenant_settings(config),
             placement,
         )
         .with_signals(signals),
@@ -636,7 +642,11 @@ fn weigh_key(key: &ApiKey) -> usize {
 
 /// With Kafka configured: the relay from the outbox, and the publisher as a health
 /// dependency that is not critical.
-fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Result<Option<Relay>> {
+fn relay(
+    config: &Config,
+    observers: &Observers,
+    ports: &mut Ports,
+) -> anyhow::Result<Option<Relay>> {
     let Some(kafka) = &config.kafka else {
         return Ok(None);
     };
@@ -656,6 +666,7 @@ fn relay(config: &Config, observers: &Observers, ports: &Ports) -> anyhow::Resul
         )
         .map_err(|e| anyhow::anyhow!("kafka-brokers: {e}"))?,
     );
+    ports.checks.push(Arc::new(Publisher(publisher.clone())));
     Ok(Some(Relay {
         relay: OutboxRelay::new(
             ports.background.outbox.clone(),
