@@ -16,6 +16,8 @@ pub enum Operation {
     UndeleteTenant,
     SuspendTenant,
     ResumeTenant,
+    SetLegalHold,
+    ReleaseLegalHold,
     GetProvisioning,
     WatchProvisioning,
     CancelProvisioning,
@@ -57,7 +59,7 @@ enum Rule {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Self; 30] = [
+    pub const ALL: [Self; 32] = [
         Self::CreateTenant,
         Self::GetTenant,
         Self::ListTenants,
@@ -66,6 +68,8 @@ impl Operation {
         Self::UndeleteTenant,
         Self::SuspendTenant,
         Self::ResumeTenant,
+        Self::SetLegalHold,
+        Self::ReleaseLegalHold,
         Self::GetProvisioning,
         Self::WatchProvisioning,
         Self::CancelProvisioning,
@@ -98,6 +102,8 @@ impl Operation {
             | Self::UndeleteTenant
             | Self::SuspendTenant
             | Self::ResumeTenant
+            | Self::SetLegalHold
+            | Self::ReleaseLegalHold
             | Self::CancelProvisioning
             | Self::RetryProvisioning
             | Self::ListAuditRecords
@@ -173,7 +179,7 @@ mod tests {
     use super::*;
 
     /// Columns: admin, service, own tenant, other tenant, unknown identity.
-    const TABLE: [(Operation, [bool; 5]); 30] = [
+    const TABLE: [(Operation, [bool; 5]); 32] = [
         (CreateTenant, [true, false, false, false, false]),
         (GetTenant, [true, true, true, false, false]),
         (ListTenants, [true, true, false, false, false]),
@@ -182,6 +188,8 @@ mod tests {
         (UndeleteTenant, [true, false, false, false, false]),
         (SuspendTenant, [true, false, false, false, false]),
         (ResumeTenant, [true, false, false, false, false]),
+        (SetLegalHold, [true, false, false, false, false]),
+        (ReleaseLegalHold, [true, false, false, false, false]),
         (GetProvisioning, [true, true, true, false, false]),
         (WatchProvisioning, [true, true, true, false, false]),
         (CancelProvisioning, [true, false, false, false, false]),

@@ -110,6 +110,19 @@ pub enum EventKind {
         /// The status it returned to.
         status: TenantStatus,
     },
+    /// The tenant was put under legal hold (or its hold's reason changed).
+    TenantLegalHoldSet {
+        /// Why.
+        reason: String,
+    },
+    /// The tenant's legal hold was released.
+    TenantLegalHoldReleased {
+        /// Why.
+        reason: String,
+        /// A soft-deleted tenant's purge time after the release.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purge_at: Option<DateTime<Utc>>,
+    },
     /// An API key was created.
     ApiKeyCreated {
         /// The key's id.
@@ -202,6 +215,8 @@ impl EventKind {
             Self::TenantResumed => "tenant.v1.TenantResumed",
             Self::TenantDeleted { .. } => "tenant.v1.TenantDeleted",
             Self::TenantUndeleted { .. } => "tenant.v1.TenantUndeleted",
+            Self::TenantLegalHoldSet { .. } => "tenant.v1.TenantLegalHoldSet",
+            Self::TenantLegalHoldReleased { .. } => "tenant.v1.TenantLegalHoldReleased",
             Self::ApiKeyCreated { .. } => "tenant.v1.ApiKeyCreated",
             Self::ApiKeyRevoked { .. } => "tenant.v1.ApiKeyRevoked",
             Self::ProvisioningStepChanged { .. } => "tenant.v1.ProvisioningStepChanged",

@@ -25,6 +25,6 @@ pub use plan::{Plan, PlanId, PlanQuotas};
 pub use principal::Principal;
 pub use reason::Reason;
 pub use tenant::{
-    ContactEmail, DisplayName, Labels, NewTenant, Slug, Tenant, TenantChange, TenantConfig,
-    TenantId, TenantParts, TenantStatus,
+    ContactEmail, DisplayName, Labels, LegalHold, NewTenant, Slug, Tenant, TenantChange,
+    TenantConfig, TenantId, TenantParts, TenantStatus,
 };

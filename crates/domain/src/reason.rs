@@ -75,6 +75,8 @@ reasons! {
     RolloutInProgress = "ROLLOUT_IN_PROGRESS",
     /// The rollout's state does not allow this (e.g. resuming a running rollout).
     RolloutStateInvalid = "ROLLOUT_STATE_INVALID",
+    /// The tenant has no legal hold to release.
+    NoLegalHold = "NO_LEGAL_HOLD",
     /// The first API key was claimed already.
     InitialApiKeyClaimed = "INITIAL_API_KEY_CLAIMED",
     /// The first API key was revoked (its provisioning run was undone).

@@ -15,6 +15,7 @@ mod cache;
 mod concurrency;
 mod encryption;
 mod events_kafka;
+mod legal_hold;
 mod log_redaction;
 mod outage;
 mod processes;

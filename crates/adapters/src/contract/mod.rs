@@ -147,6 +147,7 @@ macro_rules! repository_contract_tests {
             slug_of_a_deleted_tenant_stays_taken,
             create_appends_its_events_in_order,
             update_at_expected_version_replaces_and_appends_events,
+            a_legal_hold_round_trips_until_released,
             update_at_stale_version_conflicts_and_stores_nothing,
             update_of_unknown_tenant_is_not_found,
             idempotency_record_is_found_until_it_expires,

@@ -147,6 +147,51 @@ pub async fn update_at_expected_version_replaces_and_appends_events(stores: Stor
     assert_eq!(listed, vec![suspended]);
 }
 
+/// A legal hold is stored with its reason and start, survives other changes, and is gone
+/// once released; the released tenant's moved purge time is stored too.
+pub async fn a_legal_hold_round_trips_until_released(stores: Stores) {
+    let mut t = tenant(&slug("held"), "pro", &[]);
+    let run = run_for(&t);
+    stores
+        .tenants
+        .create(&t, &run, &[], None)
+        .await
+        .expect("create");
+    let deleted_at = now() - chrono::Duration::days(3);
+    t.delete(chrono::Duration::days(30), deleted_at)
+        .expect("delete");
+    t.set_legal_hold(
+        "case 2026-114".into(),
+        deleted_at + chrono::Duration::days(1),
+    );
+    stores.tenants.update(&t, 1, &[]).await.expect("update");
+    let got = stores
+        .tenants
+        .get(t.id())
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got.legal_hold(), t.legal_hold());
+    assert!(got.legal_hold().is_some());
+    assert_eq!(got, t.clone().with_provisioning(Some(run.summary())));
+    let version = t.version();
+    t.release_legal_hold(now()).expect("release");
+    stores
+        .tenants
+        .update(&t, version, &[])
+        .await
+        .expect("update");
+    let got = stores
+        .tenants
+        .get(t.id())
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(got.legal_hold(), None);
+    assert_eq!(got.purge_at(), t.purge_at());
+    assert!(got.purge_at() > Some(deleted_at + chrono::Duration::days(30)));
+}
+
 /// An update based on an old version conflicts; the stored tenant and log are unchanged.
 pub async fn update_at_stale_version_conflicts_and_stores_nothing(stores: Stores) {
     let mut t = tenant(&slug("stale"), "pro", &[]);

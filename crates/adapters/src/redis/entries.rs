@@ -12,7 +12,7 @@ use tenantd_domain::ports::EmailCipher;
 use tenantd_domain::provisioning::{RunId, RunState, RunSummary, StepKind};
 use tenantd_domain::tenant_schema::Placement;
 use tenantd_domain::{
-    ApiKey, ApiKeyId, DisplayName, Labels, PlanId, Slug, Tenant, TenantConfig, TenantId,
+    ApiKey, ApiKeyId, DisplayName, Labels, LegalHold, PlanId, Slug, Tenant, TenantConfig, TenantId,
     TenantParts, TenantStatus,
 };
 use uuid::Uuid;
@@ -69,6 +69,15 @@ struct TenantEntry {
     placement: Option<Placement>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     run: Option<RunEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hold: Option<HoldEntry>,
+}
+
+/// A cached tenant's legal hold.
+#[derive(Debug, Serialize, Deserialize)]
+struct HoldEntry {
+    reason: String,
+    since: DateTime<Utc>,
 }
 
 /// A cached tenant's provisioning summary.
@@ -130,6 +139,10 @@ pub(crate) fn encode_tenant(tenant: &Tenant, cipher: &dyn EmailCipher) -> Option
             done: r.completed_steps,
             total: r.total_steps,
         }),
+        hold: p.legal_hold.as_ref().map(|h| HoldEntry {
+            reason: h.reason.clone(),
+            since: h.since,
+        }),
     };
     serde_json::to_vec(&entry).ok()
 }
@@ -180,6 +193,10 @@ pub(crate) fn decode_tenant(
         version: e.version,
         provisioning,
         placement: e.placement,
+        legal_hold: e.hold.map(|h| LegalHold {
+            reason: h.reason,
+            since: h.since,
+        }),
     }))
 }
 

@@ -320,6 +320,50 @@ impl TenantService {
         .await
     }
 
+    /// Puts a tenant under legal hold (or replaces its hold's reason).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty reason or one over 500 characters.
+    #[instrument(skip_all, fields(tenant_id = %tenant_id))]
+    pub async fn set_legal_hold(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+        etag: &str,
+    ) -> Result<Tenant, Error> {
+        let reason = hold_reason(reason)?;
+        self.mutate(tenant_id, etag, |tenant, now| {
+            tenant.set_legal_hold(reason.to_owned(), now);
+            Ok(Some(EventKind::TenantLegalHoldSet {
+                reason: reason.to_owned(),
+            }))
+        })
+        .await
+    }
+
+    /// Releases a tenant's legal hold.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty reason or one over 500 characters;
+    /// [`Error::FailedPrecondition`] (`NO_LEGAL_HOLD`) when it is not held.
+    #[instrument(skip_all, fields(tenant_id = %tenant_id))]
+    pub async fn release_legal_hold(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+        etag: &str,
+    ) -> Result<Tenant, Error> {
+        let reason = hold_reason(reason)?;
+        self.mutate(tenant_id, etag, |tenant, now| {
+            tenant.release_legal_hold(now)?;
+            Ok(Some(EventKind::TenantLegalHoldReleased {
+                reason: reason.to_owned(),
+                purge_at: tenant.purge_at(),
+            }))
+        })
+        .await
+    }
+
     /// Resumes a SUSPENDED tenant.
     ///
     /// # Errors
@@ -428,4 +472,17 @@ fn effective(tenant: &Tenant, change: TenantChange) -> (TenantChange, Vec<&'stat
             .filter(|v| keep(v != tenant.config(), "config", &mut changed)),
     };
     (out, changed)
+}
+
+/// A legal hold's reason, trimmed: required, at most 500 characters, no control
+/// characters.
+fn hold_reason(reason: &str) -> Result<&str, Error> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "reason",
+            "is required: at most 500 characters without control characters",
+        ));
+    }
+    Ok(reason)
 }

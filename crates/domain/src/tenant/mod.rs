@@ -75,6 +75,18 @@ pub struct TenantParts {
     /// Where its data lives, decided when it is created (`None`: created before placements
     /// were recorded, or by a replica that does not record them: the default placement).
     pub placement: Option<Placement>,
+    /// Its legal hold, while it has one.
+    pub legal_hold: Option<LegalHold>,
+}
+
+/// A legal hold: while it lasts, the tenant is never purged and its deletion retention
+/// does not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegalHold {
+    /// Why (a case or ticket reference, say).
+    pub reason: String,
+    /// When it was set.
+    pub since: DateTime<Utc>,
 }
 
 /// A tenant. Fields are read through accessors; changes go through lifecycle methods.
@@ -102,6 +114,7 @@ impl Tenant {
             version: 1,
             provisioning: None,
             placement: None,
+            legal_hold: None,
         })
     }
 
@@ -190,6 +203,11 @@ impl Tenant {
     /// Purge time.
     pub fn purge_at(&self) -> Option<DateTime<Utc>> {
         self.0.purge_at
+    }
+
+    /// The legal hold, while there is one.
+    pub fn legal_hold(&self) -> Option<&LegalHold> {
+        self.0.legal_hold.as_ref()
     }
     /// Version (1, 2, ...).
     pub fn version(&self) -> u64 {
@@ -346,7 +364,8 @@ impl Tenant {
     /// Restores a soft-deleted tenant to the status it had before deletion.
     ///
     /// # Errors
-    /// [`Error::FailedPrecondition`] when the tenant is not deleted or its purge time passed.
+    /// [`Error::FailedPrecondition`] when the tenant is not deleted or its purge time passed
+    /// (a held tenant's purge time does not run out).
     pub fn undelete(&mut self, now: DateTime<Utc>) -> Result<TenantStatus, Error> {
         if self.0.status != TenantStatus::Deleted {
             return Err(Error::precondition(
@@ -354,7 +373,7 @@ impl Tenant {
                 format!("tenant is {}, not DELETED", self.0.status),
             ));
         }
-        if self.0.purge_at.is_some_and(|purge| purge <= now) {
+        if self.0.legal_hold.is_none() && self.0.purge_at.is_some_and(|purge| purge <= now) {
             return Err(Error::precondition(
                 Reason::PurgeTimePassed,
                 "the tenant's purge time has passed; it can no longer be restored",
@@ -370,6 +389,36 @@ impl Tenant {
         self.0.purge_at = None;
         self.touch(now);
         Ok(restored)
+    }
+
+    /// Puts the tenant under legal hold for `reason` (already held: the reason is replaced,
+    /// the hold keeps its start). Any status.
+    pub fn set_legal_hold(&mut self, reason: String, now: DateTime<Utc>) {
+        let since = self.0.legal_hold.as_ref().map_or(now, |hold| hold.since);
+        self.0.legal_hold = Some(LegalHold { reason, since });
+        self.touch(now);
+    }
+
+    /// Releases the legal hold. The retention of a soft-deleted tenant did not run while it
+    /// was held: its purge time moves out by the time it was held while deleted.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] (`NO_LEGAL_HOLD`) when the tenant is not held.
+    pub fn release_legal_hold(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
+        let Some(hold) = self.0.legal_hold.take() else {
+            return Err(Error::precondition(
+                Reason::NoLegalHold,
+                "the tenant has no legal hold to release",
+            ));
+        };
+        if let (Some(purge), Some(deleted)) = (self.0.purge_at, self.0.deleted_at) {
+            let held_while_deleted = now - hold.since.max(deleted);
+            if held_while_deleted > Duration::zero() {
+                self.0.purge_at = Some(purge + held_while_deleted);
+            }
+        }
+        self.touch(now);
+        Ok(())
     }
 
     /// Several operations lead to the same status (activate and resume both reach ACTIVE);

@@ -80,6 +80,65 @@ fn undelete_after_purge_time_is_refused() {
 }
 
 #[test]
+fn a_legal_hold_is_set_and_released_with_its_reason_and_start() {
+    let mut t = tenant();
+    let now = Utc::now();
+    t.set_legal_hold("case 17".into(), now);
+    let later = now + Duration::hours(1);
+    t.set_legal_hold("case 17, amended".into(), later);
+    assert_eq!(
+        t.legal_hold(),
+        Some(&LegalHold {
+            reason: "case 17, amended".into(),
+            since: now
+        }),
+        "setting it again replaces the reason and keeps the start"
+    );
+    assert_eq!(t.version(), 3);
+    t.release_legal_hold(later).unwrap();
+    assert_eq!(t.legal_hold(), None);
+    assert_eq!(t.purge_at(), None, "not deleted: no purge time");
+    match t.release_legal_hold(later) {
+        Err(Error::FailedPrecondition { reason, .. }) => assert_eq!(reason, Reason::NoLegalHold),
+        other => panic!("expected NO_LEGAL_HOLD, got {other:?}"),
+    }
+    assert_eq!(t.version(), 4, "a refused release changes nothing");
+}
+
+#[test]
+fn a_deleted_tenants_retention_does_not_run_while_it_is_held() {
+    let mut t = tenant();
+    let deleted = Utc::now();
+    t.delete(Duration::days(30), deleted).unwrap();
+    // Held from day 10 to day 50: the purge time (day 30) passes while held.
+    t.set_legal_hold("litigation".into(), deleted + Duration::days(10));
+    let past_purge = deleted + Duration::days(40);
+    // Still restorable while held: its clock is stopped.
+    let mut restorable = t.clone();
+    assert_eq!(
+        restorable.undelete(past_purge).unwrap(),
+        TenantStatus::Provisioning
+    );
+    t.release_legal_hold(deleted + Duration::days(50)).unwrap();
+    assert_eq!(
+        t.purge_at(),
+        Some(deleted + Duration::days(70)),
+        "the 40 days held are added"
+    );
+}
+
+#[test]
+fn a_hold_set_before_deletion_adds_only_the_time_held_while_deleted() {
+    let mut t = tenant();
+    let start = Utc::now();
+    t.set_legal_hold("audit".into(), start);
+    let deleted = start + Duration::days(5);
+    t.delete(Duration::days(30), deleted).unwrap();
+    t.release_legal_hold(deleted + Duration::days(2)).unwrap();
+    assert_eq!(t.purge_at(), Some(deleted + Duration::days(32)));
+}
+
+#[test]
 fn etag_check_accepts_empty_or_current_only() {
     let mut t = tenant();
     assert!(t.check_etag("").is_ok());

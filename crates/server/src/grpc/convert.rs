@@ -140,6 +140,10 @@ impl From<&Tenant> for proto::Tenant {
             purge_time: tenant.purge_at().map(timestamp),
             etag: tenant.etag(),
             placement: tenant.placement().map(placement),
+            legal_hold: tenant.legal_hold().map(|hold| proto::LegalHold {
+                reason: hold.reason.clone(),
+                set_time: Some(timestamp(hold.since)),
+            }),
         }
     }
 }
@@ -242,6 +246,17 @@ fn payload(kind: &EventKind) -> proto::tenant_event::Payload {
         EventKind::TenantUndeleted { status } => Payload::TenantUndeleted(proto::TenantUndeleted {
             status: status_to_proto(*status).into(),
         }),
+        EventKind::TenantLegalHoldSet { reason } => {
+            Payload::TenantLegalHoldSet(proto::TenantLegalHoldSet {
+                reason: reason.clone(),
+            })
+        }
+        EventKind::TenantLegalHoldReleased { reason, purge_at } => {
+            Payload::TenantLegalHoldReleased(proto::TenantLegalHoldReleased {
+                reason: reason.clone(),
+                purge_time: purge_at.map(timestamp),
+            })
+        }
         EventKind::ApiKeyCreated { key_id, scopes } => {
             Payload::ApiKeyCreated(proto::ApiKeyCreated {
                 key_id: key_id.clone(),

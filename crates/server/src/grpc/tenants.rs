@@ -200,6 +200,46 @@ impl tenant_service_server::TenantService for TenantApi {
         }))
     }
 
+    async fn set_legal_hold(
+        &self,
+        request: Request<proto::SetLegalHoldRequest>,
+    ) -> Result<Response<proto::SetLegalHoldResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::SetLegalHold,
+            Some(&request.get_ref().tenant_id),
+        )?;
+        let request = request.into_inner();
+        let tenant = self
+            .service
+            .set_legal_hold(&request.tenant_id, &request.reason, &request.etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::SetLegalHoldResponse {
+            tenant: Some(proto::Tenant::from(&tenant)),
+        }))
+    }
+
+    async fn release_legal_hold(
+        &self,
+        request: Request<proto::ReleaseLegalHoldRequest>,
+    ) -> Result<Response<proto::ReleaseLegalHoldResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::ReleaseLegalHold,
+            Some(&request.get_ref().tenant_id),
+        )?;
+        let request = request.into_inner();
+        let tenant = self
+            .service
+            .release_legal_hold(&request.tenant_id, &request.reason, &request.etag)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::ReleaseLegalHoldResponse {
+            tenant: Some(proto::Tenant::from(&tenant)),
+        }))
+    }
+
     async fn resume_tenant(
         &self,
         request: Request<proto::ResumeTenantRequest>,

@@ -12,8 +12,8 @@ use tenantd_domain::ports::EmailCipher;
 use tenantd_domain::provisioning::{RunId, RunState, RunSummary, StepKind};
 use tenantd_domain::tenant_schema::Placement;
 use tenantd_domain::{
-    DisplayName, Labels, PlanId, RepoError, Slug, Tenant, TenantConfig, TenantId, TenantParts,
-    TenantStatus,
+    DisplayName, Labels, LegalHold, PlanId, RepoError, Slug, Tenant, TenantConfig, TenantId,
+    TenantParts, TenantStatus,
 };
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ use crate::postgres::errors::db;
 pub(crate) const SELECT_TENANTS: &str = "SELECT tenant_id, slug, display_name, plan_id, status, \
      status_reason, status_before_delete, contact_email_sealed, contact_email_key_id, \
      contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, version, \
-     tenant_database, dedicated_database, tenant_schema, \
+     tenant_database, dedicated_database, tenant_schema, legal_hold_reason, legal_hold_since, \
      latest_run_id AS run_id, latest_run_state AS run_state, \
      latest_run_current_step AS current_step, latest_run_completed_steps AS completed_steps, \
      latest_run_total_steps AS total_steps \
@@ -93,6 +93,12 @@ pub(crate) struct TenantRow {
     /// Its schema.
     #[serde(default)]
     pub tenant_schema: Option<String>,
+    /// Why it is under legal hold (NULL: not held).
+    #[serde(default)]
+    pub legal_hold_reason: Option<String>,
+    /// Since when it is held.
+    #[serde(default)]
+    pub legal_hold_since: Option<DateTime<Utc>>,
     /// The run summary the tenant carried: kept in a create's response snapshot (so a
     /// replay answers exactly as the create did); never a column.
     #[sqlx(skip)]
@@ -165,6 +171,8 @@ impl TenantRow {
             tenant_database: p.placement.as_ref().map(|at| at.tenant_database.clone()),
             dedicated_database: p.placement.as_ref().and_then(|at| at.dedicated.clone()),
             tenant_schema: p.placement.as_ref().map(|at| at.schema.clone()),
+            legal_hold_reason: p.legal_hold.as_ref().map(|hold| hold.reason.clone()),
+            legal_hold_since: p.legal_hold.as_ref().map(|hold| hold.since),
             provisioning: p.provisioning.as_ref().map(SummarySnapshot::of),
             latest_run: RunSummaryColumns::default(),
         }
@@ -229,6 +237,11 @@ impl TenantRow {
                 row.dedicated_database,
                 row.tenant_schema,
             )?,
+            legal_hold: match (row.legal_hold_reason, row.legal_hold_since) {
+                (Some(reason), Some(since)) => Some(LegalHold { reason, since }),
+                (None, None) => None,
+                _ => return Err(corrupt("legal hold")),
+            },
         }))
     }
 }
@@ -254,7 +267,8 @@ pub(crate) fn placement(
 /// The columns a tenant's changes write, in the order [`bind_mutable`] binds them.
 const MUTABLE_COLUMNS: &str = "display_name, plan_id, status, status_reason, \
      status_before_delete, contact_email_sealed, contact_email_key_id, contact_email_index, \
-     labels, config, updated_at, deleted_at, purge_at, version";
+     labels, config, updated_at, deleted_at, purge_at, version, legal_hold_reason, \
+     legal_hold_since";
 
 /// Binds the [`MUTABLE_COLUMNS`] of `row`, in order.
 fn bind_mutable<'q>(
@@ -276,6 +290,8 @@ fn bind_mutable<'q>(
         .bind(row.deleted_at)
         .bind(row.purge_at)
         .bind(row.version)
+        .bind(&row.legal_hold_reason)
+        .bind(row.legal_hold_since)
 }
 
 /// Pushes `INSERT INTO tenants (...) SELECT <row's values>` (no `FROM`: the caller may
@@ -308,6 +324,8 @@ pub(crate) fn push_insert(sql: &mut QueryBuilder<Postgres>, row: &TenantRow, sum
         .push_bind(row.deleted_at)
         .push_bind(row.purge_at)
         .push_bind(row.version)
+        .push_bind(&row.legal_hold_reason)
+        .push_bind(row.legal_hold_since)
         .push_bind(summary.run_id.0)
         .push_bind(summary.state.as_str())
         .push_bind(summary.current_step.map(StepKind::as_str))
@@ -330,7 +348,7 @@ pub(crate) async fn update(
     let expected = i64::try_from(expected_version).map_err(|_| RepoError::VersionConflict)?;
     let update = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE tenants SET ({MUTABLE_COLUMNS}) = \
-         ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
          WHERE tenant_id = $1 AND version = $2"
     )))
     .bind(row.tenant_id)
