@@ -16,7 +16,6 @@ mod concurrency;
 mod encryption;
 mod events_kafka;
 mod legal_hold;
-mod log_redaction;
 mod outage;
 mod processes;
 mod provisioning;

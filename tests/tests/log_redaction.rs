@@ -2,6 +2,14 @@
 //! or an encryption key runs against a real server on PostgreSQL with every tenantd log
 //! event captured at TRACE (dependencies at DEBUG), and no captured line may contain any
 //! of them.
+//!
+//! A test binary of its own: `tracing` caches each callsite's interest for the whole
+//! process, and while this capture is the only dispatcher registered, a callsite first
+//! reached by another test's thread (which has no subscriber) is cached as never enabled,
+//! and its lines never reach this capture (tokio-rs/tracing#2874, #3611). Here no other
+//! test runs.
+
+#![expect(clippy::unwrap_used, reason = "a failed unwrap fails the test")]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
