@@ -185,6 +185,7 @@ macro_rules! repository_contract_tests {
             a_gone_schema_is_skipped_and_a_failed_canary_pauses,
             retention_trims_old_published_events_and_never_an_unpublished_one,
             retention_trims_audit_records_before_the_cutoff_in_batches,
+            retention_keeps_everything_of_a_tenant_under_legal_hold,
         }
     };
 }

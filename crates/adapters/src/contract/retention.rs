@@ -1,5 +1,6 @@
 //! Contract of [`Retention`](tenantd_domain::ports::Retention): only rows past the cutoff,
-//! never an unpublished event, at most a batch at a time; the oldest row is reported.
+//! never an unpublished event nor anything of a tenant under legal hold, at most a batch at
+//! a time; the oldest row is reported.
 
 use std::time::Duration as StdDuration;
 
@@ -165,4 +166,56 @@ pub async fn retention_trims_audit_records_before_the_cutoff_in_batches(stores: 
             .expect("oldest"),
         Some(records[3].at)
     );
+}
+
+/// Contract: nothing of a tenant under legal hold is trimmed, however old; the same rows of
+/// a tenant not held are.
+pub async fn retention_keeps_everything_of_a_tenant_under_legal_hold(stores: Stores) {
+    let mut held = tenant(&slug("hold-kept"), "free", &[]);
+    let free = tenant(&slug("hold-free"), "free", &[]);
+    let (h1, f1) = (aged(&held, 200), aged(&free, 200));
+    for (t, e) in [(&held, &h1), (&free, &f1)] {
+        stores
+            .tenants
+            .create(t, &run_for(t), std::slice::from_ref(e), None)
+            .await
+            .expect("create");
+    }
+    held.set_legal_hold("case 9".into(), now());
+    stores.tenants.update(&held, 1, &[]).await.expect("hold");
+    let batch = stores
+        .outbox
+        .claim(10, StdDuration::from_secs(30))
+        .await
+        .expect("claim");
+    batch.finish(&[h1.id, f1.id]).await.expect("finish");
+    let (mut ha, mut fa) = (record_at(500), record_at(500));
+    ha.tenant_id = Some(held.id());
+    fa.tenant_id = Some(free.id());
+    stores
+        .audit
+        .append(&[ha.clone(), fa.clone()])
+        .await
+        .expect("append");
+
+    let retention = &stores.retention;
+    let events = retention
+        .trim(RetainedTable::Events, now() - Duration::days(90), 10)
+        .await
+        .expect("trim");
+    let audit = retention
+        .trim(RetainedTable::Audit, now() - Duration::days(400), 10)
+        .await
+        .expect("trim");
+    assert_eq!((events, audit), (1, 1));
+    assert_eq!(logged(&stores).await, vec![h1.id]);
+    let left = stores
+        .audit
+        .list(&tenantd_domain::AuditQuery {
+            limit: 10,
+            ..tenantd_domain::AuditQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(left, vec![ha]);
 }

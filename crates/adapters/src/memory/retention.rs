@@ -1,9 +1,10 @@
-//! [`Retention`] in memory: published events and audit records past their retention go.
+//! [`Retention`] in memory: published events and audit records past their retention go,
+//! except those of tenants under legal hold.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tenantd_domain::RepoError;
 use tenantd_domain::ports::{RetainedTable, Retention};
+use tenantd_domain::{RepoError, TenantId};
 
 use super::MemoryStore;
 
@@ -16,18 +17,30 @@ impl Retention for MemoryStore {
         limit: usize,
     ) -> Result<u64, RepoError> {
         let mut state = self.lock();
+        let held = |tenant: Option<TenantId>| {
+            tenant.is_some_and(|id| {
+                state
+                    .tenants
+                    .get(&id)
+                    .is_some_and(|t| t.tenant.legal_hold().is_some())
+            })
+        };
         let doomed: Vec<uuid::Uuid> = match table {
             RetainedTable::Events => state
                 .events
                 .values()
-                .filter(|e| e.occurred_at < before && !state.unpublished.contains_key(&e.id))
+                .filter(|e| {
+                    e.occurred_at < before
+                        && !state.unpublished.contains_key(&e.id)
+                        && !held(e.subject.tenant())
+                })
                 .take(limit)
                 .map(|e| e.id.0)
                 .collect(),
             RetainedTable::Audit => state
                 .audit
                 .values()
-                .filter(|r| r.at < before)
+                .filter(|r| r.at < before && !held(r.tenant_id))
                 .take(limit)
                 .map(|r| r.id)
                 .collect(),

@@ -1,5 +1,6 @@
 //! [`Retention`] on PostgreSQL: batched deletes of the oldest rows past retention, each
-//! batch one statement skipping rows another replica's trim (or the relay) holds.
+//! batch one statement skipping rows another replica's trim (or the relay) holds, and the
+//! rows of tenants under legal hold.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,14 +20,19 @@ impl Retention for PgStore {
     ) -> Result<u64, RepoError> {
         let statement = match table {
             // Only published events: an event the broker never confirmed is never lost.
+            // Nothing of a tenant under legal hold.
             RetainedTable::Events => {
-                "DELETE FROM tenant_events WHERE event_id IN (SELECT event_id FROM tenant_events \
-                 WHERE occurred_at < $1 AND published_at IS NOT NULL ORDER BY occurred_at \
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                "DELETE FROM tenant_events WHERE event_id IN (SELECT e.event_id \
+                 FROM tenant_events e LEFT JOIN tenants t ON t.tenant_id = e.tenant_id \
+                 WHERE e.occurred_at < $1 AND e.published_at IS NOT NULL \
+                   AND t.legal_hold_since IS NULL \
+                 ORDER BY e.occurred_at LIMIT $2 FOR UPDATE OF e SKIP LOCKED)"
             }
             RetainedTable::Audit => {
-                "DELETE FROM audit_records WHERE audit_id IN (SELECT audit_id FROM audit_records \
-                 WHERE at < $1 ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                "DELETE FROM audit_records WHERE audit_id IN (SELECT a.audit_id \
+                 FROM audit_records a LEFT JOIN tenants t ON t.tenant_id = a.tenant_id \
+                 WHERE a.at < $1 AND t.legal_hold_since IS NULL \
+                 ORDER BY a.at LIMIT $2 FOR UPDATE OF a SKIP LOCKED)"
             }
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

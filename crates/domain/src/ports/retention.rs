@@ -42,7 +42,8 @@ impl fmt::Display for RetainedTable {
 pub trait Retention: Send + Sync {
     /// Deletes at most `limit` rows of `table` from before `before` (events by when they
     /// occurred, and only published ones; audit records by when the call was made),
-    /// skipping rows another replica's trim holds. Returns how many it deleted.
+    /// skipping rows another replica's trim holds and every row about a tenant under legal
+    /// hold. Returns how many it deleted.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] / [`RepoError::Internal`]; what was deleted stays deleted.
