@@ -105,8 +105,12 @@ impl Held {
                 home: Arc::clone(self),
             });
         }
-        let timeout = self.pool.options().get_acquire_timeout();
-        let turn = tokio::time::timeout(timeout, Arc::clone(&self.turns).acquire_owned())
+        if self.pool.is_closed() {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        // One deadline for the turn and the pool together: the pool's acquire timeout.
+        let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
+        let turn = tokio::time::timeout_at(deadline, Arc::clone(&self.turns).acquire_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
             .map_err(|_| sqlx::Error::PoolClosed)?;
@@ -123,7 +127,9 @@ impl Held {
             }
             drop(kept.conn);
         }
-        let conn = self.pool.acquire().await?;
+        let conn = tokio::time::timeout_at(deadline, self.pool.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
         Ok(Lease {
             conn: Some(conn),
             taken: Some(Instant::now()),
@@ -143,7 +149,7 @@ impl Held {
             taken,
             used: now,
         };
-        if !kept.reusable(now) {
+        if !kept.reusable(now) || self.pool.is_closed() {
             return;
         }
         self.lock().push(kept);
@@ -178,9 +184,10 @@ impl Drop for Held {
         if tokio::runtime::Handle::try_current().is_ok() {
             drop(idle);
         } else {
-            // Outside a runtime sqlx cannot spawn its return task: close the sockets here.
+            // Outside a runtime sqlx cannot spawn its return task: take them out of the pool
+            // (giving back their places in it) and close the sockets here.
             for kept in idle {
-                drop(kept.conn.leak());
+                drop(kept.conn.detach());
             }
         }
     }
@@ -248,12 +255,38 @@ mod tests {
     use super::*;
 
     async fn pool(schema: &ScratchSchema, max_connections: u32) -> PgPool {
+        pool_waiting(schema, max_connections, Duration::from_secs(3)).await
+    }
+
+    async fn pool_waiting(schema: &ScratchSchema, max_connections: u32, wait: Duration) -> PgPool {
         let settings = PgSettings {
             max_connections,
-            acquire_timeout: Duration::from_secs(3),
+            acquire_timeout: wait,
             statement_timeout: Duration::from_secs(5),
         };
         connect(&schema.url(), &settings).await.expect("pool")
+    }
+
+    #[tokio::test]
+    async fn a_call_waits_at_most_the_pools_acquire_timeout_in_all() {
+        let schema = ScratchSchema::create().await.expect("scratch schema");
+        let wait = Duration::from_millis(400);
+        let pool = pool_waiting(&schema, 2, wait).await;
+        let held = Held::new(pool.clone());
+        // The store's one turn is taken, and the pool's other connection too.
+        let mut lease = held.acquire().await.expect("lease");
+        pid(&mut lease).await;
+        let direct = pool.acquire().await.expect("the pool's own connection");
+        let started = Instant::now();
+        let waited = held.acquire().await;
+        assert!(matches!(waited, Err(sqlx::Error::PoolTimedOut)));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= wait && elapsed < wait * 2,
+            "waited {elapsed:?} for a {wait:?} timeout"
+        );
+        drop(direct);
+        lease.finish();
     }
 
     async fn pid(lease: &mut Lease) -> i32 {
