@@ -17,8 +17,10 @@ use tenantd_domain::{
 };
 use uuid::Uuid;
 
-/// The entry format; an entry of another version is a miss.
-const FORMAT: u8 = 2;
+/// The entry format; an entry of another version is a miss. 3: tenants carry their legal
+/// hold (an entry of a replica that does not know holds must not read as "not held", or a
+/// change made from it would clear the hold).
+const FORMAT: u8 = 3;
 
 /// Bytes as a base64 string in JSON.
 mod base64_bytes {
