@@ -18,6 +18,15 @@ fn aged(tenant: &Tenant, days: i64) -> Event {
     event
 }
 
+/// Every audit record left, newest first.
+async fn audit_left(stores: &Stores) -> Vec<AuditRecord> {
+    let query = tenantd_domain::AuditQuery {
+        limit: 100,
+        ..tenantd_domain::AuditQuery::default()
+    };
+    stores.audit.list(&query).await.expect("audit records")
+}
+
 async fn logged(stores: &Stores) -> Vec<EventId> {
     let events = stores.events.list(None, None, 100).await.expect("events");
     events.into_iter().map(|e| e.id).collect()
@@ -91,12 +100,13 @@ pub async fn retention_trims_old_published_events_and_never_an_unpublished_one(s
         0
     );
     assert_eq!(logged(&stores).await, vec![b1.id, a4.id]);
+    // The oldest event retention could delete: the unpublished one does not count.
     assert_eq!(
         retention
             .oldest(RetainedTable::Events)
             .await
             .expect("oldest"),
-        Some(b1.occurred_at)
+        Some(a4.occurred_at)
     );
     // The unpublished event is still there to publish.
     assert_eq!(stores.outbox.backlog().await.expect("backlog").events, 1);
@@ -150,14 +160,7 @@ pub async fn retention_trims_audit_records_before_the_cutoff_in_batches(stores: 
         );
     }
     assert_eq!(deleted, vec![2, 1, 0]);
-    let left = stores
-        .audit
-        .list(&tenantd_domain::AuditQuery {
-            limit: 10,
-            ..tenantd_domain::AuditQuery::default()
-        })
-        .await
-        .expect("list");
+    let left = audit_left(&stores).await;
     assert_eq!(left, vec![records[3].clone()]);
     assert_eq!(
         retention
@@ -209,13 +212,6 @@ pub async fn retention_keeps_everything_of_a_tenant_under_legal_hold(stores: Sto
         .expect("trim");
     assert_eq!((events, audit), (1, 1));
     assert_eq!(logged(&stores).await, vec![h1.id]);
-    let left = stores
-        .audit
-        .list(&tenantd_domain::AuditQuery {
-            limit: 10,
-            ..tenantd_domain::AuditQuery::default()
-        })
-        .await
-        .expect("list");
+    let left = audit_left(&stores).await;
     assert_eq!(left, vec![ha]);
 }

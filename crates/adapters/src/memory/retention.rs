@@ -61,7 +61,12 @@ impl Retention for MemoryStore {
     async fn oldest(&self, table: RetainedTable) -> Result<Option<DateTime<Utc>>, RepoError> {
         let state = self.lock();
         Ok(match table {
-            RetainedTable::Events => state.events.values().map(|e| e.occurred_at).min(),
+            RetainedTable::Events => state
+                .events
+                .values()
+                .filter(|e| !state.unpublished.contains_key(&e.id))
+                .map(|e| e.occurred_at)
+                .min(),
             RetainedTable::Audit => state.audit.values().map(|r| r.at).min(),
         })
     }

@@ -51,7 +51,9 @@ impl Retention for PgStore {
 
     async fn oldest(&self, table: RetainedTable) -> Result<Option<DateTime<Utc>>, RepoError> {
         let statement = match table {
-            RetainedTable::Events => "SELECT min(occurred_at) FROM tenant_events",
+            RetainedTable::Events => {
+                "SELECT min(occurred_at) FROM tenant_events WHERE published_at IS NOT NULL"
+            }
             RetainedTable::Audit => "SELECT min(at) FROM audit_records",
         };
         let (oldest,): (Option<DateTime<Utc>>,) = self

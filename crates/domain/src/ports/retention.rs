@@ -54,7 +54,9 @@ pub trait Retention: Send + Sync {
         limit: usize,
     ) -> Result<u64, RepoError>;
 
-    /// When the oldest row of `table` was written (events: published or not), if any.
+    /// When the oldest row of `table` was written, if any: for events, the oldest published
+    /// one (the age of unpublished events is the outbox's backlog); rows of tenants under
+    /// legal hold count.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
