@@ -190,8 +190,10 @@ async fn a_create_with_a_request_id_starts_a_sweep_in_the_background() {
     }
 }
 
-#[tokio::test]
-async fn a_pool_survives_its_server_ending_every_session_at_the_cost_of_one_call() {
+/// A store on a scratch schema of its own, with one tenant (slug `prefix-…`) stored.
+async fn store_with_tenant(
+    prefix: &str,
+) -> (ScratchSchema, sqlx::PgPool, PgStore, tenantd_domain::Tenant) {
     use tenantd_domain::ports::TenantRepository as _;
 
     use crate::contract::fixtures::{run_for, slug, tenant};
@@ -199,11 +201,19 @@ async fn a_pool_survives_its_server_ending_every_session_at_the_cost_of_one_call
     let schema = ScratchSchema::create().await.expect("scratch schema");
     let pool = schema.migrated_pool().await.expect("migrated pool");
     let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
-    let kept = tenant(&slug("kept"), "free", &[]);
+    let stored = tenant(&slug(prefix), "free", &[]);
     store
-        .create(&kept, &run_for(&kept), &[], None)
+        .create(&stored, &run_for(&stored), &[], None)
         .await
         .expect("create");
+    (schema, pool, store, stored)
+}
+
+#[tokio::test]
+async fn a_pool_survives_its_server_ending_every_session_at_the_cost_of_one_call() {
+    use tenantd_domain::ports::TenantRepository as _;
+
+    let (_schema, pool, store, kept) = store_with_tenant("kept").await;
     // Four connections open and idle in the pool; their sessions are what a restart ends.
     let mut held = Vec::new();
     let mut pids = Vec::new();
@@ -247,18 +257,7 @@ async fn a_pool_survives_its_server_ending_every_session_at_the_cost_of_one_call
 
 #[tokio::test]
 async fn a_transaction_that_fails_is_rolled_back_and_its_connection_kept() {
-    use tenantd_domain::ports::TenantRepository as _;
-
-    use crate::contract::fixtures::{run_for, slug, tenant};
-
-    let schema = ScratchSchema::create().await.expect("scratch schema");
-    let pool = schema.migrated_pool().await.expect("migrated pool");
-    let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
-    let kept = tenant(&slug("kept"), "free", &[]);
-    store
-        .create(&kept, &run_for(&kept), &[], None)
-        .await
-        .expect("create");
+    let (_schema, pool, store, kept) = store_with_tenant("kept").await;
     store.held().trim_all();
     let failed: Result<(), _> = store
         .in_tx(async |tx| {
@@ -287,18 +286,7 @@ async fn a_transaction_that_fails_is_rolled_back_and_its_connection_kept() {
 
 #[tokio::test]
 async fn a_transaction_cancelled_midway_leaves_no_lock_and_no_kept_connection() {
-    use tenantd_domain::ports::TenantRepository as _;
-
-    use crate::contract::fixtures::{run_for, slug, tenant};
-
-    let schema = ScratchSchema::create().await.expect("scratch schema");
-    let pool = schema.migrated_pool().await.expect("migrated pool");
-    let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
-    let locked = tenant(&slug("locked"), "free", &[]);
-    store
-        .create(&locked, &run_for(&locked), &[], None)
-        .await
-        .expect("create");
+    let (schema, _pool, store, locked) = store_with_tenant("locked").await;
     let before = store.held().held_count();
     let cancelled = tokio::time::timeout(
         std::time::Duration::from_millis(300),
