@@ -186,6 +186,7 @@ macro_rules! repository_contract_tests {
             retention_trims_old_published_events_and_never_an_unpublished_one,
             retention_trims_audit_records_before_the_cutoff_in_batches,
             retention_keeps_everything_of_a_tenant_under_legal_hold,
+            concurrent_trims_delete_each_row_once,
         }
     };
 }

@@ -215,3 +215,31 @@ pub async fn retention_keeps_everything_of_a_tenant_under_legal_hold(stores: Sto
     let left = audit_left(&stores).await;
     assert_eq!(left, vec![ha]);
 }
+
+/// Contract: replicas trimming at once share the rows: together they delete each old row
+/// once, and none of them fails.
+pub async fn concurrent_trims_delete_each_row_once(stores: Stores) {
+    let records: Vec<AuditRecord> = (0..300).map(|_| record_at(500)).collect();
+    stores.audit.append(&records).await.expect("append");
+    let cutoff = now() - Duration::days(400);
+    let trim = |retention: std::sync::Arc<dyn tenantd_domain::ports::Retention>| async move {
+        let mut deleted = 0;
+        loop {
+            let n = retention
+                .trim(RetainedTable::Audit, cutoff, 25)
+                .await
+                .expect("trim");
+            deleted += n;
+            if n == 0 {
+                return deleted;
+            }
+        }
+    };
+    let (a, b, c) = tokio::join!(
+        trim(stores.retention.clone()),
+        trim(stores.retention.clone()),
+        trim(stores.retention.clone())
+    );
+    assert_eq!(a + b + c, 300);
+    assert!(audit_left(&stores).await.is_empty());
+}
