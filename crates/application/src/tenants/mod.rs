@@ -304,13 +304,7 @@ impl TenantService {
         reason: &str,
         etag: &str,
     ) -> Result<Tenant, Error> {
-        let reason = reason.trim();
-        if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
-            return Err(Error::invalid(
-                "reason",
-                "must be at most 500 characters without control characters",
-            ));
-        }
+        let reason = checked_reason(reason, false)?;
         self.mutate(tenant_id, etag, |tenant, now| {
             tenant.suspend(reason.to_owned(), now)?;
             Ok(Some(EventKind::TenantSuspended {
@@ -331,7 +325,7 @@ impl TenantService {
         reason: &str,
         etag: &str,
     ) -> Result<Tenant, Error> {
-        let reason = hold_reason(reason)?;
+        let reason = checked_reason(reason, true)?;
         self.mutate(tenant_id, etag, |tenant, now| {
             tenant.set_legal_hold(reason.to_owned(), now);
             Ok(Some(EventKind::TenantLegalHoldSet {
@@ -353,7 +347,7 @@ impl TenantService {
         reason: &str,
         etag: &str,
     ) -> Result<Tenant, Error> {
-        let reason = hold_reason(reason)?;
+        let reason = checked_reason(reason, true)?;
         self.mutate(tenant_id, etag, |tenant, now| {
             tenant.release_legal_hold(now)?;
             Ok(Some(EventKind::TenantLegalHoldReleased {
@@ -474,15 +468,18 @@ fn effective(tenant: &Tenant, change: TenantChange) -> (TenantChange, Vec<&'stat
     (out, changed)
 }
 
-/// A legal hold's reason, trimmed: required, at most 500 characters, no control
-/// characters.
-fn hold_reason(reason: &str) -> Result<&str, Error> {
+/// An operator's reason (suspension, legal hold), trimmed: at most 500 characters without
+/// control characters; not empty when `required`.
+fn checked_reason(reason: &str, required: bool) -> Result<&str, Error> {
     let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
+    if reason.chars().count() > 500 || reason.chars().any(char::is_control) {
         return Err(Error::invalid(
             "reason",
-            "is required: at most 500 characters without control characters",
+            "must be at most 500 characters without control characters",
         ));
+    }
+    if required && reason.is_empty() {
+        return Err(Error::invalid("reason", "is required"));
     }
     Ok(reason)
 }
