@@ -5,10 +5,20 @@ use std::collections::BTreeMap;
 
 use chrono::Duration;
 use tenantd_domain::ports::{IdempotencyRecord, TenantQuery};
-use tenantd_domain::{ContactEmail, EventKind, PlanId, RepoError, TenantStatus};
+use tenantd_domain::{ContactEmail, EventKind, PlanId, RepoError, Tenant, TenantStatus};
 
 use super::Stores;
 use super::fixtures::{created, event, now, run_for, slug, tenant};
+
+/// `t` as the store has it now (it must be there).
+async fn stored(stores: &Stores, t: &Tenant) -> Tenant {
+    stores
+        .tenants
+        .get(t.id())
+        .await
+        .expect("get")
+        .expect("stored")
+}
 
 /// A stored tenant reads back equal, field for field.
 pub async fn create_then_get_round_trips_every_field(stores: Stores) {
@@ -20,12 +30,7 @@ pub async fn create_then_get_round_trips_every_field(stores: Stores) {
         .create(&t, &run, &[created(&t)], None)
         .await
         .expect("create");
-    let got = stores
-        .tenants
-        .get(t.id())
-        .await
-        .expect("get")
-        .expect("stored");
+    let got = stored(&stores, &t).await;
     // Reads carry the latest run's summary.
     assert_eq!(got, t.with_provisioning(Some(run.summary())));
 }
@@ -134,12 +139,7 @@ pub async fn update_at_expected_version_replaces_and_appends_events(stores: Stor
         .update(&t, 1, std::slice::from_ref(&suspended))
         .await
         .expect("update");
-    let got = stores
-        .tenants
-        .get(t.id())
-        .await
-        .expect("get")
-        .expect("stored");
+    let got = stored(&stores, &t).await;
     assert_eq!(got, t.clone().with_provisioning(Some(run.summary())));
     assert_eq!(got.version(), 3);
     assert_eq!(got.status_reason(), "unpaid");
@@ -165,12 +165,7 @@ pub async fn a_legal_hold_round_trips_until_released(stores: Stores) {
         deleted_at + chrono::Duration::days(1),
     );
     stores.tenants.update(&t, 1, &[]).await.expect("update");
-    let got = stores
-        .tenants
-        .get(t.id())
-        .await
-        .expect("get")
-        .expect("stored");
+    let got = stored(&stores, &t).await;
     assert_eq!(got.legal_hold(), t.legal_hold());
     assert!(got.legal_hold().is_some());
     assert_eq!(got, t.clone().with_provisioning(Some(run.summary())));
@@ -181,12 +176,7 @@ pub async fn a_legal_hold_round_trips_until_released(stores: Stores) {
         .update(&t, version, &[])
         .await
         .expect("update");
-    let got = stores
-        .tenants
-        .get(t.id())
-        .await
-        .expect("get")
-        .expect("stored");
+    let got = stored(&stores, &t).await;
     assert_eq!(got.legal_hold(), None);
     assert_eq!(got.purge_at(), t.purge_at());
     assert!(got.purge_at() > Some(deleted_at + chrono::Duration::days(30)));
@@ -215,12 +205,7 @@ pub async fn update_at_stale_version_conflicts_and_stores_nothing(stores: Stores
         .await
         .expect_err("stale version");
     assert_eq!(err, RepoError::VersionConflict);
-    let got = stores
-        .tenants
-        .get(t.id())
-        .await
-        .expect("get")
-        .expect("stored");
+    let got = stored(&stores, &t).await;
     assert_eq!(got, original);
     assert!(events_of(&stores, &t).await.is_empty());
 }
