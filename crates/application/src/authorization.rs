@@ -18,6 +18,8 @@ pub enum Operation {
     ResumeTenant,
     SetLegalHold,
     ReleaseLegalHold,
+    PurgeTenant,
+    GetPurge,
     GetProvisioning,
     WatchProvisioning,
     CancelProvisioning,
@@ -59,7 +61,7 @@ enum Rule {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Self; 32] = [
+    pub const ALL: [Self; 34] = [
         Self::CreateTenant,
         Self::GetTenant,
         Self::ListTenants,
@@ -70,6 +72,8 @@ impl Operation {
         Self::ResumeTenant,
         Self::SetLegalHold,
         Self::ReleaseLegalHold,
+        Self::PurgeTenant,
+        Self::GetPurge,
         Self::GetProvisioning,
         Self::WatchProvisioning,
         Self::CancelProvisioning,
@@ -104,6 +108,8 @@ impl Operation {
             | Self::ResumeTenant
             | Self::SetLegalHold
             | Self::ReleaseLegalHold
+            | Self::PurgeTenant
+            | Self::GetPurge
             | Self::CancelProvisioning
             | Self::RetryProvisioning
             | Self::ListAuditRecords
@@ -179,7 +185,7 @@ mod tests {
     use super::*;
 
     /// Columns: admin, service, own tenant, other tenant, unknown identity.
-    const TABLE: [(Operation, [bool; 5]); 32] = [
+    const TABLE: [(Operation, [bool; 5]); 34] = [
         (CreateTenant, [true, false, false, false, false]),
         (GetTenant, [true, true, true, false, false]),
         (ListTenants, [true, true, false, false, false]),
@@ -190,6 +196,8 @@ mod tests {
         (ResumeTenant, [true, false, false, false, false]),
         (SetLegalHold, [true, false, false, false, false]),
         (ReleaseLegalHold, [true, false, false, false, false]),
+        (PurgeTenant, [true, false, false, false, false]),
+        (GetPurge, [true, false, false, false, false]),
         (GetProvisioning, [true, true, true, false, false]),
         (WatchProvisioning, [true, true, true, false, false]),
         (CancelProvisioning, [true, false, false, false, false]),

@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod pagination;
 pub mod plans;
 pub mod provisioning;
+pub mod purge;
 pub mod rate_limits;
 pub mod retention;
 pub mod tenant_schemas;
@@ -28,6 +29,7 @@ pub use provisioning::{
     Engine, INITIAL_KEY_PURPOSE, Providers, ProvisioningObserver, ProvisioningService,
     ProvisioningSettings, Signals, StepPorts,
 };
+pub use purge::{PurgeEngine, PurgeObserver, PurgeService, PurgeSettings, Swept};
 pub use rate_limits::{RateLimitService, RateLimitSettings};
 pub use retention::{RetentionObserver, RetentionService, RetentionSettings, Trimmed};
 pub use tenant_schemas::{

@@ -123,6 +123,13 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         purge_at: Option<DateTime<Utc>>,
     },
+    /// The deleted tenant's purge started (status PURGING): no way back from here.
+    TenantPurgeStarted {
+        /// Whether it was forced before the tenant's purge time.
+        forced: bool,
+    },
+    /// The purge finished: only the tenant's tombstone is left.
+    TenantPurged,
     /// An API key was created.
     ApiKeyCreated {
         /// The key's id.
@@ -217,6 +224,8 @@ impl EventKind {
             Self::TenantUndeleted { .. } => "tenant.v1.TenantUndeleted",
             Self::TenantLegalHoldSet { .. } => "tenant.v1.TenantLegalHoldSet",
             Self::TenantLegalHoldReleased { .. } => "tenant.v1.TenantLegalHoldReleased",
+            Self::TenantPurgeStarted { .. } => "tenant.v1.TenantPurgeStarted",
+            Self::TenantPurged => "tenant.v1.TenantPurged",
             Self::ApiKeyCreated { .. } => "tenant.v1.ApiKeyCreated",
             Self::ApiKeyRevoked { .. } => "tenant.v1.ApiKeyRevoked",
             Self::ProvisioningStepChanged { .. } => "tenant.v1.ProvisioningStepChanged",

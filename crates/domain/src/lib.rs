@@ -13,6 +13,7 @@ pub mod plan;
 pub mod ports;
 pub mod principal;
 pub mod provisioning;
+pub mod purge;
 pub mod reason;
 pub mod tenant;
 pub mod tenant_schema;

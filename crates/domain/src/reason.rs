@@ -53,6 +53,8 @@ reasons! {
     RecordNotFound = "RECORD_NOT_FOUND",
     /// The tenant-schema rollout does not exist.
     RolloutNotFound = "ROLLOUT_NOT_FOUND",
+    /// The tenant's purge has not started.
+    PurgeNotFound = "PURGE_NOT_FOUND",
     /// The client certificate carries no identity of this trust domain.
     IdentityMissing = "IDENTITY_MISSING",
     /// The caller's role may not do this (to this tenant).
@@ -77,6 +79,14 @@ reasons! {
     RolloutStateInvalid = "ROLLOUT_STATE_INVALID",
     /// The tenant has no legal hold to release.
     NoLegalHold = "NO_LEGAL_HOLD",
+    /// The tenant is under legal hold: it cannot be purged until the hold is released.
+    LegalHold = "LEGAL_HOLD",
+    /// The tenant was purged: only its tombstone is left.
+    TenantPurged = "TENANT_PURGED",
+    /// The tenant is being purged: nothing but the purge can change it.
+    PurgeInProgress = "PURGE_IN_PROGRESS",
+    /// The deleted tenant's retention has not run out yet (`force` purges it anyway).
+    PurgeTimeNotReached = "PURGE_TIME_NOT_REACHED",
     /// The first API key was claimed already.
     InitialApiKeyClaimed = "INITIAL_API_KEY_CLAIMED",
     /// The first API key was revoked (its provisioning run was undone).

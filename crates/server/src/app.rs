@@ -35,7 +35,7 @@ use crate::grpc::{ApiKeyApi, EventApi, MigrationApi, PlanApi, ProvisioningApi, T
 use crate::identity::Identified;
 use crate::metrics::{
     CacheMetrics, DbPoolCollector, GrpcMetrics, MetricsLayer, MigrationMetrics,
-    ProvisioningMetrics, RateLimitMetrics, RelayMetrics, RetentionMetrics,
+    ProvisioningMetrics, PurgeMetrics, RateLimitMetrics, RelayMetrics, RetentionMetrics,
 };
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
@@ -46,7 +46,7 @@ use crate::proto::{
 use crate::rate_limit::RateLimitLayer;
 use crate::tasks::Tasks;
 use crate::wiring::{Observers, Overrides};
-use crate::{audit, health, relay, retention, tls, wiring};
+use crate::{audit, health, purge, relay, retention, tls, wiring};
 use tenantd_adapters::redis::follow_invalidations;
 
 /// Deadline of a call whose client sets none (a shorter grpc-timeout wins). The database
@@ -163,6 +163,7 @@ impl App {
             relay: Arc::new(RelayMetrics::register(&registry)?),
             migrations: Arc::new(MigrationMetrics::register(&registry)?),
             retention: Arc::new(RetentionMetrics::register(&registry)?),
+            purges: Arc::new(PurgeMetrics::register(&registry)?),
         };
         let rate_limited = RateLimitMetrics::register(&registry)?;
         let stop = CancellationToken::new();
@@ -284,7 +285,10 @@ impl App {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(TenantServiceServer::new(TenantApi::new(services.tenants)))
+            .add_service(TenantServiceServer::new(TenantApi::new(
+                services.tenants,
+                services.purges.clone(),
+            )))
             .add_service(PlanServiceServer::new(PlanApi::new(services.plans)))
             .add_service(EventServiceServer::new(EventApi::new(
                 services.events,
@@ -445,6 +449,7 @@ async fn start_background(
         relay::spawn(relay, tasks);
     }
     retention::spawn(services.retention.clone(), config.retention.interval, tasks);
+    purge::spawn(&services.purge_engine, config.tenants.purge_interval, tasks);
     if let Some(followed) = services.invalidations.clone() {
         tasks.spawn(
             "cache invalidations",
@@ -551,7 +556,7 @@ async fn refresh_schema_gauges(migrations: MigrationService, stop: CancellationT
 
 /// What a worker loop drives: the provisioning engine (runs) or the rollout engine
 /// (tenants of the running rollout).
-trait Worker: Send + 'static {
+pub(crate) trait Worker: Send + 'static {
     /// Takes one piece of work and does it; whether there was one.
     fn work_once(
         &self,
@@ -589,7 +594,12 @@ impl Worker for RolloutEngine {
 
 /// One `what` worker: takes work one piece after another, idles until woken or the poll
 /// interval passes, and stops between pieces once `stop` is cancelled.
-async fn work(what: &'static str, worker: impl Worker, name: String, stop: CancellationToken) {
+pub(crate) async fn work(
+    what: &'static str,
+    worker: impl Worker,
+    name: String,
+    stop: CancellationToken,
+) {
     let mut failing = false;
     loop {
         if stop.is_cancelled() {

@@ -11,6 +11,7 @@ pub mod health;
 pub mod identity;
 pub mod metrics;
 pub mod proto;
+pub mod purge;
 pub mod rate_limit;
 pub mod relay;
 pub mod retention;

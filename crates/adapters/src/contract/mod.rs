@@ -27,6 +27,7 @@ mod outbox;
 mod plans;
 mod providers;
 mod provisioning;
+mod purges;
 mod rate_limit;
 mod retention;
 mod tenant_schemas;
@@ -37,8 +38,8 @@ use std::sync::Arc;
 
 use tenantd_domain::ports::{
     ApiKeyRepository, AuditLog, BillingProvider, DnsProvider, EventLog, InitialKeyStore, Outbox,
-    PlanRepository, ProvisioningRepository, RateLimiter, Retention, RolloutRepository,
-    TenantDatabases, TenantRepository, TenantSchemaRepository,
+    PlanRepository, ProvisioningRepository, PurgeRepository, RateLimiter, Retention,
+    RolloutRepository, TenantDatabases, TenantRepository, TenantSchemaRepository,
 };
 use tenantd_domain::tenant_schema::MigrationSet;
 
@@ -48,6 +49,7 @@ pub use outbox::*;
 pub use plans::*;
 pub use providers::*;
 pub use provisioning::*;
+pub use purges::*;
 pub use rate_limit::*;
 pub use retention::*;
 pub use tenant_schemas::*;
@@ -69,6 +71,8 @@ pub struct Stores {
     pub tenants: Arc<dyn TenantRepository>,
     /// Provisioning runs of the same store.
     pub runs: Arc<dyn ProvisioningRepository>,
+    /// Purges of the same store.
+    pub purges: Arc<dyn PurgeRepository>,
     /// First admin keys of the same store.
     pub initial_keys: Arc<dyn InitialKeyStore>,
     /// The API key repository of the same store.
@@ -187,6 +191,12 @@ macro_rules! repository_contract_tests {
             retention_trims_audit_records_before_the_cutoff_in_batches,
             retention_keeps_everything_of_a_tenant_under_legal_hold,
             concurrent_trims_delete_each_row_once,
+            a_started_purge_makes_its_tenant_purging_atomically_once,
+            a_due_purge_is_claimed_by_one_worker_and_fenced_after_takeover,
+            the_tombstone_write_is_atomic_with_the_purge_and_its_events,
+            purgeable_tenants_are_deleted_unheld_and_past_their_purge_time,
+            a_tombstones_slug_stays_taken_until_released,
+            forgetting_requests_deletes_only_that_tenants_idempotency_records,
         }
     };
 }

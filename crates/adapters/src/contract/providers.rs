@@ -29,7 +29,10 @@ async fn target(ports: &ProviderPorts, slug: &str, plan: &str) -> ProvisioningTa
         slug: tenant.slug().clone(),
         display_name: tenant.display_name().clone(),
         plan_id: tenant.plan_id().clone(),
-        contact_email: tenant.contact_email().clone(),
+        contact_email: tenant
+            .contact_email()
+            .cloned()
+            .expect("a live tenant's address"),
         placement: PlacementRule::Shared("default".into()).place(tenant.id(), &ports.schema_prefix),
     }
 }

@@ -184,7 +184,8 @@ pub async fn retention_keeps_everything_of_a_tenant_under_legal_hold(stores: Sto
             .await
             .expect("create");
     }
-    held.set_legal_hold("case 9".into(), now());
+    held.set_legal_hold("case 9".into(), now())
+        .expect("a live tenant can be held");
     stores.tenants.update(&held, 1, &[]).await.expect("hold");
     let batch = stores
         .outbox

@@ -163,7 +163,8 @@ pub async fn a_legal_hold_round_trips_until_released(stores: Stores) {
     t.set_legal_hold(
         "case 2026-114".into(),
         deleted_at + chrono::Duration::days(1),
-    );
+    )
+    .expect("a deleted tenant can be held");
     stores.tenants.update(&t, 1, &[]).await.expect("update");
     let got = stored(&stores, &t).await;
     assert_eq!(got.legal_hold(), t.legal_hold());

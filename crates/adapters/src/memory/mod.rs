@@ -11,6 +11,7 @@ mod outbox;
 mod plans;
 mod providers;
 mod provisioning;
+mod purges;
 mod rate_limit;
 mod retention;
 mod rollouts;

@@ -7,8 +7,8 @@
 //! summarizes outside it, and a write seals and builds its values before taking it.
 //!
 //! With a cipher (as the embedded mode runs it, with an ephemeral key), contact emails are
-//! kept sealed here too: stored tenants carry a placeholder address and the envelope lives
-//! beside them, opened on every read, like the PostgreSQL store does.
+//! kept sealed here too: stored tenants carry no address and the envelope lives beside
+//! them, opened on every read, like the PostgreSQL store does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
@@ -17,14 +17,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{EmailCipher, IdempotencyRecord, InitialKey, Lease};
 use tenantd_domain::provisioning::{ProvisioningRun, RunId, StepError};
+use tenantd_domain::purge::Purge;
 use tenantd_domain::tenant_schema::{Rollout, RolloutId, RolloutTenant};
 use tenantd_domain::{
     ApiKey, ApiKeyId, AuditRecord, ContactEmail, Event, EventId, Reason, RepoError, Subject,
     Tenant, TenantId, TenantStatus,
 };
 
-/// A tenant as stored: its contact email replaced by a placeholder when sealed, with the
-/// envelope beside it.
+/// A tenant as stored: its contact email taken out when sealed, with the envelope beside
+/// it.
 #[derive(Debug)]
 pub(super) struct StoredTenant {
     pub(super) tenant: Tenant,
@@ -68,6 +69,13 @@ pub(super) struct StoredEntry {
     pub(super) lease: Option<Lease>,
 }
 
+/// A purge and the lease on it.
+#[derive(Debug, Clone)]
+pub(super) struct StoredPurge {
+    pub(super) purge: Arc<Purge>,
+    pub(super) lease: Option<Lease>,
+}
+
 /// A run and the lease on it.
 #[derive(Debug, Clone)]
 pub(super) struct StoredRun {
@@ -106,6 +114,10 @@ pub(super) struct State {
     pub(super) schemas: BTreeMap<TenantId, StoredSchema>,
     /// Rollouts, by id (UUIDv7: creation order).
     pub(super) rollouts: BTreeMap<RolloutId, StoredRollout>,
+    /// Purges and the lease on each, by tenant.
+    pub(super) purges: BTreeMap<TenantId, StoredPurge>,
+    /// Tombstones whose slug was freed for new tenants.
+    pub(super) released_slugs: HashSet<TenantId>,
 }
 
 impl State {
@@ -228,20 +240,20 @@ impl MemoryStore {
         self.cipher.as_ref().map(|c| c.blind_index(email))
     }
 
-    /// `tenant` as it is stored (placeholder email when sealing, the envelope beside it).
+    /// `tenant` as it is stored (no email when sealing, the envelope beside it).
     pub(super) fn conceal(&self, tenant: &Tenant) -> StoredTenant {
-        let Some(cipher) = &self.cipher else {
+        let (Some(cipher), Some(email)) = (&self.cipher, tenant.contact_email()) else {
             return StoredTenant {
                 tenant: tenant.clone(),
                 sealed: None,
             };
         };
         let sealed = Sealed {
-            envelope: cipher.seal(tenant.id(), tenant.contact_email()).envelope,
-            index: cipher.blind_index(tenant.contact_email()),
+            envelope: cipher.seal(tenant.id(), email).envelope,
+            index: cipher.blind_index(email),
         };
         let mut parts = tenant.parts().clone();
-        parts.contact_email = placeholder();
+        parts.contact_email = None;
         StoredTenant {
             tenant: Tenant::from_parts(parts),
             sealed: Some(sealed),
@@ -274,7 +286,7 @@ impl MemoryStore {
             RepoError::Internal(format!("contact email of tenant {id} does not decrypt"))
         })?;
         let mut parts = stored.parts().clone();
-        parts.contact_email = email;
+        parts.contact_email = Some(email);
         Ok(Tenant::from_parts(parts))
     }
 }
@@ -293,11 +305,6 @@ pub(super) fn after_key<K: Ord, V>(
 ) -> impl Iterator<Item = &V> {
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
     map.range((start, Bound::Unbounded)).map(|(_, v)| v)
-}
-
-/// What a sealed tenant carries instead of its address.
-pub(super) fn placeholder() -> ContactEmail {
-    ContactEmail::parse("sealed@tenantd.invalid").unwrap_or_else(|_| unreachable!("valid"))
 }
 
 /// `events` as the state keeps them.

@@ -105,7 +105,15 @@ impl TenantRepository for MemoryStore {
         let views: Vec<_> = {
             let state = self.lock();
             after_key(&state.tenants, query.after)
-                .filter(|s| query.include_deleted || s.tenant.status() != TenantStatus::Deleted)
+                // Tombstones are never listed; tenants on their way out only on request.
+                .filter(|s| s.tenant.status() != TenantStatus::Purged)
+                .filter(|s| {
+                    query.include_deleted
+                        || !matches!(
+                            s.tenant.status(),
+                            TenantStatus::Deleted | TenantStatus::Purging
+                        )
+                })
                 .filter(|s| query.status.is_none_or(|st| s.tenant.status() == st))
                 .filter(|s| {
                     query
@@ -123,7 +131,10 @@ impl TenantRepository for MemoryStore {
                 .filter(|s| match (email, index) {
                     (None, _) => true,
                     (Some(_), Some(index)) => s.sealed.as_ref().is_some_and(|x| x.index == index),
-                    (Some(e), None) => s.tenant.contact_email().normalized() == e.normalized(),
+                    (Some(e), None) => s
+                        .tenant
+                        .contact_email()
+                        .is_some_and(|own| own.normalized() == e.normalized()),
                 })
                 .take(query.limit)
                 .map(|s| state.tenant_view(s))

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use tenantd_domain::ports::TenantRepository;
 
-use super::store::placeholder;
 use super::{
     LocalRateLimiter, MemoryBilling, MemoryDns, MemoryPlanRepository, MemoryStore,
     MemoryTenantDatabases,
@@ -21,6 +20,7 @@ fn ring() -> Arc<KeyRing> {
 fn stores_of(store: &MemoryStore) -> Stores {
     Stores {
         tenants: Arc::new(store.clone()),
+        purges: Arc::new(store.clone()),
         runs: Arc::new(store.clone()),
         initial_keys: Arc::new(store.clone()),
         api_keys: Arc::new(store.clone()),
@@ -92,7 +92,11 @@ async fn a_sealing_store_holds_no_plaintext_email() {
     {
         let state = store.lock();
         let held = &state.tenants[&tenant.id()];
-        assert_eq!(held.tenant.contact_email(), &placeholder());
+        assert_eq!(
+            held.tenant.contact_email(),
+            None,
+            "the address is kept only sealed"
+        );
         let envelope = &held.sealed.as_ref().expect("sealed").envelope;
         assert!(
             !envelope

@@ -4,8 +4,8 @@ use tenantd_domain::RepoError;
 
 use super::connect::connection_broke;
 
-/// The unique index that keeps slugs unique among non-purged tenants.
-const SLUG_INDEX: &str = "tenants_slug_unique";
+/// The unique index that keeps a slug to one tenant until its tombstone frees it.
+const SLUG_INDEX: &str = "tenants_slug_reserved";
 
 /// Translates a driver error; `slug` is the slug being written, for the SlugTaken case.
 #[expect(clippy::needless_pass_by_value, reason = "shaped for map_err")]

@@ -34,6 +34,7 @@ mod outbox;
 mod plans;
 pub mod providers;
 mod provisioning;
+mod purges;
 mod retention;
 mod rewrap;
 mod rollouts;

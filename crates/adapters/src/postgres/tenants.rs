@@ -195,8 +195,11 @@ impl TenantRepository for PgStore {
             sql.push(" AND tenant_id > ").push_bind(after.as_uuid());
         }
         if !query.include_deleted {
-            sql.push(" AND status <> ")
-                .push_bind(TenantStatus::Deleted.as_str());
+            sql.push(" AND status NOT IN (")
+                .push_bind(TenantStatus::Deleted.as_str())
+                .push(", ")
+                .push_bind(TenantStatus::Purging.as_str())
+                .push(")");
         }
         if let Some(status) = query.status {
             sql.push(" AND status = ").push_bind(status.as_str());

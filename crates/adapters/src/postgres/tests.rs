@@ -24,6 +24,7 @@ async fn stores() -> Stores {
     let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
     Stores {
         tenants: Arc::new(store.clone()),
+        purges: Arc::new(store.clone()),
         runs: Arc::new(store.clone()),
         initial_keys: Arc::new(store.clone()),
         api_keys: Arc::new(store.clone()),
@@ -387,7 +388,7 @@ mod tenant_schemas {
             slug: t.slug().clone(),
             display_name: t.display_name().clone(),
             plan_id: t.plan_id().clone(),
-            contact_email: t.contact_email().clone(),
+            contact_email: t.contact_email().cloned().expect("a live tenant's address"),
             placement,
         }
     }

@@ -1,5 +1,5 @@
-//! The cache decorators: [`TenantRepository`], [`ProvisioningRepository`] and
-//! [`ApiKeyRepository`] in front of a store, reading tenants and keys through the
+//! The cache decorators: [`TenantRepository`], [`ProvisioningRepository`],
+//! [`PurgeRepository`] and [`ApiKeyRepository`] in front of a store, reading tenants and keys through the
 //! in-process tier (when there is one, `local.rs`) and the [`RedisCache`], and
 //! invalidating both after every write to what they cache.
 
@@ -8,10 +8,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{
-    ApiKeyRepository, ClaimedRun, EmailCipher, IdempotencyRecord, Lease, ProvisioningRepository,
-    RunWrite, TenantQuery, TenantRepository,
+    ApiKeyRepository, ClaimedPurge, ClaimedRun, EmailCipher, IdempotencyRecord, Lease,
+    ProvisioningRepository, PurgeRepository, PurgeWrite, RunWrite, TenantQuery, TenantRepository,
 };
 use tenantd_domain::provisioning::{ProvisioningRun, RunId};
+use tenantd_domain::purge::Purge;
 use tenantd_domain::{ApiKey, ApiKeyId, Event, RepoError, Tenant, TenantId};
 
 use super::RedisCache;
@@ -221,6 +222,118 @@ impl ProvisioningRepository for CachedRuns {
 
     async fn overdue(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<TenantId>, RepoError> {
         self.inner.overdue(now, limit).await
+    }
+
+    async fn running(&self) -> Result<u64, RepoError> {
+        self.inner.running().await
+    }
+}
+
+/// [`PurgeRepository`] dropping the cached tenant whenever its purge changes it (the start
+/// makes it PURGING, the end its tombstone).
+pub struct CachedPurges {
+    inner: Arc<dyn PurgeRepository>,
+    cache: Arc<RedisCache>,
+    local: Option<Arc<TenantTier>>,
+}
+
+impl std::fmt::Debug for CachedPurges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedPurges").finish_non_exhaustive()
+    }
+}
+
+impl CachedPurges {
+    /// `inner`, invalidating `cache`'s tenants.
+    pub fn new(inner: Arc<dyn PurgeRepository>, cache: Arc<RedisCache>) -> Self {
+        Self {
+            inner,
+            cache,
+            local: None,
+        }
+    }
+
+    /// Invalidating the in-process tier of tenants `local` too.
+    #[must_use]
+    pub fn with_local(mut self, local: Arc<TenantTier>) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    async fn invalidate(&self, tenant: TenantId) {
+        if let Some(local) = &self.local {
+            local.invalidate(&tenant);
+        }
+        self.cache.drop_entry(TENANT, &tenant.to_string()).await;
+    }
+}
+
+#[async_trait]
+impl PurgeRepository for CachedPurges {
+    async fn start(
+        &self,
+        tenant: &Tenant,
+        expected_version: u64,
+        purge: &Purge,
+        events: &[Event],
+    ) -> Result<(), RepoError> {
+        let result = self
+            .inner
+            .start(tenant, expected_version, purge, events)
+            .await;
+        self.invalidate(tenant.id()).await;
+        result
+    }
+
+    async fn get(&self, tenant: TenantId) -> Result<Option<Purge>, RepoError> {
+        self.inner.get(tenant).await
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: chrono::Duration,
+    ) -> Result<Option<ClaimedPurge>, RepoError> {
+        self.inner.claim(owner, now, lease_for).await
+    }
+
+    async fn renew(
+        &self,
+        tenant: TenantId,
+        version: u64,
+        lease: &Lease,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        self.inner.renew(tenant, version, lease, until).await
+    }
+
+    async fn release(&self, tenant: TenantId, lease: &Lease) -> Result<(), RepoError> {
+        self.inner.release(tenant, lease).await
+    }
+
+    async fn save(&self, write: PurgeWrite<'_>) -> Result<(), RepoError> {
+        let result = self.inner.save(write).await;
+        if write.tenant.is_some() {
+            self.invalidate(write.purge.tenant_id).await;
+        }
+        result
+    }
+
+    async fn purgeable(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, RepoError> {
+        self.inner.purgeable(now, limit).await
+    }
+
+    async fn forget_requests(&self, tenant: TenantId) -> Result<u64, RepoError> {
+        self.inner.forget_requests(tenant).await
+    }
+
+    async fn release_slugs(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        self.inner.release_slugs(before).await
     }
 
     async fn running(&self) -> Result<u64, RepoError> {

@@ -113,9 +113,11 @@ struct KeyEntry {
     used: Option<DateTime<Utc>>,
 }
 
-/// The entry of `tenant`, its contact email sealed by `cipher`.
+/// The entry of `tenant`, its contact email sealed by `cipher`; `None` for a tombstone
+/// (never cached: it is rarely read, and has no address to seal).
 pub(crate) fn encode_tenant(tenant: &Tenant, cipher: &dyn EmailCipher) -> Option<Vec<u8>> {
     let p = tenant.parts();
+    let email = p.contact_email.as_ref()?;
     let entry = TenantEntry {
         v: FORMAT,
         id: p.id.as_uuid(),
@@ -125,7 +127,7 @@ pub(crate) fn encode_tenant(tenant: &Tenant, cipher: &dyn EmailCipher) -> Option
         status: p.status.as_str().to_owned(),
         status_reason: p.status_reason.clone(),
         status_before_delete: p.status_before_delete.map(|s| s.as_str().to_owned()),
-        email: cipher.seal(p.id, &p.contact_email).envelope,
+        email: cipher.seal(p.id, email).envelope,
         labels: p.labels.as_map().clone(),
         config: p.config.as_map().clone(),
         created: p.created_at,
@@ -181,13 +183,14 @@ pub(crate) fn decode_tenant(
         plan_id: PlanId::new(e.plan),
         status: status(&e.status)?,
         status_reason: e.status_reason,
-        contact_email: cipher.open(id, &e.email).ok()?,
+        contact_email: Some(cipher.open(id, &e.email).ok()?),
         labels: Labels::parse(e.labels).ok()?,
         config: TenantConfig::parse(e.config).ok()?,
         created_at: e.created,
         updated_at: e.updated,
         deleted_at: e.deleted,
         purge_at: e.purge,
+        purged_at: None,
         status_before_delete: match e.status_before_delete {
             Some(s) => Some(status(&s)?),
             None => None,

@@ -32,7 +32,7 @@ use deadpool_redis::redis::{self, FromRedisValue, Script};
 use deadpool_redis::{Config, Pool, Runtime};
 
 pub use cache::{CacheObserver, RedisCache};
-pub use cached::{ApiKeyTier, CachedApiKeys, CachedRuns, CachedTenants, TenantTier};
+pub use cached::{ApiKeyTier, CachedApiKeys, CachedPurges, CachedRuns, CachedTenants, TenantTier};
 pub use local::{LocalSettings, LocalTier, follow_invalidations};
 pub use rate_limit::RedisRateLimiter;
 

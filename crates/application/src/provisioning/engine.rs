@@ -540,7 +540,7 @@ impl Engine {
 }
 
 /// A jitter factor in [0, 1) from the random bits of a fresh UUIDv7.
-fn jitter(ids: &dyn IdGenerator) -> f64 {
+pub(crate) fn jitter(ids: &dyn IdGenerator) -> f64 {
     let random = ids.new_v7().as_u128() & 0xFFFF_FFFF;
     #[expect(clippy::cast_precision_loss, reason = "32 bits fit an f64 exactly")]
     let fraction = random as f64 / 4_294_967_296.0;

@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 pub use engine::Engine;
+pub(crate) use engine::jitter;
+pub(crate) use steps::store_error;
 pub use steps::{INITIAL_KEY_PURPOSE, Providers, StepPorts};
 pub use watch::RunWatch;
 

@@ -68,7 +68,7 @@ impl std::fmt::Debug for StepPorts {
     }
 }
 
-fn store_error(what: &str, err: &RepoError) -> StepError {
+pub(crate) fn store_error(what: &str, err: &RepoError) -> StepError {
     match err {
         RepoError::Unavailable(_) => StepError::new(
             "STORE_UNAVAILABLE",
@@ -99,12 +99,18 @@ impl StepPorts {
         tenant: &Tenant,
         now: DateTime<Utc>,
     ) -> Result<Vec<EventKind>, StepError> {
+        let Some(contact_email) = tenant.contact_email().cloned() else {
+            return Err(StepError::permanent(
+                "TENANT_PURGED",
+                "the tenant was purged: there is nothing to provision",
+            ));
+        };
         let target = ProvisioningTarget {
             tenant_id: tenant.id(),
             slug: tenant.slug().clone(),
             display_name: tenant.display_name().clone(),
             plan_id: tenant.plan_id().clone(),
-            contact_email: tenant.contact_email().clone(),
+            contact_email,
             placement: self.placement.placement_of(tenant),
         };
         match step {

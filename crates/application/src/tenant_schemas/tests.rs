@@ -250,7 +250,7 @@ impl World {
                 slug: tenant.slug().clone(),
                 display_name: tenant.display_name().clone(),
                 plan_id: tenant.plan_id().clone(),
-                contact_email: tenant.contact_email().clone(),
+                contact_email: tenant.contact_email().cloned().expect("an address"),
                 placement,
             })
             .await

@@ -225,7 +225,11 @@ impl TenantService {
             labels: cmd.labels,
             slug_prefix: (!cmd.slug_prefix.is_empty()).then_some(cmd.slug_prefix),
             contact_email,
-            include_deleted: cmd.show_deleted || cmd.status == Some(TenantStatus::Deleted),
+            include_deleted: cmd.show_deleted
+                || matches!(
+                    cmd.status,
+                    Some(TenantStatus::Deleted | TenantStatus::Purging)
+                ),
         };
         let fetched = self.tenants.list(&query).await?;
         Ok(page.finish(fetched, &filters, |t| t.id().to_string()))
@@ -327,7 +331,7 @@ impl TenantService {
     ) -> Result<Tenant, Error> {
         let reason = checked_reason(reason, true)?;
         self.mutate(tenant_id, etag, |tenant, now| {
-            tenant.set_legal_hold(reason.to_owned(), now);
+            tenant.set_legal_hold(reason.to_owned(), now)?;
             Ok(Some(EventKind::TenantLegalHoldSet {
                 reason: reason.to_owned(),
             }))
@@ -455,9 +459,13 @@ fn effective(tenant: &Tenant, change: TenantChange) -> (TenantChange, Vec<&'stat
         plan_id: change
             .plan_id
             .filter(|v| keep(v != tenant.plan_id(), "plan_id", &mut changed)),
-        contact_email: change
-            .contact_email
-            .filter(|v| keep(v != tenant.contact_email(), "contact_email", &mut changed)),
+        contact_email: change.contact_email.filter(|v| {
+            keep(
+                Some(v) != tenant.contact_email(),
+                "contact_email",
+                &mut changed,
+            )
+        }),
         labels: change
             .labels
             .filter(|v| keep(v != tenant.labels(), "labels", &mut changed)),

@@ -15,6 +15,7 @@
 //! | [`crypto`] | [`EmailCipher`], [`SecretSealer`] |
 //! | [`outbox`] | [`EventLog`], [`Outbox`], [`EventPublisher`] |
 //! | [`audit`] | [`AuditLog`] |
+//! | [`purge`] | [`PurgeRepository`] |
 //! | [`retention`] | [`Retention`] |
 //! | [`system`] | [`Clock`], [`IdGenerator`], [`SecretGenerator`], [`RateLimiter`] |
 //! | [`tenant_schemas`] | [`TenantSchemaRepository`], [`RolloutRepository`] |
@@ -25,6 +26,7 @@ pub mod crypto;
 pub mod outbox;
 pub mod providers;
 pub mod provisioning;
+pub mod purge;
 pub mod retention;
 pub mod system;
 pub mod tenant_schemas;
@@ -36,6 +38,7 @@ pub use crypto::*;
 pub use outbox::*;
 pub use providers::*;
 pub use provisioning::*;
+pub use purge::*;
 pub use retention::*;
 pub use system::*;
 pub use tenant_schemas::*;

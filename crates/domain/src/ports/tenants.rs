@@ -39,7 +39,7 @@ pub struct TenantQuery {
     pub slug_prefix: Option<String>,
     /// Only this contact email (compared normalized).
     pub contact_email: Option<ContactEmail>,
-    /// Include DELETED tenants.
+    /// Include DELETED and PURGING tenants (tombstones are never listed).
     pub include_deleted: bool,
 }
 

@@ -51,8 +51,8 @@ pub struct TenantParts {
     pub status: TenantStatus,
     /// Why the tenant is in its status (may be empty).
     pub status_reason: String,
-    /// Contact address.
-    pub contact_email: ContactEmail,
+    /// Contact address; `None` once purged (a tombstone keeps no address).
+    pub contact_email: Option<ContactEmail>,
     /// Labels.
     pub labels: Labels,
     /// Configuration.
@@ -67,6 +67,8 @@ pub struct TenantParts {
     pub purge_at: Option<DateTime<Utc>>,
     /// Status to restore on undelete.
     pub status_before_delete: Option<TenantStatus>,
+    /// When its purge finished (it is a tombstone since).
+    pub purged_at: Option<DateTime<Utc>>,
     /// Optimistic-concurrency version, 1 on creation, +1 per change.
     pub version: u64,
     /// The latest provisioning run, as stores read it (output only: never written back
@@ -103,7 +105,7 @@ impl Tenant {
             plan_id: new.plan_id,
             status: TenantStatus::Provisioning,
             status_reason: String::new(),
-            contact_email: new.contact_email,
+            contact_email: Some(new.contact_email),
             labels: new.labels,
             config: new.config,
             created_at: now,
@@ -111,6 +113,7 @@ impl Tenant {
             deleted_at: None,
             purge_at: None,
             status_before_delete: None,
+            purged_at: None,
             version: 1,
             provisioning: None,
             placement: None,
@@ -176,9 +179,9 @@ impl Tenant {
     pub fn status_reason(&self) -> &str {
         &self.0.status_reason
     }
-    /// Contact address.
-    pub fn contact_email(&self) -> &ContactEmail {
-        &self.0.contact_email
+    /// Contact address; `None` for a tombstone.
+    pub fn contact_email(&self) -> Option<&ContactEmail> {
+        self.0.contact_email.as_ref()
     }
     /// Labels.
     pub fn labels(&self) -> &Labels {
@@ -203,6 +206,10 @@ impl Tenant {
     /// Purge time.
     pub fn purge_at(&self) -> Option<DateTime<Utc>> {
         self.0.purge_at
+    }
+    /// When its purge finished.
+    pub fn purged_at(&self) -> Option<DateTime<Utc>> {
+        self.0.purged_at
     }
 
     /// The legal hold, while there is one.
@@ -251,7 +258,7 @@ impl Tenant {
             parts.plan_id = v;
         }
         if let Some(v) = change.contact_email {
-            parts.contact_email = v;
+            parts.contact_email = Some(v);
         }
         if let Some(v) = change.labels {
             parts.labels = v;
@@ -268,6 +275,7 @@ impl Tenant {
     /// # Errors
     /// [`Error::FailedPrecondition`] when the tenant is DELETED.
     pub fn ensure_updatable(&self) -> Result<(), Error> {
+        self.ensure_not_purge()?;
         if self.0.status == TenantStatus::Deleted {
             Err(Error::precondition(
                 Reason::TenantDeleted,
@@ -275,6 +283,25 @@ impl Tenant {
             ))
         } else {
             Ok(())
+        }
+    }
+
+    /// Whether anything but its purge may change the tenant: not once its purge started.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`]: `PURGE_IN_PROGRESS` while PURGING, `TENANT_PURGED`
+    /// once PURGED.
+    pub fn ensure_not_purge(&self) -> Result<(), Error> {
+        match self.0.status {
+            TenantStatus::Purging => Err(Error::precondition(
+                Reason::PurgeInProgress,
+                "the tenant is being purged; it can no longer be changed or restored",
+            )),
+            TenantStatus::Purged => Err(Error::precondition(
+                Reason::TenantPurged,
+                "the tenant was purged; only its tombstone is left",
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -367,6 +394,7 @@ impl Tenant {
     /// [`Error::FailedPrecondition`] when the tenant is not deleted or its purge time passed
     /// (a held tenant's purge time does not run out).
     pub fn undelete(&mut self, now: DateTime<Utc>) -> Result<TenantStatus, Error> {
+        self.ensure_not_purge()?;
         if self.0.status != TenantStatus::Deleted {
             return Err(Error::precondition(
                 Reason::InvalidTransition,
@@ -392,11 +420,75 @@ impl Tenant {
     }
 
     /// Puts the tenant under legal hold for `reason` (already held: the reason is replaced,
-    /// the hold keeps its start). Any status.
-    pub fn set_legal_hold(&mut self, reason: String, now: DateTime<Utc>) {
+    /// the hold keeps its start). Any status until its purge starts.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] once the purge started (see [`Self::ensure_not_purge`]).
+    pub fn set_legal_hold(&mut self, reason: String, now: DateTime<Utc>) -> Result<(), Error> {
+        self.ensure_not_purge()?;
         let since = self.0.legal_hold.as_ref().map_or(now, |hold| hold.since);
         self.0.legal_hold = Some(LegalHold { reason, since });
         self.touch(now);
+        Ok(())
+    }
+
+    /// DELETED -> PURGING: its purge run starts, and from here nothing restores it.
+    /// `force` purges before the purge time.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`]: `PURGE_IN_PROGRESS` or `TENANT_PURGED` when its purge
+    /// started already, `INVALID_TRANSITION` when it is not DELETED, `LEGAL_HOLD` while it
+    /// is held, `PURGE_TIME_NOT_REACHED` without `force` before its purge time.
+    pub fn begin_purge(&mut self, force: bool, now: DateTime<Utc>) -> Result<(), Error> {
+        self.ensure_not_purge()?;
+        if self.0.status != TenantStatus::Deleted {
+            return Err(Error::precondition(
+                Reason::InvalidTransition,
+                format!(
+                    "tenant is {}; only a DELETED tenant can be purged",
+                    self.0.status
+                ),
+            ));
+        }
+        if self.0.legal_hold.is_some() {
+            return Err(Error::precondition(
+                Reason::LegalHold,
+                "the tenant is under legal hold; release the hold before purging it",
+            ));
+        }
+        if let Some(purge_at) = self.0.purge_at.filter(|at| !force && *at > now) {
+            return Err(Error::precondition(
+                Reason::PurgeTimeNotReached,
+                format!(
+                    "the tenant's retention runs until {}; purge it with force to purge it now",
+                    purge_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ));
+        }
+        self.transition(TenantStatus::Purging, String::new(), now)
+    }
+
+    /// PURGING -> PURGED: the tenant becomes its tombstone. Id, slug, plan, placement and
+    /// timestamps stay (ids and events stay resolvable, the slug stays reserved); the
+    /// address, labels and configuration go, and the display name becomes the slug.
+    ///
+    /// # Errors
+    /// [`Error::FailedPrecondition`] unless the tenant is PURGING.
+    pub fn tombstone(&mut self, now: DateTime<Utc>) -> Result<(), Error> {
+        if self.0.status == TenantStatus::Purged {
+            self.ensure_not_purge()?;
+        }
+        self.require(TenantStatus::Purging, "tombstoned")?;
+        let parts = &mut self.0;
+        parts.display_name = DisplayName::parse(parts.slug.as_str())
+            .map_err(|_| Error::Internal("a slug is not a display name".to_owned()))?;
+        parts.contact_email = None;
+        parts.labels = Labels::default();
+        parts.config = TenantConfig::default();
+        parts.status_before_delete = None;
+        parts.legal_hold = None;
+        parts.purged_at = Some(now);
+        self.transition(TenantStatus::Purged, String::new(), now)
     }
 
     /// Releases the legal hold. The retention of a soft-deleted tenant did not run while it
@@ -443,6 +535,9 @@ impl Tenant {
         reason: String,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
+        if self.0.status.is_purge() && next != TenantStatus::Purged {
+            self.ensure_not_purge()?;
+        }
         if !self.0.status.can_become(next) {
             return Err(Error::precondition(
                 Reason::InvalidTransition,

@@ -18,27 +18,36 @@ pub enum TenantStatus {
     Cancelled,
     /// Soft-deleted, restorable until its purge time.
     Deleted,
+    /// Its purge run is undoing everything made for it; no way back.
+    Purging,
+    /// Purged: a tombstone (id, slug, plan, timestamps) is all that is left.
+    Purged,
 }
 
 impl TenantStatus {
     /// Every status, in declaration order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Provisioning,
         Self::Active,
         Self::Suspended,
         Self::Failed,
         Self::Cancelled,
         Self::Deleted,
+        Self::Purging,
+        Self::Purged,
     ];
 
     /// Whether the lifecycle allows going from `self` to `next`.
     ///
     /// PROVISIONING -> ACTIVE | FAILED | CANCELLED; ACTIVE <-> SUSPENDED;
-    /// FAILED | CANCELLED -> PROVISIONING (retry); any but DELETED -> DELETED.
-    /// Leaving DELETED (undelete) restores the status held before deletion, which
-    /// [`crate::Tenant::undelete`] checks; it is not a plain transition.
+    /// FAILED | CANCELLED -> PROVISIONING (retry); any live status -> DELETED;
+    /// DELETED -> PURGING -> PURGED. Leaving DELETED for a live status (undelete) restores
+    /// the status held before deletion, which [`crate::Tenant::undelete`] checks; it is not
+    /// a plain transition.
     pub fn can_become(self, next: Self) -> bool {
-        use TenantStatus::{Active, Cancelled, Deleted, Failed, Provisioning, Suspended};
+        use TenantStatus::{
+            Active, Cancelled, Deleted, Failed, Provisioning, Purged, Purging, Suspended,
+        };
         matches!(
             (self, next),
             (Provisioning, Active | Failed | Cancelled)
@@ -49,7 +58,14 @@ impl TenantStatus {
                     Provisioning | Active | Suspended | Failed | Cancelled,
                     Deleted
                 )
+                | (Deleted, Purging)
+                | (Purging, Purged)
         )
+    }
+
+    /// Whether the tenant is being or has been purged: nothing but its purge changes it.
+    pub fn is_purge(self) -> bool {
+        matches!(self, Self::Purging | Self::Purged)
     }
 
     /// The status name as the API spells it (without the enum prefix).
@@ -61,6 +77,8 @@ impl TenantStatus {
             Self::Failed => "FAILED",
             Self::Cancelled => "CANCELLED",
             Self::Deleted => "DELETED",
+            Self::Purging => "PURGING",
+            Self::Purged => "PURGED",
         }
     }
 }
@@ -90,6 +108,8 @@ mod tests {
             (Failed, Deleted),
             (Cancelled, Provisioning),
             (Cancelled, Deleted),
+            (Deleted, Purging),
+            (Purging, Purged),
         ];
         for from in TenantStatus::ALL {
             for to in TenantStatus::ALL {

@@ -8,6 +8,7 @@ use serde_json::{Map, Number, Value as Json};
 use tenantd_domain::provisioning::{
     ProvisioningRun, RunState, RunSummary, Step, StepError, StepKind, StepState,
 };
+use tenantd_domain::purge::{Purge, PurgeStepKind, PurgeStepState};
 use tenantd_domain::tenant_schema::{Placement, RolloutState};
 use tenantd_domain::{
     ApiKey, AuditRecord, Error, Event, EventKind, FieldViolation, Plan, Subject, Tenant,
@@ -100,6 +101,8 @@ pub fn status_to_proto(status: TenantStatus) -> proto::TenantStatus {
         TenantStatus::Failed => proto::TenantStatus::Failed,
         TenantStatus::Cancelled => proto::TenantStatus::Cancelled,
         TenantStatus::Deleted => proto::TenantStatus::Deleted,
+        TenantStatus::Purging => proto::TenantStatus::Purging,
+        TenantStatus::Purged => proto::TenantStatus::Purged,
     }
 }
 
@@ -118,6 +121,8 @@ pub fn status_filter(value: i32, field: &str) -> Result<Option<TenantStatus>, Er
         proto::TenantStatus::Failed => Some(TenantStatus::Failed),
         proto::TenantStatus::Cancelled => Some(TenantStatus::Cancelled),
         proto::TenantStatus::Deleted => Some(TenantStatus::Deleted),
+        proto::TenantStatus::Purging => Some(TenantStatus::Purging),
+        proto::TenantStatus::Purged => Some(TenantStatus::Purged),
     })
 }
 
@@ -130,7 +135,10 @@ impl From<&Tenant> for proto::Tenant {
             plan_id: tenant.plan_id().to_string(),
             status: status_to_proto(tenant.status()).into(),
             status_reason: tenant.status_reason().to_owned(),
-            contact_email: tenant.contact_email().expose().to_owned(),
+            contact_email: tenant
+                .contact_email()
+                .map(|email| email.expose().to_owned())
+                .unwrap_or_default(),
             labels: tenant.labels().as_map().clone(),
             config: Some(json_to_struct(tenant.config().as_map())),
             provisioning: tenant.provisioning().map(proto::ProvisioningSummary::from),
@@ -144,7 +152,50 @@ impl From<&Tenant> for proto::Tenant {
                 reason: hold.reason.clone(),
                 set_time: Some(timestamp(hold.since)),
             }),
+            purged_time: tenant.purged_at().map(timestamp),
         }
+    }
+}
+
+impl From<&Purge> for proto::Purge {
+    fn from(purge: &Purge) -> Self {
+        Self {
+            tenant_id: purge.tenant_id.to_string(),
+            done: purge.is_done(),
+            forced: purge.forced,
+            requested_by: purge.requested_by.clone(),
+            steps: purge
+                .steps
+                .iter()
+                .map(|step| proto::PurgeStep {
+                    kind: purge_step_kind(step.kind).into(),
+                    state: match step.state {
+                        PurgeStepState::Pending => proto::PurgeStepState::Pending,
+                        PurgeStepState::Running => proto::PurgeStepState::Running,
+                        PurgeStepState::Succeeded => proto::PurgeStepState::Succeeded,
+                    }
+                    .into(),
+                    attempts: i32::try_from(step.attempts).unwrap_or(i32::MAX),
+                    last_error: step.last_error.as_ref().map(step_error),
+                    start_time: step.started_at.map(timestamp),
+                    finish_time: step.finished_at.map(timestamp),
+                    next_attempt_time: step.next_attempt_at.map(timestamp),
+                })
+                .collect(),
+            create_time: Some(timestamp(purge.created_at)),
+            finish_time: purge.finished_at.map(timestamp),
+        }
+    }
+}
+
+fn purge_step_kind(kind: PurgeStepKind) -> proto::PurgeStepKind {
+    match kind {
+        PurgeStepKind::Database => proto::PurgeStepKind::Database,
+        PurgeStepKind::Dns => proto::PurgeStepKind::Dns,
+        PurgeStepKind::Billing => proto::PurgeStepKind::Billing,
+        PurgeStepKind::ApiKeys => proto::PurgeStepKind::ApiKeys,
+        PurgeStepKind::Idempotency => proto::PurgeStepKind::Idempotency,
+        PurgeStepKind::Tombstone => proto::PurgeStepKind::Tombstone,
     }
 }
 
@@ -257,6 +308,10 @@ fn payload(kind: &EventKind) -> proto::tenant_event::Payload {
                 purge_time: purge_at.map(timestamp),
             })
         }
+        EventKind::TenantPurgeStarted { forced } => {
+            Payload::TenantPurgeStarted(proto::TenantPurgeStarted { forced: *forced })
+        }
+        EventKind::TenantPurged => Payload::TenantPurged(proto::TenantPurged {}),
         EventKind::ApiKeyCreated { key_id, scopes } => {
             Payload::ApiKeyCreated(proto::ApiKeyCreated {
                 key_id: key_id.clone(),

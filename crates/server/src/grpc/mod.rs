@@ -44,3 +44,14 @@ pub(crate) fn allow<T>(
     }
     authorize(principal, operation, tenant).map_err(status::to_status)
 }
+
+/// The SPIFFE path of the caller's principal (`admin`, `service/billing`), for what a
+/// request records as its requester; empty without one (`allow` refused those already).
+pub(crate) fn principal_path<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .and_then(|caller| caller.principal.as_ref())
+        .map(tenantd_domain::Principal::path)
+        .unwrap_or_default()
+}

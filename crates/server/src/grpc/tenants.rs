@@ -1,7 +1,9 @@
 //! `tenant.v1.TenantService`: request -> use-case input, call, result -> response.
 
 use tenantd_application::Operation;
-use tenantd_application::{CreateTenant, ListTenants, TenantFields, TenantService, UpdateTenant};
+use tenantd_application::{
+    CreateTenant, ListTenants, PurgeService, TenantFields, TenantService, UpdateTenant,
+};
 use tenantd_domain::Error;
 use tonic::{Request, Response, Status};
 
@@ -13,12 +15,13 @@ use crate::proto::{self, tenant_service_server};
 #[derive(Debug, Clone)]
 pub struct TenantApi {
     service: TenantService,
+    purges: PurgeService,
 }
 
 impl TenantApi {
-    /// Handlers over `service`.
-    pub fn new(service: TenantService) -> Self {
-        Self { service }
+    /// Handlers over `service`, purging with `purges`.
+    pub fn new(service: TenantService, purges: PurgeService) -> Self {
+        Self { service, purges }
     }
 }
 
@@ -257,6 +260,52 @@ impl tenant_service_server::TenantService for TenantApi {
             .map_err(to_status)?;
         Ok(Response::new(proto::ResumeTenantResponse {
             tenant: Some(proto::Tenant::from(&tenant)),
+        }))
+    }
+
+    async fn purge_tenant(
+        &self,
+        request: Request<proto::PurgeTenantRequest>,
+    ) -> Result<Response<proto::PurgeTenantResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::PurgeTenant,
+            Some(&request.get_ref().tenant_id),
+        )?;
+        let requested_by = super::principal_path(&request);
+        let request = request.into_inner();
+        let (tenant, purge) = self
+            .purges
+            .purge(
+                &requested_by,
+                &request.tenant_id,
+                &request.etag,
+                request.force,
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::PurgeTenantResponse {
+            tenant: Some(proto::Tenant::from(&tenant)),
+            purge: Some(proto::Purge::from(&purge)),
+        }))
+    }
+
+    async fn get_purge(
+        &self,
+        request: Request<proto::GetPurgeRequest>,
+    ) -> Result<Response<proto::GetPurgeResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::GetPurge,
+            Some(&request.get_ref().tenant_id),
+        )?;
+        let purge = self
+            .purges
+            .get(&request.get_ref().tenant_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::GetPurgeResponse {
+            purge: Some(proto::Purge::from(&purge)),
         }))
     }
 }

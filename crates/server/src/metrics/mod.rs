@@ -7,6 +7,7 @@ mod http;
 mod migrations;
 mod pool;
 mod provisioning;
+mod purge;
 mod relay;
 mod retention;
 
@@ -15,5 +16,6 @@ pub use http::serve as serve_http;
 pub use migrations::MigrationMetrics;
 pub use pool::{DbPoolCollector, PoolStats};
 pub use provisioning::ProvisioningMetrics;
+pub use purge::PurgeMetrics;
 pub use relay::{CacheMetrics, RateLimitMetrics, RelayMetrics};
 pub use retention::RetentionMetrics;

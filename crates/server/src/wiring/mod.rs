@@ -24,20 +24,21 @@ use tenantd_adapters::postgres::{
 };
 use tenantd_adapters::redis::local::Invalidated;
 use tenantd_adapters::redis::{
-    ApiKeyTier, CacheObserver, CachedApiKeys, CachedRuns, CachedTenants, Redis, RedisCache,
-    RedisRateLimiter, RedisSettings, TenantTier,
+    ApiKeyTier, CacheObserver, CachedApiKeys, CachedPurges, CachedRuns, CachedTenants, Redis,
+    RedisCache, RedisRateLimiter, RedisSettings, TenantTier,
 };
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
 use tenantd_application::{
     ApiKeyService, AuditService, Engine, EventService, MigrationObserver, MigrationService,
     OutboxRelay, PlacementPolicy, PlanService, Providers, ProvisioningObserver,
-    ProvisioningService, RateLimitService, RelayObserver, RetentionObserver, RetentionService,
-    RolloutEngine, RolloutSignals, Signals, StepPorts, TenantService, TenantSettings,
+    ProvisioningService, PurgeEngine, PurgeObserver, PurgeService, PurgeSettings, RateLimitService,
+    RelayObserver, RetentionObserver, RetentionService, RolloutEngine, RolloutSignals, Signals,
+    StepPorts, TenantService, TenantSettings,
 };
 use tenantd_domain::ports::{
     ApiKeyRepository, AuditLog, Clock as _, EmailCipher, EventLog, InitialKeyStore, Outbox,
-    PlanRepository, ProvisioningRepository, RateLimiter, Retention, RolloutRepository,
-    SecretSealer, TenantDatabases, TenantRepository, TenantSchemaRepository,
+    PlanRepository, ProvisioningRepository, PurgeRepository, RateLimiter, Retention,
+    RolloutRepository, SecretSealer, TenantDatabases, TenantRepository, TenantSchemaRepository,
 };
 use tenantd_domain::tenant_schema::DEFAULT_TENANT_DATABASE;
 use tenantd_domain::{ApiKey, ApiKeyId, Event, Tenant};
@@ -65,6 +66,10 @@ pub struct Services {
     pub provisioning: ProvisioningService,
     /// The provisioning engine the workers run.
     pub engine: Engine,
+    /// Purges: PurgeTenant and GetPurge.
+    pub purges: PurgeService,
+    /// The purge engine the purge workers and the sweeper run.
+    pub purge_engine: PurgeEngine,
     /// Tenant-schema rollouts and versions.
     pub migrations: MigrationService,
     /// The rollout engine the rollout workers run.
@@ -136,6 +141,8 @@ pub struct Observers {
     pub migrations: Arc<dyn MigrationObserver>,
     /// Retention.
     pub retention: Arc<dyn RetentionObserver>,
+    /// Purges.
+    pub purges: Arc<dyn PurgeObserver>,
 }
 
 impl std::fmt::Debug for Observers {
@@ -175,6 +182,7 @@ impl std::fmt::Debug for Overrides {
 struct Ports {
     tenants: Arc<dyn TenantRepository>,
     runs: Arc<dyn ProvisioningRepository>,
+    purges: Arc<dyn PurgeRepository>,
     initial_keys: Arc<dyn InitialKeyStore>,
     cipher: Arc<dyn EmailCipher>,
     sealer: Arc<dyn SecretSealer>,
@@ -200,6 +208,7 @@ struct Ports {
 struct Background {
     tenants: Arc<dyn TenantRepository>,
     runs: Arc<dyn ProvisioningRepository>,
+    purges: Arc<dyn PurgeRepository>,
     initial_keys: Arc<dyn InitialKeyStore>,
     api_keys: Arc<dyn ApiKeyRepository>,
     audit: Arc<dyn AuditLog>,
@@ -215,6 +224,7 @@ impl Background {
     where
         S: TenantRepository
             + ProvisioningRepository
+            + PurgeRepository
             + InitialKeyStore
             + ApiKeyRepository
             + AuditLog
@@ -228,6 +238,7 @@ impl Background {
         Self {
             tenants: Arc::new(store.clone()),
             runs: Arc::new(store.clone()),
+            purges: Arc::new(store.clone()),
             initial_keys: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),
@@ -268,20 +279,34 @@ pub async fn build(
     let placement = Arc::new(placement_policy(config));
     let databases = providers.databases.clone();
     let background = &ports.background;
+    let steps = StepPorts {
+        providers,
+        initial_keys: background.initial_keys.clone(),
+        api_keys: background.api_keys.clone(),
+        plans: ports.plans.clone(),
+        sealer: ports.sealer.clone(),
+        secrets: random.clone(),
+        ids: ids.clone(),
+        schemas: background.schemas.clone(),
+        placement: placement.clone(),
+    };
+    let purges = PurgeService::new(
+        ports.purges.clone(),
+        ports.tenants.clone(),
+        clock.clone(),
+        ids.clone(),
+        purge_settings(config),
+        observers.purges.clone(),
+    );
+    let purge_engine = purges.engine(
+        background.purges.clone(),
+        background.tenants.clone(),
+        steps.clone(),
+    );
     let engine = Engine::new(
         background.runs.clone(),
         background.tenants.clone(),
-        StepPorts {
-            providers,
-            initial_keys: background.initial_keys.clone(),
-            api_keys: background.api_keys.clone(),
-            plans: ports.plans.clone(),
-            sealer: ports.sealer.clone(),
-            secrets: random.clone(),
-            ids: ids.clone(),
-            schemas: background.schemas.clone(),
-            placement: placement.clone(),
-        },
+        steps,
         clock.clone(),
         ids.clone(),
         config.provisioning,
@@ -323,6 +348,8 @@ pub async fn build(
             observer,
         ),
         engine,
+        purges,
+        purge_engine,
         api_keys: Arc::new(
             ApiKeyService::new(
                 ports.api_keys,
@@ -361,6 +388,24 @@ fn tenant_settings(config: &Config) -> TenantSettings {
     }
 }
 
+/// The purges' settings of `config`: the engine's lease, attempt timeout, backoff and
+/// polling are provisioning's.
+fn purge_settings(config: &Config) -> PurgeSettings {
+    let provisioning = &config.provisioning;
+    PurgeSettings {
+        workers: config.tenants.purge_workers,
+        lease: provisioning.lease,
+        poll_interval: provisioning.poll_interval,
+        step_timeout: provisioning.step_timeout,
+        retry: provisioning.retry,
+        slug_reuse: config.tenants.slug_reuse,
+        batch: PURGE_BATCH,
+    }
+}
+
+/// Most tenants one purge sweep starts purging.
+const PURGE_BATCH: usize = 100;
+
 /// The adapters of every port for `config`.
 async fn ports(config: &Config) -> anyhow::Result<Ports> {
     match &config.store {
@@ -387,6 +432,7 @@ fn memory_ports(config: &Config) -> Ports {
     Ports {
         tenants: Arc::new(store.clone()),
         runs: Arc::new(store.clone()),
+        purges: Arc::new(store.clone()),
         initial_keys: Arc::new(store.clone()),
         cipher: ring.clone(),
         sealer: ring,
@@ -452,6 +498,7 @@ async fn postgres_ports(
     Ok(Ports {
         tenants: Arc::new(store.clone()),
         runs: Arc::new(store.clone()),
+        purges: Arc::new(store.clone()),
         initial_keys: Arc::new(store.clone()),
         cipher: ring.clone(),
         sealer: ring,
@@ -582,6 +629,7 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
         let mut tenants =
             CachedTenants::new(ports.tenants.clone(), cache.clone(), ports.cipher.clone());
         let mut runs = CachedRuns::new(ports.runs.clone(), cache.clone());
+        let mut purges = CachedPurges::new(ports.purges.clone(), cache.clone());
         let mut api_keys = CachedApiKeys::new(ports.api_keys.clone(), cache.clone());
         // Background work writes through the same cache (and tiers), so its changes
         // invalidate what calls read.
@@ -591,6 +639,7 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
             ports.cipher.clone(),
         );
         let mut background_runs = CachedRuns::new(background.runs.clone(), cache.clone());
+        let mut background_purges = CachedPurges::new(background.purges.clone(), cache.clone());
         let mut background_keys = CachedApiKeys::new(background.api_keys.clone(), cache.clone());
         if let Some(local) = settings.local {
             let tenant_tier: Arc<TenantTier> =
@@ -600,9 +649,11 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
             });
             tenants = tenants.with_local(tenant_tier.clone());
             runs = runs.with_local(tenant_tier.clone());
+            purges = purges.with_local(tenant_tier.clone());
             api_keys = api_keys.with_local(key_tier.clone());
             background_tenants = background_tenants.with_local(tenant_tier.clone());
             background_runs = background_runs.with_local(tenant_tier.clone());
+            background_purges = background_purges.with_local(tenant_tier.clone());
             background_keys = background_keys.with_local(key_tier.clone());
             ports.invalidations = Some(Invalidations {
                 url: settings.url.expose().to_owned(),
@@ -612,9 +663,11 @@ fn with_redis(config: &Config, observers: &Observers, ports: &mut Ports) -> anyh
         }
         ports.tenants = Arc::new(tenants);
         ports.runs = Arc::new(runs);
+        ports.purges = Arc::new(purges);
         ports.api_keys = Arc::new(api_keys);
         background.tenants = Arc::new(background_tenants);
         background.runs = Arc::new(background_runs);
+        background.purges = Arc::new(background_purges);
         background.api_keys = Arc::new(background_keys);
     } else {
         tracing::info!("redis: shared rate limits only; the embedded store needs no cache");

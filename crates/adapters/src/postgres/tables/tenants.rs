@@ -24,8 +24,8 @@ use crate::postgres::errors::db;
 /// column names.
 pub(crate) const SELECT_TENANTS: &str = "SELECT tenant_id, slug, display_name, plan_id, status, \
      status_reason, status_before_delete, contact_email_sealed, contact_email_key_id, \
-     contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, version, \
-     tenant_database, dedicated_database, tenant_schema, legal_hold_reason, legal_hold_since, \
+     contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, \
+     purged_at, version, tenant_database, dedicated_database, tenant_schema, legal_hold_reason, legal_hold_since, \
      latest_run_id AS run_id, latest_run_state AS run_state, \
      latest_run_current_step AS current_step, latest_run_completed_steps AS completed_steps, \
      latest_run_total_steps AS total_steps \
@@ -74,15 +74,19 @@ pub(crate) struct TenantRow {
     pub status: String,
     pub status_reason: String,
     pub status_before_delete: Option<String>,
-    pub contact_email_sealed: Vec<u8>,
-    pub contact_email_key_id: String,
-    pub contact_email_index: Vec<u8>,
+    /// The sealed address (NULL, with the key id and the index, for a tombstone).
+    pub contact_email_sealed: Option<Vec<u8>>,
+    pub contact_email_key_id: Option<String>,
+    pub contact_email_index: Option<Vec<u8>>,
     pub labels: Json<BTreeMap<String, String>>,
     pub config: Json<serde_json::Map<String, serde_json::Value>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub purge_at: Option<DateTime<Utc>>,
+    /// When its purge finished.
+    #[serde(default)]
+    pub purged_at: Option<DateTime<Utc>>,
     pub version: i64,
     /// Where its data lives (all NULL: not recorded).
     #[serde(default)]
@@ -149,7 +153,11 @@ impl TenantRow {
     /// The row of `tenant`, its contact email sealed by `cipher`.
     pub(crate) fn seal(tenant: &Tenant, cipher: &dyn EmailCipher) -> Self {
         let p = tenant.parts();
-        let sealed = cipher.seal(p.id, &p.contact_email);
+        let sealed = p.contact_email.as_ref().map(|email| {
+            let index = cipher.blind_index(email).to_vec();
+            (cipher.seal(p.id, email), index)
+        });
+        let (sealed, index) = sealed.unzip();
         Self {
             tenant_id: p.id.as_uuid(),
             slug: p.slug.as_str().to_owned(),
@@ -158,15 +166,16 @@ impl TenantRow {
             status: p.status.as_str().to_owned(),
             status_reason: p.status_reason.clone(),
             status_before_delete: p.status_before_delete.map(|s| s.as_str().to_owned()),
-            contact_email_sealed: sealed.envelope,
-            contact_email_key_id: sealed.key_id,
-            contact_email_index: cipher.blind_index(&p.contact_email).to_vec(),
+            contact_email_key_id: sealed.as_ref().map(|s| s.key_id.clone()),
+            contact_email_sealed: sealed.map(|s| s.envelope),
+            contact_email_index: index,
             labels: Json(p.labels.as_map().clone()),
             config: Json(p.config.as_map().clone()),
             created_at: p.created_at,
             updated_at: p.updated_at,
             deleted_at: p.deleted_at,
             purge_at: p.purge_at,
+            purged_at: p.purged_at,
             version: i64::try_from(p.version).unwrap_or(i64::MAX),
             tenant_database: p.placement.as_ref().map(|at| at.tenant_database.clone()),
             dedicated_database: p.placement.as_ref().and_then(|at| at.dedicated.clone()),
@@ -197,15 +206,21 @@ impl TenantRow {
     /// copied from another tenant, or a key missing from the ring.
     pub(crate) fn open(self, cipher: &dyn EmailCipher) -> Result<Tenant, RepoError> {
         let id = TenantId::from_uuid(self.tenant_id).map_err(|_| corrupt("id"))?;
-        let contact_email = cipher.open(id, &self.contact_email_sealed).map_err(|err| {
-            tracing::error!(
-                tenant_id = %id,
-                key_id = %self.contact_email_key_id,
-                error = %err,
-                "ALERT: a stored contact email does not decrypt (tampering, a row copied between tenants, or a key missing from the ring)"
-            );
-            RepoError::Internal(format!("contact email of tenant {id} does not decrypt"))
-        })?;
+        let contact_email = self
+            .contact_email_sealed
+            .as_deref()
+            .map(|sealed| {
+                cipher.open(id, sealed).map_err(|err| {
+                    tracing::error!(
+                        tenant_id = %id,
+                        key_id = self.contact_email_key_id.as_deref().unwrap_or_default(),
+                        error = %err,
+                        "ALERT: a stored contact email does not decrypt (tampering, a row copied between tenants, or a key missing from the ring)"
+                    );
+                    RepoError::Internal(format!("contact email of tenant {id} does not decrypt"))
+                })
+            })
+            .transpose()?;
         let row = self;
         Ok(Tenant::from_parts(TenantParts {
             id,
@@ -222,6 +237,7 @@ impl TenantRow {
             updated_at: row.updated_at,
             deleted_at: row.deleted_at,
             purge_at: row.purge_at,
+            purged_at: row.purged_at,
             status_before_delete: row
                 .status_before_delete
                 .as_deref()
@@ -268,7 +284,7 @@ pub(crate) fn placement(
 const MUTABLE_COLUMNS: &str = "display_name, plan_id, status, status_reason, \
      status_before_delete, contact_email_sealed, contact_email_key_id, contact_email_index, \
      labels, config, updated_at, deleted_at, purge_at, version, legal_hold_reason, \
-     legal_hold_since";
+     legal_hold_since, purged_at";
 
 /// Binds the [`MUTABLE_COLUMNS`] of `row`, in order.
 fn bind_mutable<'q>(
@@ -292,6 +308,7 @@ fn bind_mutable<'q>(
         .bind(row.version)
         .bind(&row.legal_hold_reason)
         .bind(row.legal_hold_since)
+        .bind(row.purged_at)
 }
 
 /// Pushes `INSERT INTO tenants (...) SELECT <row's values>` (no `FROM`: the caller may
@@ -326,6 +343,7 @@ pub(crate) fn push_insert(sql: &mut QueryBuilder<Postgres>, row: &TenantRow, sum
         .push_bind(row.version)
         .push_bind(&row.legal_hold_reason)
         .push_bind(row.legal_hold_since)
+        .push_bind(row.purged_at)
         .push_bind(summary.run_id.0)
         .push_bind(summary.state.as_str())
         .push_bind(summary.current_step.map(StepKind::as_str))
@@ -348,7 +366,7 @@ pub(crate) async fn update(
     let expected = i64::try_from(expected_version).map_err(|_| RepoError::VersionConflict)?;
     let update = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE tenants SET ({MUTABLE_COLUMNS}) = \
-         ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         ($3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
          WHERE tenant_id = $1 AND version = $2"
     )))
     .bind(row.tenant_id)
