@@ -19,6 +19,7 @@ mod legal_hold;
 mod outage;
 mod processes;
 mod provisioning;
+mod purge;
 mod rate_limits;
 mod retention;
 mod rollouts;
