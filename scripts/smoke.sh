@@ -155,14 +155,18 @@ export TENANTD_TENANT_SCHEMA_PREFIX=$tenant_prefix
 # Redis (cache, shared rate limits) and Kafka (the event relay) as the README configures
 # them; keys under a prefix of this run's own.
 export REDIS_URL=$redis_url TENANTD_REDIS_KEY_PREFIX=smoke-$$-$RANDOM: KAFKA_BROKERS=$kafka_brokers
-phase postgres "smoke smoke-postgres smoke-cancel smoke-events" \
+phase postgres "smoke smoke-postgres smoke-cancel smoke-purge smoke-events" \
   '"slug": "acme"' ' acme ' '"state": "RUN_STATE_SUCCEEDED"' 'acme.tenants.tenantd.local' \
   'tenant.v1.TenantCreated' '"tenantCreated"' '"welcomeNotificationRequested"' \
   '"state": "RUN_STATE_CANCELLED"' 'wrong region' '"state": "STEP_STATE_COMPENSATED"' \
+  '"status": "TENANT_STATUS_PURGING"' '"done": true' '"kind": "PURGE_STEP_KIND_TOMBSTONE"' \
+  '"status": "TENANT_STATUS_PURGED"' '"purgedTime"' '"reason":"TENANT_PURGED"' 'purged for good' \
   '"ce_type": "tenant.v1.TenantCreated"' '"content-type": "application/protobuf"' \
   '"payload_case": "tenant_created"' '"slug": "acme"'
-check "postgres: the cancelled tenant's schema was dropped and the retried one made again" \
-  test "$(psql -Atq "$base_url" -c "SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, '$tenant_prefix')")" -eq 2
+check "postgres: the cancelled tenant's schema was dropped, and the retried one's by its purge" \
+  test "$(psql -Atq "$base_url" -c "SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, '$tenant_prefix')")" -eq 1
+check "postgres: the purged tenant's row keeps no sealed address" \
+  test "$(psql -Atq "$base_url" -c "SELECT count(*) FROM $schema.tenants WHERE status = 'PURGED' AND contact_email_sealed IS NULL")" -eq 1
 unset REDIS_URL TENANTD_REDIS_KEY_PREFIX KAFKA_BROKERS
 
 # The rollout session: an application's migrations on a database of their own.
