@@ -82,13 +82,17 @@ async fn finished(client: &mut TenantServiceClient<Channel>, tenant_id: &str) ->
     }
 }
 
-async fn a_purged_tenant_is_a_tombstone_with_everything_it_had_gone(server: TestServer) {
-    let mut tenants = server.tenants().await.unwrap();
-    let bystander = server.create_active(new_tenant("bystander")).await.unwrap();
+/// A tenant made with a request id (so it has an idempotency record), active, with a
+/// second API key; returns its id and that key's secret.
+async fn active_with_a_key(
+    server: &TestServer,
+    tenants: &mut TenantServiceClient<Channel>,
+    slug: &str,
+) -> (String, String) {
     let created = tenants
         .create_tenant(CreateTenantRequest {
-            tenant: Some(new_tenant("offboarded")),
-            request_id: "create-offboarded".into(),
+            tenant: Some(new_tenant(slug)),
+            request_id: format!("create-{slug}"),
         })
         .await
         .unwrap()
@@ -114,6 +118,64 @@ async fn a_purged_tenant_is_a_tombstone_with_everything_it_had_gone(server: Test
         .unwrap()
         .into_inner()
         .secret;
+    (id, secret)
+}
+
+/// Whether `secret` verifies, for a service.
+async fn verifies(server: &TestServer, secret: String) -> bool {
+    let (cert, key) = devcerts::issue(
+        &server.certs.dir,
+        "spiffe://tenantd.local/service/billing",
+        "billing",
+    )
+    .unwrap();
+    let mut service = ApiKeyServiceClient::new(
+        server
+            .channel(Some(identity(&cert, &key).unwrap()))
+            .await
+            .unwrap(),
+    );
+    service
+        .verify_api_key(VerifyApiKeyRequest { api_key: secret })
+        .await
+        .unwrap()
+        .into_inner()
+        .valid
+}
+
+/// The purge's events: it started (forced), both keys were revoked, `TenantPurged` last.
+async fn assert_purge_events(server: &TestServer, id: &str) {
+    let events = server
+        .events()
+        .await
+        .unwrap()
+        .list_tenant_events(ListTenantEventsRequest {
+            tenant_id: id.to_owned(),
+            page_size: 500,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let payloads: Vec<_> = events.iter().filter_map(|e| e.payload.as_ref()).collect();
+    assert!(matches!(payloads.last(), Some(Payload::TenantPurged(_))));
+    assert!(
+        payloads
+            .iter()
+            .any(|p| matches!(p, Payload::TenantPurgeStarted(s) if s.forced))
+    );
+    let revoked = payloads
+        .iter()
+        .filter(|p| matches!(p, Payload::ApiKeyRevoked(_)))
+        .count();
+    assert_eq!(revoked, 2, "the first key and the second");
+}
+
+async fn a_purged_tenant_is_a_tombstone_with_everything_it_had_gone(server: TestServer) {
+    let mut tenants = server.tenants().await.unwrap();
+    let bystander = server.create_active(new_tenant("bystander")).await.unwrap();
+    let (id, secret) = active_with_a_key(&server, &mut tenants, "offboarded").await;
     delete(&mut tenants, &id).await;
 
     let started = tenants
@@ -163,50 +225,11 @@ async fn a_purged_tenant_is_a_tombstone_with_everything_it_had_gone(server: Test
         .unwrap_err();
     assert_reason(&again, Code::AlreadyExists, "SLUG_TAKEN");
 
-    let (cert, key) = devcerts::issue(
-        &server.certs.dir,
-        "spiffe://tenantd.local/service/billing",
-        "billing",
-    )
-    .unwrap();
-    let mut service = ApiKeyServiceClient::new(
-        server
-            .channel(Some(identity(&cert, &key).unwrap()))
-            .await
-            .unwrap(),
-    );
-    let verified = service
-        .verify_api_key(VerifyApiKeyRequest { api_key: secret })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!verified.valid, "every key of a purged tenant is revoked");
-
-    let events = server
-        .events()
-        .await
-        .unwrap()
-        .list_tenant_events(ListTenantEventsRequest {
-            tenant_id: id.clone(),
-            page_size: 500,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
-    let payloads: Vec<_> = events.iter().filter_map(|e| e.payload.as_ref()).collect();
-    assert!(matches!(payloads.last(), Some(Payload::TenantPurged(_))));
     assert!(
-        payloads
-            .iter()
-            .any(|p| matches!(p, Payload::TenantPurgeStarted(s) if s.forced))
+        !verifies(&server, secret).await,
+        "every key of a purged tenant is revoked"
     );
-    let revoked = payloads
-        .iter()
-        .filter(|p| matches!(p, Payload::ApiKeyRevoked(_)))
-        .count();
-    assert_eq!(revoked, 2, "the first key and the second");
+    assert_purge_events(&server, &id).await;
 
     let bystander_now = get(&mut tenants, &bystander.tenant_id).await;
     assert_eq!(bystander_now.status(), TenantStatus::Active);

@@ -5,7 +5,7 @@
 //! free.
 
 use chrono::Duration;
-use tenantd_domain::ports::{IdempotencyRecord, PurgeWrite};
+use tenantd_domain::ports::{IdempotencyRecord, Lease, PurgeWrite};
 use tenantd_domain::purge::{Purge, PurgeStepKind};
 use tenantd_domain::{Event, EventKind, RepoError, Tenant, TenantStatus};
 
@@ -45,6 +45,36 @@ async fn started(stores: &Stores, mut t: Tenant) -> (Tenant, Purge) {
     (t, purge)
 }
 
+/// `purge` with every step done, as its last write stores it.
+fn all_done(purge: &Purge) -> Purge {
+    let mut done = purge.clone();
+    for kind in PurgeStepKind::ORDER {
+        done.start(kind, now()).expect("start");
+        done.succeed(kind, now()).expect("succeed");
+    }
+    done.version = purge.version + 1;
+    done
+}
+
+/// Stores `purge` with its first step started under `lease`; checks it reads back.
+async fn first_step_started(stores: &Stores, purge: &Purge, lease: &Lease) -> Purge {
+    let mut next = purge.clone();
+    next.start(PurgeStepKind::Database, now()).expect("start");
+    next.version = purge.version + 1;
+    let write = PurgeWrite {
+        purge: &next,
+        expected_version: purge.version,
+        lease,
+        renew_until: now() + Duration::seconds(30),
+        tenant: None,
+        events: &[],
+    };
+    stores.purges.save(write).await.expect("save");
+    let read = stores.purges.get(purge.tenant_id).await.expect("get");
+    assert_eq!(read.as_ref(), Some(&next));
+    next
+}
+
 async fn kinds_of(stores: &Stores, t: &Tenant) -> Vec<&'static str> {
     let events = stores
         .events
@@ -61,14 +91,14 @@ pub async fn a_started_purge_makes_its_tenant_purging_atomically_once(stores: St
     assert_eq!(stores.purges.get(t.id()).await.expect("get"), None);
     let stale = t.clone();
     let (t, purge) = started(&stores, t).await;
-    let stored = stores
+    let read = stores
         .tenants
         .get(t.id())
         .await
         .expect("get")
         .expect("tenant");
-    assert_eq!(stored.status(), TenantStatus::Purging);
-    assert_eq!(stored.version(), t.version());
+    assert_eq!(read.status(), TenantStatus::Purging);
+    assert_eq!(read.version(), t.version());
     assert_eq!(
         stores.purges.get(t.id()).await.expect("get"),
         Some(purge.clone())
@@ -148,25 +178,7 @@ pub async fn a_due_purge_is_claimed_by_one_worker_and_fenced_after_takeover(stor
     );
 
     // The holder starts the first step, renewing its lease with the write.
-    let mut next = purge.clone();
-    next.start(PurgeStepKind::Database, now()).expect("start");
-    next.version = purge.version + 1;
-    let write = PurgeWrite {
-        purge: &next,
-        expected_version: purge.version,
-        lease: &first.lease,
-        renew_until: now() + lease_for,
-        tenant: None,
-        events: &[],
-    };
-    stores.purges.save(write).await.expect("save");
-    let stored = stores
-        .purges
-        .get(purge.tenant_id)
-        .await
-        .expect("get")
-        .expect("purge");
-    assert_eq!(stored, next);
+    let next = first_step_started(&stores, &purge, &first.lease).await;
 
     // Its lease runs out (as seen a minute later): b takes over.
     let later = now() + Duration::minutes(1) + lease_for;
@@ -245,12 +257,7 @@ pub async fn the_tombstone_write_is_atomic_with_the_purge_and_its_events(stores:
         .await
         .expect("claim")
         .expect("due");
-    let mut done = purge.clone();
-    for kind in PurgeStepKind::ORDER {
-        done.start(kind, now()).expect("start");
-        done.succeed(kind, now()).expect("succeed");
-    }
-    done.version = purge.version + 1;
+    let done = all_done(&purge);
     let version = t.version();
     t.tombstone(now()).expect("tombstone");
     let purged: Vec<Event> = vec![event(&t, EventKind::TenantPurged)];
@@ -272,13 +279,13 @@ pub async fn the_tombstone_write_is_atomic_with_the_purge_and_its_events(stores:
         Some(purge.clone()),
         "the purge did not move"
     );
-    let stored = stores
+    let read = stores
         .tenants
         .get(t.id())
         .await
         .expect("get")
         .expect("tenant");
-    assert_eq!(stored.status(), TenantStatus::Purging);
+    assert_eq!(read.status(), TenantStatus::Purging);
     assert!(
         !kinds_of(&stores, &t)
             .await
@@ -370,12 +377,7 @@ pub async fn a_tombstones_slug_stays_taken_until_released(stores: Stores) {
         .await
         .expect("claim")
         .expect("due");
-    let mut done = purge.clone();
-    for kind in PurgeStepKind::ORDER {
-        done.start(kind, now()).expect("start");
-        done.succeed(kind, now()).expect("succeed");
-    }
-    done.version = purge.version + 1;
+    let done = all_done(&purge);
     let version = t.version();
     t.tombstone(now()).expect("tombstone");
     stores

@@ -257,6 +257,10 @@ impl From<&Plan> for proto::Plan {
 }
 
 /// The payload of an event.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per event kind, field for field: a flat table reads best"
+)]
 fn payload(kind: &EventKind) -> proto::tenant_event::Payload {
     use proto::tenant_event::Payload;
     match kind {

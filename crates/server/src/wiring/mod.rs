@@ -265,7 +265,6 @@ pub async fn build(
     rollout_signals: RolloutSignals,
     overrides: Overrides,
 ) -> anyhow::Result<Services> {
-    let observer = observers.provisioning.clone();
     let mut ports = ports(config).await?;
     with_redis(config, &observers, &mut ports)?;
     let relay = relay(config, &observers, &mut ports)?;
@@ -290,28 +289,20 @@ pub async fn build(
         schemas: background.schemas.clone(),
         placement: placement.clone(),
     };
-    let purges = PurgeService::new(
-        ports.purges.clone(),
-        ports.tenants.clone(),
-        clock.clone(),
-        ids.clone(),
-        purge_settings(config),
-        observers.purges.clone(),
-    );
-    let purge_engine = purges.engine(
-        background.purges.clone(),
-        background.tenants.clone(),
+    let (purges, purge_engine) = purge_services(
+        config,
+        (ports.purges.clone(), ports.tenants.clone()),
+        background,
+        &observers,
         steps.clone(),
     );
-    let engine = Engine::new(
-        background.runs.clone(),
-        background.tenants.clone(),
+    let (provisioning, engine) = provisioning_services(
+        config,
+        (ports.runs, ports.tenants.clone()),
+        background,
         steps,
-        clock.clone(),
-        ids.clone(),
-        config.provisioning,
-        signals.clone(),
-        observer.clone(),
+        &signals,
+        observers.provisioning.clone(),
     );
     let (migrations, rollouts) = schema_services(
         config,
@@ -338,15 +329,7 @@ pub async fn build(
         ),
         migrations,
         rollouts,
-        provisioning: ProvisioningService::new(
-            ports.runs,
-            ports.tenants.clone(),
-            clock.clone(),
-            ids.clone(),
-            config.provisioning,
-            signals.clone(),
-            observer,
-        ),
+        provisioning,
         engine,
         purges,
         purge_engine,
@@ -386,6 +369,58 @@ fn tenant_settings(config: &Config) -> TenantSettings {
         deletion_retention: config.tenants.deletion_retention,
         provisioning_timeout: config.provisioning.run_timeout(),
     }
+}
+
+/// ProvisioningService on the calls' stores, and the engine on background work's.
+fn provisioning_services(
+    config: &Config,
+    (runs, tenants): (Arc<dyn ProvisioningRepository>, Arc<dyn TenantRepository>),
+    background: &Background,
+    steps: StepPorts,
+    signals: &Signals,
+    observer: Arc<dyn ProvisioningObserver>,
+) -> (ProvisioningService, Engine) {
+    let (clock, ids) = (Arc::new(SystemClock), Arc::new(UuidV7Generator));
+    let engine = Engine::new(
+        background.runs.clone(),
+        background.tenants.clone(),
+        steps,
+        clock.clone(),
+        ids.clone(),
+        config.provisioning,
+        signals.clone(),
+        observer.clone(),
+    );
+    let service = ProvisioningService::new(
+        runs,
+        tenants,
+        clock,
+        ids,
+        config.provisioning,
+        signals.clone(),
+        observer,
+    );
+    (service, engine)
+}
+
+/// PurgeService on the calls' stores, and its engine on background work's.
+fn purge_services(
+    config: &Config,
+    (purges, tenants): (Arc<dyn PurgeRepository>, Arc<dyn TenantRepository>),
+    background: &Background,
+    observers: &Observers,
+    steps: StepPorts,
+) -> (PurgeService, PurgeEngine) {
+    let purges = PurgeService::new(
+        purges,
+        tenants,
+        Arc::new(SystemClock),
+        Arc::new(UuidV7Generator),
+        purge_settings(config),
+        observers.purges.clone(),
+    );
+    let engine = purges.engine(background.purges.clone(), background.tenants.clone(), steps);
+    (purges, engine)
 }
 
 /// The purges' settings of `config`: the engine's lease, attempt timeout, backoff and
