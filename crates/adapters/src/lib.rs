@@ -12,6 +12,7 @@
 //! - `contract` (feature `test-support`): the port contract suites every implementation
 //!   of a repository port must pass.
 
+pub mod archives;
 pub mod cached_plans;
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;

@@ -7,6 +7,8 @@ pub mod audit;
 pub mod authorization;
 mod digest;
 pub mod events;
+pub mod exports;
+mod lease;
 pub mod outbox;
 pub mod pagination;
 pub mod plans;

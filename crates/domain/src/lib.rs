@@ -9,6 +9,7 @@ pub mod api_key;
 pub mod audit;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod plan;
 pub mod ports;
 pub mod principal;

@@ -55,6 +55,8 @@ reasons! {
     RolloutNotFound = "ROLLOUT_NOT_FOUND",
     /// The tenant's purge has not started.
     PurgeNotFound = "PURGE_NOT_FOUND",
+    /// The export does not exist (or belongs to another tenant, or expired).
+    ExportNotFound = "EXPORT_NOT_FOUND",
     /// The client certificate carries no identity of this trust domain.
     IdentityMissing = "IDENTITY_MISSING",
     /// The caller's role may not do this (to this tenant).
@@ -87,6 +89,8 @@ reasons! {
     PurgeInProgress = "PURGE_IN_PROGRESS",
     /// The deleted tenant's retention has not run out yet (`force` purges it anyway).
     PurgeTimeNotReached = "PURGE_TIME_NOT_REACHED",
+    /// The export has not succeeded (yet, or failed): there is nothing to download.
+    ExportNotReady = "EXPORT_NOT_READY",
     /// The first API key was claimed already.
     InitialApiKeyClaimed = "INITIAL_API_KEY_CLAIMED",
     /// The first API key was revoked (its provisioning run was undone).

@@ -22,6 +22,7 @@
 
 mod api_keys;
 mod audit;
+mod exports;
 pub(crate) mod fixtures;
 mod outbox;
 mod plans;
@@ -37,14 +38,16 @@ use std::any::Any;
 use std::sync::Arc;
 
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, BillingProvider, DnsProvider, EventLog, InitialKeyStore, Outbox,
-    PlanRepository, ProvisioningRepository, PurgeRepository, RateLimiter, Retention,
-    RolloutRepository, TenantDatabases, TenantRepository, TenantSchemaRepository,
+    ApiKeyRepository, AuditLog, BillingProvider, DnsProvider, EventLog, ExportRepository,
+    InitialKeyStore, Outbox, PlanRepository, ProvisioningRepository, PurgeRepository, RateLimiter,
+    Retention, RolloutRepository, TenantDatabases, TenantRepository, TenantSchemaDumps,
+    TenantSchemaRepository,
 };
 use tenantd_domain::tenant_schema::MigrationSet;
 
 pub use api_keys::*;
 pub use audit::*;
+pub use exports::*;
 pub use outbox::*;
 pub use plans::*;
 pub use providers::*;
@@ -73,6 +76,8 @@ pub struct Stores {
     pub runs: Arc<dyn ProvisioningRepository>,
     /// Purges of the same store.
     pub purges: Arc<dyn PurgeRepository>,
+    /// Exports of the same store.
+    pub exports: Arc<dyn ExportRepository>,
     /// First admin keys of the same store.
     pub initial_keys: Arc<dyn InitialKeyStore>,
     /// The API key repository of the same store.
@@ -105,6 +110,8 @@ pub struct Stores {
 pub struct ProviderPorts {
     /// The DATABASE step's provider, with the built-in migrations.
     pub databases: Arc<dyn TenantDatabases>,
+    /// What the same provider's schemas hold, for exports.
+    pub dumps: Arc<dyn TenantSchemaDumps>,
     /// The same provider (same schemas) with other migrations, as a replica of another
     /// release has it.
     pub databases_with: Arc<dyn Fn(Arc<MigrationSet>) -> Arc<dyn TenantDatabases> + Send + Sync>,
@@ -197,6 +204,9 @@ macro_rules! repository_contract_tests {
             purgeable_tenants_are_deleted_unheld_and_past_their_purge_time,
             a_tombstones_slug_stays_taken_until_released,
             forgetting_requests_deletes_only_that_tenants_idempotency_records,
+            an_export_is_stored_for_an_existing_tenant_only,
+            an_export_is_claimed_once_fenced_after_takeover_and_keeps_its_archive,
+            expired_exports_are_listed_oldest_first_and_deleted,
         }
     };
 }
@@ -222,6 +232,7 @@ macro_rules! provider_contract_tests {
             a_subscription_is_active_for_the_tenants_plan_and_subscribing_again_is_harmless,
             a_cancelled_subscription_is_inactive_and_can_be_renewed,
             cancelling_without_a_subscription_is_harmless,
+            a_dump_holds_the_schemas_tables_of_its_tenant_only,
         }
     };
 }

@@ -477,3 +477,69 @@ pub async fn cancelling_without_a_subscription_is_harmless(ports: ProviderPorts)
         None
     );
 }
+
+/// A dump of a provisioned schema holds its tables in name order, `schema_migrations` with
+/// a row per applied migration among them, each with its DDL; a tenant without a schema
+/// dumps nothing, and a dump never shows another tenant's schema.
+pub async fn a_dump_holds_the_schemas_tables_of_its_tenant_only(ports: ProviderPorts) {
+    let (a, b) = (
+        target(&ports, &slug("dump-a"), "pro").await,
+        target(&ports, &slug("dump-b"), "pro").await,
+    );
+    assert_eq!(
+        ports
+            .dumps
+            .dump(a.tenant_id, &a.placement)
+            .await
+            .expect("dump"),
+        Vec::new(),
+        "no schema yet"
+    );
+    let made = ports.databases.provision(&a).await.expect("provision");
+    let tables = ports
+        .dumps
+        .dump(a.tenant_id, &a.placement)
+        .await
+        .expect("dump");
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "name order");
+    let migrations = tables
+        .iter()
+        .find(|t| t.name == "schema_migrations")
+        .expect("the migrations table");
+    assert!(
+        migrations
+            .ddl
+            .starts_with("CREATE TABLE \"schema_migrations\" ("),
+        "{}",
+        migrations.ddl
+    );
+    assert!(
+        migrations.ddl.contains("\"version\" integer NOT NULL"),
+        "{}",
+        migrations.ddl
+    );
+    let csv = String::from_utf8(migrations.csv.clone()).expect("CSV is text");
+    let mut lines = csv.lines();
+    let header = lines.next().expect("a header");
+    assert!(
+        header.starts_with("version,name,") && header.contains("checksum"),
+        "{header}"
+    );
+    assert_eq!(
+        lines.count(),
+        usize::try_from(made.to).expect("a small version"),
+        "a row per applied migration"
+    );
+    assert_eq!(
+        ports
+            .dumps
+            .dump(b.tenant_id, &b.placement)
+            .await
+            .expect("dump"),
+        Vec::new(),
+        "the other tenant has no schema"
+    );
+}

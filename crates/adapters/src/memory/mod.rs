@@ -6,6 +6,7 @@
 mod api_keys;
 mod audit;
 mod events;
+mod exports;
 mod initial_keys;
 mod outbox;
 mod plans;

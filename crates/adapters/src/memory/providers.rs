@@ -218,3 +218,44 @@ impl BillingProvider for MemoryBilling {
         Ok(self.subscriptions().get(&tenant).cloned())
     }
 }
+
+/// The in-memory schemas hold no application tables: a dump is the one table they keep,
+/// `schema_migrations`, as PostgreSQL's would show it.
+#[async_trait]
+impl tenantd_domain::ports::TenantSchemaDumps for MemoryTenantDatabases {
+    async fn dump(
+        &self,
+        _tenant: TenantId,
+        placement: &Placement,
+    ) -> Result<Vec<tenantd_domain::ports::TableDump>, StepError> {
+        let applied = self
+            .schemas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(placement)
+            .cloned();
+        let Some(applied) = applied else {
+            return Ok(Vec::new());
+        };
+        let mut csv = String::from("version,name,checksum\n");
+        for migration in applied {
+            let checksum: String = migration
+                .checksum
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            csv.push_str(&format!(
+                "{},{},\\x{checksum}\n",
+                migration.version, migration.name
+            ));
+        }
+        Ok(vec![tenantd_domain::ports::TableDump {
+            name: "schema_migrations".into(),
+            ddl: "CREATE TABLE \"schema_migrations\" (\n    \"version\" integer NOT NULL,\n    \
+                  \"name\" text NOT NULL,\n    \"checksum\" bytea,\n    \
+                  CONSTRAINT \"schema_migrations_pkey\" PRIMARY KEY (version)\n);\n"
+                .into(),
+            csv: csv.into_bytes(),
+        }])
+    }
+}

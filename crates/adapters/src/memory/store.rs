@@ -15,6 +15,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
+use tenantd_domain::export::{Export, ExportId};
 use tenantd_domain::ports::{EmailCipher, IdempotencyRecord, InitialKey, Lease};
 use tenantd_domain::provisioning::{ProvisioningRun, RunId, StepError};
 use tenantd_domain::purge::Purge;
@@ -69,6 +70,13 @@ pub(super) struct StoredEntry {
     pub(super) lease: Option<Lease>,
 }
 
+/// An export and the lease on it.
+#[derive(Debug, Clone)]
+pub(super) struct StoredExport {
+    pub(super) export: Arc<Export>,
+    pub(super) lease: Option<Lease>,
+}
+
 /// A purge and the lease on it.
 #[derive(Debug, Clone)]
 pub(super) struct StoredPurge {
@@ -118,6 +126,8 @@ pub(super) struct State {
     pub(super) purges: BTreeMap<TenantId, StoredPurge>,
     /// Tombstones whose slug was freed for new tenants.
     pub(super) released_slugs: HashSet<TenantId>,
+    /// Exports and the lease on each.
+    pub(super) exports: BTreeMap<ExportId, StoredExport>,
 }
 
 impl State {

@@ -21,6 +21,7 @@ fn stores_of(store: &MemoryStore) -> Stores {
     Stores {
         tenants: Arc::new(store.clone()),
         purges: Arc::new(store.clone()),
+        exports: Arc::new(store.clone()),
         runs: Arc::new(store.clone()),
         initial_keys: Arc::new(store.clone()),
         api_keys: Arc::new(store.clone()),
@@ -48,6 +49,7 @@ async fn providers() -> ProviderPorts {
     let databases = MemoryTenantDatabases::default();
     let same = databases.clone();
     ProviderPorts {
+        dumps: Arc::new(databases.clone()),
         databases: Arc::new(databases),
         databases_with: Arc::new(move |set| Arc::new(same.with_set(set))),
         schema_prefix: "t_".into(),

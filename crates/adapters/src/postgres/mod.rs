@@ -28,6 +28,7 @@ mod audit;
 mod connect;
 mod errors;
 mod events;
+mod exports;
 mod held;
 mod initial_keys;
 mod outbox;

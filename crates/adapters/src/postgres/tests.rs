@@ -25,6 +25,7 @@ async fn stores() -> Stores {
     Stores {
         tenants: Arc::new(store.clone()),
         purges: Arc::new(store.clone()),
+        exports: Arc::new(store.clone()),
         runs: Arc::new(store.clone()),
         initial_keys: Arc::new(store.clone()),
         api_keys: Arc::new(store.clone()),
@@ -54,8 +55,10 @@ async fn providers() -> ProviderPorts {
         LIMITS,
     );
     let on = pool.clone();
+    let databases = Arc::new(databases);
     ProviderPorts {
-        databases: Arc::new(databases),
+        dumps: databases.clone(),
+        databases,
         databases_with: Arc::new(move |set| {
             Arc::new(PgTenantDatabases::new(on.clone(), set, None, LIMITS))
         }),

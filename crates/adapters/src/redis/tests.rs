@@ -80,6 +80,7 @@ async fn cached_stores() -> Stores {
             ring,
         )),
         purges: Arc::new(CachedPurges::new(Arc::new(store.clone()), cache.clone())),
+        exports: Arc::new(store.clone()),
         runs: Arc::new(CachedRuns::new(Arc::new(store.clone()), cache.clone())),
         initial_keys: Arc::new(store.clone()),
         api_keys: Arc::new(CachedApiKeys::new(Arc::new(store.clone()), cache)),

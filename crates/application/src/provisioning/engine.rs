@@ -26,6 +26,7 @@ use super::steps::StepPorts;
 use super::{
     ProvisioningObserver, ProvisioningSettings, Signals, events, step_changed, transitions,
 };
+use crate::lease::{Held, renewing};
 
 /// How often a worker re-reads the tenant after a concurrent change to it.
 const TENANT_RACE_ATTEMPTS: usize = 5;
@@ -184,33 +185,21 @@ impl Engine {
         lease: &Lease,
         work: impl Future<Output = T>,
     ) -> Result<Option<T>, Stop> {
-        let renew_every = (self.settings.lease / 3).max(Duration::from_millis(10));
-        // The caller renewed the lease just before (see `attempt` and `undo`); from here,
-        // every third of it.
-        let mut held_until = self.clock.now() + self.lease_for();
-        let work = tokio::time::timeout(self.settings.step_timeout, work);
-        tokio::pin!(work);
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
-        loop {
-            tokio::select! {
-                done = &mut work => return Ok(done.ok()),
-                _ = ticker.tick() => {
-                    match self.renew(run, lease).await {
-                        Ok(until) => held_until = until,
-                        // The store cannot be reached: the lease is ours until it
-                        // expires, and not a moment longer.
-                        Err(Stop::Failed(err)) if self.clock.now() < held_until => {
-                            tracing::warn!(run_id = %run.id, error = %err, "cannot renew a provisioning lease; retrying");
-                        }
-                        Err(Stop::Failed(err)) => {
-                            tracing::warn!(run_id = %run.id, error = %err, "the provisioning lease expired unrenewed; abandoning the attempt");
-                            return Err(Stop::Superseded);
-                        }
-                        Err(stop) => return Err(stop),
-                    }
-                }
-            }
+        let runs = &self.runs;
+        let renew = |until| runs.renew(run.id, run.version, lease, until);
+        match renewing(
+            "provisioning",
+            &*self.clock,
+            self.settings.lease,
+            self.settings.step_timeout,
+            work,
+            renew,
+        )
+        .await
+        {
+            Held::Done(done) => Ok(Some(done)),
+            Held::TimedOut => Ok(None),
+            Held::Lost => Err(Stop::Superseded),
         }
     }
 

@@ -14,6 +14,7 @@ use tenantd_domain::purge::{Purge, PurgeStepKind, PurgeStepState};
 use tenantd_domain::{ApiKeyId, Error, Event, EventId, EventKind, RepoError, Tenant};
 
 use super::PurgeService;
+use crate::lease::{Held, renewing};
 use crate::provisioning::{StepPorts, jitter, store_error};
 
 /// Keys revoked per page by the API_KEYS step.
@@ -346,30 +347,21 @@ impl PurgeEngine {
         work: impl Future<Output = T>,
     ) -> Result<Option<T>, Stop> {
         let settings = &self.service.settings;
-        let renew_every = (settings.lease / 3).max(std::time::Duration::from_millis(10));
-        let mut held_until = self.service.clock.now() + self.lease_for();
-        let work = tokio::time::timeout(settings.step_timeout, work);
-        tokio::pin!(work);
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
-        loop {
-            tokio::select! {
-                done = &mut work => return Ok(done.ok()),
-                _ = ticker.tick() => {
-                    let until = self.service.clock.now() + self.lease_for();
-                    match self.service.purges.renew(purge.tenant_id, purge.version, lease, until).await {
-                        Ok(true) => held_until = until,
-                        Ok(false) => return Err(Stop::Superseded),
-                        Err(err) if self.service.clock.now() < held_until => {
-                            tracing::warn!(tenant_id = %purge.tenant_id, error = %err, "cannot renew a purge lease; retrying");
-                        }
-                        Err(err) => {
-                            tracing::warn!(tenant_id = %purge.tenant_id, error = %err, "the purge lease expired unrenewed; abandoning the attempt");
-                            return Err(Stop::Superseded);
-                        }
-                    }
-                }
-            }
+        let purges = &self.service.purges;
+        let renew = |until| purges.renew(purge.tenant_id, purge.version, lease, until);
+        match renewing(
+            "purge",
+            &*self.service.clock,
+            settings.lease,
+            settings.step_timeout,
+            work,
+            renew,
+        )
+        .await
+        {
+            Held::Done(done) => Ok(Some(done)),
+            Held::TimedOut => Ok(None),
+            Held::Lost => Err(Stop::Superseded),
         }
     }
 

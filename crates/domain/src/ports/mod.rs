@@ -13,6 +13,7 @@
 //! | [`providers`] | [`TenantDatabases`], [`DnsProvider`], [`BillingProvider`] |
 //! | [`api_keys`] | [`ApiKeyRepository`], [`InitialKeyStore`] |
 //! | [`crypto`] | [`EmailCipher`], [`SecretSealer`] |
+//! | [`exports`] | [`ExportRepository`], [`ExportArchives`], [`TenantSchemaDumps`] |
 //! | [`outbox`] | [`EventLog`], [`Outbox`], [`EventPublisher`] |
 //! | [`audit`] | [`AuditLog`] |
 //! | [`purge`] | [`PurgeRepository`] |
@@ -23,6 +24,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod crypto;
+pub mod exports;
 pub mod outbox;
 pub mod providers;
 pub mod provisioning;
@@ -35,6 +37,7 @@ pub mod tenants;
 pub use api_keys::*;
 pub use audit::*;
 pub use crypto::*;
+pub use exports::*;
 pub use outbox::*;
 pub use providers::*;
 pub use provisioning::*;

@@ -187,7 +187,7 @@ impl PgTenantDatabases {
     }
 
     /// Runs `work` on a connection to the database holding the schema.
-    async fn on_schema_database<T>(
+    pub(super) async fn on_schema_database<T>(
         &self,
         placement: &Placement,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, StepError>,

@@ -6,6 +6,7 @@
 mod billing;
 mod databases;
 mod dns;
+mod dumps;
 
 pub use billing::PgBilling;
 pub(crate) use databases::quoted;

@@ -1,0 +1,142 @@
+//! [`ExportRepository`] in memory: exports with their leases, claimed due-first.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tenantd_domain::RepoError;
+use tenantd_domain::export::{Export, ExportId};
+use tenantd_domain::ports::{ClaimedExport, ExportRepository, Lease};
+
+use super::MemoryStore;
+use super::store::StoredExport;
+
+#[async_trait]
+impl ExportRepository for MemoryStore {
+    async fn create(&self, export: &Export) -> Result<(), RepoError> {
+        let stored = StoredExport {
+            export: Arc::new(export.clone()),
+            lease: None,
+        };
+        let mut state = self.lock();
+        if !state.tenants.contains_key(&export.tenant_id) {
+            return Err(RepoError::NotFound);
+        }
+        state.exports.insert(export.id, stored);
+        Ok(())
+    }
+
+    async fn get(&self, id: ExportId) -> Result<Option<Export>, RepoError> {
+        let export = self.lock().exports.get(&id).map(|s| s.export.clone());
+        Ok(export.map(|e| Export::clone(&e)))
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: chrono::Duration,
+    ) -> Result<Option<ClaimedExport>, RepoError> {
+        let lease = Lease {
+            token: uuid::Uuid::new_v4(),
+            owner: owner.to_owned(),
+            expires_at: now + lease_for,
+        };
+        let mut state = self.lock();
+        // The export due longest ago that no live lease holds (exports are few: a scan).
+        let next = state
+            .exports
+            .iter()
+            .filter(|(_, s)| s.lease.as_ref().is_none_or(|l| l.expires_at <= now))
+            .filter_map(|(id, s)| {
+                s.export
+                    .due_at()
+                    .filter(|due| *due <= now)
+                    .map(|d| (d, *id))
+            })
+            .min();
+        let Some(stored) = next.and_then(|(_, id)| state.exports.get_mut(&id)) else {
+            return Ok(None);
+        };
+        stored.lease = Some(lease.clone());
+        Ok(Some(ClaimedExport {
+            export: Export::clone(&stored.export),
+            lease,
+        }))
+    }
+
+    async fn renew(
+        &self,
+        id: ExportId,
+        version: u64,
+        lease: &Lease,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError> {
+        let mut state = self.lock();
+        match state.exports.get_mut(&id) {
+            Some(StoredExport {
+                export,
+                lease: Some(held),
+            }) if held.token == lease.token && export.version == version => {
+                held.expires_at = until;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, id: ExportId, lease: &Lease) -> Result<(), RepoError> {
+        let mut state = self.lock();
+        if let Some(stored) = state.exports.get_mut(&id)
+            && stored
+                .lease
+                .as_ref()
+                .is_some_and(|h| h.token == lease.token)
+        {
+            stored.lease = None;
+        }
+        Ok(())
+    }
+
+    async fn save(
+        &self,
+        export: &Export,
+        expected_version: u64,
+        lease: &Lease,
+        renew_until: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let changed = Arc::new(export.clone());
+        let mut state = self.lock();
+        let stored = state
+            .exports
+            .get_mut(&export.id)
+            .ok_or(RepoError::NotFound)?;
+        let Some(held) = stored.lease.as_mut().filter(|h| h.token == lease.token) else {
+            return Err(RepoError::LeaseLost);
+        };
+        if stored.export.version != expected_version {
+            return Err(RepoError::VersionConflict);
+        }
+        held.expires_at = renew_until;
+        stored.export = changed;
+        Ok(())
+    }
+
+    async fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Export>, RepoError> {
+        let state = self.lock();
+        let mut expired: Vec<Export> = state
+            .exports
+            .values()
+            .filter(|s| s.export.expires_at < now)
+            .map(|s| Export::clone(&s.export))
+            .collect();
+        expired.sort_by_key(|e| e.expires_at);
+        expired.truncate(limit);
+        Ok(expired)
+    }
+
+    async fn delete(&self, id: ExportId) -> Result<(), RepoError> {
+        self.lock().exports.remove(&id);
+        Ok(())
+    }
+}

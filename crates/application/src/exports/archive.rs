@@ -1,0 +1,189 @@
+//! What goes into an export archive, file by file, and its manifest.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tenantd_domain::export::ExportId;
+use tenantd_domain::ports::{ArchiveFile, TableDump};
+use tenantd_domain::{ApiKey, Event, Tenant};
+
+use crate::digest::sha256_hex;
+
+/// The manifest's path in every archive.
+pub const MANIFEST: &str = "manifest.json";
+
+/// The archive layout's version, in the manifest: a reader checks it before anything else.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The control-plane record of a tenant, with its contact email opened.
+#[derive(Serialize)]
+struct TenantRecord<'a> {
+    tenant_id: String,
+    slug: &'a str,
+    display_name: &'a str,
+    plan_id: &'a str,
+    status: &'static str,
+    status_reason: &'a str,
+    contact_email: Option<&'a str>,
+    labels: &'a tenantd_domain::Labels,
+    config: &'a tenantd_domain::TenantConfig,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+    purge_at: Option<DateTime<Utc>>,
+    legal_hold: Option<LegalHoldRecord<'a>>,
+    placement: Option<&'a tenantd_domain::tenant_schema::Placement>,
+}
+
+#[derive(Serialize)]
+struct LegalHoldRecord<'a> {
+    reason: &'a str,
+    since: DateTime<Utc>,
+}
+
+/// One event, as a line of `events.jsonl`.
+#[derive(Serialize)]
+struct EventRecord<'a> {
+    event_id: String,
+    occurred_at: DateTime<Utc>,
+    #[serde(rename = "type")]
+    type_name: &'static str,
+    payload: &'a tenantd_domain::EventKind,
+}
+
+/// An API key's metadata (never its secret, nor its hash).
+#[derive(Serialize)]
+struct ApiKeyRecord<'a> {
+    key_id: String,
+    display_name: &'a str,
+    scopes: &'a [String],
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    format_version: u32,
+    export_id: String,
+    tenant_id: String,
+    slug: &'a str,
+    exported_at: DateTime<Utc>,
+    files: Vec<ManifestFile<'a>>,
+}
+
+#[derive(Serialize)]
+struct ManifestFile<'a> {
+    path: &'a str,
+    size: usize,
+    sha256: String,
+}
+
+fn json(value: &impl Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// The files of `tenant`'s archive, the manifest first.
+pub(super) fn files(
+    id: ExportId,
+    tenant: &Tenant,
+    events: &[Event],
+    keys: &[ApiKey],
+    tables: Vec<TableDump>,
+    now: DateTime<Utc>,
+) -> Vec<ArchiveFile> {
+    let hold = tenant.legal_hold().map(|h| LegalHoldRecord {
+        reason: &h.reason,
+        since: h.since,
+    });
+    let record = TenantRecord {
+        tenant_id: tenant.id().to_string(),
+        slug: tenant.slug().as_str(),
+        display_name: tenant.display_name().as_str(),
+        plan_id: tenant.plan_id().as_str(),
+        status: tenant.status().as_str(),
+        status_reason: tenant.status_reason(),
+        contact_email: tenant
+            .contact_email()
+            .map(tenantd_domain::ContactEmail::expose),
+        labels: tenant.labels(),
+        config: tenant.config(),
+        created_at: tenant.created_at(),
+        updated_at: tenant.updated_at(),
+        deleted_at: tenant.deleted_at(),
+        purge_at: tenant.purge_at(),
+        legal_hold: hold,
+        placement: tenant.placement(),
+    };
+    let mut lines = Vec::new();
+    for event in events {
+        let line = EventRecord {
+            event_id: event.id.0.to_string(),
+            occurred_at: event.occurred_at,
+            type_name: event.kind.type_name(),
+            payload: &event.kind,
+        };
+        if let Ok(bytes) = serde_json::to_vec(&line) {
+            lines.extend(bytes);
+            lines.push(b'\n');
+        }
+    }
+    let keys: Vec<_> = keys
+        .iter()
+        .map(|k| ApiKeyRecord {
+            key_id: k.id.to_string(),
+            display_name: &k.display_name,
+            scopes: &k.scopes,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            last_used_at: k.last_used_at,
+        })
+        .collect();
+    let mut files = vec![
+        ArchiveFile {
+            path: "tenant.json".into(),
+            bytes: json(&record),
+        },
+        ArchiveFile {
+            path: "events.jsonl".into(),
+            bytes: lines,
+        },
+        ArchiveFile {
+            path: "api_keys.json".into(),
+            bytes: json(&keys),
+        },
+    ];
+    for table in tables {
+        files.push(ArchiveFile {
+            path: format!("schema/{}.sql", table.name),
+            bytes: table.ddl.into_bytes(),
+        });
+        files.push(ArchiveFile {
+            path: format!("schema/{}.csv", table.name),
+            bytes: table.csv,
+        });
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        export_id: id.to_string(),
+        tenant_id: tenant.id().to_string(),
+        slug: tenant.slug().as_str(),
+        exported_at: now,
+        files: files
+            .iter()
+            .map(|f| ManifestFile {
+                path: &f.path,
+                size: f.bytes.len(),
+                sha256: sha256_hex(&f.bytes),
+            })
+            .collect(),
+    };
+    let manifest = ArchiveFile {
+        path: MANIFEST.into(),
+        bytes: json(&manifest),
+    };
+    std::iter::once(manifest).chain(files).collect()
+}

@@ -1,0 +1,296 @@
+//! The export engine: workers claim due exports under a lease and write their archives,
+//! one attempt at a time. An attempt is stored as it starts and as it ends; a worker lost
+//! mid-attempt leaves the export to another once the lease expires (the lost attempt
+//! counts, and whatever it wrote is under a name of its own, never offered).
+
+use std::future::Future;
+use std::time::Instant;
+
+use tenantd_domain::export::{Export, ExportArchive};
+use tenantd_domain::ports::{ArchiveFile, Lease};
+use tenantd_domain::provisioning::StepError;
+use tenantd_domain::{ApiKeyId, Error, EventId, RepoError, TenantStatus};
+
+use super::{ExportService, ExportSources, archive};
+use crate::lease::{Held, renewing};
+use crate::provisioning::{jitter, store_error};
+
+/// Events and keys read per page.
+const PAGE: usize = 500;
+
+/// Why a worker stopped driving an export.
+enum Stop {
+    /// Its lease was taken over or the export changed under it.
+    Superseded,
+    /// A store or domain failure.
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(err: Error) -> Self {
+        Self::Failed(err)
+    }
+}
+
+impl From<RepoError> for Stop {
+    fn from(err: RepoError) -> Self {
+        match err {
+            RepoError::LeaseLost | RepoError::VersionConflict => Self::Superseded,
+            other => Self::Failed(other.into()),
+        }
+    }
+}
+
+/// The export engine of one replica. Cheap to clone; every worker is a clone.
+#[derive(Clone)]
+pub struct ExportEngine {
+    service: ExportService,
+    sources: ExportSources,
+}
+
+impl std::fmt::Debug for ExportEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportEngine")
+            .field("settings", &self.service.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExportEngine {
+    pub(super) fn new(service: ExportService, sources: ExportSources) -> Self {
+        Self { service, sources }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &super::ExportSettings {
+        &self.service.settings
+    }
+
+    /// One round of the sweeper (see [`ExportService::sweep`]).
+    ///
+    /// # Errors
+    /// Store failures (the next round tries again).
+    pub async fn sweep(&self) -> Result<u64, Error> {
+        self.service.sweep().await
+    }
+
+    /// Waits until a worker should look for work again.
+    pub async fn idle(&self) {
+        tokio::select! {
+            () = self.service.wake.notified() => {}
+            () = tokio::time::sleep(self.service.settings.poll_interval) => {}
+        }
+    }
+
+    /// Claims one due export as `worker` and works on it. Returns whether there was one.
+    ///
+    /// # Errors
+    /// Store failures (the export is released and picked up again later).
+    pub async fn work_once(&self, worker: &str) -> Result<bool, Error> {
+        let service = &self.service;
+        let Some(claimed) = service
+            .exports
+            .claim(worker, service.now(), self.lease_for())
+            .await?
+        else {
+            return Ok(false);
+        };
+        let mut export = claimed.export;
+        let lease = claimed.lease;
+        let outcome = self.drive(&mut export, &lease).await;
+        if let Err(err) = service.exports.release(export.id, &lease).await {
+            tracing::warn!(export_id = %export.id, error = %err, "cannot release an export lease");
+        }
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(Stop::Superseded) => {
+                tracing::info!(export_id = %export.id, "the export changed under this worker; it stops");
+                Ok(true)
+            }
+            Err(Stop::Failed(err)) => Err(err),
+        }
+    }
+
+    async fn drive(&self, export: &mut Export, lease: &Lease) -> Result<(), Stop> {
+        if export.attempt_started_at.is_some() {
+            // Claimed mid-attempt: the worker that started it stopped.
+            self.service
+                .observer
+                .attempt("lost", std::time::Duration::ZERO);
+            let lost = StepError::new(
+                "WORKER_LOST",
+                "the worker writing this export stopped before it finished",
+            );
+            self.fail(export, lease, lost).await?;
+        }
+        if export.due_at().is_none_or(|due| due > self.service.now()) {
+            return Ok(());
+        }
+        let mut next = export.clone();
+        next.start(self.service.now())?;
+        self.store(export, next, lease).await?;
+        let name = format!("{}-{}.tar.gz", export.id, export.attempts);
+        tracing::info!(tenant_id = %export.tenant_id, export_id = %export.id, attempt = export.attempts, "export attempt started");
+        let started = Instant::now();
+        let outcome = self
+            .leased(export, lease, self.write(export, &name))
+            .await?;
+        let elapsed = started.elapsed();
+        match outcome {
+            Some(Ok(archive)) => {
+                self.service.observer.attempt("succeeded", elapsed);
+                self.service.observer.written(archive.size);
+                let mut next = export.clone();
+                next.succeed(archive, self.service.now())?;
+                if let Err(stop) = self.store(export, next, lease).await {
+                    // Never offered: another worker owns the export now.
+                    let _gone = self.service.archives.delete(&name).await;
+                    return Err(stop);
+                }
+                tracing::info!(tenant_id = %export.tenant_id, export_id = %export.id, bytes = export.archive.as_ref().map_or(0, |a| a.size), "export written");
+                Ok(())
+            }
+            Some(Err(error)) => {
+                self.service.observer.attempt("failed", elapsed);
+                self.fail(export, lease, error).await
+            }
+            None => {
+                self.service.observer.attempt("timeout", elapsed);
+                let _gone = self.service.archives.delete(&name).await;
+                let error = StepError::new(
+                    "EXPORT_TIMEOUT",
+                    format!(
+                        "the attempt did not finish within {}ms",
+                        self.service.settings.attempt_timeout.as_millis()
+                    ),
+                );
+                self.fail(export, lease, error).await
+            }
+        }
+    }
+
+    /// Reads everything of the export's tenant and writes the archive `name`.
+    async fn write(&self, export: &Export, name: &str) -> Result<ExportArchive, StepError> {
+        let files = self.files(export).await?;
+        self.service.archives.write(name, files).await
+    }
+
+    async fn files(&self, export: &Export) -> Result<Vec<ArchiveFile>, StepError> {
+        let sources = &self.sources;
+        let id = export.tenant_id;
+        let tenant = sources
+            .tenants
+            .get(id)
+            .await
+            .map_err(|e| store_error("cannot read the tenant", &e))?
+            .ok_or_else(|| StepError::permanent("TENANT_NOT_FOUND", "the tenant is gone"))?;
+        if tenant.status() == TenantStatus::Purged {
+            return Err(StepError::permanent(
+                "TENANT_PURGED",
+                "the tenant was purged while its export waited",
+            ));
+        }
+        let mut events = Vec::new();
+        let mut after: Option<EventId> = None;
+        loop {
+            let page = sources
+                .events
+                .list(Some(id), after, PAGE)
+                .await
+                .map_err(|e| store_error("cannot read the events", &e))?;
+            after = page.last().map(|e| e.id);
+            let full = page.len() == PAGE;
+            events.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let mut keys = Vec::new();
+        let mut after: Option<ApiKeyId> = None;
+        loop {
+            let page = sources
+                .api_keys
+                .list(id, after, PAGE, None)
+                .await
+                .map_err(|e| store_error("cannot read the API keys", &e))?;
+            after = page.last().map(|k| k.id);
+            let full = page.len() == PAGE;
+            keys.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let placement = sources.placement.placement_of(&tenant);
+        let tables = sources.dumps.dump(id, &placement).await?;
+        Ok(archive::files(
+            export.id,
+            &tenant,
+            &events,
+            &keys,
+            tables,
+            self.service.now(),
+        ))
+    }
+
+    async fn fail(&self, export: &mut Export, lease: &Lease, error: StepError) -> Result<(), Stop> {
+        let mut next = export.clone();
+        next.fail(
+            error.clone(),
+            &self.service.settings.retry,
+            jitter(&*self.service.ids),
+            self.service.now(),
+        )?;
+        self.store(export, next, lease).await?;
+        tracing::warn!(tenant_id = %export.tenant_id, export_id = %export.id, attempt = export.attempts, reason = %error.reason, message = %error.message, state = export.state.as_str(), "export attempt failed");
+        Ok(())
+    }
+
+    async fn store(
+        &self,
+        export: &mut Export,
+        mut next: Export,
+        lease: &Lease,
+    ) -> Result<(), Stop> {
+        let expected = export.version;
+        next.version = expected + 1;
+        let until = self.service.now() + self.lease_for();
+        self.service
+            .exports
+            .save(&next, expected, lease, until)
+            .await?;
+        *export = next;
+        Ok(())
+    }
+
+    /// Runs `work` while renewing `lease`: `Some` with its output, `None` when it timed
+    /// out; [`Stop::Superseded`] (the work dropped) when the lease is lost.
+    async fn leased<T>(
+        &self,
+        export: &Export,
+        lease: &Lease,
+        work: impl Future<Output = T>,
+    ) -> Result<Option<T>, Stop> {
+        let settings = &self.service.settings;
+        let exports = &self.service.exports;
+        let renew = |until| exports.renew(export.id, export.version, lease, until);
+        match renewing(
+            "export",
+            &*self.service.clock,
+            settings.lease,
+            settings.attempt_timeout,
+            work,
+            renew,
+        )
+        .await
+        {
+            Held::Done(done) => Ok(Some(done)),
+            Held::TimedOut => Ok(None),
+            Held::Lost => Err(Stop::Superseded),
+        }
+    }
+
+    fn lease_for(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.service.settings.lease)
+            .unwrap_or(chrono::Duration::seconds(30))
+    }
+}

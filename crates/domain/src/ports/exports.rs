@@ -1,0 +1,156 @@
+//! Exports: the durable export runs (with the leases workers claim them under), the
+//! archives they write, and what a tenant schema holds, read for an archive.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::export::{Export, ExportArchive, ExportId};
+use crate::ports::Lease;
+use crate::provisioning::StepError;
+use crate::tenant_schema::Placement;
+use crate::{RepoError, TenantId};
+
+/// An export a worker claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedExport {
+    /// The export as stored when claimed.
+    pub export: Export,
+    /// The worker's lease on it.
+    pub lease: Lease,
+}
+
+/// Durable exports and the queue workers claim them from. (Not mocked: the service's tests
+/// run on the in-memory adapter, which passes the same contract suite as PostgreSQL.)
+#[async_trait]
+pub trait ExportRepository: Send + Sync {
+    /// Stores a new export.
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] when its tenant does not exist; [`RepoError::Unavailable`] /
+    /// [`RepoError::Internal`].
+    async fn create(&self, export: &Export) -> Result<(), RepoError>;
+
+    /// One export.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn get(&self, id: ExportId) -> Result<Option<Export>, RepoError>;
+
+    /// Claims the export due longest ago (due at or before `now`, no live lease on it) for
+    /// `owner` until `now + lease_for`. Concurrent claimers never get the same export.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_for: chrono::Duration,
+    ) -> Result<Option<ClaimedExport>, RepoError>;
+
+    /// Extends a lease to `until` while the export is still at `version`; `false` when the
+    /// lease is no longer held (the worker must stop).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn renew(
+        &self,
+        id: ExportId,
+        version: u64,
+        lease: &Lease,
+        until: DateTime<Utc>,
+    ) -> Result<bool, RepoError>;
+
+    /// Gives a lease up (a no-op when it is no longer held).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn release(&self, id: ExportId, lease: &Lease) -> Result<(), RepoError>;
+
+    /// Stores a worker's change to an export (its `version` is the stored one plus one),
+    /// renewing the lease until `renew_until`.
+    ///
+    /// # Errors
+    /// [`RepoError::LeaseLost`] when the lease is no longer held;
+    /// [`RepoError::VersionConflict`] when the stored version is not `expected_version`;
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`]. Nothing is stored on error.
+    async fn save(
+        &self,
+        export: &Export,
+        expected_version: u64,
+        lease: &Lease,
+        renew_until: DateTime<Utc>,
+    ) -> Result<(), RepoError>;
+
+    /// Exports whose expiry is before `now`, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Export>, RepoError>;
+
+    /// Forgets an export (its archive deleted first).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn delete(&self, id: ExportId) -> Result<(), RepoError>;
+}
+
+/// One file of an archive: its path in the archive and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveFile {
+    /// Path in the archive (`tenant.json`, `schema/users.csv`).
+    pub path: String,
+    /// Contents.
+    pub bytes: Vec<u8>,
+}
+
+/// Where export archives live: written whole or not at all, read in chunks, deleted.
+#[async_trait]
+pub trait ExportArchives: Send + Sync {
+    /// Writes archive `name` (a file name, unique per attempt) with `files` in order; it
+    /// becomes visible (to [`ExportArchives::read`]) only complete, in one rename. A failed
+    /// write leaves nothing behind.
+    ///
+    /// # Errors
+    /// A [`StepError`]: `EXPORT_DIR_UNWRITABLE`, `EXPORT_DISK_FULL`, `EXPORT_WRITE_FAILED`.
+    async fn write(&self, name: &str, files: Vec<ArchiveFile>) -> Result<ExportArchive, StepError>;
+
+    /// Up to `len` bytes of archive `name` from `offset` (fewer at its end, none past it).
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] when there is no such archive; [`RepoError::Unavailable`]
+    /// when it cannot be read.
+    async fn read(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, RepoError>;
+
+    /// Deletes archive `name` (a no-op when it is gone).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] when it cannot be deleted.
+    async fn delete(&self, name: &str) -> Result<(), RepoError>;
+}
+
+/// One table of a tenant schema, as an export holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDump {
+    /// The table's name.
+    pub name: String,
+    /// Its `CREATE TABLE` statement (columns, types, defaults, not-null, primary key).
+    pub ddl: String,
+    /// Its rows as CSV with a header line.
+    pub csv: Vec<u8>,
+}
+
+/// What a tenant schema holds, for exports.
+#[async_trait]
+pub trait TenantSchemaDumps: Send + Sync {
+    /// Every table of the tenant's schema, in name order, from one snapshot (empty when it
+    /// has none or does not exist).
+    ///
+    /// # Errors
+    /// A [`StepError`] with a stable reason when the database cannot be read.
+    async fn dump(
+        &self,
+        tenant: TenantId,
+        placement: &Placement,
+    ) -> Result<Vec<TableDump>, StepError>;
+}
