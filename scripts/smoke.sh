@@ -159,6 +159,8 @@ phase postgres "smoke smoke-postgres smoke-cancel smoke-purge smoke-events" \
   '"slug": "acme"' ' acme ' '"state": "RUN_STATE_SUCCEEDED"' 'acme.tenants.tenantd.local' \
   'tenant.v1.TenantCreated' '"tenantCreated"' '"welcomeNotificationRequested"' \
   '"state": "RUN_STATE_CANCELLED"' 'wrong region' '"state": "STEP_STATE_COMPENSATED"' \
+  '"state": "EXPORT_STATE_SUCCEEDED"' 'beta.tar.gz' '"format_version": 1' '"path": "events.jsonl"' \
+  '"contact_email": "ops@beta.example"' \
   '"status": "TENANT_STATUS_PURGING"' '"done": true' '"kind": "PURGE_STEP_KIND_TOMBSTONE"' \
   '"status": "TENANT_STATUS_PURGED"' '"purgedTime"' '"reason":"TENANT_PURGED"' 'purged for good' \
   '"ce_type": "tenant.v1.TenantCreated"' '"content-type": "application/protobuf"' \

@@ -31,6 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor)
         .compile_with_config(config, &protos, &includes)?;
+    // Each file by name: a directory's mtime moves only when entries are added or removed.
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
     println!("cargo:rerun-if-changed={}", root.display());
     Ok(())
 }

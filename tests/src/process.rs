@@ -103,6 +103,9 @@ impl TenantdProcess {
             .args(["--log-format", "json", "--log", "info"])
             .arg("--dev-certs-dir")
             .arg(certs_dir)
+            // Replicas started with the same directory share their exports, as a volume.
+            .arg("--export-dir")
+            .arg(certs_dir.join("exports"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

@@ -29,15 +29,18 @@ use tonic::transport::{Channel, Identity};
 use crate::{admin_channel, channel, create, settle};
 
 /// The configuration a test server starts from: the real CLI's defaults (in an empty
-/// environment), on free loopback ports, with development certificates in `certs_dir`, a
+/// environment), on free loopback ports, with development certificates (and exports) in `certs_dir`, a
 /// short grace and health probe, and [`fast_provisioning`].
 ///
 /// # Errors
 /// When the CLI refuses these settings.
 pub fn test_config(certs_dir: &Path) -> anyhow::Result<Config> {
     let certs = certs_dir.display().to_string();
+    let exports = certs_dir.join("exports").display().to_string();
     let argv = [
         "tenantd",
+        "--export-dir",
+        &exports,
         "--listen",
         "127.0.0.1:0",
         "--metrics-listen",

@@ -20,6 +20,9 @@ pub enum Operation {
     ReleaseLegalHold,
     PurgeTenant,
     GetPurge,
+    ExportTenant,
+    GetExport,
+    DownloadExport,
     GetProvisioning,
     WatchProvisioning,
     CancelProvisioning,
@@ -61,7 +64,7 @@ enum Rule {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Self; 34] = [
+    pub const ALL: [Self; 37] = [
         Self::CreateTenant,
         Self::GetTenant,
         Self::ListTenants,
@@ -74,6 +77,9 @@ impl Operation {
         Self::ReleaseLegalHold,
         Self::PurgeTenant,
         Self::GetPurge,
+        Self::ExportTenant,
+        Self::GetExport,
+        Self::DownloadExport,
         Self::GetProvisioning,
         Self::WatchProvisioning,
         Self::CancelProvisioning,
@@ -110,6 +116,7 @@ impl Operation {
             | Self::ReleaseLegalHold
             | Self::PurgeTenant
             | Self::GetPurge
+            | Self::ExportTenant
             | Self::CancelProvisioning
             | Self::RetryProvisioning
             | Self::ListAuditRecords
@@ -123,7 +130,11 @@ impl Operation {
             | Self::RetryFailedTenants
             | Self::ListTenantSchemas => Rule::Admin,
             Self::ListTenants | Self::ListTenantEvents | Self::VerifyApiKey => Rule::Services,
-            Self::CreateApiKey | Self::RevokeApiKey | Self::ClaimInitialApiKey => Rule::OwnTenant,
+            Self::CreateApiKey
+            | Self::RevokeApiKey
+            | Self::ClaimInitialApiKey
+            | Self::GetExport
+            | Self::DownloadExport => Rule::OwnTenant,
             Self::GetTenant
             | Self::GetProvisioning
             | Self::WatchProvisioning
@@ -185,7 +196,7 @@ mod tests {
     use super::*;
 
     /// Columns: admin, service, own tenant, other tenant, unknown identity.
-    const TABLE: [(Operation, [bool; 5]); 34] = [
+    const TABLE: [(Operation, [bool; 5]); 37] = [
         (CreateTenant, [true, false, false, false, false]),
         (GetTenant, [true, true, true, false, false]),
         (ListTenants, [true, true, false, false, false]),
@@ -198,6 +209,9 @@ mod tests {
         (ReleaseLegalHold, [true, false, false, false, false]),
         (PurgeTenant, [true, false, false, false, false]),
         (GetPurge, [true, false, false, false, false]),
+        (ExportTenant, [true, false, false, false, false]),
+        (GetExport, [true, false, true, false, false]),
+        (DownloadExport, [true, false, true, false, false]),
         (GetProvisioning, [true, true, true, false, false]),
         (WatchProvisioning, [true, true, true, false, false]),
         (CancelProvisioning, [true, false, false, false, false]),

@@ -193,12 +193,11 @@ impl Export {
             .delay_after(self.attempts, jitter)
             .filter(|_| !error.permanent);
         self.last_error = Some(error);
-        match retry {
-            Some(delay) => self.next_attempt_at = Some(now + delay),
-            None => {
-                self.state = ExportState::Failed;
-                self.finished_at = Some(now);
-            }
+        if let Some(delay) = retry {
+            self.next_attempt_at = Some(now + delay);
+        } else {
+            self.state = ExportState::Failed;
+            self.finished_at = Some(now);
         }
         Ok(())
     }

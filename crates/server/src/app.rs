@@ -34,7 +34,7 @@ use crate::devcerts::DevCerts;
 use crate::grpc::{ApiKeyApi, EventApi, MigrationApi, PlanApi, ProvisioningApi, TenantApi};
 use crate::identity::Identified;
 use crate::metrics::{
-    CacheMetrics, DbPoolCollector, GrpcMetrics, MetricsLayer, MigrationMetrics,
+    CacheMetrics, DbPoolCollector, ExportMetrics, GrpcMetrics, MetricsLayer, MigrationMetrics,
     ProvisioningMetrics, PurgeMetrics, RateLimitMetrics, RelayMetrics, RetentionMetrics,
 };
 use crate::proto::{
@@ -46,7 +46,7 @@ use crate::proto::{
 use crate::rate_limit::RateLimitLayer;
 use crate::tasks::Tasks;
 use crate::wiring::{Observers, Overrides};
-use crate::{audit, health, purge, relay, retention, tls, wiring};
+use crate::{audit, exports, health, purge, relay, retention, tls, wiring};
 use tenantd_adapters::redis::follow_invalidations;
 
 /// Deadline of a call whose client sets none (a shorter grpc-timeout wins). The database
@@ -164,6 +164,7 @@ impl App {
             migrations: Arc::new(MigrationMetrics::register(&registry)?),
             retention: Arc::new(RetentionMetrics::register(&registry)?),
             purges: Arc::new(PurgeMetrics::register(&registry)?),
+            exports: Arc::new(ExportMetrics::register(&registry)?),
         };
         let rate_limited = RateLimitMetrics::register(&registry)?;
         let stop = CancellationToken::new();
@@ -288,6 +289,7 @@ impl App {
             .add_service(TenantServiceServer::new(TenantApi::new(
                 services.tenants,
                 services.purges.clone(),
+                services.exports.clone(),
             )))
             .add_service(PlanServiceServer::new(PlanApi::new(services.plans)))
             .add_service(EventServiceServer::new(EventApi::new(
@@ -450,6 +452,7 @@ async fn start_background(
     }
     retention::spawn(services.retention.clone(), config.retention.interval, tasks);
     purge::spawn(&services.purge_engine, config.tenants.purge_interval, tasks);
+    exports::spawn(&services.export_engine, tasks);
     if let Some(followed) = services.invalidations.clone() {
         tasks.spawn(
             "cache invalidations",

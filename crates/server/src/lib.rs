@@ -6,6 +6,7 @@ pub mod audit;
 pub mod call;
 pub mod config;
 pub mod devcerts;
+pub mod exports;
 pub mod grpc;
 pub mod health;
 pub mod identity;

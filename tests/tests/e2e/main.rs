@@ -15,6 +15,7 @@ mod cache;
 mod concurrency;
 mod encryption;
 mod events_kafka;
+mod exports;
 mod legal_hold;
 mod outage;
 mod processes;

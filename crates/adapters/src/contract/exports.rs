@@ -32,6 +32,20 @@ fn export_of(t: &Tenant, hours: i64) -> Export {
     )
 }
 
+/// `export` with its attempt failed (to retry) at `at`, as its next write stores it.
+fn failed(export: &Export, at: chrono::DateTime<chrono::Utc>) -> Export {
+    let mut next = export.clone();
+    let policy = tenantd_domain::provisioning::RetryPolicy {
+        base: Duration::seconds(1),
+        max_delay: Duration::seconds(1),
+        max_attempts: 3,
+    };
+    next.fail(StepError::new("X", "late"), &policy, 1.0, at)
+        .expect("fail");
+    next.version = export.version + 1;
+    next
+}
+
 /// Contract: an export reads back as stored, due at once; one for a tenant that does not
 /// exist is refused.
 pub async fn an_export_is_stored_for_an_existing_tenant_only(stores: Stores) {
@@ -101,20 +115,7 @@ pub async fn an_export_is_claimed_once_fenced_after_takeover_and_keeps_its_archi
         .expect("claim")
         .expect("the expired lease is taken over, the attempt found in flight");
     assert_eq!(second.export, started);
-    let mut stale = started.clone();
-    stale
-        .fail(
-            StepError::new("X", "late"),
-            &tenantd_domain::provisioning::RetryPolicy {
-                base: Duration::seconds(1),
-                max_delay: Duration::seconds(1),
-                max_attempts: 3,
-            },
-            1.0,
-            later,
-        )
-        .expect("fail");
-    stale.version = 3;
+    let stale = failed(&started, later);
     assert_eq!(
         stores
             .exports

@@ -3,6 +3,7 @@
 //! keeps records per tenant, so a name held by another tenant is refused here too.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -239,15 +240,12 @@ impl tenantd_domain::ports::TenantSchemaDumps for MemoryTenantDatabases {
         };
         let mut csv = String::from("version,name,checksum\n");
         for migration in applied {
-            let checksum: String = migration
-                .checksum
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            csv.push_str(&format!(
-                "{},{},\\x{checksum}\n",
+            let checksum = crate::archives::hex(&migration.checksum);
+            let _ = writeln!(
+                csv,
+                "{},{},\\x{checksum}",
                 migration.version, migration.name
-            ));
+            );
         }
         Ok(vec![tenantd_domain::ports::TableDump {
             name: "schema_migrations".into(),

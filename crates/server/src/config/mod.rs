@@ -1,5 +1,5 @@
 //! Typed configuration, one module per area (server, database, tenants, tenant schemas,
-//! rollouts, provisioning, DNS, Redis, rate limits, audit, retention, Kafka). Each area is one struct deriving clap `Args`: its flags,
+//! rollouts, provisioning, DNS, Redis, rate limits, audit, retention, exports, Kafka). Each area is one struct deriving clap `Args`: its flags,
 //! their `TENANTD_*` variables, their defaults (in one place: the `default_value`s there)
 //! and their help, grouped under a heading in `tenantd --help`; and one `resolve` that
 //! checks what clap cannot and builds the area's validated part of [`Config`].
@@ -21,6 +21,7 @@ mod audit;
 mod cli;
 mod database;
 mod dns;
+mod exports;
 mod kafka;
 mod load;
 mod provisioning;
@@ -42,6 +43,7 @@ pub use audit::AuditArgs;
 pub use cli::{CertsCommand, Cli, Command, IdentityArgs, KeysCommand, TenantMigrationsCommand};
 pub use database::{DatabaseArgs, Store};
 pub use dns::{DnsArgs, DnsConfig};
+pub use exports::{ExportArgs, ExportsConfig};
 pub use kafka::{DEFAULT_KAFKA_TOPIC, KafkaArgs, KafkaConfig};
 pub use load::{Environment, LoadError, parse};
 pub use provisioning::ProvisioningArgs;
@@ -96,6 +98,9 @@ pub struct Settings {
     /// How long events and audit records are kept.
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Where exports are written and for how long.
+    #[command(flatten)]
+    pub exports: ExportArgs,
     /// Kafka: the event relay.
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -126,6 +131,8 @@ pub struct Config {
     pub audit_reads: ReadAudit,
     /// How long events and audit records are kept.
     pub retention: RetentionConfig,
+    /// Exports.
+    pub exports: ExportsConfig,
     /// Kafka, when configured: the event relay.
     pub kafka: Option<KafkaConfig>,
 }
@@ -157,6 +164,7 @@ impl Config {
             rate_limits: settings.rate_limits.resolve(),
             audit_reads: settings.audit.resolve()?,
             retention: settings.retention.resolve()?,
+            exports: settings.exports.resolve()?,
             kafka: settings.kafka.resolve()?,
         })
     }

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 use serde_json::{Map, Number, Value as Json};
+use tenantd_domain::export::{Export, ExportState};
 use tenantd_domain::provisioning::{
     ProvisioningRun, RunState, RunSummary, Step, StepError, StepKind, StepState,
 };
@@ -184,6 +185,32 @@ impl From<&Purge> for proto::Purge {
                 .collect(),
             create_time: Some(timestamp(purge.created_at)),
             finish_time: purge.finished_at.map(timestamp),
+        }
+    }
+}
+
+impl From<&Export> for proto::Export {
+    fn from(export: &Export) -> Self {
+        let archive = export.archive.as_ref();
+        Self {
+            export_id: export.id.to_string(),
+            tenant_id: export.tenant_id.to_string(),
+            state: match export.state {
+                ExportState::Running => proto::ExportState::Running,
+                ExportState::Succeeded => proto::ExportState::Succeeded,
+                ExportState::Failed => proto::ExportState::Failed,
+            }
+            .into(),
+            requested_by: export.requested_by.clone(),
+            attempts: i32::try_from(export.attempts).unwrap_or(i32::MAX),
+            last_error: export.last_error.as_ref().map(step_error),
+            create_time: Some(timestamp(export.created_at)),
+            finish_time: export.finished_at.map(timestamp),
+            expire_time: Some(timestamp(export.expires_at)),
+            next_attempt_time: export.next_attempt_at.map(timestamp),
+            size: archive.map_or(0, |a| i64::try_from(a.size).unwrap_or(i64::MAX)),
+            sha256: archive.map(|a| a.sha256.clone()).unwrap_or_default(),
+            files: archive.map_or(0, |a| i32::try_from(a.files).unwrap_or(i32::MAX)),
         }
     }
 }

@@ -1,6 +1,10 @@
 //! `tenant.v1.TenantService`: request -> use-case input, call, result -> response.
 
+use std::pin::Pin;
 use tenantd_application::Operation;
+
+use futures::Stream;
+use tenantd_application::exports::ExportService;
 use tenantd_application::{
     CreateTenant, ListTenants, PurgeService, TenantFields, TenantService, UpdateTenant,
 };
@@ -16,12 +20,17 @@ use crate::proto::{self, tenant_service_server};
 pub struct TenantApi {
     service: TenantService,
     purges: PurgeService,
+    exports: ExportService,
 }
 
 impl TenantApi {
-    /// Handlers over `service`, purging with `purges`.
-    pub fn new(service: TenantService, purges: PurgeService) -> Self {
-        Self { service, purges }
+    /// Handlers over `service`, purging with `purges` and exporting with `exports`.
+    pub fn new(service: TenantService, purges: PurgeService, exports: ExportService) -> Self {
+        Self {
+            service,
+            purges,
+            exports,
+        }
     }
 }
 
@@ -46,6 +55,9 @@ fn required(tenant: Option<proto::Tenant>) -> Result<proto::Tenant, Status> {
 
 #[tonic::async_trait]
 impl tenant_service_server::TenantService for TenantApi {
+    type DownloadExportStream =
+        Pin<Box<dyn Stream<Item = Result<proto::DownloadExportResponse, Status>> + Send>>;
+
     async fn create_tenant(
         &self,
         request: Request<proto::CreateTenantRequest>,
@@ -307,5 +319,86 @@ impl tenant_service_server::TenantService for TenantApi {
         Ok(Response::new(proto::GetPurgeResponse {
             purge: Some(proto::Purge::from(&purge)),
         }))
+    }
+
+    async fn export_tenant(
+        &self,
+        request: Request<proto::ExportTenantRequest>,
+    ) -> Result<Response<proto::ExportTenantResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::ExportTenant,
+            Some(&request.get_ref().tenant_id),
+        )?;
+        let requested_by = super::principal_path(&request);
+        let export = self
+            .exports
+            .export(&requested_by, &request.get_ref().tenant_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::ExportTenantResponse {
+            export: Some(proto::Export::from(&export)),
+        }))
+    }
+
+    async fn get_export(
+        &self,
+        request: Request<proto::GetExportRequest>,
+    ) -> Result<Response<proto::GetExportResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::GetExport,
+            Some(&request.get_ref().tenant_id),
+        )?;
+        let request = request.into_inner();
+        let export = self
+            .exports
+            .get(&request.tenant_id, &request.export_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::GetExportResponse {
+            export: Some(proto::Export::from(&export)),
+        }))
+    }
+
+    async fn download_export(
+        &self,
+        request: Request<proto::DownloadExportRequest>,
+    ) -> Result<Response<Self::DownloadExportStream>, Status> {
+        super::allow(
+            &request,
+            Operation::DownloadExport,
+            Some(&request.get_ref().tenant_id),
+        )?;
+        let request = request.into_inner();
+        let download = self
+            .exports
+            .download(&request.tenant_id, &request.export_id)
+            .await
+            .map_err(to_status)?;
+        let chunks = futures::stream::try_unfold(
+            (download, 0_u64),
+            |(download, offset)| async move {
+                if offset >= download.size {
+                    return Ok(None);
+                }
+                let data = download.chunk(offset).await.map_err(to_status)?;
+                if data.is_empty() {
+                    tracing::error!(archive = %download.name, offset, size = download.size, "an export archive is shorter than recorded");
+                    return Err(Status::data_loss(
+                        "the export archive is shorter than recorded",
+                    ));
+                }
+                let next = offset + data.len() as u64;
+                let chunk = proto::DownloadExportResponse {
+                    data,
+                    offset: i64::try_from(offset).unwrap_or(i64::MAX),
+                    total_size: i64::try_from(download.size).unwrap_or(i64::MAX),
+                    sha256: download.sha256.clone(),
+                };
+                Ok(Some((chunk, (download, next))))
+            },
+        );
+        Ok(Response::new(Box::pin(chunks)))
     }
 }

@@ -2,6 +2,7 @@
 //! grpc-prometheus made standard) recorded by a tower layer, and the `/metrics` endpoint on
 //! its own port.
 
+mod exports;
 mod grpc;
 mod http;
 mod migrations;
@@ -11,6 +12,7 @@ mod purge;
 mod relay;
 mod retention;
 
+pub use exports::ExportMetrics;
 pub use grpc::{GrpcMetrics, MetricsLayer};
 pub use http::serve as serve_http;
 pub use migrations::MigrationMetrics;

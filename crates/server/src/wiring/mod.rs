@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use prost::Message as _;
+use tenantd_adapters::archives::FsExportArchives;
 use tenantd_adapters::cached_plans::{CachedPlans, DEFAULT_PLAN_TTL};
 use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::kafka::{KafkaPublisher, KafkaSettings};
@@ -28,6 +29,9 @@ use tenantd_adapters::redis::{
     RedisCache, RedisRateLimiter, RedisSettings, TenantTier,
 };
 use tenantd_adapters::system::{OsRandom, SystemClock, UuidV7Generator};
+use tenantd_application::exports::{
+    ExportEngine, ExportObserver, ExportService, ExportSettings, ExportSources,
+};
 use tenantd_application::{
     ApiKeyService, AuditService, Engine, EventService, MigrationObserver, MigrationService,
     OutboxRelay, PlacementPolicy, PlanService, Providers, ProvisioningObserver,
@@ -36,9 +40,10 @@ use tenantd_application::{
     StepPorts, TenantService, TenantSettings,
 };
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, Clock as _, EmailCipher, EventLog, InitialKeyStore, Outbox,
-    PlanRepository, ProvisioningRepository, PurgeRepository, RateLimiter, Retention,
-    RolloutRepository, SecretSealer, TenantDatabases, TenantRepository, TenantSchemaRepository,
+    ApiKeyRepository, AuditLog, Clock as _, EmailCipher, EventLog, ExportRepository,
+    InitialKeyStore, Outbox, PlanRepository, ProvisioningRepository, PurgeRepository, RateLimiter,
+    Retention, RolloutRepository, SecretSealer, TenantDatabases, TenantRepository,
+    TenantSchemaDumps, TenantSchemaRepository,
 };
 use tenantd_domain::tenant_schema::DEFAULT_TENANT_DATABASE;
 use tenantd_domain::{ApiKey, ApiKeyId, Event, Tenant};
@@ -70,6 +75,10 @@ pub struct Services {
     pub purges: PurgeService,
     /// The purge engine the purge workers and the sweeper run.
     pub purge_engine: PurgeEngine,
+    /// Exports: ExportTenant, GetExport, DownloadExport.
+    pub exports: ExportService,
+    /// The export engine the export workers and the sweeper run.
+    pub export_engine: ExportEngine,
     /// Tenant-schema rollouts and versions.
     pub migrations: MigrationService,
     /// The rollout engine the rollout workers run.
@@ -143,6 +152,8 @@ pub struct Observers {
     pub retention: Arc<dyn RetentionObserver>,
     /// Purges.
     pub purges: Arc<dyn PurgeObserver>,
+    /// Exports.
+    pub exports: Arc<dyn ExportObserver>,
 }
 
 impl std::fmt::Debug for Observers {
@@ -183,6 +194,9 @@ struct Ports {
     tenants: Arc<dyn TenantRepository>,
     runs: Arc<dyn ProvisioningRepository>,
     purges: Arc<dyn PurgeRepository>,
+    exports: Arc<dyn ExportRepository>,
+    /// What the tenant databases' schemas hold (the same adapter as `providers.databases`).
+    dumps: Arc<dyn TenantSchemaDumps>,
     initial_keys: Arc<dyn InitialKeyStore>,
     cipher: Arc<dyn EmailCipher>,
     sealer: Arc<dyn SecretSealer>,
@@ -209,6 +223,8 @@ struct Background {
     tenants: Arc<dyn TenantRepository>,
     runs: Arc<dyn ProvisioningRepository>,
     purges: Arc<dyn PurgeRepository>,
+    exports: Arc<dyn ExportRepository>,
+    events: Arc<dyn EventLog>,
     initial_keys: Arc<dyn InitialKeyStore>,
     api_keys: Arc<dyn ApiKeyRepository>,
     audit: Arc<dyn AuditLog>,
@@ -225,6 +241,8 @@ impl Background {
         S: TenantRepository
             + ProvisioningRepository
             + PurgeRepository
+            + ExportRepository
+            + EventLog
             + InitialKeyStore
             + ApiKeyRepository
             + AuditLog
@@ -239,6 +257,8 @@ impl Background {
             tenants: Arc::new(store.clone()),
             runs: Arc::new(store.clone()),
             purges: Arc::new(store.clone()),
+            exports: Arc::new(store.clone()),
+            events: Arc::new(store.clone()),
             initial_keys: Arc::new(store.clone()),
             api_keys: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),
@@ -268,9 +288,7 @@ pub async fn build(
     let mut ports = ports(config).await?;
     with_redis(config, &observers, &mut ports)?;
     let relay = relay(config, &observers, &mut ports)?;
-    let clock = Arc::new(SystemClock);
-    let ids = Arc::new(UuidV7Generator);
-    let random = Arc::new(OsRandom);
+    let (clock, ids) = (Arc::new(SystemClock), Arc::new(UuidV7Generator));
     let providers = match overrides.providers {
         Some(wrap) => wrap(ports.providers),
         None => ports.providers,
@@ -278,23 +296,25 @@ pub async fn build(
     let placement = Arc::new(placement_policy(config));
     let databases = providers.databases.clone();
     let background = &ports.background;
-    let steps = StepPorts {
+    let steps = step_ports(
+        background,
+        (ports.plans.clone(), ports.sealer.clone()),
         providers,
-        initial_keys: background.initial_keys.clone(),
-        api_keys: background.api_keys.clone(),
-        plans: ports.plans.clone(),
-        sealer: ports.sealer.clone(),
-        secrets: random.clone(),
-        ids: ids.clone(),
-        schemas: background.schemas.clone(),
-        placement: placement.clone(),
-    };
+        placement.clone(),
+    );
     let (purges, purge_engine) = purge_services(
         config,
         (ports.purges.clone(), ports.tenants.clone()),
         background,
         &observers,
         steps.clone(),
+    );
+    let (exports, export_engine) = export_services(
+        config,
+        (ports.exports.clone(), ports.tenants.clone()),
+        background,
+        (ports.dumps.clone(), placement.clone()),
+        &observers,
     );
     let (provisioning, engine) = provisioning_services(
         config,
@@ -333,6 +353,8 @@ pub async fn build(
         engine,
         purges,
         purge_engine,
+        exports,
+        export_engine,
         api_keys: Arc::new(
             ApiKeyService::new(
                 ports.api_keys,
@@ -340,7 +362,7 @@ pub async fn build(
                 ports.plans.clone(),
                 clock.clone(),
                 ids.clone(),
-                random,
+                Arc::new(OsRandom),
             )
             .with_initial_keys(ports.initial_keys, ports.sealer),
         ),
@@ -368,6 +390,27 @@ fn tenant_settings(config: &Config) -> TenantSettings {
     TenantSettings {
         deletion_retention: config.tenants.deletion_retention,
         provisioning_timeout: config.provisioning.run_timeout(),
+    }
+}
+
+/// What the provisioning (and purge) steps use: `providers`, background work's stores, the
+/// plans and the sealer of first keys.
+fn step_ports(
+    background: &Background,
+    (plans, sealer): (Arc<dyn PlanRepository>, Arc<dyn SecretSealer>),
+    providers: Providers,
+    placement: Arc<PlacementPolicy>,
+) -> StepPorts {
+    StepPorts {
+        providers,
+        initial_keys: background.initial_keys.clone(),
+        api_keys: background.api_keys.clone(),
+        plans,
+        sealer,
+        secrets: Arc::new(OsRandom),
+        ids: Arc::new(UuidV7Generator),
+        schemas: background.schemas.clone(),
+        placement,
     }
 }
 
@@ -423,6 +466,47 @@ fn purge_services(
     (purges, engine)
 }
 
+/// ExportService on the calls' stores (archives in `--export-dir`), and its engine on
+/// background work's, reading the tenant schemas with `dumps` where `placement` says.
+fn export_services(
+    config: &Config,
+    (exports, tenants): (Arc<dyn ExportRepository>, Arc<dyn TenantRepository>),
+    background: &Background,
+    (dumps, placement): (Arc<dyn TenantSchemaDumps>, Arc<PlacementPolicy>),
+    observers: &Observers,
+) -> (ExportService, ExportEngine) {
+    let sources = ExportSources {
+        tenants: background.tenants.clone(),
+        events: background.events.clone(),
+        api_keys: background.api_keys.clone(),
+        dumps,
+        placement,
+    };
+    let provisioning = &config.provisioning;
+    let settings = ExportSettings {
+        workers: config.exports.workers,
+        lease: provisioning.lease,
+        poll_interval: provisioning.poll_interval,
+        attempt_timeout: EXPORT_ATTEMPT_TIMEOUT,
+        retry: provisioning.retry,
+        retention: config.exports.retention,
+    };
+    let exports = ExportService::new(
+        exports,
+        Arc::new(FsExportArchives::new(config.exports.dir.clone())),
+        tenants,
+        Arc::new(SystemClock),
+        Arc::new(UuidV7Generator),
+        settings,
+        observers.exports.clone(),
+    );
+    let engine = exports.engine(background.exports.clone(), sources);
+    (exports, engine)
+}
+
+/// Longest attempt of an export: reading a large tenant schema takes longer than a step.
+const EXPORT_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_mins(10);
+
 /// The purges' settings of `config`: the engine's lease, attempt timeout, backoff and
 /// polling are provisioning's.
 fn purge_settings(config: &Config) -> PurgeSettings {
@@ -464,17 +548,18 @@ fn memory_ports(config: &Config) -> Ports {
     );
     let ring = Arc::new(ephemeral);
     let store = MemoryStore::with_cipher(ring.clone());
+    let databases = MemoryTenantDatabases::new(config.tenant_schemas.migrations.clone());
     Ports {
         tenants: Arc::new(store.clone()),
         runs: Arc::new(store.clone()),
         purges: Arc::new(store.clone()),
+        exports: Arc::new(store.clone()),
         initial_keys: Arc::new(store.clone()),
         cipher: ring.clone(),
         sealer: ring,
+        dumps: Arc::new(databases.clone()),
         providers: Providers {
-            databases: Arc::new(MemoryTenantDatabases::new(
-                config.tenant_schemas.migrations.clone(),
-            )),
+            databases: Arc::new(databases),
             dns: Arc::new(MemoryDns::new(&config.dns.base_domain, config.dns.ingress)),
             billing: Arc::new(MemoryBilling::default()),
         },
@@ -529,16 +614,22 @@ async fn postgres_ports(
             "recorded the placement and schema version of tenants made before they were recorded"
         );
     }
-    let databases = tenant_databases(config, background_pool.clone(), ring.clone())?;
+    let databases = Arc::new(tenant_databases(
+        config,
+        background_pool.clone(),
+        ring.clone(),
+    )?);
     Ok(Ports {
         tenants: Arc::new(store.clone()),
         runs: Arc::new(store.clone()),
         purges: Arc::new(store.clone()),
+        exports: Arc::new(store.clone()),
         initial_keys: Arc::new(store.clone()),
         cipher: ring.clone(),
         sealer: ring,
+        dumps: databases.clone(),
         providers: Providers {
-            databases: Arc::new(databases),
+            databases,
             dns: Arc::new(PgDns::new(
                 background_pool.clone(),
                 &config.dns.base_domain,
