@@ -6,8 +6,32 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tenantd_domain::RepoError;
 use tenantd_domain::ports::Clock;
+use tenantd_domain::{Error, RepoError};
+
+/// Why a worker stopped driving a job before it ran out of due work.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// Someone else changed the job (a request) or took it over (its lease expired).
+    Superseded,
+    /// A store or domain failure.
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(err: Error) -> Self {
+        Self::Failed(err)
+    }
+}
+
+impl From<RepoError> for Stop {
+    fn from(err: RepoError) -> Self {
+        match err {
+            RepoError::LeaseLost | RepoError::VersionConflict => Self::Superseded,
+            other => Self::Failed(other.into()),
+        }
+    }
+}
 
 /// How an attempt under a lease ended.
 #[derive(Debug)]

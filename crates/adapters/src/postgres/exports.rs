@@ -12,6 +12,13 @@ use uuid::Uuid;
 
 use super::PgStore;
 use super::errors::db;
+use super::leases::Queue;
+
+/// The export queue.
+const QUEUE: Queue = Queue {
+    table: "tenant_exports",
+    key: "export_id",
+};
 
 const COLUMNS: &str = "export_id, tenant_id, requested_by, state, attempts, attempt_started_at, \
      next_attempt_at, error_reason, error_message, archive_name, archive_size, archive_sha256, \
@@ -141,28 +148,13 @@ impl ExportRepository for PgStore {
         now: DateTime<Utc>,
         lease_for: chrono::Duration,
     ) -> Result<Option<ClaimedExport>, RepoError> {
-        let lease = Lease {
-            token: Uuid::new_v4(),
-            owner: owner.to_owned(),
-            expires_at: now + lease_for,
-        };
+        let lease = Queue::lease(owner, now, lease_for);
+        let sql = QUEUE.claim_sql(COLUMNS);
         let row: Option<ExportRow> = self
             .on_conn(async |conn| {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE tenant_exports SET lease_owner = $2, lease_token = $3, \
-                         lease_expires_at = $4 \
-                     WHERE export_id = (SELECT export_id FROM tenant_exports \
-                         WHERE due_at <= $1 \
-                           AND (lease_expires_at IS NULL OR lease_expires_at <= $1) \
-                         ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                     RETURNING {COLUMNS}"
-                )))
-                .bind(now)
-                .bind(&lease.owner)
-                .bind(lease.token)
-                .bind(lease.expires_at)
-                .fetch_optional(conn)
-                .await
+                Queue::bind_claim(sqlx::query_as(sqlx::AssertSqlSafe(sql)), now, &lease)
+                    .fetch_optional(conn)
+                    .await
             })
             .await
             .map_err(db)?;
@@ -181,40 +173,15 @@ impl ExportRepository for PgStore {
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
         let at_version = version(at_version)?;
-        let renewed = self
-            .on_conn(async |conn| {
-                sqlx::query(
-                    "UPDATE tenant_exports SET lease_expires_at = $3 \
-                     WHERE export_id = $1 AND lease_token = $2 AND version = $4",
-                )
-                .bind(id.0)
-                .bind(lease.token)
-                .bind(until)
-                .bind(at_version)
-                .execute(conn)
-                .await
-            })
+        self.on_conn(async |conn| QUEUE.renew(conn, id.0, at_version, lease, until).await)
             .await
-            .map_err(db)?
-            .rows_affected();
-        Ok(renewed == 1)
+            .map_err(db)
     }
 
     async fn release(&self, id: ExportId, lease: &Lease) -> Result<(), RepoError> {
-        self.on_conn(async |conn| {
-            sqlx::query(
-                "UPDATE tenant_exports SET lease_owner = NULL, lease_token = NULL, \
-                     lease_expires_at = NULL \
-                 WHERE export_id = $1 AND lease_token = $2",
-            )
-            .bind(id.0)
-            .bind(lease.token)
-            .execute(conn)
+        self.on_conn(async |conn| QUEUE.release(conn, id.0, lease).await)
             .await
-        })
-        .await
-        .map_err(db)?;
-        Ok(())
+            .map_err(db)
     }
 
     async fn save(

@@ -31,6 +31,7 @@ mod events;
 mod exports;
 mod held;
 mod initial_keys;
+mod leases;
 mod outbox;
 mod plans;
 pub mod providers;

@@ -13,6 +13,13 @@ use uuid::Uuid;
 
 use super::PgStore;
 use super::errors::db;
+use super::leases::Queue;
+
+/// The run queue.
+const QUEUE: Queue = Queue {
+    table: "provisioning_runs",
+    key: "run_id",
+};
 use super::tables::runs::{
     RUN_COLUMNS, RunRow, compensation, corrupt, count, load_steps, version, write_steps,
 };
@@ -107,29 +114,15 @@ impl ProvisioningRepository for PgStore {
         now: DateTime<Utc>,
         lease_for: chrono::Duration,
     ) -> Result<Option<ClaimedRun>, RepoError> {
-        let lease = Lease {
-            token: Uuid::new_v4(),
-            owner: owner.to_owned(),
-            expires_at: now + lease_for,
-        };
+        let lease = Queue::lease(owner, now, lease_for);
+        let sql = QUEUE.claim_sql(RUN_COLUMNS);
         let claimed = self
             .in_tx(async |tx| {
-                let row: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE provisioning_runs SET lease_owner = $2, lease_token = $3, \
-                         lease_expires_at = $4 \
-                     WHERE run_id = (SELECT run_id FROM provisioning_runs \
-                         WHERE due_at <= $1 \
-                           AND (lease_expires_at IS NULL OR lease_expires_at <= $1) \
-                         ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                     RETURNING {RUN_COLUMNS}"
-                )))
-                .bind(now)
-                .bind(&lease.owner)
-                .bind(lease.token)
-                .bind(lease.expires_at)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
+                let row: Option<RunRow> =
+                    Queue::bind_claim(sqlx::query_as(sqlx::AssertSqlSafe(sql)), now, &lease)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
                 let Some(row) = row else { return Ok(None) };
                 let steps = load_steps(&mut *tx, row.run_id).await?;
                 Ok(Some((row, steps)))
@@ -152,40 +145,15 @@ impl ProvisioningRepository for PgStore {
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
         let at_version = version(at_version)?;
-        let renewed = self
-            .on_conn(async |conn| {
-                sqlx::query(
-                    "UPDATE provisioning_runs SET lease_expires_at = $3 \
-                     WHERE run_id = $1 AND lease_token = $2 AND version = $4",
-                )
-                .bind(run.0)
-                .bind(lease.token)
-                .bind(until)
-                .bind(at_version)
-                .execute(conn)
-                .await
-            })
+        self.on_conn(async |conn| QUEUE.renew(conn, run.0, at_version, lease, until).await)
             .await
-            .map_err(db)?
-            .rows_affected();
-        Ok(renewed == 1)
+            .map_err(db)
     }
 
     async fn release(&self, run: RunId, lease: &Lease) -> Result<(), RepoError> {
-        self.on_conn(async |conn| {
-            sqlx::query(
-                "UPDATE provisioning_runs SET lease_owner = NULL, lease_token = NULL, \
-                     lease_expires_at = NULL \
-                 WHERE run_id = $1 AND lease_token = $2",
-            )
-            .bind(run.0)
-            .bind(lease.token)
-            .execute(conn)
+        self.on_conn(async |conn| QUEUE.release(conn, run.0, lease).await)
             .await
-        })
-        .await
-        .map_err(db)?;
-        Ok(())
+            .map_err(db)
     }
 
     async fn save(&self, write: RunWrite<'_>) -> Result<(), RepoError> {

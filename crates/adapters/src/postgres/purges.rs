@@ -14,6 +14,13 @@ use uuid::Uuid;
 
 use super::PgStore;
 use super::errors::db;
+use super::leases::Queue;
+
+/// The purge queue.
+const QUEUE: Queue = Queue {
+    table: "tenant_purges",
+    key: "tenant_id",
+};
 use super::tables::{events, tenants};
 
 const COLUMNS: &str = "tenant_id, forced, requested_by, steps, created_at, finished_at, version";
@@ -208,28 +215,13 @@ impl PurgeRepository for PgStore {
         now: DateTime<Utc>,
         lease_for: chrono::Duration,
     ) -> Result<Option<ClaimedPurge>, RepoError> {
-        let lease = Lease {
-            token: Uuid::new_v4(),
-            owner: owner.to_owned(),
-            expires_at: now + lease_for,
-        };
+        let lease = Queue::lease(owner, now, lease_for);
+        let sql = QUEUE.claim_sql(COLUMNS);
         let row: Option<PurgeRow> = self
             .on_conn(async |conn| {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "UPDATE tenant_purges SET lease_owner = $2, lease_token = $3, \
-                         lease_expires_at = $4 \
-                     WHERE tenant_id = (SELECT tenant_id FROM tenant_purges \
-                         WHERE due_at <= $1 \
-                           AND (lease_expires_at IS NULL OR lease_expires_at <= $1) \
-                         ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                     RETURNING {COLUMNS}"
-                )))
-                .bind(now)
-                .bind(&lease.owner)
-                .bind(lease.token)
-                .bind(lease.expires_at)
-                .fetch_optional(conn)
-                .await
+                Queue::bind_claim(sqlx::query_as(sqlx::AssertSqlSafe(sql)), now, &lease)
+                    .fetch_optional(conn)
+                    .await
             })
             .await
             .map_err(db)?;
@@ -248,40 +240,19 @@ impl PurgeRepository for PgStore {
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
         let at_version = version(at_version)?;
-        let renewed = self
-            .on_conn(async |conn| {
-                sqlx::query(
-                    "UPDATE tenant_purges SET lease_expires_at = $3 \
-                     WHERE tenant_id = $1 AND lease_token = $2 AND version = $4",
-                )
-                .bind(tenant.as_uuid())
-                .bind(lease.token)
-                .bind(until)
-                .bind(at_version)
-                .execute(conn)
+        self.on_conn(async |conn| {
+            QUEUE
+                .renew(conn, tenant.as_uuid(), at_version, lease, until)
                 .await
-            })
-            .await
-            .map_err(db)?
-            .rows_affected();
-        Ok(renewed == 1)
+        })
+        .await
+        .map_err(db)
     }
 
     async fn release(&self, tenant: TenantId, lease: &Lease) -> Result<(), RepoError> {
-        self.on_conn(async |conn| {
-            sqlx::query(
-                "UPDATE tenant_purges SET lease_owner = NULL, lease_token = NULL, \
-                     lease_expires_at = NULL \
-                 WHERE tenant_id = $1 AND lease_token = $2",
-            )
-            .bind(tenant.as_uuid())
-            .bind(lease.token)
-            .execute(conn)
+        self.on_conn(async |conn| QUEUE.release(conn, tenant.as_uuid(), lease).await)
             .await
-        })
-        .await
-        .map_err(db)?;
-        Ok(())
+            .map_err(db)
     }
 
     async fn save(&self, write: PurgeWrite<'_>) -> Result<(), RepoError> {

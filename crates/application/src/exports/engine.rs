@@ -9,37 +9,14 @@ use std::time::Instant;
 use tenantd_domain::export::{Export, ExportArchive};
 use tenantd_domain::ports::{ArchiveFile, Lease};
 use tenantd_domain::provisioning::StepError;
-use tenantd_domain::{ApiKeyId, Error, EventId, RepoError, TenantStatus};
+use tenantd_domain::{ApiKeyId, Error, EventId, TenantStatus};
 
 use super::{ExportService, ExportSources, archive};
-use crate::lease::{Held, renewing};
+use crate::lease::{Held, Stop, renewing};
 use crate::provisioning::{jitter, store_error};
 
 /// Events and keys read per page.
 const PAGE: usize = 500;
-
-/// Why a worker stopped driving an export.
-enum Stop {
-    /// Its lease was taken over or the export changed under it.
-    Superseded,
-    /// A store or domain failure.
-    Failed(Error),
-}
-
-impl From<Error> for Stop {
-    fn from(err: Error) -> Self {
-        Self::Failed(err)
-    }
-}
-
-impl From<RepoError> for Stop {
-    fn from(err: RepoError) -> Self {
-        match err {
-            RepoError::LeaseLost | RepoError::VersionConflict => Self::Superseded,
-            other => Self::Failed(other.into()),
-        }
-    }
-}
 
 /// The export engine of one replica. Cheap to clone; every worker is a clone.
 #[derive(Clone)]

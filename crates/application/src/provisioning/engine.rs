@@ -26,33 +26,10 @@ use super::steps::StepPorts;
 use super::{
     ProvisioningObserver, ProvisioningSettings, Signals, events, step_changed, transitions,
 };
-use crate::lease::{Held, renewing};
+use crate::lease::{Held, Stop, renewing};
 
 /// How often a worker re-reads the tenant after a concurrent change to it.
 const TENANT_RACE_ATTEMPTS: usize = 5;
-
-/// Why a worker stopped driving a run before it ran out of due work.
-enum Stop {
-    /// Someone else changed the run (a request) or took it over (lease expired).
-    Superseded,
-    /// A store or domain failure.
-    Failed(Error),
-}
-
-impl From<Error> for Stop {
-    fn from(err: Error) -> Self {
-        Self::Failed(err)
-    }
-}
-
-impl From<RepoError> for Stop {
-    fn from(err: RepoError) -> Self {
-        match err {
-            RepoError::LeaseLost | RepoError::VersionConflict => Self::Superseded,
-            other => Self::Failed(other.into()),
-        }
-    }
-}
 
 /// The provisioning engine of one replica. Cheap to clone; every worker is a clone.
 #[derive(Clone)]

@@ -14,34 +14,11 @@ use tenantd_domain::purge::{Purge, PurgeStepKind, PurgeStepState};
 use tenantd_domain::{ApiKeyId, Error, Event, EventId, EventKind, RepoError, Tenant};
 
 use super::PurgeService;
-use crate::lease::{Held, renewing};
+use crate::lease::{Held, Stop, renewing};
 use crate::provisioning::{StepPorts, jitter, store_error};
 
 /// Keys revoked per page by the API_KEYS step.
 const KEY_PAGE: usize = 100;
-
-/// Why a worker stopped driving a purge.
-enum Stop {
-    /// Its lease was taken over (it expired) or the purge changed under it.
-    Superseded,
-    /// A store or domain failure.
-    Failed(Error),
-}
-
-impl From<Error> for Stop {
-    fn from(err: Error) -> Self {
-        Self::Failed(err)
-    }
-}
-
-impl From<RepoError> for Stop {
-    fn from(err: RepoError) -> Self {
-        match err {
-            RepoError::LeaseLost | RepoError::VersionConflict => Self::Superseded,
-            other => Self::Failed(other.into()),
-        }
-    }
-}
 
 /// The purge engine of one replica. Cheap to clone; every worker is a clone.
 #[derive(Clone)]
