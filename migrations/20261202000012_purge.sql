@@ -24,10 +24,11 @@ ALTER TABLE tenants VALIDATE CONSTRAINT tenants_contact_email_whole;
 
 -- A tombstone keeps its slug from new tenants until the sweeper frees it
 -- (--purged-slug-reuse-days after the purge): uniqueness now ends with that release, not
--- with the purge.
+-- with the purge. The previous release's index (unique until the purge, a subset of this
+-- one) stays until the next release, so its replicas keep answering SLUG_TAKEN during a
+-- rolling upgrade.
 ALTER TABLE tenants ADD COLUMN slug_released_at timestamptz;
 CREATE UNIQUE INDEX tenants_slug_reserved ON tenants (slug) WHERE slug_released_at IS NULL;
-DROP INDEX tenants_slug_unique;
 -- The sweeper's two questions: whose retention ran out, and whose slug to free.
 CREATE INDEX tenants_purgeable ON tenants (purge_at) WHERE status = 'DELETED';
 CREATE INDEX tenants_slug_held ON tenants (purged_at)

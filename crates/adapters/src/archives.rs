@@ -9,6 +9,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
@@ -182,8 +183,44 @@ impl ExportArchives for FsExportArchives {
         .map_err(|e| RepoError::Internal(format!("the reader stopped: {e}")))?
     }
 
+    async fn list(&self) -> Result<Vec<(String, DateTime<Utc>)>, RepoError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => {
+                    return Err(RepoError::Unavailable(format!(
+                        "cannot list the export directory: {e}"
+                    )));
+                }
+            };
+            let mut files = Vec::new();
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                let name = entry.file_name();
+                let (Some(name), Ok(modified)) = (name.to_str(), meta.modified()) else {
+                    continue;
+                };
+                if meta.is_file() {
+                    files.push((name.to_owned(), DateTime::<Utc>::from(modified)));
+                }
+            }
+            files.sort();
+            Ok(files)
+        })
+        .await
+        .map_err(|e| RepoError::Internal(format!("the lister stopped: {e}")))?
+    }
+
     async fn delete(&self, name: &str) -> Result<(), RepoError> {
-        let Some(path) = self.path(name) else {
+        let partial = name.starts_with('.') && name.ends_with(".partial");
+        let path = if partial && !name.contains('/') {
+            Some(self.dir.join(name))
+        } else {
+            self.path(name)
+        };
+        let Some(path) = path else {
             return Ok(());
         };
         match tokio::fs::remove_file(&path).await {
@@ -299,6 +336,37 @@ mod tests {
             fs::symlink_metadata(dir.path().join(".e3-1.tar.gz.partial")).is_err(),
             "the partial file is removed"
         );
+    }
+
+    #[tokio::test]
+    async fn archives_and_partial_files_are_listed_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let archives = FsExportArchives::new(dir.path().join("exports"));
+        assert_eq!(
+            archives.list().await.unwrap(),
+            Vec::new(),
+            "no directory yet"
+        );
+        archives.write("e4-1.tar.gz", files()).await.unwrap();
+        fs::write(dir.path().join("exports/.e4-2.tar.gz.partial"), b"half").unwrap();
+        let names: Vec<String> = archives
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(names, [".e4-2.tar.gz.partial", "e4-1.tar.gz"]);
+        archives.delete(".e4-2.tar.gz.partial").await.unwrap();
+        archives.delete("../e4-1.tar.gz").await.unwrap();
+        let names: Vec<String> = archives
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(names, ["e4-1.tar.gz"], "a name outside is never deleted");
     }
 
     #[tokio::test]

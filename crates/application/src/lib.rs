@@ -18,6 +18,8 @@ pub mod rate_limits;
 pub mod retention;
 pub mod tenant_schemas;
 pub mod tenants;
+#[cfg(test)]
+mod testing;
 mod watching;
 
 pub use api_keys::{ApiKeyService, CreateApiKey, Verification};
@@ -31,7 +33,7 @@ pub use provisioning::{
     Engine, INITIAL_KEY_PURPOSE, Providers, ProvisioningObserver, ProvisioningService,
     ProvisioningSettings, Signals, StepPorts,
 };
-pub use purge::{PurgeEngine, PurgeObserver, PurgeService, PurgeSettings, Swept};
+pub use purge::{PurgeEngine, PurgeObserver, PurgeService, PurgeSettings, PurgeTargets, Swept};
 pub use rate_limits::{RateLimitService, RateLimitSettings};
 pub use retention::{RetentionObserver, RetentionService, RetentionSettings, Trimmed};
 pub use tenant_schemas::{

@@ -191,7 +191,7 @@ async fn a_purged_tenant_is_a_tombstone_with_everything_it_had_gone(server: Test
     let run = finished(&mut tenants, &id).await;
     assert!(run.forced);
     assert_eq!(run.requested_by, "admin");
-    assert_eq!(run.steps.len(), 6);
+    assert_eq!(run.steps.len(), 7);
     assert!(
         run.steps
             .iter()
@@ -527,8 +527,10 @@ async fn a_purge_whose_replica_is_killed_mid_step_is_finished_by_the_other() {
             (1, None),
             (1, None),
             (1, None),
+            (1, None),
         ],
-        "DATABASE, DNS (the lost attempt counts), BILLING, API_KEYS, IDEMPOTENCY, TOMBSTONE"
+        "DATABASE, DNS (the lost attempt counts), BILLING, API_KEYS, IDEMPOTENCY, EXPORTS, \
+         TOMBSTONE"
     );
     assert_eq!(
         get(&mut tenants, &victim.tenant_id).await.status(),

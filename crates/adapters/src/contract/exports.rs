@@ -171,14 +171,31 @@ pub async fn an_export_is_claimed_once_fenced_after_takeover_and_keeps_its_archi
     );
 }
 
-/// Contract: exports past their expiry are listed oldest first, at most the limit, and are
-/// gone once deleted; others stay.
+/// Contract: a tenant's exports are listed oldest first, and only its own; exports past their
+/// expiry are listed oldest first, at most the limit, and are gone once deleted; others stay.
 pub async fn expired_exports_are_listed_oldest_first_and_deleted(stores: Stores) {
     let t = stored_tenant(&stores).await;
     let (old, older, kept) = (export_of(&t, 2), export_of(&t, 1), export_of(&t, 72));
     for e in [&old, &older, &kept] {
         stores.exports.create(e).await.expect("create");
     }
+    let other = stored_tenant(&stores).await;
+    let theirs = export_of(&other, 2);
+    stores.exports.create(&theirs).await.expect("create");
+    let ids: Vec<_> = stores
+        .exports
+        .of_tenant(t.id())
+        .await
+        .expect("of tenant")
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        ids,
+        [old.id, older.id, kept.id],
+        "the tenant's own, oldest first"
+    );
+    stores.exports.delete(theirs.id).await.expect("delete");
     let at = now() + Duration::hours(3);
     let expired = stores.exports.expired(at, 10).await.expect("expired");
     let ids: Vec<_> = expired.iter().map(|e| e.id).collect();

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tenantd_domain::RepoError;
 use tenantd_domain::export::{Export, ExportId};
 use tenantd_domain::ports::{ClaimedExport, ExportRepository, Lease};
+use tenantd_domain::{RepoError, TenantId};
 
 use super::MemoryStore;
 use super::store::StoredExport;
@@ -120,6 +120,16 @@ impl ExportRepository for MemoryStore {
         held.expires_at = renew_until;
         stored.export = changed;
         Ok(())
+    }
+
+    async fn of_tenant(&self, tenant: TenantId) -> Result<Vec<Export>, RepoError> {
+        let state = self.lock();
+        Ok(state
+            .exports
+            .values()
+            .filter(|s| s.export.tenant_id == tenant)
+            .map(|s| Export::clone(&s.export))
+            .collect())
     }
 
     async fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Export>, RepoError> {

@@ -173,6 +173,12 @@ impl State {
                     "a deleted tenant cannot get API keys".into(),
                 ));
             }
+            Some(t) if t.tenant.status().is_purge() => {
+                return Err(RepoError::Precondition(
+                    Reason::TenantPurged,
+                    "a purged tenant cannot get API keys".into(),
+                ));
+            }
             Some(_) => {}
         }
         let active = self

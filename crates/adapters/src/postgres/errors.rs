@@ -4,8 +4,9 @@ use tenantd_domain::RepoError;
 
 use super::connect::connection_broke;
 
-/// The unique index that keeps a slug to one tenant until its tombstone frees it.
-const SLUG_INDEX: &str = "tenants_slug_reserved";
+/// The unique indexes that keep a slug to one tenant: until its tombstone frees it, and
+/// (kept for the previous release during a rolling upgrade) until its purge.
+const SLUG_INDEXES: [&str; 2] = ["tenants_slug_reserved", "tenants_slug_unique"];
 
 /// Translates a driver error; `slug` is the slug being written, for the SlugTaken case.
 #[expect(clippy::needless_pass_by_value, reason = "shaped for map_err")]
@@ -15,7 +16,7 @@ pub(crate) fn translate(err: sqlx::Error, slug: Option<&str>) -> RepoError {
             let code = db.code().unwrap_or_default();
             match code.as_ref() {
                 // unique_violation
-                "23505" if db.constraint() == Some(SLUG_INDEX) => {
+                "23505" if db.constraint().is_some_and(|c| SLUG_INDEXES.contains(&c)) => {
                     RepoError::SlugTaken(slug.unwrap_or_default().to_owned())
                 }
                 // serialization_failure, deadlock_detected: a concurrent writer won

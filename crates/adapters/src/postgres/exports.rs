@@ -246,6 +246,21 @@ impl ExportRepository for PgStore {
         })
     }
 
+    async fn of_tenant(&self, tenant: TenantId) -> Result<Vec<Export>, RepoError> {
+        let rows: Vec<ExportRow> = self
+            .on_conn(async |conn| {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM tenant_exports WHERE tenant_id = $1 ORDER BY export_id"
+                )))
+                .bind(tenant.as_uuid())
+                .fetch_all(conn)
+                .await
+            })
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(ExportRow::into_export).collect()
+    }
+
     async fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Export>, RepoError> {
         let rows: Vec<ExportRow> = self
             .on_conn(async |conn| {

@@ -696,3 +696,55 @@ mod tenant_schemas {
         );
     }
 }
+
+/// A dump reads a partitioned table's rows once (through the table, not its partitions)
+/// and keeps an identifier that is no file name as it is in the DDL.
+#[tokio::test]
+async fn a_dump_reads_a_partitioned_table_once_and_odd_names_as_they_are() {
+    use tenantd_domain::ports::{ProvisioningTarget, TenantDatabases as _, TenantSchemaDumps as _};
+    use tenantd_domain::tenant_schema::{MigrationSet, PlacementRule};
+    use tenantd_domain::{ContactEmail, DisplayName, PlanId, Slug, TenantId};
+
+    let schema = ScratchSchema::create().await.expect("scratch schema");
+    let pool = schema.migrated_pool().await.expect("migrated pool");
+    let sql = "CREATE TABLE events (id integer NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);\n\
+               CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');\n\
+               INSERT INTO events VALUES (1, '2026-05-01'), (2, '2026-06-01');\n\
+               CREATE TABLE \"odd/..name\" (x integer);\n\
+               INSERT INTO \"odd/..name\" VALUES (7);";
+    let set = MigrationSet::parse(vec![(
+        "0001_events.sql".to_owned(),
+        sql.as_bytes().to_vec(),
+    )])
+    .expect("a valid set");
+    let databases = PgTenantDatabases::new(pool, Arc::new(set), None, LIMITS);
+    let tenant = TenantId::from_uuid(uuid::Uuid::now_v7()).expect("v7");
+    let target = ProvisioningTarget {
+        tenant_id: tenant,
+        slug: Slug::parse("dumped").expect("slug"),
+        display_name: DisplayName::parse("Dumped").expect("name"),
+        plan_id: PlanId::new("pro"),
+        contact_email: ContactEmail::parse("ops@dumped.example").expect("email"),
+        placement: PlacementRule::Shared("default".into())
+            .place(tenant, &schema.tenant_schema_prefix()),
+    };
+    databases.provision(&target).await.expect("provision");
+    let tables = databases
+        .dump(tenant, &target.placement)
+        .await
+        .expect("dump");
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["events", "odd/..name", "schema_migrations"]);
+    let events = String::from_utf8(tables[0].csv.clone()).expect("text");
+    assert_eq!(events, "id,at\n1,2026-05-01\n2,2026-06-01\n");
+    assert!(
+        tables[0].ddl.contains("\"id\" integer NOT NULL"),
+        "{}",
+        tables[0].ddl
+    );
+    assert_eq!(
+        String::from_utf8(tables[1].csv.clone()).expect("text"),
+        "x\n7\n"
+    );
+    assert!(tables[1].ddl.starts_with("CREATE TABLE \"odd/..name\""));
+}

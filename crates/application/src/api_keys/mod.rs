@@ -172,6 +172,7 @@ impl ApiKeyService {
             .get(tenant_id)
             .await?
             .ok_or_else(|| Error::tenant_not_found(tenant_id))?;
+        tenant.ensure_not_purge()?;
         if tenant.status() == TenantStatus::Deleted {
             return Err(Error::precondition(
                 Reason::TenantDeleted,
@@ -308,12 +309,13 @@ impl ApiKeyService {
         if !matches || !key.is_active(now) {
             return Ok(None);
         }
-        // A deleted tenant's keys stop verifying (they return if the tenant is restored).
+        // A deleted tenant's keys stop verifying (they return if the tenant is restored);
+        // a purged one's never do again, even before its purge revokes them.
         let Some(tenant) = self
             .tenants
             .get(key.tenant_id)
             .await?
-            .filter(|t| t.status() != TenantStatus::Deleted)
+            .filter(|t| t.status() != TenantStatus::Deleted && !t.status().is_purge())
         else {
             return Ok(None);
         };

@@ -79,6 +79,22 @@ struct ManifestFile<'a> {
     sha256: String,
 }
 
+/// A table name as a file name: letters, digits, `_` and `-` as they are, every other byte
+/// as `%XX` (a quoted identifier may hold `/` or be `..`).
+fn file_name(table: &str) -> String {
+    use std::fmt::Write as _;
+    table
+        .bytes()
+        .fold(String::with_capacity(table.len()), |mut out, b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                out.push(char::from(b));
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
+            out
+        })
+}
+
 fn json(value: &impl Serialize) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
     bytes.push(b'\n');
@@ -157,12 +173,13 @@ pub(super) fn files(
         },
     ];
     for table in tables {
+        let name = file_name(&table.name);
         files.push(ArchiveFile {
-            path: format!("schema/{}.sql", table.name),
+            path: format!("schema/{name}.sql"),
             bytes: table.ddl.into_bytes(),
         });
         files.push(ArchiveFile {
-            path: format!("schema/{}.csv", table.name),
+            path: format!("schema/{name}.csv"),
             bytes: table.csv,
         });
     }
@@ -186,4 +203,18 @@ pub(super) fn files(
         bytes: json(&manifest),
     };
     std::iter::once(manifest).chain(files).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn table_names_become_plain_file_names() {
+        assert_eq!(super::file_name("audit_logs"), "audit_logs");
+        assert_eq!(super::file_name(".."), "%2E%2E");
+        assert_eq!(super::file_name("a/../b"), "a%2F%2E%2E%2Fb");
+        assert_eq!(
+            super::file_name("Ünïcode table"),
+            "%C3%9Cn%C3%AFcode%20table"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tenantd_domain::export::{Export, ExportArchive};
 use tenantd_domain::ports::{ArchiveFile, Lease};
 use tenantd_domain::provisioning::StepError;
-use tenantd_domain::{ApiKeyId, Error, EventId, TenantStatus};
+use tenantd_domain::{ApiKeyId, Error, EventId};
 
 use super::{ExportService, ExportSources, archive};
 use crate::lease::{Held, Stop, renewing};
@@ -109,47 +109,114 @@ impl ExportEngine {
         let name = format!("{}-{}.tar.gz", export.id, export.attempts);
         tracing::info!(tenant_id = %export.tenant_id, export_id = %export.id, attempt = export.attempts, "export attempt started");
         let started = Instant::now();
-        let outcome = self
-            .leased(export, lease, self.write(export, &name))
-            .await?;
+        let outcome = match self.leased(export, lease, self.files(export)).await? {
+            Some(Ok(files)) => self.write(export, lease, &name, files).await?,
+            Some(Err(error)) => Some(Err(error)),
+            None => None,
+        };
         let elapsed = started.elapsed();
-        match outcome {
-            Some(Ok(archive)) => {
-                self.service.observer.attempt("succeeded", elapsed);
-                self.service.observer.written(archive.size);
-                let mut next = export.clone();
-                next.succeed(archive, self.service.now())?;
-                if let Err(stop) = self.store(export, next, lease).await {
-                    // Never offered: another worker owns the export now.
-                    let _gone = self.service.archives.delete(&name).await;
-                    return Err(stop);
+        let error = match outcome {
+            Some(Ok(archive)) => match self.still_exportable(export).await {
+                Ok(()) => {
+                    self.service.observer.attempt("succeeded", elapsed);
+                    self.service.observer.written(archive.size);
+                    let mut next = export.clone();
+                    next.succeed(archive, self.service.now())?;
+                    if let Err(stop) = self.store(export, next, lease).await {
+                        // Never offered: another worker owns the export now.
+                        let _gone = self.service.archives.delete(&name).await;
+                        return Err(stop);
+                    }
+                    tracing::info!(tenant_id = %export.tenant_id, export_id = %export.id, bytes = export.archive.as_ref().map_or(0, |a| a.size), "export written");
+                    return Ok(());
                 }
-                tracing::info!(tenant_id = %export.tenant_id, export_id = %export.id, bytes = export.archive.as_ref().map_or(0, |a| a.size), "export written");
-                Ok(())
-            }
+                Err(error) => {
+                    let _gone = self.service.archives.delete(&name).await;
+                    self.service.observer.attempt("failed", elapsed);
+                    error
+                }
+            },
             Some(Err(error)) => {
                 self.service.observer.attempt("failed", elapsed);
-                self.fail(export, lease, error).await
+                error
             }
             None => {
                 self.service.observer.attempt("timeout", elapsed);
-                let _gone = self.service.archives.delete(&name).await;
-                let error = StepError::new(
+                StepError::new(
                     "EXPORT_TIMEOUT",
                     format!(
                         "the attempt did not finish within {}ms",
                         self.service.settings.attempt_timeout.as_millis()
                     ),
-                );
-                self.fail(export, lease, error).await
+                )
+            }
+        };
+        self.fail(export, lease, error).await
+    }
+
+    /// Writes archive `name` from `files` under the lease. The writer is never dropped
+    /// mid-way: when the attempt times out or the lease is lost, it is waited for and what
+    /// it wrote deleted, so no archive outlives its attempt unrecorded.
+    async fn write(
+        &self,
+        export: &Export,
+        lease: &Lease,
+        name: &str,
+        files: Vec<ArchiveFile>,
+    ) -> Result<Option<Result<ExportArchive, StepError>>, Stop> {
+        let archives = self.service.archives.clone();
+        let owned = name.to_owned();
+        let mut writer = tokio::spawn(async move { archives.write(&owned, files).await });
+        let settings = &self.service.settings;
+        let exports = &self.service.exports;
+        let renew = |until| exports.renew(export.id, export.version, lease, until);
+        let held = renewing(
+            "export",
+            &*self.service.clock,
+            settings.lease,
+            settings.attempt_timeout,
+            &mut writer,
+            renew,
+        )
+        .await;
+        let written = |joined: Result<Result<ExportArchive, StepError>, tokio::task::JoinError>| {
+            joined.unwrap_or_else(|e| {
+                Err(StepError::new(
+                    "EXPORT_WRITE_FAILED",
+                    format!("the writer stopped: {e}"),
+                ))
+            })
+        };
+        match held {
+            Held::Done(joined) => Ok(Some(written(joined))),
+            Held::TimedOut | Held::Lost => {
+                let _finished = writer.await;
+                let _gone = self.service.archives.delete(name).await;
+                if matches!(held, Held::Lost) {
+                    Err(Stop::Superseded)
+                } else {
+                    Ok(None)
+                }
             }
         }
     }
 
-    /// Reads everything of the export's tenant and writes the archive `name`.
-    async fn write(&self, export: &Export, name: &str) -> Result<ExportArchive, StepError> {
-        let files = self.files(export).await?;
-        self.service.archives.write(name, files).await
+    /// Whether the tenant may still be exported now the archive is written: not once its
+    /// purge started (the purge deletes its exports; one written behind it must not stay).
+    async fn still_exportable(&self, export: &Export) -> Result<(), StepError> {
+        let tenant = self
+            .sources
+            .tenants
+            .get(export.tenant_id)
+            .await
+            .map_err(|e| store_error("cannot read the tenant", &e))?;
+        match tenant {
+            Some(t) if !t.status().is_purge() => Ok(()),
+            _ => Err(StepError::permanent(
+                "TENANT_PURGED",
+                "the tenant's purge started while it was exported",
+            )),
+        }
     }
 
     async fn files(&self, export: &Export) -> Result<Vec<ArchiveFile>, StepError> {
@@ -161,7 +228,7 @@ impl ExportEngine {
             .await
             .map_err(|e| store_error("cannot read the tenant", &e))?
             .ok_or_else(|| StepError::permanent("TENANT_NOT_FOUND", "the tenant is gone"))?;
-        if tenant.status() == TenantStatus::Purged {
+        if tenant.status().is_purge() {
             return Err(StepError::permanent(
                 "TENANT_PURGED",
                 "the tenant was purged while its export waited",

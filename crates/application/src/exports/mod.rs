@@ -146,11 +146,12 @@ impl ExportService {
         &self.settings
     }
 
-    /// Starts an export of a tenant (ExportTenant), for `requested_by`. Any tenant but a
-    /// purged one (a tombstone has nothing left to export).
+    /// Starts an export of a tenant (ExportTenant), for `requested_by`. Any tenant whose
+    /// purge has not started.
     ///
     /// # Errors
-    /// [`Error::NotFound`]; [`Error::FailedPrecondition`] (`TENANT_PURGED`).
+    /// [`Error::NotFound`]; [`Error::FailedPrecondition`] (`PURGE_IN_PROGRESS`,
+    /// `TENANT_PURGED`).
     #[instrument(skip_all, fields(tenant_id = %tenant_id))]
     pub async fn export(&self, requested_by: &str, tenant_id: &str) -> Result<Export, Error> {
         let id = TenantId::parse_field(tenant_id, "tenant_id")?;
@@ -159,12 +160,8 @@ impl ExportService {
             .get(id)
             .await?
             .ok_or_else(|| Error::tenant_not_found(id))?;
-        if tenant.status() == tenantd_domain::TenantStatus::Purged {
-            return Err(Error::precondition(
-                Reason::TenantPurged,
-                "the tenant was purged: its tombstone holds nothing to export",
-            ));
-        }
+        // Being purged or purged: nothing is left (or soon will be) to export.
+        tenant.ensure_not_purge()?;
         let now = self.clock.now();
         let export = Export::new(
             ExportId(self.ids.new_v7()),
@@ -237,8 +234,13 @@ impl ExportService {
         let expired = self.exports.expired(self.clock.now(), 100).await?;
         let mut deleted = 0;
         for export in expired {
-            if let Some(archive) = &export.archive {
-                self.archives.delete(&archive.name).await?;
+            if let Some(archive) = &export.archive
+                && let Err(err) = self.archives.delete(&archive.name).await
+            {
+                // The next export's archive may still be deletable: one stuck file must not
+                // stop expiry for all.
+                tracing::warn!(export_id = %export.id, error = %err, "cannot delete an expired export's archive; retried at the next sweep");
+                continue;
             }
             self.exports.delete(export.id).await?;
             deleted += 1;
@@ -246,12 +248,56 @@ impl ExportService {
         if deleted > 0 {
             self.observer.expired(deleted);
         }
+        self.sweep_strays().await?;
         Ok(deleted)
+    }
+
+    /// Deletes the export files no export records, once older than two attempts: partial
+    /// files of writers that died (a process killed mid-write) and archives whose export is
+    /// gone or records another. Files not named as exports are never touched (the
+    /// directory may hold others).
+    async fn sweep_strays(&self) -> Result<(), Error> {
+        let settle = chrono::Duration::from_std(self.settings.attempt_timeout * 2)
+            .unwrap_or(chrono::Duration::hours(1));
+        let before = self.now() - settle;
+        for (name, modified) in self.archives.list().await? {
+            if modified > before {
+                continue;
+            }
+            let partial = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".partial"));
+            let recorded = match (partial, archive_export(&name)) {
+                // A partial file of ours: never recorded.
+                (Some(archive), _) if archive_export(archive).is_some() => false,
+                (_, Some(id)) => self
+                    .exports
+                    .get(id)
+                    .await?
+                    .and_then(|e| e.archive)
+                    .is_some_and(|a| a.name == name),
+                // Not an export's file.
+                _ => true,
+            };
+            if !recorded {
+                tracing::info!(file = %name, "deleting a stray file of the export directory");
+                self.archives.delete(&name).await?;
+            }
+        }
+        Ok(())
     }
 
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
+}
+
+/// The export an archive's name (`<export id>-<attempt>.tar.gz`) belongs to.
+fn archive_export(name: &str) -> Option<ExportId> {
+    let stem = name.strip_suffix(".tar.gz")?;
+    let (id, attempt) = stem.rsplit_once('-')?;
+    attempt.parse::<u32>().ok()?;
+    uuid::Uuid::parse_str(id).ok().map(ExportId)
 }
 
 /// A finished export's archive, read chunk by chunk.

@@ -1,12 +1,11 @@
 //! Unit tests of exports: the in-memory store and tenant databases, archives in a scratch
 //! directory on disk (the real file-system adapter), a clock the test moves.
 
-use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use chrono::{Duration, TimeZone as _, Utc};
 use sha2::{Digest as _, Sha256};
 use tenantd_adapters::archives::FsExportArchives;
 use tenantd_adapters::crypto::KeyRing;
@@ -17,30 +16,13 @@ use tenantd_adapters::system::{OsRandom, UuidV7Generator};
 use tenantd_domain::export::ExportState;
 use tenantd_domain::ports::{Clock, ExportRepository, PurgeRepository};
 use tenantd_domain::provisioning::RetryPolicy;
-use tenantd_domain::tenant_schema::PlacementRule;
 use tenantd_domain::{Error, Reason, TenantId};
 
 use super::{ExportEngine, ExportObserver, ExportService, ExportSettings, ExportSources, MANIFEST};
 use crate::digest::hex;
-use crate::provisioning::{
-    Engine, Providers, ProvisioningObserver, ProvisioningSettings, Signals, StepPorts,
-};
-use crate::tenant_schemas::PlacementPolicy;
+use crate::provisioning::{Engine, Providers, StepPorts};
 use crate::tenants::{CreateTenant, TenantFields, TenantService, TenantSettings};
-
-struct TestClock(Mutex<DateTime<Utc>>);
-
-impl TestClock {
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+use crate::testing::{TestClock, provisioning_engine, shared_placement};
 
 #[derive(Default)]
 struct Seen(Mutex<Vec<String>>);
@@ -55,16 +37,6 @@ impl ExportObserver for Seen {
     }
 }
 
-struct Quiet;
-
-impl ProvisioningObserver for Quiet {
-    fn step_attempt(&self, _: &'static str, _: &'static str, _: StdDuration) {}
-    fn run_finished(&self, _: tenantd_domain::provisioning::RunState) {}
-    fn runs_in_flight(&self, _: u64) {}
-    fn watch_opened(&self) {}
-    fn watch_closed(&self) {}
-}
-
 struct World {
     store: MemoryStore,
     clock: Arc<TestClock>,
@@ -74,14 +46,6 @@ struct World {
     engine: ExportEngine,
     dir: tempfile::TempDir,
     seen: Arc<Seen>,
-}
-
-fn policy() -> PlacementPolicy {
-    PlacementPolicy::new(
-        PlacementRule::Shared("default".into()),
-        BTreeMap::new(),
-        "t_",
-    )
 }
 
 fn retry() -> RetryPolicy {
@@ -103,7 +67,7 @@ fn world(blocked: bool) -> World {
     let ids = Arc::new(UuidV7Generator);
     let plans = Arc::new(MemoryPlanRepository::default());
     let databases = Arc::new(MemoryTenantDatabases::default());
-    let placement = Arc::new(policy());
+    let placement = Arc::new(shared_placement());
     let steps = StepPorts {
         providers: Providers {
             databases: databases.clone(),
@@ -122,24 +86,7 @@ fn world(blocked: bool) -> World {
         schemas: Arc::new(store.clone()),
         placement: placement.clone(),
     };
-    let provisioning = Engine::new(
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        steps,
-        clock.clone(),
-        ids.clone(),
-        ProvisioningSettings {
-            workers: 1,
-            lease: StdDuration::from_secs(30),
-            poll_interval: StdDuration::from_millis(100),
-            step_timeout: StdDuration::from_secs(10),
-            retry: retry(),
-            run_timeout: StdDuration::from_mins(30),
-            sweep_interval: StdDuration::from_secs(10),
-        },
-        Signals::default(),
-        Arc::new(Quiet),
-    );
+    let provisioning = provisioning_engine(&store, steps, clock.clone(), retry());
     let dir = tempfile::tempdir().unwrap();
     if blocked {
         std::fs::write(dir.path().join("exports"), b"not a directory").unwrap();
@@ -506,4 +453,45 @@ async fn the_sweeper_deletes_expired_exports_and_their_archives() {
         Reason::ExportNotFound
     );
     assert!(w.seen.0.lock().unwrap().contains(&"expired 1".to_owned()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_deletes_stray_files_once_old_and_keeps_recorded_archives() {
+    let w = world(false);
+    let id = w.active("strays").await;
+    let export = w.exports.export("admin", &id.to_string()).await.unwrap();
+    w.work().await;
+    let name = ExportRepository::get(&w.store, export.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .archive
+        .unwrap()
+        .name;
+    let dir = w.dir.path().join("exports");
+    // A writer killed mid-write, an archive whose save was lost; and someone else's file.
+    let strays = [
+        format!(".{}-2.tar.gz.partial", export.id),
+        format!("{}-3.tar.gz", export.id),
+    ];
+    for stray in &strays {
+        std::fs::write(dir.join(stray), b"stray").unwrap();
+    }
+    std::fs::write(dir.join("notes.txt"), b"not ours").unwrap();
+    w.engine.sweep().await.unwrap();
+    for stray in &strays {
+        assert!(dir.join(stray).exists(), "{stray} is too new to be judged");
+    }
+    // The files' times are the real clock's: move the test clock past them.
+    w.clock
+        .advance(Duration::hours(1) + (Utc::now() - w.clock.now()).max(Duration::zero()));
+    w.engine.sweep().await.unwrap();
+    for stray in &strays {
+        assert!(!dir.join(stray).exists(), "{stray} is deleted");
+    }
+    assert!(dir.join(&name).exists(), "the recorded archive stays");
+    assert!(
+        dir.join("notes.txt").exists(),
+        "a file not named as an export's stays"
+    );
 }

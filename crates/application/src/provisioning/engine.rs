@@ -214,9 +214,9 @@ impl Engine {
         // The write that marks the step RUNNING renews the lease (see `store`): a store
         // that cannot be written now costs no attempt.
         let tenant = self.tenant(run).await?;
-        if tenant.status() == TenantStatus::Deleted {
-            // Deleting a tenant cancels its provisioning: nothing more is made for it, and
-            // what was made is undone.
+        if tenant.status() == TenantStatus::Deleted || tenant.status().is_purge() {
+            // Deleting (or purging) a tenant cancels its provisioning: nothing more is made
+            // for it, and what was made is undone.
             let reason = StepError::new(
                 "TENANT_DELETED",
                 "the tenant was deleted while it was being provisioned",

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use chrono::{Duration, TimeZone as _, Utc};
 use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::memory::{
     MemoryBilling, MemoryDns, MemoryPlanRepository, MemoryStore, MemoryTenantDatabases,
@@ -35,21 +35,7 @@ use super::{
 };
 use crate::tenant_schemas::PlacementPolicy;
 use crate::tenants::{CreateTenant, TenantFields, TenantService, TenantSettings};
-
-/// A clock that moves only when the test moves it.
-struct TestClock(Mutex<DateTime<Utc>>);
-
-impl TestClock {
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+use crate::testing::TestClock;
 
 /// UUIDv7 ids in creation order whose low 32 bits (the engine's jitter) are always half of
 /// their range: every backoff is exactly half its full delay.

@@ -13,9 +13,9 @@ use tenantd_domain::provisioning::{StepError, StepKind};
 use tenantd_domain::purge::{Purge, PurgeStepKind, PurgeStepState};
 use tenantd_domain::{ApiKeyId, Error, Event, EventId, EventKind, RepoError, Tenant};
 
-use super::PurgeService;
+use super::{PurgeService, PurgeTargets};
 use crate::lease::{Held, Stop, renewing};
-use crate::provisioning::{StepPorts, jitter, store_error};
+use crate::provisioning::{jitter, store_error};
 
 /// Keys revoked per page by the API_KEYS step.
 const KEY_PAGE: usize = 100;
@@ -24,7 +24,7 @@ const KEY_PAGE: usize = 100;
 #[derive(Clone)]
 pub struct PurgeEngine {
     service: PurgeService,
-    steps: StepPorts,
+    targets: PurgeTargets,
 }
 
 impl std::fmt::Debug for PurgeEngine {
@@ -36,8 +36,8 @@ impl std::fmt::Debug for PurgeEngine {
 }
 
 impl PurgeEngine {
-    pub(super) fn new(service: PurgeService, steps: StepPorts) -> Self {
-        Self { service, steps }
+    pub(super) fn new(service: PurgeService, targets: PurgeTargets) -> Self {
+        Self { service, targets }
     }
 
     /// Claims one due purge as `worker` and drives it as far as it can go now. Returns
@@ -217,10 +217,14 @@ impl PurgeEngine {
     /// Runs one step (all but the tombstone) for `tenant`.
     async fn run(&self, kind: PurgeStepKind, tenant: &Tenant) -> Result<(), StepError> {
         let now = self.service.clock.now();
+        let steps = &self.targets.steps;
         match kind {
-            PurgeStepKind::Database => self.steps.undo(StepKind::Database, tenant, now).await,
-            PurgeStepKind::Dns => self.steps.undo(StepKind::Dns, tenant, now).await,
-            PurgeStepKind::Billing => self.steps.undo(StepKind::Billing, tenant, now).await,
+            PurgeStepKind::Database => {
+                self.provisioning_settled(tenant).await?;
+                steps.undo(StepKind::Database, tenant, now).await
+            }
+            PurgeStepKind::Dns => steps.undo(StepKind::Dns, tenant, now).await,
+            PurgeStepKind::Billing => steps.undo(StepKind::Billing, tenant, now).await,
             PurgeStepKind::ApiKeys => self.revoke_keys(tenant, now).await,
             PurgeStepKind::Idempotency => self
                 .service
@@ -229,13 +233,59 @@ impl PurgeEngine {
                 .await
                 .map(drop)
                 .map_err(|e| store_error("cannot delete the idempotency records", &e)),
+            PurgeStepKind::Exports => self.delete_exports(tenant).await,
             PurgeStepKind::Tombstone => Ok(()),
         }
     }
 
+    /// Fails (to be retried) while the tenant's provisioning run has not settled: deleting
+    /// or purging cancels it, and its undo must end before the purge takes the rest apart,
+    /// or a step in flight could make again what the purge removed.
+    async fn provisioning_settled(&self, tenant: &Tenant) -> Result<(), StepError> {
+        let run = self
+            .targets
+            .runs
+            .latest(tenant.id())
+            .await
+            .map_err(|e| store_error("cannot read the provisioning run", &e))?;
+        match run {
+            Some(run) if !run.is_settled() => Err(StepError::new(
+                "PROVISIONING_IN_PROGRESS",
+                "the tenant's provisioning run is being cancelled; the purge waits for it",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes every export of the tenant, archive first.
+    async fn delete_exports(&self, tenant: &Tenant) -> Result<(), StepError> {
+        let exports = self
+            .targets
+            .exports
+            .of_tenant(tenant.id())
+            .await
+            .map_err(|e| store_error("cannot list the exports", &e))?;
+        for export in exports {
+            if let Some(archive) = &export.archive {
+                self.targets
+                    .archives
+                    .delete(&archive.name)
+                    .await
+                    .map_err(|e| store_error("cannot delete an export archive", &e))?;
+            }
+            self.targets
+                .exports
+                .delete(export.id)
+                .await
+                .map_err(|e| store_error("cannot delete an export", &e))?;
+        }
+        Ok(())
+    }
+
     /// Destroys the unclaimed first key's sealed secret and revokes every key still active.
     async fn revoke_keys(&self, tenant: &Tenant, now: DateTime<Utc>) -> Result<(), StepError> {
-        self.steps
+        self.targets
+            .steps
             .initial_keys
             .take_initial_secret(tenant.id())
             .await
@@ -243,6 +293,7 @@ impl PurgeEngine {
         let mut after: Option<ApiKeyId> = None;
         loop {
             let page = self
+                .targets
                 .steps
                 .api_keys
                 .list(tenant.id(), after, KEY_PAGE, None)
@@ -256,7 +307,13 @@ impl PurgeEngine {
                     },
                     now,
                 );
-                match self.steps.api_keys.revoke(key.id, now, &[revoked]).await {
+                match self
+                    .targets
+                    .steps
+                    .api_keys
+                    .revoke(key.id, now, &[revoked])
+                    .await
+                {
                     Ok(_) | Err(RepoError::NotFound) => {}
                     Err(err) => return Err(store_error("cannot revoke an API key", &err)),
                 }

@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tenantd_domain::ports::{Clock, IdGenerator, PurgeRepository, TenantRepository};
+use tenantd_domain::ports::{
+    Clock, ExportArchives, ExportRepository, IdGenerator, ProvisioningRepository, PurgeRepository,
+    TenantRepository,
+};
 use tenantd_domain::provisioning::RetryPolicy;
 use tenantd_domain::purge::Purge;
 use tenantd_domain::{Error, Event, EventId, EventKind, Reason, RepoError, Tenant, TenantId};
@@ -60,6 +63,27 @@ pub trait PurgeObserver: Send + Sync {
     fn purge_finished(&self);
     /// How many purges have not finished, all replicas together.
     fn purges_in_flight(&self, running: u64);
+}
+
+/// What a purge takes apart: what provisioning made (through the steps' ports), the
+/// tenant's exports, and — to wait for it — its provisioning run.
+#[derive(Clone)]
+pub struct PurgeTargets {
+    /// The provisioning steps' ports (their undo is the purge's work).
+    pub steps: StepPorts,
+    /// Provisioning runs: a purge waits until the tenant's has settled (cancelled and
+    /// undone), so nothing is made again behind it.
+    pub runs: Arc<dyn ProvisioningRepository>,
+    /// The tenant's exports.
+    pub exports: Arc<dyn ExportRepository>,
+    /// Their archives.
+    pub archives: Arc<dyn ExportArchives>,
+}
+
+impl std::fmt::Debug for PurgeTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PurgeTargets").finish_non_exhaustive()
+    }
 }
 
 /// What one sweep did.
@@ -120,21 +144,21 @@ impl PurgeService {
         }
     }
 
-    /// The engine whose workers drive purges over `steps`, on `purges` and `tenants`
+    /// The engine whose workers drive purges over `targets`, on `purges` and `tenants`
     /// (background work's stores); it sweeps too, and wakes when this service starts a
     /// purge.
     pub fn engine(
         &self,
         purges: Arc<dyn PurgeRepository>,
         tenants: Arc<dyn TenantRepository>,
-        steps: StepPorts,
+        targets: PurgeTargets,
     ) -> PurgeEngine {
         let service = Self {
             purges,
             tenants,
             ..self.clone()
         };
-        PurgeEngine::new(service, steps)
+        PurgeEngine::new(service, targets)
     }
 
     /// The settings.

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, TimeZone as _, Utc};
+use chrono::{Duration, TimeZone as _, Utc};
+use tenantd_adapters::archives::FsExportArchives;
 use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::memory::{
     MemoryBilling, MemoryDns, MemoryPlanRepository, MemoryStore, MemoryTenantDatabases,
@@ -20,31 +21,13 @@ use tenantd_domain::ports::{
 };
 use tenantd_domain::provisioning::{RetryPolicy, StepError};
 use tenantd_domain::purge::{PurgeStepKind, PurgeStepState};
-use tenantd_domain::tenant_schema::PlacementRule;
 use tenantd_domain::{Error, Reason, TenantId, TenantStatus};
 
-use super::{PurgeEngine, PurgeObserver, PurgeService, PurgeSettings};
+use super::{PurgeEngine, PurgeObserver, PurgeService, PurgeSettings, PurgeTargets};
 use crate::api_keys::{ApiKeyService, CreateApiKey};
-use crate::provisioning::{
-    Engine, Providers, ProvisioningObserver, ProvisioningSettings, Signals, StepPorts,
-};
-use crate::tenant_schemas::PlacementPolicy;
+use crate::provisioning::{Engine, Providers, StepPorts};
 use crate::tenants::{CreateTenant, TenantFields, TenantService, TenantSettings};
-
-/// A clock that moves only when the test moves it.
-struct TestClock(Mutex<DateTime<Utc>>);
-
-impl TestClock {
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+use crate::testing::{TestClock, provisioning_engine, shared_placement};
 
 /// The in-memory DNS provider whose next `withdraw` calls fail while `failures` lasts.
 struct FlakyDns {
@@ -109,16 +92,6 @@ impl Seen {
     }
 }
 
-struct Quiet;
-
-impl ProvisioningObserver for Quiet {
-    fn step_attempt(&self, _: &'static str, _: &'static str, _: StdDuration) {}
-    fn run_finished(&self, _: tenantd_domain::provisioning::RunState) {}
-    fn runs_in_flight(&self, _: u64) {}
-    fn watch_opened(&self) {}
-    fn watch_closed(&self) {}
-}
-
 struct World {
     store: MemoryStore,
     clock: Arc<TestClock>,
@@ -131,14 +104,10 @@ struct World {
     dns: Arc<FlakyDns>,
     billing: Arc<MemoryBilling>,
     seen: Arc<Seen>,
-}
-
-fn policy() -> PlacementPolicy {
-    PlacementPolicy::new(
-        PlacementRule::Shared("default".into()),
-        std::collections::BTreeMap::new(),
-        "t_",
-    )
+    archives: Arc<FsExportArchives>,
+    dir: tempfile::TempDir,
+    /// The second key of the last tenant [`World::deleted`] made.
+    secret: Mutex<Option<String>>,
 }
 
 fn retry() -> RetryPolicy {
@@ -176,27 +145,10 @@ fn world() -> World {
         secrets: Arc::new(OsRandom),
         ids: ids.clone(),
         schemas: Arc::new(store.clone()),
-        placement: Arc::new(policy()),
+        placement: Arc::new(shared_placement()),
     };
     let lease = StdDuration::from_secs(30);
-    let provisioning = Engine::new(
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        steps.clone(),
-        clock.clone(),
-        ids.clone(),
-        ProvisioningSettings {
-            workers: 1,
-            lease,
-            poll_interval: StdDuration::from_millis(100),
-            step_timeout: StdDuration::from_secs(10),
-            retry: retry(),
-            run_timeout: StdDuration::from_mins(30),
-            sweep_interval: StdDuration::from_secs(10),
-        },
-        Signals::default(),
-        Arc::new(Quiet),
-    );
+    let provisioning = provisioning_engine(&store, steps.clone(), clock.clone(), retry());
     let seen = Arc::new(Seen::default());
     let purges = PurgeService::new(
         Arc::new(store.clone()),
@@ -214,7 +166,18 @@ fn world() -> World {
         },
         seen.clone(),
     );
-    let engine = purges.engine(Arc::new(store.clone()), Arc::new(store.clone()), steps);
+    let dir = tempfile::tempdir().unwrap();
+    let archives = Arc::new(FsExportArchives::new(dir.path()));
+    let engine = purges.engine(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        PurgeTargets {
+            steps,
+            runs: Arc::new(store.clone()),
+            exports: Arc::new(store.clone()),
+            archives: archives.clone(),
+        },
+    );
     let tenants = TenantService::new(
         Arc::new(store.clone()),
         plans.clone(),
@@ -224,7 +187,7 @@ fn world() -> World {
             deletion_retention: Duration::days(30),
             provisioning_timeout: Duration::minutes(30),
         },
-        Arc::new(policy()),
+        Arc::new(shared_placement()),
     );
     let keys = ApiKeyService::new(
         Arc::new(store.clone()),
@@ -246,6 +209,9 @@ fn world() -> World {
         dns,
         billing,
         seen,
+        archives,
+        dir,
+        secret: Mutex::new(None),
     }
 }
 
@@ -269,7 +235,8 @@ impl World {
             .id();
         while self.provisioning.work_once("p").await.expect("provision") {}
         assert_eq!(self.status(id).await, TenantStatus::Active);
-        self.keys
+        let (_, secret) = self
+            .keys
             .create(CreateApiKey {
                 tenant_id: id.to_string(),
                 display_name: "ci".into(),
@@ -278,6 +245,7 @@ impl World {
             })
             .await
             .expect("a second key");
+        *self.secret.lock().unwrap_or_else(PoisonError::into_inner) = Some(secret.expose());
         self.tenants
             .delete(&id.to_string(), "")
             .await
@@ -314,7 +282,7 @@ fn reason(result: Result<impl std::fmt::Debug, Error>) -> Reason {
 async fn a_purge_takes_everything_apart_in_order_and_leaves_the_tombstone() {
     let w = world();
     let id = w.deleted("acme").await;
-    let placement = policy().place(id, &tenantd_domain::PlanId::new("pro"));
+    let placement = shared_placement().place(id, &tenantd_domain::PlanId::new("pro"));
     assert!(w.databases.exists(&placement).await.unwrap());
     assert!(!w.dns.records(id).await.unwrap().is_empty());
 
@@ -482,6 +450,19 @@ async fn a_failing_step_is_retried_with_backoff_until_it_succeeds_and_the_next_w
         "the next step waits"
     );
     assert_eq!(w.status(id).await, TenantStatus::Purging);
+    // Its keys are not revoked yet, and already never verify; no new key is made.
+    let secret = w.secret.lock().unwrap().clone().expect("a secret");
+    assert_eq!(w.keys.verify(&secret).await.expect("verify"), None);
+    let refused = w
+        .keys
+        .create(CreateApiKey {
+            tenant_id: id.to_string(),
+            display_name: "late".into(),
+            scopes: vec!["tenants.read".into()],
+            expires_at: None,
+        })
+        .await;
+    assert_eq!(reason(refused), Reason::PurgeInProgress);
 
     // Past the policy's attempts, it still retries, at the longest delay at most.
     for _ in 0..3 {
@@ -597,4 +578,90 @@ async fn the_sweeper_purges_only_tenants_past_their_retention_and_frees_old_slug
             .lines()
             .contains(&"started sweeper=true forced=false".to_owned())
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_purge_waits_for_the_provisioning_run_and_deletes_the_tenants_exports() {
+    use tenantd_domain::export::{Export, ExportArchive, ExportId};
+    use tenantd_domain::ports::{ArchiveFile, ExportArchives as _, ExportRepository};
+
+    let w = world();
+    // Deleted while its provisioning run is still to run: the run is cancelled and undone
+    // by the provisioning engine, and the purge waits for that.
+    let id = w
+        .tenants
+        .create(CreateTenant {
+            tenant: TenantFields {
+                slug: "early".into(),
+                display_name: "Early".into(),
+                plan_id: "pro".into(),
+                contact_email: "ops@early.example".into(),
+                ..TenantFields::default()
+            },
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .id();
+    w.tenants.delete(&id.to_string(), "").await.unwrap();
+    // An export of it, with its archive.
+    let export = Export::new(
+        ExportId(uuid::Uuid::now_v7()),
+        id,
+        "admin".into(),
+        w.clock.now(),
+        Duration::hours(72),
+    );
+    ExportRepository::create(&w.store, &export).await.unwrap();
+    let name = format!("{}-1.tar.gz", export.id);
+    let archive: ExportArchive = w
+        .archives
+        .write(
+            &name,
+            vec![ArchiveFile {
+                path: "tenant.json".into(),
+                bytes: b"{}".to_vec(),
+            }],
+        )
+        .await
+        .unwrap();
+    let claimed = ExportRepository::claim(&w.store, "x", w.clock.now(), Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut done = claimed.export.clone();
+    done.start(w.clock.now()).unwrap();
+    done.succeed(archive, w.clock.now()).unwrap();
+    done.version = 2;
+    ExportRepository::save(&w.store, &done, 1, &claimed.lease, w.clock.now())
+        .await
+        .unwrap();
+
+    w.purges
+        .purge("admin", &id.to_string(), "", true)
+        .await
+        .unwrap();
+    w.work().await;
+    let purge = w.purges.get(&id.to_string()).await.unwrap();
+    let database = purge.step(PurgeStepKind::Database);
+    assert_eq!(database.state, PurgeStepState::Pending, "{purge:?}");
+    assert_eq!(
+        database.last_error.as_ref().map(|e| e.reason.as_str()),
+        Some("PROVISIONING_IN_PROGRESS")
+    );
+
+    // The provisioning engine cancels the run of the purging tenant and undoes it.
+    while w.provisioning.work_once("p").await.unwrap() {}
+    for _ in 0..3 {
+        w.clock.advance(Duration::milliseconds(400));
+        w.work().await;
+    }
+    let purge = w.purges.get(&id.to_string()).await.unwrap();
+    assert!(purge.is_done(), "{purge:?}");
+    assert_eq!(
+        ExportRepository::get(&w.store, export.id).await.unwrap(),
+        None,
+        "the export is gone"
+    );
+    assert!(!w.dir.path().join(&name).exists(), "and its archive");
 }

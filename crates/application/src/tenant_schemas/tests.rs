@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone as _, Utc};
+use chrono::{TimeZone as _, Utc};
 use futures::StreamExt as _;
 use tenantd_adapters::memory::{MemoryStore, MemoryTenantDatabases};
 use tenantd_adapters::system::UuidV7Generator;
@@ -29,20 +29,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::*;
-
-struct TestClock(Mutex<DateTime<Utc>>);
-
-impl TestClock {
-    fn advance(&self, by: chrono::Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
-    }
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+use crate::testing::TestClock;
 
 /// Tenant databases that fail the migrations of the tenants in `failing` (permanently, or
 /// as an unreachable database would), and count every migration they apply.

@@ -82,6 +82,12 @@ pub trait ExportRepository: Send + Sync {
         renew_until: DateTime<Utc>,
     ) -> Result<(), RepoError>;
 
+    /// Every export of `tenant`, oldest first.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn of_tenant(&self, tenant: TenantId) -> Result<Vec<Export>, RepoError>;
+
     /// Exports whose expiry is before `now`, oldest first, at most `limit`.
     ///
     /// # Errors
@@ -122,7 +128,14 @@ pub trait ExportArchives: Send + Sync {
     /// when it cannot be read.
     async fn read(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, RepoError>;
 
-    /// Deletes archive `name` (a no-op when it is gone).
+    /// Every file in the archives' place (archives and partial files), with when each
+    /// last changed: for the sweeper, which deletes what no export records.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] when the place cannot be listed.
+    async fn list(&self) -> Result<Vec<(String, DateTime<Utc>)>, RepoError>;
+
+    /// Deletes archive (or partial file) `name` (a no-op when it is gone).
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] when it cannot be deleted.

@@ -1,5 +1,6 @@
 //! Purges: the durable run that takes a deleted tenant apart — its schema, DNS records,
-//! billing subscription, API keys and idempotency records — and leaves its tombstone.
+//! billing subscription, API keys, idempotency records and exports — and leaves its
+//! tombstone.
 //! Pure state; the service that drives purges and the stores that keep them build on it.
 //!
 //! A purge undoes provisioning, so nothing undoes a purge: a failed step is retried with
@@ -29,18 +30,21 @@ pub enum PurgeStepKind {
     ApiKeys,
     /// Deletes its idempotency records (they hold the tenant as first created).
     Idempotency,
+    /// Deletes its exports and their archives (they hold its data).
+    Exports,
     /// Turns the tenant into its tombstone and writes `TenantPurged`.
     Tombstone,
 }
 
 impl PurgeStepKind {
     /// Every step, in execution order.
-    pub const ORDER: [Self; 6] = [
+    pub const ORDER: [Self; 7] = [
         Self::Database,
         Self::Dns,
         Self::Billing,
         Self::ApiKeys,
         Self::Idempotency,
+        Self::Exports,
         Self::Tombstone,
     ];
 
@@ -52,6 +56,7 @@ impl PurgeStepKind {
             Self::Billing => "BILLING",
             Self::ApiKeys => "API_KEYS",
             Self::Idempotency => "IDEMPOTENCY",
+            Self::Exports => "EXPORTS",
             Self::Tombstone => "TOMBSTONE",
         }
     }

@@ -222,6 +222,7 @@ fn purge_step_kind(kind: PurgeStepKind) -> proto::PurgeStepKind {
         PurgeStepKind::Billing => proto::PurgeStepKind::Billing,
         PurgeStepKind::ApiKeys => proto::PurgeStepKind::ApiKeys,
         PurgeStepKind::Idempotency => proto::PurgeStepKind::Idempotency,
+        PurgeStepKind::Exports => proto::PurgeStepKind::Exports,
         PurgeStepKind::Tombstone => proto::PurgeStepKind::Tombstone,
     }
 }

@@ -35,9 +35,9 @@ use tenantd_application::exports::{
 use tenantd_application::{
     ApiKeyService, AuditService, Engine, EventService, MigrationObserver, MigrationService,
     OutboxRelay, PlacementPolicy, PlanService, Providers, ProvisioningObserver,
-    ProvisioningService, PurgeEngine, PurgeObserver, PurgeService, PurgeSettings, RateLimitService,
-    RelayObserver, RetentionObserver, RetentionService, RolloutEngine, RolloutSignals, Signals,
-    StepPorts, TenantService, TenantSettings,
+    ProvisioningService, PurgeEngine, PurgeObserver, PurgeService, PurgeSettings, PurgeTargets,
+    RateLimitService, RelayObserver, RetentionObserver, RetentionService, RolloutEngine,
+    RolloutSignals, Signals, StepPorts, TenantService, TenantSettings,
 };
 use tenantd_domain::ports::{
     ApiKeyRepository, AuditLog, Clock as _, EmailCipher, EventLog, ExportRepository,
@@ -446,7 +446,8 @@ fn provisioning_services(
     (service, engine)
 }
 
-/// PurgeService on the calls' stores, and its engine on background work's.
+/// PurgeService on the calls' stores, and its engine on background work's (it waits for
+/// provisioning runs and deletes exports, archives in `--export-dir` included).
 fn purge_services(
     config: &Config,
     (purges, tenants): (Arc<dyn PurgeRepository>, Arc<dyn TenantRepository>),
@@ -462,7 +463,17 @@ fn purge_services(
         purge_settings(config),
         observers.purges.clone(),
     );
-    let engine = purges.engine(background.purges.clone(), background.tenants.clone(), steps);
+    let targets = PurgeTargets {
+        steps,
+        runs: background.runs.clone(),
+        exports: background.exports.clone(),
+        archives: Arc::new(FsExportArchives::new(config.exports.dir.clone())),
+    };
+    let engine = purges.engine(
+        background.purges.clone(),
+        background.tenants.clone(),
+        targets,
+    );
     (purges, engine)
 }
 

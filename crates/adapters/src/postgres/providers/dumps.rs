@@ -40,10 +40,13 @@ impl TenantSchemaDumps for PgTenantDatabases {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| failure("cannot read the tenant schema", &e))?;
+            // Tables and partitioned tables, not their partitions: a partitioned table's
+            // rows are its partitions' rows.
             let tables: Vec<(sqlx::postgres::types::Oid, String)> = sqlx::query_as(
                 "SELECT c.oid, c.relname::text FROM pg_class c \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.relname",
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+                 ORDER BY c.relname",
             )
             .bind(&placement.schema)
             .fetch_all(&mut *tx)
@@ -52,8 +55,10 @@ impl TenantSchemaDumps for PgTenantDatabases {
             let mut dumps = Vec::with_capacity(tables.len());
             for (oid, name) in tables {
                 let ddl = ddl(&mut tx, oid, &name).await?;
+                // COPY of a query, which (unlike COPY of a table) also reads a partitioned
+                // table.
                 let copy = format!(
-                    "COPY {}.{} TO STDOUT WITH (FORMAT csv, HEADER)",
+                    "COPY (SELECT * FROM {}.{}) TO STDOUT WITH (FORMAT csv, HEADER)",
                     quoted(&placement.schema),
                     quoted(&name)
                 );

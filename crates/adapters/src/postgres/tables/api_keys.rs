@@ -74,6 +74,15 @@ pub(crate) async fn insert_within_quota(
                 "a deleted tenant cannot get API keys".into(),
             ));
         }
+        Some((status,))
+            if status == TenantStatus::Purging.as_str()
+                || status == TenantStatus::Purged.as_str() =>
+        {
+            return Err(RepoError::Precondition(
+                Reason::TenantPurged,
+                "a purged tenant cannot get API keys".into(),
+            ));
+        }
         Some(_) => {}
     }
     let (active,): (i64,) = sqlx::query_as(
