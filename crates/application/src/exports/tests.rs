@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use chrono::{Duration, TimeZone as _, Utc};
+use chrono::{DateTime, Duration, TimeZone as _, Utc};
 use sha2::{Digest as _, Sha256};
 use tenantd_adapters::archives::FsExportArchives;
 use tenantd_adapters::crypto::KeyRing;
@@ -58,7 +58,48 @@ fn retry() -> RetryPolicy {
 
 /// A world whose archives go to `exports` under a scratch directory (`blocked`: a file
 /// sits where the directory should be).
+/// Archives on disk whose writes wait until the test opens the gate.
+struct Gated {
+    inner: FsExportArchives,
+    gate: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl tenantd_domain::ports::ExportArchives for Gated {
+    async fn write(
+        &self,
+        name: &str,
+        files: Vec<tenantd_domain::ports::ArchiveFile>,
+    ) -> Result<tenantd_domain::export::ExportArchive, tenantd_domain::provisioning::StepError>
+    {
+        self.gate.notified().await;
+        self.inner.write(name, files).await
+    }
+
+    async fn read(
+        &self,
+        name: &str,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, tenantd_domain::RepoError> {
+        self.inner.read(name, offset, len).await
+    }
+
+    async fn list(&self) -> Result<Vec<(String, DateTime<Utc>)>, tenantd_domain::RepoError> {
+        self.inner.list().await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), tenantd_domain::RepoError> {
+        self.inner.delete(name).await
+    }
+}
+
 fn world(blocked: bool) -> World {
+    world_gated(blocked, None)
+}
+
+/// [`world`], its archive writes held by `gate` when there is one.
+fn world_gated(blocked: bool, gate: Option<Arc<tokio::sync::Notify>>) -> World {
     let ring = Arc::new(KeyRing::generate("test"));
     let store = MemoryStore::with_cipher(ring.clone());
     let clock = Arc::new(TestClock(Mutex::new(
@@ -94,7 +135,13 @@ fn world(blocked: bool) -> World {
     let seen = Arc::new(Seen::default());
     let exports = ExportService::new(
         Arc::new(store.clone()),
-        Arc::new(FsExportArchives::new(dir.path().join("exports"))),
+        match gate {
+            Some(gate) => Arc::new(Gated {
+                inner: FsExportArchives::new(dir.path().join("exports")),
+                gate,
+            }),
+            None => Arc::new(FsExportArchives::new(dir.path().join("exports"))),
+        },
         Arc::new(store.clone()),
         clock.clone(),
         ids.clone(),
@@ -493,5 +540,38 @@ async fn the_sweeper_deletes_stray_files_once_old_and_keeps_recorded_archives() 
     assert!(
         dir.join("notes.txt").exists(),
         "a file not named as an export's stays"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_times_out_waits_for_its_writer_and_leaves_no_archive() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let w = Arc::new(world_gated(false, Some(gate.clone())));
+    let id = w.active("slow").await;
+    let export = w.exports.export("admin", &id.to_string()).await.unwrap();
+    let worker = {
+        let w = w.clone();
+        tokio::spawn(async move { w.engine.work_once("w").await })
+    };
+    // Past the attempt's 30 s: it timed out, and the engine waits for the writer.
+    tokio::time::sleep(StdDuration::from_secs(31)).await;
+    assert!(!worker.is_finished(), "the writer is waited for");
+    gate.notify_one();
+    assert!(worker.await.unwrap().unwrap());
+    let after = ExportRepository::get(&w.store, export.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.state, ExportState::Running, "retried later");
+    assert_eq!(
+        after.last_error.as_ref().map(|e| e.reason.as_str()),
+        Some("EXPORT_TIMEOUT")
+    );
+    let left: Vec<_> = std::fs::read_dir(w.dir.path().join("exports"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "what the writer wrote is deleted: {left:?}"
     );
 }
