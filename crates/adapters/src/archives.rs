@@ -1,7 +1,10 @@
 //! [`ExportArchives`] on the file system: one gzip'd tar per export attempt in the export
-//! directory, written to a hidden `.partial` file, flushed to disk and renamed into place,
-//! so a reader only ever finds complete archives; files are readable by their owner only
-//! (they hold a tenant's personal data).
+//! directory. Files added to an archive are spooled, hashed as they come, into a hidden
+//! `.<name>.spool/` directory (a dump never sits in memory); finishing writes the tar —
+//! manifest first — to a hidden `.<name>.partial` file, flushes it to disk and renames it
+//! into place, so a reader only ever finds complete archives. Everything is readable by its
+//! owner only (it holds a tenant's personal data); a writer dropped unfinished removes what
+//! it spooled.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write};
@@ -15,8 +18,9 @@ use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 use tenantd_domain::RepoError;
 use tenantd_domain::export::ExportArchive;
-use tenantd_domain::ports::{ArchiveFile, ExportArchives};
+use tenantd_domain::ports::{ArchiveFile, ArchiveWriter, ArchivedFile, ExportArchives, ManifestOf};
 use tenantd_domain::provisioning::StepError;
+use tokio::io::AsyncWriteExt as _;
 
 /// Export archives under one directory.
 #[derive(Debug, Clone)]
@@ -39,6 +43,14 @@ impl FsExportArchives {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
         plain.then(|| self.dir.join(name))
     }
+}
+
+/// Whether `name` is a writer's spool directory, `.<archive>.spool` (our own names: the
+/// case is exact).
+fn is_spool(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|n| n.strip_suffix(".spool"))
+        .is_some_and(|n| !n.is_empty())
 }
 
 /// Counts and hashes what goes through to the file.
@@ -85,19 +97,165 @@ fn io_error(doing: &str, dir: &Path, err: &io::Error) -> StepError {
     StepError::new(reason, format!("{doing} in {}: {err}", dir.display()))
 }
 
-fn write_archive(
+/// A spooled file: where it is in the archive, where its bytes wait, what they are.
+struct Spooled {
+    path: String,
+    at: PathBuf,
+    size: u64,
+    sha256: String,
+}
+
+/// The file being appended to.
+struct Open {
+    path: String,
+    at: PathBuf,
+    file: tokio::fs::File,
+    hash: Sha256,
+    size: u64,
+}
+
+/// An archive being written under [`FsExportArchives`].
+struct FsArchiveWriter {
+    dir: PathBuf,
+    name: String,
+    spool: PathBuf,
+    files: Vec<Spooled>,
+    open: Option<Open>,
+    finished: bool,
+}
+
+impl Drop for FsArchiveWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Unfinished (failed, or dropped mid-way): nothing of it stays.
+            let _gone = fs::remove_dir_all(&self.spool);
+            let _gone = fs::remove_file(self.dir.join(format!(".{}.partial", self.name)));
+        }
+    }
+}
+
+impl FsArchiveWriter {
+    fn failed(&self, doing: &str, err: &io::Error) -> StepError {
+        io_error(doing, &self.dir, err)
+    }
+
+    /// Closes the open file, if any, into the spooled list.
+    async fn close(&mut self) -> Result<(), StepError> {
+        let Some(mut open) = self.open.take() else {
+            return Ok(());
+        };
+        open.file
+            .flush()
+            .await
+            .map_err(|e| self.failed("cannot spool an export file", &e))?;
+        self.files.push(Spooled {
+            path: open.path,
+            at: open.at,
+            size: open.size,
+            sha256: hex(&open.hash.finalize()),
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ArchiveWriter for FsArchiveWriter {
+    async fn file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StepError> {
+        self.open(path).await?;
+        self.append(bytes).await?;
+        self.close().await
+    }
+
+    async fn open(&mut self, path: &str) -> Result<(), StepError> {
+        self.close().await?;
+        let at = self.spool.join(self.files.len().to_string());
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&at)
+            .await
+            .map_err(|e| self.failed("cannot spool an export file", &e))?;
+        self.open = Some(Open {
+            path: path.to_owned(),
+            at,
+            file,
+            hash: Sha256::new(),
+            size: 0,
+        });
+        Ok(())
+    }
+
+    async fn append(&mut self, bytes: &[u8]) -> Result<(), StepError> {
+        let dir = self.dir.clone();
+        let Some(open) = self.open.as_mut() else {
+            return Err(StepError::new(
+                "EXPORT_WRITE_FAILED",
+                "bytes for an archive with no file open",
+            ));
+        };
+        open.file
+            .write_all(bytes)
+            .await
+            .map_err(|e| io_error("cannot spool an export file", &dir, &e))?;
+        open.hash.update(bytes);
+        open.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    async fn finish(
+        mut self: Box<Self>,
+        manifest: &ManifestOf,
+    ) -> Result<ExportArchive, StepError> {
+        self.close().await?;
+        let listed: Vec<ArchivedFile> = self
+            .files
+            .iter()
+            .map(|f| ArchivedFile {
+                path: f.path.clone(),
+                size: f.size,
+                sha256: f.sha256.clone(),
+            })
+            .collect();
+        let first = manifest(&listed);
+        let files: Vec<(String, PathBuf)> = self
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.at.clone()))
+            .collect();
+        let (dir, name) = (self.dir.clone(), self.name.clone());
+        let written = tokio::task::spawn_blocking(move || write_tar(&dir, &name, &first, &files))
+            .await
+            .map_err(|e| {
+                StepError::new("EXPORT_WRITE_FAILED", format!("the writer stopped: {e}"))
+            })??;
+        // In place: what is left of it is the spool, which goes now.
+        self.finished = true;
+        let _gone = fs::remove_dir_all(&self.spool);
+        Ok(ExportArchive {
+            name: self.name.clone(),
+            size: written.0,
+            sha256: written.1,
+            files: u32::try_from(self.files.len() + 1).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// Writes archive `name` in `dir`: `first`, then each spooled file, to its partial file;
+/// flushes it and renames it into place. Its size and SHA-256.
+fn write_tar(
     dir: &Path,
-    partial: &Path,
-    path: &Path,
-    files: &[ArchiveFile],
+    name: &str,
+    first: &ArchiveFile,
+    files: &[(String, PathBuf)],
 ) -> Result<(u64, String), StepError> {
-    fs::create_dir_all(dir).map_err(|e| io_error("cannot make the export directory", dir, &e))?;
+    let partial = dir.join(format!(".{name}.partial"));
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(partial)
+        .open(&partial)
         .map_err(|e| io_error("cannot create the archive", dir, &e))?;
     let hashing = Hashing {
         file,
@@ -108,18 +266,30 @@ fn write_archive(
     let mtime = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    for entry in files {
+    let header = |size: u64| {
         let mut header = tar::Header::new_gnu();
-        header.set_size(entry.bytes.len() as u64);
+        header.set_size(size);
         header.set_mode(0o600);
         header.set_mtime(mtime);
-        tar.append_data(&mut header, &entry.path, entry.bytes.as_slice())
-            .map_err(|e| io_error("cannot write the archive", dir, &e))?;
+        header
+    };
+    let written = |e: io::Error| io_error("cannot write the archive", dir, &e);
+    tar.append_data(
+        &mut header(first.bytes.len() as u64),
+        &first.path,
+        first.bytes.as_slice(),
+    )
+    .map_err(written)?;
+    for (path, at) in files {
+        let spooled = File::open(at).map_err(written)?;
+        let size = spooled.metadata().map_err(written)?.len();
+        tar.append_data(&mut header(size), path, spooled)
+            .map_err(written)?;
     }
     let hashing = tar
         .into_inner()
         .and_then(GzEncoder::finish)
-        .map_err(|e| io_error("cannot write the archive", dir, &e))?;
+        .map_err(written)?;
     let Hashing {
         mut file,
         hash,
@@ -128,7 +298,8 @@ fn write_archive(
     file.flush()
         .and_then(|()| file.sync_all())
         .map_err(|e| io_error("cannot flush the archive", dir, &e))?;
-    fs::rename(partial, path).map_err(|e| io_error("cannot move the archive in place", dir, &e))?;
+    fs::rename(&partial, dir.join(name))
+        .map_err(|e| io_error("cannot move the archive in place", dir, &e))?;
     // The rename itself, on disk.
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -138,29 +309,30 @@ fn write_archive(
 
 #[async_trait]
 impl ExportArchives for FsExportArchives {
-    async fn write(&self, name: &str, files: Vec<ArchiveFile>) -> Result<ExportArchive, StepError> {
-        let path = self
-            .path(name)
-            .ok_or_else(|| StepError::permanent("EXPORT_WRITE_FAILED", "not a plain file name"))?;
-        let partial = self.dir.join(format!(".{name}.partial"));
-        let dir = self.dir.clone();
-        let count = u32::try_from(files.len()).unwrap_or(u32::MAX);
-        let written = tokio::task::spawn_blocking(move || {
-            let result = write_archive(&dir, &partial, &path, &files);
-            if result.is_err() {
-                // Nothing half-written stays behind.
-                let _gone = fs::remove_file(&partial);
-            }
-            result
-        })
-        .await
-        .map_err(|e| StepError::new("EXPORT_WRITE_FAILED", format!("the writer stopped: {e}")))??;
-        Ok(ExportArchive {
+    async fn begin(&self, name: &str) -> Result<Box<dyn ArchiveWriter>, StepError> {
+        if self.path(name).is_none() {
+            return Err(StepError::permanent(
+                "EXPORT_WRITE_FAILED",
+                "not a plain file name",
+            ));
+        }
+        let spool = self.dir.join(format!(".{name}.spool"));
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| io_error("cannot make the export directory", &self.dir, &e))?;
+        tokio::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&spool)
+            .await
+            .map_err(|e| io_error("cannot make a spool directory", &self.dir, &e))?;
+        Ok(Box::new(FsArchiveWriter {
+            dir: self.dir.clone(),
             name: name.to_owned(),
-            size: written.0,
-            sha256: written.1,
-            files: count,
-        })
+            spool,
+            files: Vec::new(),
+            open: None,
+            finished: false,
+        }))
     }
 
     async fn read(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>, RepoError> {
@@ -202,7 +374,7 @@ impl ExportArchives for FsExportArchives {
                 let (Some(name), Ok(modified)) = (name.to_str(), meta.modified()) else {
                     continue;
                 };
-                if meta.is_file() {
+                if meta.is_file() || (meta.is_dir() && is_spool(name)) {
                     files.push((name.to_owned(), DateTime::<Utc>::from(modified)));
                 }
             }
@@ -214,6 +386,15 @@ impl ExportArchives for FsExportArchives {
     }
 
     async fn delete(&self, name: &str) -> Result<(), RepoError> {
+        if is_spool(name) && !name.contains('/') {
+            return match tokio::fs::remove_dir_all(self.dir.join(name)).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(RepoError::Unavailable(format!(
+                    "cannot delete an export spool: {e}"
+                ))),
+            };
+        }
         let partial = name.starts_with('.') && name.ends_with(".partial");
         let path = if partial && !name.contains('/') {
             Some(self.dir.join(name))
@@ -239,29 +420,61 @@ mod tests {
 
     use super::*;
 
-    fn files() -> Vec<ArchiveFile> {
-        vec![
-            ArchiveFile {
-                path: "manifest.json".into(),
-                bytes: b"{}\n".to_vec(),
-            },
-            ArchiveFile {
-                path: "schema/users.csv".into(),
-                bytes: b"id,name\n1,ada\n".to_vec(),
-            },
-        ]
+    /// The manifest the tests' archives start with: each file's path, size and hash.
+    fn manifest(files: &[ArchivedFile]) -> ArchiveFile {
+        let lines: Vec<String> = files
+            .iter()
+            .map(|f| format!("{} {} {}", f.path, f.size, f.sha256))
+            .collect();
+        ArchiveFile {
+            path: "manifest.txt".into(),
+            bytes: lines.join("\n").into_bytes(),
+        }
+    }
+
+    /// Writes archive `name`: `tenant.json` whole, `schema/users.csv` in two parts.
+    async fn write(archives: &FsExportArchives, name: &str) -> Result<ExportArchive, StepError> {
+        let mut writer = archives.begin(name).await?;
+        writer.file("tenant.json", b"{}").await?;
+        writer.open("schema/users.csv").await?;
+        writer.append(b"id,name\n").await?;
+        writer.append(b"1,ada\n").await?;
+        writer.finish(&manifest).await
+    }
+
+    fn entries(archive: &[u8]) -> Vec<(String, String)> {
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+        tar.entries()
+            .unwrap()
+            .map(|entry| {
+                let mut entry = entry.unwrap();
+                let mut body = String::new();
+                entry.read_to_string(&mut body).unwrap();
+                (entry.path().unwrap().display().to_string(), body)
+            })
+            .collect()
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     #[tokio::test]
     async fn an_archive_is_written_whole_hashed_and_read_back_in_chunks() {
         let dir = tempfile::tempdir().unwrap();
-        let archives = FsExportArchives::new(dir.path().join("exports"));
-        let archive = archives.write("e1-1.tar.gz", files()).await.unwrap();
-        let on_disk = fs::read(dir.path().join("exports/e1-1.tar.gz")).unwrap();
+        let exports = dir.path().join("exports");
+        let archives = FsExportArchives::new(&exports);
+        let archive = write(&archives, "e1-1.tar.gz").await.unwrap();
+        let on_disk = fs::read(exports.join("e1-1.tar.gz")).unwrap();
         assert_eq!(archive.size, on_disk.len() as u64);
         assert_eq!(archive.sha256, hex(&Sha256::digest(&on_disk)));
-        assert_eq!(archive.files, 2);
-        let mode = fs::metadata(dir.path().join("exports/e1-1.tar.gz"))
+        assert_eq!(archive.files, 3);
+        let mode = fs::metadata(exports.join("e1-1.tar.gz"))
             .unwrap()
             .permissions();
         assert_eq!(
@@ -270,37 +483,39 @@ mod tests {
         );
 
         let mut read = Vec::new();
-        let mut offset = 0;
         loop {
-            let chunk = archives.read("e1-1.tar.gz", offset, 7).await.unwrap();
+            let chunk = archives
+                .read("e1-1.tar.gz", read.len() as u64, 7)
+                .await
+                .unwrap();
             if chunk.is_empty() {
                 break;
             }
             assert!(chunk.len() <= 7);
-            offset += chunk.len() as u64;
             read.extend(chunk);
         }
         assert_eq!(read, on_disk);
-        let mut entries = Vec::new();
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(read.as_slice()));
-        for entry in tar.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            let mut body = String::new();
-            entry.read_to_string(&mut body).unwrap();
-            entries.push((entry.path().unwrap().display().to_string(), body));
-        }
+        let csv_hash = hex(&Sha256::digest(b"id,name\n1,ada\n"));
         assert_eq!(
-            entries,
+            entries(&read),
             [
-                ("manifest.json".to_owned(), "{}\n".to_owned()),
+                (
+                    "manifest.txt".to_owned(),
+                    format!(
+                        "tenant.json 2 {}\nschema/users.csv 14 {csv_hash}",
+                        hex(&Sha256::digest(b"{}"))
+                    )
+                ),
+                ("tenant.json".to_owned(), "{}".to_owned()),
                 ("schema/users.csv".to_owned(), "id,name\n1,ada\n".to_owned())
-            ]
+            ],
+            "the manifest first, the files in order, the parts joined"
         );
-        let left: Vec<_> = fs::read_dir(dir.path().join("exports"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left, ["e1-1.tar.gz"], "no partial file left");
+        assert_eq!(
+            names(&exports),
+            ["e1-1.tar.gz"],
+            "no spool or partial file left"
+        );
 
         archives.delete("e1-1.tar.gz").await.unwrap();
         archives.delete("e1-1.tar.gz").await.unwrap();
@@ -311,12 +526,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_writer_dropped_unfinished_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let archives = FsExportArchives::new(dir.path());
+        let mut writer = archives.begin("e5-1.tar.gz").await.unwrap();
+        writer.open("schema/big.csv").await.unwrap();
+        writer.append(b"a,b\n").await.unwrap();
+        assert_eq!(names(dir.path()), [".e5-1.tar.gz.spool"]);
+        drop(writer);
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+        let mut writer = archives.begin("e5-2.tar.gz").await.unwrap();
+        let err = writer.append(b"orphan").await.unwrap_err();
+        assert_eq!(err.reason, "EXPORT_WRITE_FAILED");
+    }
+
+    #[tokio::test]
     async fn a_directory_that_cannot_be_written_fails_with_its_reason_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("not-a-dir");
         fs::write(&blocker, b"a file").unwrap();
         let archives = FsExportArchives::new(blocker.join("exports"));
-        let err = archives.write("e2-1.tar.gz", files()).await.unwrap_err();
+        let err = write(&archives, "e2-1.tar.gz").await.unwrap_err();
         assert_eq!(err.reason, "EXPORT_DIR_UNWRITABLE", "{err}");
         assert!(!err.message.contains("id,name"), "no data in the message");
         assert_eq!(fs::read(&blocker).unwrap(), b"a file");
@@ -324,49 +554,53 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_disk_fails_with_its_reason_and_leaves_no_partial_file() {
-        // /dev/full answers every write with ENOSPC: the archive's directory is a link to a
-        // directory whose partial file is a link to it.
+        // /dev/full answers every write with ENOSPC: the archive's partial file is a link
+        // to it.
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/dev/full", dir.path().join(".e3-1.tar.gz.partial")).unwrap();
         let archives = FsExportArchives::new(dir.path());
-        let err = archives.write("e3-1.tar.gz", files()).await.unwrap_err();
+        let err = write(&archives, "e3-1.tar.gz").await.unwrap_err();
         assert_eq!(err.reason, "EXPORT_DISK_FULL", "{err}");
-        assert!(!dir.path().join("e3-1.tar.gz").exists());
-        assert!(
-            fs::symlink_metadata(dir.path().join(".e3-1.tar.gz.partial")).is_err(),
-            "the partial file is removed"
+        assert_eq!(
+            names(dir.path()),
+            Vec::<String>::new(),
+            "no archive, partial file or spool left"
         );
     }
 
     #[tokio::test]
-    async fn archives_and_partial_files_are_listed_and_deleted() {
+    async fn archives_spools_and_partial_files_are_listed_and_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let archives = FsExportArchives::new(dir.path().join("exports"));
+        let exports = dir.path().join("exports");
+        let archives = FsExportArchives::new(&exports);
         assert_eq!(
             archives.list().await.unwrap(),
             Vec::new(),
             "no directory yet"
         );
-        archives.write("e4-1.tar.gz", files()).await.unwrap();
-        fs::write(dir.path().join("exports/.e4-2.tar.gz.partial"), b"half").unwrap();
-        let names: Vec<String> = archives
+        write(&archives, "e4-1.tar.gz").await.unwrap();
+        fs::write(exports.join(".e4-2.tar.gz.partial"), b"half").unwrap();
+        fs::create_dir(exports.join(".e4-3.tar.gz.spool")).unwrap();
+        fs::write(exports.join(".e4-3.tar.gz.spool/0"), b"spooled").unwrap();
+        let listed: Vec<String> = archives
             .list()
             .await
             .unwrap()
             .into_iter()
             .map(|(name, _)| name)
             .collect();
-        assert_eq!(names, [".e4-2.tar.gz.partial", "e4-1.tar.gz"]);
+        assert_eq!(
+            listed,
+            [".e4-2.tar.gz.partial", ".e4-3.tar.gz.spool", "e4-1.tar.gz"]
+        );
         archives.delete(".e4-2.tar.gz.partial").await.unwrap();
+        archives.delete(".e4-3.tar.gz.spool").await.unwrap();
         archives.delete("../e4-1.tar.gz").await.unwrap();
-        let names: Vec<String> = archives
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect();
-        assert_eq!(names, ["e4-1.tar.gz"], "a name outside is never deleted");
+        assert_eq!(
+            names(&exports),
+            ["e4-1.tar.gz"],
+            "a name outside is never deleted"
+        );
     }
 
     #[tokio::test]
@@ -374,7 +608,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let archives = FsExportArchives::new(dir.path());
         for name in ["../escape.tar.gz", ".hidden", "a/b.tar.gz", ""] {
-            assert!(archives.write(name, files()).await.is_err(), "{name}");
+            assert!(archives.begin(name).await.is_err(), "{name}");
             assert_eq!(
                 archives.read(name, 0, 1).await.unwrap_err(),
                 RepoError::NotFound

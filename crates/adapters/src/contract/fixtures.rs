@@ -77,3 +77,32 @@ pub(crate) fn run_for(tenant: &Tenant) -> ProvisioningRun {
         chrono::Duration::minutes(30),
     )
 }
+
+/// A dump's tables as a sink receives them: (name, DDL, CSV), for the dump contracts.
+#[derive(Debug, Default)]
+pub struct Collected(pub Vec<(String, String, Vec<u8>)>);
+
+#[async_trait::async_trait]
+impl tenantd_domain::ports::DumpSink for Collected {
+    async fn table(
+        &mut self,
+        name: &str,
+        ddl: &str,
+    ) -> Result<(), tenantd_domain::provisioning::StepError> {
+        self.0.push((name.to_owned(), ddl.to_owned(), Vec::new()));
+        Ok(())
+    }
+
+    async fn rows(&mut self, csv: &[u8]) -> Result<(), tenantd_domain::provisioning::StepError> {
+        match self.0.last_mut() {
+            Some((_, _, rows)) => {
+                rows.extend_from_slice(csv);
+                Ok(())
+            }
+            None => Err(tenantd_domain::provisioning::StepError::new(
+                "NO_TABLE",
+                "rows before any table",
+            )),
+        }
+    }
+}

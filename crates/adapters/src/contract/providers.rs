@@ -14,7 +14,7 @@ use tenantd_domain::tenant_schema::{
 use tenantd_domain::{PlanId, Slug};
 
 use super::ProviderPorts;
-use super::fixtures::{run_for, slug, tenant};
+use super::fixtures::{Collected, run_for, slug, tenant};
 
 /// Stores a new tenant with slug `slug` on `plan` and returns what the providers get.
 async fn target(ports: &ProviderPorts, slug: &str, plan: &str) -> ProvisioningTarget {
@@ -486,42 +486,34 @@ pub async fn a_dump_holds_the_schemas_tables_of_its_tenant_only(ports: ProviderP
         target(&ports, &slug("dump-a"), "pro").await,
         target(&ports, &slug("dump-b"), "pro").await,
     );
-    assert_eq!(
-        ports
-            .dumps
-            .dump(a.tenant_id, &a.placement)
-            .await
-            .expect("dump"),
-        Vec::new(),
-        "no schema yet"
-    );
+    let dump = |target: &ProvisioningTarget| {
+        let (dumps, target) = (ports.dumps.clone(), target.clone());
+        async move {
+            let mut tables = Collected::default();
+            dumps
+                .dump(target.tenant_id, &target.placement, &mut tables)
+                .await
+                .expect("dump");
+            tables.0
+        }
+    };
+    assert_eq!(dump(&a).await, Vec::new(), "no schema yet");
     let made = ports.databases.provision(&a).await.expect("provision");
-    let tables = ports
-        .dumps
-        .dump(a.tenant_id, &a.placement)
-        .await
-        .expect("dump");
-    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let tables = dump(&a).await;
+    let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();
     assert_eq!(names, sorted, "name order");
-    let migrations = tables
+    let (_, ddl, csv) = tables
         .iter()
-        .find(|t| t.name == "schema_migrations")
+        .find(|t| t.0 == "schema_migrations")
         .expect("the migrations table");
     assert!(
-        migrations
-            .ddl
-            .starts_with("CREATE TABLE \"schema_migrations\" ("),
-        "{}",
-        migrations.ddl
+        ddl.starts_with("CREATE TABLE \"schema_migrations\" ("),
+        "{ddl}"
     );
-    assert!(
-        migrations.ddl.contains("\"version\" integer NOT NULL"),
-        "{}",
-        migrations.ddl
-    );
-    let csv = String::from_utf8(migrations.csv.clone()).expect("CSV is text");
+    assert!(ddl.contains("\"version\" integer NOT NULL"), "{ddl}");
+    let csv = String::from_utf8(csv.clone()).expect("CSV is text");
     let mut lines = csv.lines();
     let header = lines.next().expect("a header");
     assert!(
@@ -533,13 +525,5 @@ pub async fn a_dump_holds_the_schemas_tables_of_its_tenant_only(ports: ProviderP
         usize::try_from(made.to).expect("a small version"),
         "a row per applied migration"
     );
-    assert_eq!(
-        ports
-            .dumps
-            .dump(b.tenant_id, &b.placement)
-            .await
-            .expect("dump"),
-        Vec::new(),
-        "the other tenant has no schema"
-    );
+    assert_eq!(dump(&b).await, Vec::new(), "the other tenant has no schema");
 }

@@ -3,7 +3,6 @@
 //! keeps records per tenant, so a name held by another tenant is refused here too.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -228,7 +227,8 @@ impl tenantd_domain::ports::TenantSchemaDumps for MemoryTenantDatabases {
         &self,
         _tenant: TenantId,
         placement: &Placement,
-    ) -> Result<Vec<tenantd_domain::ports::TableDump>, StepError> {
+        sink: &mut dyn tenantd_domain::ports::DumpSink,
+    ) -> Result<(), StepError> {
         let applied = self
             .schemas
             .lock()
@@ -236,24 +236,21 @@ impl tenantd_domain::ports::TenantSchemaDumps for MemoryTenantDatabases {
             .get(placement)
             .cloned();
         let Some(applied) = applied else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        let mut csv = String::from("version,name,checksum\n");
+        sink.table(
+            "schema_migrations",
+            "CREATE TABLE \"schema_migrations\" (\n    \"version\" integer NOT NULL,\n    \
+             \"name\" text NOT NULL,\n    \"checksum\" bytea,\n    \
+             CONSTRAINT \"schema_migrations_pkey\" PRIMARY KEY (version)\n);\n",
+        )
+        .await?;
+        sink.rows(b"version,name,checksum\n").await?;
         for migration in applied {
             let checksum = crate::archives::hex(&migration.checksum);
-            let _ = writeln!(
-                csv,
-                "{},{},\\x{checksum}",
-                migration.version, migration.name
-            );
+            let line = format!("{},{},\\x{checksum}\n", migration.version, migration.name);
+            sink.rows(line.as_bytes()).await?;
         }
-        Ok(vec![tenantd_domain::ports::TableDump {
-            name: "schema_migrations".into(),
-            ddl: "CREATE TABLE \"schema_migrations\" (\n    \"version\" integer NOT NULL,\n    \
-                  \"name\" text NOT NULL,\n    \"checksum\" bytea,\n    \
-                  CONSTRAINT \"schema_migrations_pkey\" PRIMARY KEY (version)\n);\n"
-                .into(),
-            csv: csv.into_bytes(),
-        }])
+        Ok(())
     }
 }

@@ -729,22 +729,24 @@ async fn a_dump_reads_a_partitioned_table_once_and_odd_names_as_they_are() {
             .place(tenant, &schema.tenant_schema_prefix()),
     };
     databases.provision(&target).await.expect("provision");
-    let tables = databases
-        .dump(tenant, &target.placement)
+    let mut collected = crate::contract::fixtures::Collected::default();
+    databases
+        .dump(tenant, &target.placement, &mut collected)
         .await
         .expect("dump");
-    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let tables = collected.0;
+    let names: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
     assert_eq!(names, ["events", "odd/..name", "schema_migrations"]);
-    let events = String::from_utf8(tables[0].csv.clone()).expect("text");
+    let events = String::from_utf8(tables[0].2.clone()).expect("text");
     assert_eq!(events, "id,at\n1,2026-05-01\n2,2026-06-01\n");
     assert!(
-        tables[0].ddl.contains("\"id\" integer NOT NULL"),
+        tables[0].1.contains("\"id\" integer NOT NULL"),
         "{}",
-        tables[0].ddl
+        tables[0].1
     );
     assert_eq!(
-        String::from_utf8(tables[1].csv.clone()).expect("text"),
+        String::from_utf8(tables[1].2.clone()).expect("text"),
         "x\n7\n"
     );
-    assert!(tables[1].ddl.starts_with("CREATE TABLE \"odd/..name\""));
+    assert!(tables[1].1.starts_with("CREATE TABLE \"odd/..name\""));
 }

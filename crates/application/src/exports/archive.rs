@@ -3,10 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tenantd_domain::export::ExportId;
-use tenantd_domain::ports::{ArchiveFile, TableDump};
+use tenantd_domain::ports::{ArchiveFile, ArchivedFile};
 use tenantd_domain::{ApiKey, Event, Tenant};
-
-use crate::digest::sha256_hex;
 
 /// The manifest's path in every archive.
 pub const MANIFEST: &str = "manifest.json";
@@ -75,7 +73,7 @@ struct Manifest<'a> {
 #[derive(Serialize)]
 struct ManifestFile<'a> {
     path: &'a str,
-    size: usize,
+    size: u64,
     sha256: String,
 }
 
@@ -101,20 +99,13 @@ fn json(value: &impl Serialize) -> Vec<u8> {
     bytes
 }
 
-/// The files of `tenant`'s archive, the manifest first.
-pub(super) fn files(
-    id: ExportId,
-    tenant: &Tenant,
-    events: &[Event],
-    keys: &[ApiKey],
-    tables: Vec<TableDump>,
-    now: DateTime<Utc>,
-) -> Vec<ArchiveFile> {
+/// `tenant.json`: the control-plane record, its contact email opened.
+pub(super) fn tenant_json(tenant: &Tenant) -> Vec<u8> {
     let hold = tenant.legal_hold().map(|h| LegalHoldRecord {
         reason: &h.reason,
         since: h.since,
     });
-    let record = TenantRecord {
+    json(&TenantRecord {
         tenant_id: tenant.id().to_string(),
         slug: tenant.slug().as_str(),
         display_name: tenant.display_name().as_str(),
@@ -132,7 +123,11 @@ pub(super) fn files(
         purge_at: tenant.purge_at(),
         legal_hold: hold,
         placement: tenant.placement(),
-    };
+    })
+}
+
+/// Lines of `events.jsonl`, one JSON object per event.
+pub(super) fn event_lines(events: &[Event]) -> Vec<u8> {
     let mut lines = Vec::new();
     for event in events {
         let line = EventRecord {
@@ -146,6 +141,11 @@ pub(super) fn files(
             lines.push(b'\n');
         }
     }
+    lines
+}
+
+/// `api_keys.json`: every key's metadata.
+pub(super) fn api_keys_json(keys: &[ApiKey]) -> Vec<u8> {
     let keys: Vec<_> = keys
         .iter()
         .map(|k| ApiKeyRecord {
@@ -158,51 +158,44 @@ pub(super) fn files(
             last_used_at: k.last_used_at,
         })
         .collect();
-    let mut files = vec![
-        ArchiveFile {
-            path: "tenant.json".into(),
-            bytes: json(&record),
-        },
-        ArchiveFile {
-            path: "events.jsonl".into(),
-            bytes: lines,
-        },
-        ArchiveFile {
-            path: "api_keys.json".into(),
-            bytes: json(&keys),
-        },
-    ];
-    for table in tables {
-        let name = file_name(&table.name);
-        files.push(ArchiveFile {
-            path: format!("schema/{name}.sql"),
-            bytes: table.ddl.into_bytes(),
-        });
-        files.push(ArchiveFile {
-            path: format!("schema/{name}.csv"),
-            bytes: table.csv,
-        });
-    }
-    let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        export_id: id.to_string(),
-        tenant_id: tenant.id().to_string(),
-        slug: tenant.slug().as_str(),
-        exported_at: now,
-        files: files
-            .iter()
-            .map(|f| ManifestFile {
-                path: &f.path,
-                size: f.bytes.len(),
-                sha256: sha256_hex(&f.bytes),
-            })
-            .collect(),
-    };
-    let manifest = ArchiveFile {
+    json(&keys)
+}
+
+/// The archive paths of a table's DDL and rows.
+pub(super) fn table_paths(table: &str) -> (String, String) {
+    let name = file_name(table);
+    (format!("schema/{name}.sql"), format!("schema/{name}.csv"))
+}
+
+/// The manifest of export `id` of `tenant` at `now`, from the files of the archive.
+pub(super) fn manifest(
+    id: ExportId,
+    tenant: &Tenant,
+    now: DateTime<Utc>,
+) -> impl Fn(&[ArchivedFile]) -> ArchiveFile + Send + Sync + use<> {
+    let (export_id, tenant_id, slug) = (
+        id.to_string(),
+        tenant.id().to_string(),
+        tenant.slug().as_str().to_owned(),
+    );
+    move |files| ArchiveFile {
         path: MANIFEST.into(),
-        bytes: json(&manifest),
-    };
-    std::iter::once(manifest).chain(files).collect()
+        bytes: json(&Manifest {
+            format_version: FORMAT_VERSION,
+            export_id: export_id.clone(),
+            tenant_id: tenant_id.clone(),
+            slug: &slug,
+            exported_at: now,
+            files: files
+                .iter()
+                .map(|f| ManifestFile {
+                    path: &f.path,
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                })
+                .collect(),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -3,11 +3,10 @@
 //! mid-attempt leaves the export to another once the lease expires (the lost attempt
 //! counts, and whatever it wrote is under a name of its own, never offered).
 
-use std::future::Future;
 use std::time::Instant;
 
 use tenantd_domain::export::{Export, ExportArchive};
-use tenantd_domain::ports::{ArchiveFile, Lease};
+use tenantd_domain::ports::{ArchiveWriter, DumpSink, Lease};
 use tenantd_domain::provisioning::StepError;
 use tenantd_domain::{ApiKeyId, Error, EventId};
 
@@ -17,6 +16,24 @@ use crate::provisioning::{jitter, store_error};
 
 /// Events and keys read per page.
 const PAGE: usize = 500;
+
+/// A dump's tables, each as its DDL file and its CSV file of the archive.
+struct Tables<'a> {
+    writer: &'a mut dyn ArchiveWriter,
+}
+
+#[async_trait::async_trait]
+impl DumpSink for Tables<'_> {
+    async fn table(&mut self, name: &str, ddl: &str) -> Result<(), StepError> {
+        let (sql, csv) = archive::table_paths(name);
+        self.writer.file(&sql, ddl.as_bytes()).await?;
+        self.writer.open(&csv).await
+    }
+
+    async fn rows(&mut self, csv: &[u8]) -> Result<(), StepError> {
+        self.writer.append(csv).await
+    }
+}
 
 /// The export engine of one replica. Cheap to clone; every worker is a clone.
 #[derive(Clone)]
@@ -109,11 +126,7 @@ impl ExportEngine {
         let name = format!("{}-{}.tar.gz", export.id, export.attempts);
         tracing::info!(tenant_id = %export.tenant_id, export_id = %export.id, attempt = export.attempts, "export attempt started");
         let started = Instant::now();
-        let outcome = match self.leased(export, lease, self.files(export)).await? {
-            Some(Ok(files)) => self.write(export, lease, &name, files).await?,
-            Some(Err(error)) => Some(Err(error)),
-            None => None,
-        };
+        let outcome = self.attempt(export, lease, &name).await?;
         let elapsed = started.elapsed();
         let error = match outcome {
             Some(Ok(archive)) => match self.still_exportable(export).await {
@@ -154,19 +167,18 @@ impl ExportEngine {
         self.fail(export, lease, error).await
     }
 
-    /// Writes archive `name` from `files` under the lease. The writer is never dropped
-    /// mid-way: when the attempt times out or the lease is lost, it is waited for and what
-    /// it wrote deleted, so no archive outlives its attempt unrecorded.
-    async fn write(
+    /// Runs one attempt — read everything of the tenant, write archive `name` — as a task
+    /// under the lease: `Some` with its outcome, `None` when it timed out. A timed-out or
+    /// superseded attempt is stopped and waited for, and what it wrote deleted (a file its
+    /// writer still renames into place after that is the sweeper's, as a stray).
+    async fn attempt(
         &self,
         export: &Export,
         lease: &Lease,
         name: &str,
-        files: Vec<ArchiveFile>,
     ) -> Result<Option<Result<ExportArchive, StepError>>, Stop> {
-        let archives = self.service.archives.clone();
-        let owned = name.to_owned();
-        let mut writer = tokio::spawn(async move { archives.write(&owned, files).await });
+        let (engine, job, owned) = (self.clone(), export.clone(), name.to_owned());
+        let mut task = tokio::spawn(async move { engine.write(&job, &owned).await });
         let settings = &self.service.settings;
         let exports = &self.service.exports;
         let renew = |until| exports.renew(export.id, export.version, lease, until);
@@ -175,22 +187,20 @@ impl ExportEngine {
             &*self.service.clock,
             settings.lease,
             settings.attempt_timeout,
-            &mut writer,
+            &mut task,
             renew,
         )
         .await;
-        let written = |joined: Result<Result<ExportArchive, StepError>, tokio::task::JoinError>| {
-            joined.unwrap_or_else(|e| {
+        match held {
+            Held::Done(joined) => Ok(Some(joined.unwrap_or_else(|e| {
                 Err(StepError::new(
                     "EXPORT_WRITE_FAILED",
-                    format!("the writer stopped: {e}"),
+                    format!("the attempt stopped: {e}"),
                 ))
-            })
-        };
-        match held {
-            Held::Done(joined) => Ok(Some(written(joined))),
+            }))),
             Held::TimedOut | Held::Lost => {
-                let _finished = writer.await;
+                task.abort();
+                let _stopped = task.await;
                 let _gone = self.service.archives.delete(name).await;
                 if matches!(held, Held::Lost) {
                     Err(Stop::Superseded)
@@ -201,25 +211,9 @@ impl ExportEngine {
         }
     }
 
-    /// Whether the tenant may still be exported now the archive is written: not once its
-    /// purge started (the purge deletes its exports; one written behind it must not stay).
-    async fn still_exportable(&self, export: &Export) -> Result<(), StepError> {
-        let tenant = self
-            .sources
-            .tenants
-            .get(export.tenant_id)
-            .await
-            .map_err(|e| store_error("cannot read the tenant", &e))?;
-        match tenant {
-            Some(t) if !t.status().is_purge() => Ok(()),
-            _ => Err(StepError::permanent(
-                "TENANT_PURGED",
-                "the tenant's purge started while it was exported",
-            )),
-        }
-    }
-
-    async fn files(&self, export: &Export) -> Result<Vec<ArchiveFile>, StepError> {
+    /// Reads everything of the export's tenant into archive `name`, streamed: events a page
+    /// at a time, each table's rows as the database sends them.
+    async fn write(&self, export: &Export, name: &str) -> Result<ExportArchive, StepError> {
         let sources = &self.sources;
         let id = export.tenant_id;
         let tenant = sources
@@ -231,10 +225,14 @@ impl ExportEngine {
         if tenant.status().is_purge() {
             return Err(StepError::permanent(
                 "TENANT_PURGED",
-                "the tenant was purged while its export waited",
+                "the tenant's purge started while its export waited",
             ));
         }
-        let mut events = Vec::new();
+        let mut writer = self.service.archives.begin(name).await?;
+        writer
+            .file("tenant.json", &archive::tenant_json(&tenant))
+            .await?;
+        writer.open("events.jsonl").await?;
         let mut after: Option<EventId> = None;
         loop {
             let page = sources
@@ -242,10 +240,9 @@ impl ExportEngine {
                 .list(Some(id), after, PAGE)
                 .await
                 .map_err(|e| store_error("cannot read the events", &e))?;
+            writer.append(&archive::event_lines(&page)).await?;
             after = page.last().map(|e| e.id);
-            let full = page.len() == PAGE;
-            events.extend(page);
-            if !full {
+            if page.len() < PAGE {
                 break;
             }
         }
@@ -264,16 +261,34 @@ impl ExportEngine {
                 break;
             }
         }
+        writer
+            .file("api_keys.json", &archive::api_keys_json(&keys))
+            .await?;
         let placement = sources.placement.placement_of(&tenant);
-        let tables = sources.dumps.dump(id, &placement).await?;
-        Ok(archive::files(
-            export.id,
-            &tenant,
-            &events,
-            &keys,
-            tables,
-            self.service.now(),
-        ))
+        let mut tables = Tables {
+            writer: &mut *writer,
+        };
+        sources.dumps.dump(id, &placement, &mut tables).await?;
+        let manifest = archive::manifest(export.id, &tenant, self.service.now());
+        writer.finish(&manifest).await
+    }
+
+    /// Whether the tenant may still be exported now the archive is written: not once its
+    /// purge started (the purge deletes its exports; one written behind it must not stay).
+    async fn still_exportable(&self, export: &Export) -> Result<(), StepError> {
+        let tenant = self
+            .sources
+            .tenants
+            .get(export.tenant_id)
+            .await
+            .map_err(|e| store_error("cannot read the tenant", &e))?;
+        match tenant {
+            Some(t) if !t.status().is_purge() => Ok(()),
+            _ => Err(StepError::permanent(
+                "TENANT_PURGED",
+                "the tenant's purge started while it was exported",
+            )),
+        }
     }
 
     async fn fail(&self, export: &mut Export, lease: &Lease, error: StepError) -> Result<(), Stop> {
@@ -304,33 +319,6 @@ impl ExportEngine {
             .await?;
         *export = next;
         Ok(())
-    }
-
-    /// Runs `work` while renewing `lease`: `Some` with its output, `None` when it timed
-    /// out; [`Stop::Superseded`] (the work dropped) when the lease is lost.
-    async fn leased<T>(
-        &self,
-        export: &Export,
-        lease: &Lease,
-        work: impl Future<Output = T>,
-    ) -> Result<Option<T>, Stop> {
-        let settings = &self.service.settings;
-        let exports = &self.service.exports;
-        let renew = |until| exports.renew(export.id, export.version, lease, until);
-        match renewing(
-            "export",
-            &*self.service.clock,
-            settings.lease,
-            settings.attempt_timeout,
-            work,
-            renew,
-        )
-        .await
-        {
-            Held::Done(done) => Ok(Some(done)),
-            Held::TimedOut => Ok(None),
-            Held::Lost => Err(Stop::Superseded),
-        }
     }
 
     fn lease_for(&self) -> chrono::Duration {

@@ -253,8 +253,8 @@ impl ExportService {
     }
 
     /// Deletes the export files no export records, once older than two attempts: partial
-    /// files of writers that died (a process killed mid-write) and archives whose export is
-    /// gone or records another. Files not named as exports are never touched (the
+    /// files and spools of writers that died (a process killed mid-write) and archives whose
+    /// export is gone or records another. Files not named as exports are never touched (the
     /// directory may hold others).
     async fn sweep_strays(&self) -> Result<(), Error> {
         let settle = chrono::Duration::from_std(self.settings.attempt_timeout * 2)
@@ -264,9 +264,11 @@ impl ExportService {
             if modified > before {
                 continue;
             }
-            let partial = name
-                .strip_prefix('.')
-                .and_then(|n| n.strip_suffix(".partial"));
+            // A writer's leftovers: its partial file or its spool.
+            let partial = name.strip_prefix('.').and_then(|n| {
+                n.strip_suffix(".partial")
+                    .or_else(|| n.strip_suffix(".spool"))
+            });
             let recorded = match (partial, archive_export(&name)) {
                 // A partial file of ours: never recorded.
                 (Some(archive), _) if archive_export(archive).is_some() => false,

@@ -66,14 +66,15 @@ struct Gated {
 
 #[async_trait::async_trait]
 impl tenantd_domain::ports::ExportArchives for Gated {
-    async fn write(
+    async fn begin(
         &self,
         name: &str,
-        files: Vec<tenantd_domain::ports::ArchiveFile>,
-    ) -> Result<tenantd_domain::export::ExportArchive, tenantd_domain::provisioning::StepError>
-    {
+    ) -> Result<
+        Box<dyn tenantd_domain::ports::ArchiveWriter>,
+        tenantd_domain::provisioning::StepError,
+    > {
         self.gate.notified().await;
-        self.inner.write(name, files).await
+        self.inner.begin(name).await
     }
 
     async fn read(
@@ -520,10 +521,13 @@ async fn the_sweeper_deletes_stray_files_once_old_and_keeps_recorded_archives() 
     let strays = [
         format!(".{}-2.tar.gz.partial", export.id),
         format!("{}-3.tar.gz", export.id),
+        format!(".{}-4.tar.gz.spool", export.id),
     ];
-    for stray in &strays {
+    for stray in &strays[..2] {
         std::fs::write(dir.join(stray), b"stray").unwrap();
     }
+    std::fs::create_dir(dir.join(&strays[2])).unwrap();
+    std::fs::write(dir.join(&strays[2]).join("0"), b"spooled").unwrap();
     std::fs::write(dir.join("notes.txt"), b"not ours").unwrap();
     w.engine.sweep().await.unwrap();
     for stray in &strays {
@@ -544,20 +548,16 @@ async fn the_sweeper_deletes_stray_files_once_old_and_keeps_recorded_archives() 
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_attempt_that_times_out_waits_for_its_writer_and_leaves_no_archive() {
+async fn an_attempt_that_times_out_is_stopped_and_the_next_one_writes_the_archive() {
     let gate = Arc::new(tokio::sync::Notify::new());
     let w = Arc::new(world_gated(false, Some(gate.clone())));
     let id = w.active("slow").await;
     let export = w.exports.export("admin", &id.to_string()).await.unwrap();
-    let worker = {
-        let w = w.clone();
-        tokio::spawn(async move { w.engine.work_once("w").await })
-    };
-    // Past the attempt's 30 s: it timed out, and the engine waits for the writer.
-    tokio::time::sleep(StdDuration::from_secs(31)).await;
-    assert!(!worker.is_finished(), "the writer is waited for");
-    gate.notify_one();
-    assert!(worker.await.unwrap().unwrap());
+    // The archive's store does not answer: past the attempt's 30 s, the attempt is stopped.
+    let worked = tokio::time::timeout(StdDuration::from_mins(1), w.engine.work_once("w"))
+        .await
+        .expect("the timed-out attempt is stopped, not waited for");
+    assert!(worked.unwrap());
     let after = ExportRepository::get(&w.store, export.id)
         .await
         .unwrap()
@@ -572,6 +572,16 @@ async fn an_attempt_that_times_out_waits_for_its_writer_and_leaves_no_archive() 
         .unwrap_or_default();
     assert!(
         left.is_empty(),
-        "what the writer wrote is deleted: {left:?}"
+        "nothing of the stopped attempt is left: {left:?}"
     );
+    // The store answers again: the next attempt writes it.
+    gate.notify_one();
+    w.clock.advance(Duration::milliseconds(400));
+    w.work().await;
+    let done = ExportRepository::get(&w.store, export.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, ExportState::Succeeded, "{done:?}");
+    assert_eq!(done.attempts, 2);
 }

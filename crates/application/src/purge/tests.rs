@@ -614,17 +614,13 @@ async fn a_purge_waits_for_the_provisioning_run_and_deletes_the_tenants_exports(
     );
     ExportRepository::create(&w.store, &export).await.unwrap();
     let name = format!("{}-1.tar.gz", export.id);
-    let archive: ExportArchive = w
-        .archives
-        .write(
-            &name,
-            vec![ArchiveFile {
-                path: "tenant.json".into(),
-                bytes: b"{}".to_vec(),
-            }],
-        )
-        .await
-        .unwrap();
+    let mut writer = w.archives.begin(&name).await.unwrap();
+    writer.file("tenant.json", b"{}").await.unwrap();
+    let manifest = |_: &[tenantd_domain::ports::ArchivedFile]| ArchiveFile {
+        path: "manifest.json".into(),
+        bytes: b"{}".to_vec(),
+    };
+    let archive: ExportArchive = writer.finish(&manifest).await.unwrap();
     let claimed = ExportRepository::claim(&w.store, "x", w.clock.now(), Duration::seconds(30))
         .await
         .unwrap()

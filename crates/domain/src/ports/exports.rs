@@ -110,16 +110,59 @@ pub struct ArchiveFile {
     pub bytes: Vec<u8>,
 }
 
-/// Where export archives live: written whole or not at all, read in chunks, deleted.
+/// A file an archive holds, as its manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedFile {
+    /// Path in the archive.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+/// The first file of an archive, made from every other file's path, size and hash.
+pub type ManifestOf = dyn Fn(&[ArchivedFile]) -> ArchiveFile + Send + Sync;
+
+/// An archive being written: files are added in order, each whole or in parts, without
+/// holding them in memory; nothing of it is visible until [`ArchiveWriter::finish`]. A
+/// writer dropped unfinished leaves nothing behind.
 #[async_trait]
-pub trait ExportArchives: Send + Sync {
-    /// Writes archive `name` (a file name, unique per attempt) with `files` in order; it
-    /// becomes visible (to [`ExportArchives::read`]) only complete, in one rename. A failed
-    /// write leaves nothing behind.
+pub trait ArchiveWriter: Send {
+    /// Adds a file with all of its bytes.
     ///
     /// # Errors
     /// A [`StepError`]: `EXPORT_DIR_UNWRITABLE`, `EXPORT_DISK_FULL`, `EXPORT_WRITE_FAILED`.
-    async fn write(&self, name: &str, files: Vec<ArchiveFile>) -> Result<ExportArchive, StepError>;
+    async fn file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StepError>;
+
+    /// Starts a file whose bytes come in parts ([`ArchiveWriter::append`]).
+    ///
+    /// # Errors
+    /// As [`ArchiveWriter::file`].
+    async fn open(&mut self, path: &str) -> Result<(), StepError>;
+
+    /// Adds bytes to the file last opened.
+    ///
+    /// # Errors
+    /// As [`ArchiveWriter::file`]; `EXPORT_WRITE_FAILED` when no file is open.
+    async fn append(&mut self, bytes: &[u8]) -> Result<(), StepError>;
+
+    /// Writes the archive — the file `manifest` makes of the others first, then the others
+    /// in the order they were added — and makes it visible complete, in one rename.
+    ///
+    /// # Errors
+    /// As [`ArchiveWriter::file`]; nothing is left behind on error.
+    async fn finish(self: Box<Self>, manifest: &ManifestOf) -> Result<ExportArchive, StepError>;
+}
+
+/// Where export archives live: written whole or not at all, read in chunks, deleted.
+#[async_trait]
+pub trait ExportArchives: Send + Sync {
+    /// Starts archive `name` (a file name, unique per attempt).
+    ///
+    /// # Errors
+    /// A [`StepError`]: `EXPORT_DIR_UNWRITABLE`, `EXPORT_DISK_FULL`, `EXPORT_WRITE_FAILED`.
+    async fn begin(&self, name: &str) -> Result<Box<dyn ArchiveWriter>, StepError>;
 
     /// Up to `len` bytes of archive `name` from `offset` (fewer at its end, none past it).
     ///
@@ -142,28 +185,36 @@ pub trait ExportArchives: Send + Sync {
     async fn delete(&self, name: &str) -> Result<(), RepoError>;
 }
 
-/// One table of a tenant schema, as an export holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableDump {
-    /// The table's name.
-    pub name: String,
-    /// Its `CREATE TABLE` statement (columns, types, defaults, not-null, primary key).
-    pub ddl: String,
-    /// Its rows as CSV with a header line.
-    pub csv: Vec<u8>,
+/// Where a dump's tables go as they are read: each table's DDL, then its rows in parts.
+#[async_trait]
+pub trait DumpSink: Send {
+    /// A table starts: its name and its `CREATE TABLE` statement (columns, types, defaults,
+    /// not-null, constraints).
+    ///
+    /// # Errors
+    /// The sink's own failure (say, a full disk), which ends the dump.
+    async fn table(&mut self, name: &str, ddl: &str) -> Result<(), StepError>;
+
+    /// More of the current table's rows: CSV, the first part starting with the header.
+    ///
+    /// # Errors
+    /// As [`DumpSink::table`].
+    async fn rows(&mut self, csv: &[u8]) -> Result<(), StepError>;
 }
 
 /// What a tenant schema holds, for exports.
 #[async_trait]
 pub trait TenantSchemaDumps: Send + Sync {
-    /// Every table of the tenant's schema, in name order, from one snapshot (empty when it
-    /// has none or does not exist).
+    /// Every table of the tenant's schema, in name order, from one snapshot, into `sink`
+    /// (nothing when it has none or does not exist).
     ///
     /// # Errors
-    /// A [`StepError`] with a stable reason when the database cannot be read.
+    /// A [`StepError`] with a stable reason when the database cannot be read, or the
+    /// sink's.
     async fn dump(
         &self,
         tenant: TenantId,
         placement: &Placement,
-    ) -> Result<Vec<TableDump>, StepError>;
+        sink: &mut dyn DumpSink,
+    ) -> Result<(), StepError>;
 }

@@ -1,12 +1,13 @@
 //! [`TenantSchemaDumps`] on PostgreSQL: every table of a tenant schema, from one
 //! repeatable-read snapshot, as its `CREATE TABLE` (rebuilt from the catalog: columns,
-//! types, defaults, not-null and the table's constraints) and its rows as COPY's CSV.
+//! types, defaults, not-null and the table's constraints) and its rows as COPY's CSV,
+//! streamed to the sink chunk by chunk.
 
 use async_trait::async_trait;
 use futures::TryStreamExt as _;
 use sqlx::Connection as _;
 use tenantd_domain::TenantId;
-use tenantd_domain::ports::{TableDump, TenantDatabases as _, TenantSchemaDumps};
+use tenantd_domain::ports::{DumpSink, TenantDatabases as _, TenantSchemaDumps};
 use tenantd_domain::provisioning::StepError;
 use tenantd_domain::tenant_schema::Placement;
 
@@ -27,9 +28,10 @@ impl TenantSchemaDumps for PgTenantDatabases {
         &self,
         _tenant: TenantId,
         placement: &Placement,
-    ) -> Result<Vec<TableDump>, StepError> {
+        sink: &mut dyn DumpSink,
+    ) -> Result<(), StepError> {
         if !self.exists(placement).await? {
-            return Ok(Vec::new());
+            return Ok(());
         }
         self.on_schema_database(placement, async |conn| {
             let mut tx = conn
@@ -52,7 +54,6 @@ impl TenantSchemaDumps for PgTenantDatabases {
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| failure("cannot list the tenant schema's tables", &e))?;
-            let mut dumps = Vec::with_capacity(tables.len());
             for (oid, name) in tables {
                 let ddl = ddl(&mut tx, oid, &name).await?;
                 // COPY of a query, which (unlike COPY of a table) also reads a partitioned
@@ -62,22 +63,25 @@ impl TenantSchemaDumps for PgTenantDatabases {
                     quoted(&placement.schema),
                     quoted(&name)
                 );
-                let csv: Vec<u8> = tx
+                sink.table(&name, &ddl).await?;
+                // Streamed: each chunk goes to the sink as it arrives, never the whole table
+                // in memory.
+                let mut rows = tx
                     .copy_out_raw(&copy)
                     .await
-                    .map_err(|e| failure("cannot copy a tenant table", &e))?
-                    .try_fold(Vec::new(), |mut all, chunk| async move {
-                        all.extend_from_slice(&chunk);
-                        Ok(all)
-                    })
-                    .await
                     .map_err(|e| failure("cannot copy a tenant table", &e))?;
-                dumps.push(TableDump { name, ddl, csv });
+                while let Some(chunk) = rows
+                    .try_next()
+                    .await
+                    .map_err(|e| failure("cannot copy a tenant table", &e))?
+                {
+                    sink.rows(&chunk).await?;
+                }
             }
             tx.commit()
                 .await
                 .map_err(|e| failure("cannot read the tenant schema", &e))?;
-            Ok(dumps)
+            Ok(())
         })
         .await
     }
