@@ -190,3 +190,48 @@ impl TenantdProcess {
         Ok(())
     }
 }
+
+/// Settings of the replicas of the crash tests: a short lease so a survivor takes over
+/// quickly, quick retries, and statements allowed to wait on a test's lock.
+pub const REPLICA_ENV: [(&str, &str); 5] = [
+    ("TENANTD_PROVISIONING_LEASE_MS", "2000"),
+    ("TENANTD_PROVISIONING_POLL_INTERVAL_MS", "100"),
+    ("TENANTD_PROVISIONING_BACKOFF_BASE_MS", "50"),
+    ("TENANTD_PROVISIONING_BACKOFF_MAX_MS", "200"),
+    ("TENANTD_DATABASE_STATEMENT_TIMEOUT_MS", "30000"),
+];
+
+/// Two replicas on `schema`, started together with [`REPLICA_ENV`], sharing `certs_dir`
+/// (and the exports under it) and `keys`.
+///
+/// # Errors
+/// When either cannot start.
+pub async fn two_replicas(
+    schema: &ScratchSchema,
+    certs_dir: &Path,
+    keys: &TestKeys,
+) -> anyhow::Result<(TenantdProcess, TenantdProcess)> {
+    let (a, b) = tokio::join!(
+        TenantdProcess::start_with(schema, certs_dir, keys, &REPLICA_ENV),
+        TenantdProcess::start_with(schema, certs_dir, keys, &REPLICA_ENV),
+    );
+    Ok((a?, b?))
+}
+
+/// The replica a lease `owner` (`host/pid/worker`) names, and the other.
+///
+/// # Panics
+/// When the owner names neither (a test failure).
+pub fn holder_and_other(
+    (a, b): (TenantdProcess, TenantdProcess),
+    owner: &str,
+) -> (TenantdProcess, TenantdProcess) {
+    let pid: Option<u32> = owner.split('/').nth(1).and_then(|p| p.parse().ok());
+    if a.pid().is_some() && a.pid() == pid {
+        (a, b)
+    } else if b.pid().is_some() && b.pid() == pid {
+        (b, a)
+    } else {
+        panic!("{owner} is not one of the replicas")
+    }
+}

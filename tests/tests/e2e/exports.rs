@@ -344,28 +344,17 @@ async fn wait_for_attempt(pool: &sqlx::PgPool, attempts: i32) -> String {
 #[tokio::test]
 async fn an_export_whose_replica_is_killed_mid_write_is_written_by_the_other() {
     use tenantd_adapters::postgres::testing::ScratchSchema;
-    use tenantd_e2e::process::TenantdProcess;
+    use tenantd_e2e::process::{holder_and_other, two_replicas};
     use tenantd_e2e::{TestKeys, admin_channel, create, settle};
 
-    const REPLICA_ENV: [(&str, &str); 5] = [
-        ("TENANTD_PROVISIONING_LEASE_MS", "2000"),
-        ("TENANTD_PROVISIONING_POLL_INTERVAL_MS", "100"),
-        ("TENANTD_PROVISIONING_BACKOFF_BASE_MS", "50"),
-        ("TENANTD_PROVISIONING_BACKOFF_MAX_MS", "200"),
-        ("TENANTD_DATABASE_STATEMENT_TIMEOUT_MS", "30000"),
-    ];
     tenantd_server::install_crypto_provider();
     let schema = ScratchSchema::create().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (certs, _) = devcerts::ensure(dir.path(), "tenantd.local", false).unwrap();
     let keys = TestKeys::generate();
-    let (a, b) = tokio::join!(
-        TenantdProcess::start_with(&schema, dir.path(), &keys, &REPLICA_ENV),
-        TenantdProcess::start_with(&schema, dir.path(), &keys, &REPLICA_ENV),
-    );
-    let mut replicas = vec![a.unwrap(), b.unwrap()];
+    let replicas = two_replicas(&schema, dir.path(), &keys).await.unwrap();
     let pool = sqlx::PgPool::connect(&schema.url()).await.unwrap();
-    let channel = admin_channel(replicas[0].grpc_addr, &certs).await.unwrap();
+    let channel = admin_channel(replicas.0.grpc_addr, &certs).await.unwrap();
     let mut tenants = TenantServiceClient::new(channel.clone());
     let tenant = create(&mut tenants, new_tenant("exported")).await.unwrap();
     settle(
@@ -399,13 +388,7 @@ async fn an_export_whose_replica_is_killed_mid_write_is_written_by_the_other() {
         .export
         .unwrap();
     let owner = wait_for_attempt(&pool, 1).await;
-    let pid: u32 = owner.split('/').nth(1).unwrap().parse().unwrap();
-    let index = replicas
-        .iter()
-        .position(|r| r.pid() == Some(pid))
-        .unwrap_or_else(|| panic!("{owner} is not one of the replicas"));
-    let victim = replicas.remove(index);
-    let survivor = replicas.pop().unwrap();
+    let (victim, survivor) = holder_and_other(replicas, &owner);
     victim.kill().await.unwrap();
     let owner = wait_for_attempt(&pool, 2).await;
     assert!(

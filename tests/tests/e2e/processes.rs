@@ -8,7 +8,7 @@ use tenantd_e2e::pb::event_service_client::EventServiceClient;
 use tenantd_e2e::pb::tenant_event::Payload;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
 use tenantd_e2e::pb::{GetTenantRequest, ListTenantEventsRequest};
-use tenantd_e2e::process::{TenantdProcess, binary};
+use tenantd_e2e::process::{TenantdProcess, binary, holder_and_other, two_replicas};
 use tenantd_e2e::spawn::cleared;
 use tenantd_e2e::{TestKeys, admin_channel, create, new_tenant};
 use tenantd_server::devcerts::{self, DevCerts};
@@ -163,16 +163,6 @@ async fn a_bad_or_unreachable_database_stops_startup_with_one_line_and_no_passwo
     }
 }
 
-/// Settings of the two replicas of the crash test: a short lease so the survivor takes
-/// over quickly, quick retries, and statements allowed to wait on the test's lock.
-const REPLICA_ENV: [(&str, &str); 5] = [
-    ("TENANTD_PROVISIONING_LEASE_MS", "2000"),
-    ("TENANTD_PROVISIONING_POLL_INTERVAL_MS", "100"),
-    ("TENANTD_PROVISIONING_BACKOFF_BASE_MS", "50"),
-    ("TENANTD_PROVISIONING_BACKOFF_MAX_MS", "200"),
-    ("TENANTD_DATABASE_STATEMENT_TIMEOUT_MS", "30000"),
-];
-
 /// The DNS step's (state, attempts) and the holder of the run's lease.
 async fn dns_step(pool: &sqlx::PgPool) -> Option<(String, i32, Option<String>)> {
     sqlx::query_as(
@@ -209,11 +199,7 @@ async fn a_run_whose_replica_is_killed_mid_step_is_finished_by_the_other_once_th
     let schema = ScratchSchema::create().await.unwrap();
     let (dir, certs) = certs();
     let keys = TestKeys::generate();
-    let (a, b) = tokio::join!(
-        TenantdProcess::start_with(&schema, dir.path(), &keys, &REPLICA_ENV),
-        TenantdProcess::start_with(&schema, dir.path(), &keys, &REPLICA_ENV),
-    );
-    let mut replicas = vec![a.unwrap(), b.unwrap()];
+    let replicas = two_replicas(&schema, dir.path(), &keys).await.unwrap();
     let pool = sqlx::PgPool::connect(&schema.url()).await.unwrap();
 
     // A slow DNS step: the test holds the lock its insert needs.
@@ -223,7 +209,7 @@ async fn a_run_whose_replica_is_killed_mid_step_is_finished_by_the_other_once_th
         .await
         .unwrap();
 
-    let channel = admin_channel(replicas[0].grpc_addr, &certs).await.unwrap();
+    let channel = admin_channel(replicas.0.grpc_addr, &certs).await.unwrap();
     let created = create(
         &mut TenantServiceClient::new(channel),
         new_tenant("phoenix"),
@@ -232,15 +218,8 @@ async fn a_run_whose_replica_is_killed_mid_step_is_finished_by_the_other_once_th
     .unwrap();
     let (_, attempts, owner) = wait_for_dns(&pool, |state, _| state == "RUNNING").await;
     assert_eq!(attempts, 1);
-    // Kill whichever replica holds the run (lease owner is host/pid/worker).
-    let owner = owner.unwrap();
-    let pid: u32 = owner.split('/').nth(1).unwrap().parse().unwrap();
-    let index = replicas
-        .iter()
-        .position(|r| r.pid() == Some(pid))
-        .unwrap_or_else(|| panic!("{owner} is not one of the replicas"));
-    let victim = replicas.remove(index);
-    let survivor = replicas.pop().unwrap();
+    // Kill whichever replica holds the run.
+    let (victim, survivor) = holder_and_other(replicas, &owner.unwrap());
     victim.kill().await.unwrap();
     let killed_at = chrono::Utc::now();
 

@@ -416,16 +416,6 @@ async fn the_sweeper_purges_a_tenant_once_its_purge_time_passed() {
     );
 }
 
-/// Settings of the two replicas of the crash test: a short lease so the survivor takes
-/// over quickly, quick retries, and statements allowed to wait on the test's lock.
-const REPLICA_ENV: [(&str, &str); 5] = [
-    ("TENANTD_PROVISIONING_LEASE_MS", "2000"),
-    ("TENANTD_PROVISIONING_POLL_INTERVAL_MS", "100"),
-    ("TENANTD_PROVISIONING_BACKOFF_BASE_MS", "50"),
-    ("TENANTD_PROVISIONING_BACKOFF_MAX_MS", "200"),
-    ("TENANTD_DATABASE_STATEMENT_TIMEOUT_MS", "30000"),
-];
-
 /// The purge's DNS step as stored: (state, attempts), and the holder of the purge's lease.
 async fn dns_step(pool: &sqlx::PgPool) -> Option<(String, i32, Option<String>)> {
     sqlx::query_as(
@@ -458,7 +448,7 @@ async fn wait_for_dns(pool: &sqlx::PgPool, attempts: i32) -> Option<String> {
 #[tokio::test]
 async fn a_purge_whose_replica_is_killed_mid_step_is_finished_by_the_other() {
     use tenantd_adapters::postgres::testing::ScratchSchema;
-    use tenantd_e2e::process::TenantdProcess;
+    use tenantd_e2e::process::{holder_and_other, two_replicas};
     use tenantd_e2e::{TestKeys, admin_channel, create, settle};
 
     tenantd_server::install_crypto_provider();
@@ -466,13 +456,9 @@ async fn a_purge_whose_replica_is_killed_mid_step_is_finished_by_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let (certs, _) = devcerts::ensure(dir.path(), "tenantd.local", false).unwrap();
     let keys = TestKeys::generate();
-    let (a, b) = tokio::join!(
-        TenantdProcess::start_with(&schema, dir.path(), &keys, &REPLICA_ENV),
-        TenantdProcess::start_with(&schema, dir.path(), &keys, &REPLICA_ENV),
-    );
-    let mut replicas = vec![a.unwrap(), b.unwrap()];
+    let replicas = two_replicas(&schema, dir.path(), &keys).await.unwrap();
     let pool = sqlx::PgPool::connect(&schema.url()).await.unwrap();
-    let channel = admin_channel(replicas[0].grpc_addr, &certs).await.unwrap();
+    let channel = admin_channel(replicas.0.grpc_addr, &certs).await.unwrap();
     let mut tenants = TenantServiceClient::new(channel.clone());
     let mut runs =
         tenantd_e2e::pb::provisioning_service_client::ProvisioningServiceClient::new(channel);
@@ -494,13 +480,7 @@ async fn a_purge_whose_replica_is_killed_mid_step_is_finished_by_the_other() {
         .await
         .unwrap();
     let owner = wait_for_dns(&pool, 1).await.unwrap();
-    let pid: u32 = owner.split('/').nth(1).unwrap().parse().unwrap();
-    let index = replicas
-        .iter()
-        .position(|r| r.pid() == Some(pid))
-        .unwrap_or_else(|| panic!("{owner} is not one of the replicas"));
-    let victim_replica = replicas.remove(index);
-    let survivor = replicas.pop().unwrap();
+    let (victim_replica, survivor) = holder_and_other(replicas, &owner);
     victim_replica.kill().await.unwrap();
 
     let owner = wait_for_dns(&pool, 2).await.unwrap();

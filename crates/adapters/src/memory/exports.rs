@@ -8,8 +8,8 @@ use tenantd_domain::export::{Export, ExportId};
 use tenantd_domain::ports::{ClaimedExport, ExportRepository, Lease};
 use tenantd_domain::{RepoError, TenantId};
 
-use super::MemoryStore;
 use super::store::StoredExport;
+use super::{MemoryStore, leases};
 
 #[async_trait]
 impl ExportRepository for MemoryStore {
@@ -37,29 +37,10 @@ impl ExportRepository for MemoryStore {
         now: DateTime<Utc>,
         lease_for: chrono::Duration,
     ) -> Result<Option<ClaimedExport>, RepoError> {
-        let lease = Lease {
-            token: uuid::Uuid::new_v4(),
-            owner: owner.to_owned(),
-            expires_at: now + lease_for,
-        };
+        let lease = leases::lease(owner, now, lease_for);
         let mut state = self.lock();
-        // The export due longest ago that no live lease holds (exports are few: a scan).
-        let next = state
-            .exports
-            .iter()
-            .filter(|(_, s)| s.lease.as_ref().is_none_or(|l| l.expires_at <= now))
-            .filter_map(|(id, s)| {
-                s.export
-                    .due_at()
-                    .filter(|due| *due <= now)
-                    .map(|d| (d, *id))
-            })
-            .min();
-        let Some(stored) = next.and_then(|(_, id)| state.exports.get_mut(&id)) else {
-            return Ok(None);
-        };
-        stored.lease = Some(lease.clone());
-        Ok(Some(ClaimedExport {
+        let claimed = leases::claim_due(&mut state.exports, now, &lease);
+        Ok(claimed.map(|stored| ClaimedExport {
             export: Export::clone(&stored.export),
             lease,
         }))
@@ -73,28 +54,16 @@ impl ExportRepository for MemoryStore {
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
         let mut state = self.lock();
-        match state.exports.get_mut(&id) {
-            Some(StoredExport {
-                export,
-                lease: Some(held),
-            }) if held.token == lease.token && export.version == version => {
-                held.expires_at = until;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(leases::renew(
+            state.exports.get_mut(&id),
+            version,
+            lease,
+            until,
+        ))
     }
 
     async fn release(&self, id: ExportId, lease: &Lease) -> Result<(), RepoError> {
-        let mut state = self.lock();
-        if let Some(stored) = state.exports.get_mut(&id)
-            && stored
-                .lease
-                .as_ref()
-                .is_some_and(|h| h.token == lease.token)
-        {
-            stored.lease = None;
-        }
+        leases::release(self.lock().exports.get_mut(&id), lease);
         Ok(())
     }
 

@@ -8,6 +8,7 @@ mod audit;
 mod events;
 mod exports;
 mod initial_keys;
+mod leases;
 mod outbox;
 mod plans;
 mod providers;

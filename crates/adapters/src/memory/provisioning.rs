@@ -8,8 +8,8 @@ use tenantd_domain::ports::{ClaimedRun, Lease, ProvisioningRepository, RunWrite}
 use tenantd_domain::provisioning::{ProvisioningRun, RunId, RunState};
 use tenantd_domain::{RepoError, TenantId};
 
-use super::MemoryStore;
 use super::store::{StoredRun, shared};
+use super::{MemoryStore, leases};
 
 #[async_trait]
 impl ProvisioningRepository for MemoryStore {
@@ -24,11 +24,7 @@ impl ProvisioningRepository for MemoryStore {
         now: DateTime<Utc>,
         lease_for: chrono::Duration,
     ) -> Result<Option<ClaimedRun>, RepoError> {
-        let lease = Lease {
-            token: uuid::Uuid::new_v4(),
-            owner: owner.to_owned(),
-            expires_at: now + lease_for,
-        };
+        let lease = leases::lease(owner, now, lease_for);
         let claimed = {
             let mut state = self.lock();
             // The run due longest ago that no live lease holds.
@@ -61,28 +57,16 @@ impl ProvisioningRepository for MemoryStore {
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
         let mut state = self.lock();
-        match state.runs.get_mut(&run) {
-            Some(StoredRun {
-                run: stored,
-                lease: Some(held),
-            }) if held.token == lease.token && stored.version == version => {
-                held.expires_at = until;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(leases::renew(
+            state.runs.get_mut(&run),
+            version,
+            lease,
+            until,
+        ))
     }
 
     async fn release(&self, run: RunId, lease: &Lease) -> Result<(), RepoError> {
-        let mut state = self.lock();
-        if let Some(stored) = state.runs.get_mut(&run)
-            && stored
-                .lease
-                .as_ref()
-                .is_some_and(|h| h.token == lease.token)
-        {
-            stored.lease = None;
-        }
+        leases::release(self.lock().runs.get_mut(&run), lease);
         Ok(())
     }
 

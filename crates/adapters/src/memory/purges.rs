@@ -8,8 +8,8 @@ use tenantd_domain::ports::{ClaimedPurge, Lease, PurgeRepository, PurgeWrite};
 use tenantd_domain::purge::Purge;
 use tenantd_domain::{Event, RepoError, Tenant, TenantId, TenantStatus};
 
-use super::MemoryStore;
 use super::store::{StoredPurge, shared};
+use super::{MemoryStore, leases};
 
 #[async_trait]
 impl PurgeRepository for MemoryStore {
@@ -48,24 +48,10 @@ impl PurgeRepository for MemoryStore {
         now: DateTime<Utc>,
         lease_for: chrono::Duration,
     ) -> Result<Option<ClaimedPurge>, RepoError> {
-        let lease = Lease {
-            token: uuid::Uuid::new_v4(),
-            owner: owner.to_owned(),
-            expires_at: now + lease_for,
-        };
+        let lease = leases::lease(owner, now, lease_for);
         let mut state = self.lock();
-        // The purge due longest ago that no live lease holds (purges are few: a scan).
-        let next = state
-            .purges
-            .iter()
-            .filter(|(_, s)| s.lease.as_ref().is_none_or(|l| l.expires_at <= now))
-            .filter_map(|(id, s)| s.purge.due_at().filter(|due| *due <= now).map(|d| (d, *id)))
-            .min();
-        let Some(stored) = next.and_then(|(_, id)| state.purges.get_mut(&id)) else {
-            return Ok(None);
-        };
-        stored.lease = Some(lease.clone());
-        Ok(Some(ClaimedPurge {
+        let claimed = leases::claim_due(&mut state.purges, now, &lease);
+        Ok(claimed.map(|stored| ClaimedPurge {
             purge: Purge::clone(&stored.purge),
             lease,
         }))
@@ -79,28 +65,16 @@ impl PurgeRepository for MemoryStore {
         until: DateTime<Utc>,
     ) -> Result<bool, RepoError> {
         let mut state = self.lock();
-        match state.purges.get_mut(&tenant) {
-            Some(StoredPurge {
-                purge,
-                lease: Some(held),
-            }) if held.token == lease.token && purge.version == version => {
-                held.expires_at = until;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(leases::renew(
+            state.purges.get_mut(&tenant),
+            version,
+            lease,
+            until,
+        ))
     }
 
     async fn release(&self, tenant: TenantId, lease: &Lease) -> Result<(), RepoError> {
-        let mut state = self.lock();
-        if let Some(stored) = state.purges.get_mut(&tenant)
-            && stored
-                .lease
-                .as_ref()
-                .is_some_and(|h| h.token == lease.token)
-        {
-            stored.lease = None;
-        }
+        leases::release(self.lock().purges.get_mut(&tenant), lease);
         Ok(())
     }
 
