@@ -15,6 +15,9 @@ CREATE TABLE tenant_exports (
     archive_size       bigint,
     archive_sha256     text,
     archive_files      integer,
+    -- How far the attempt in flight got: files and bytes spooled so far.
+    progress_files     integer NOT NULL DEFAULT 0,
+    progress_bytes     bigint NOT NULL DEFAULT 0,
     created_at         timestamptz NOT NULL,
     finished_at        timestamptz,
     expires_at         timestamptz NOT NULL,

@@ -109,7 +109,8 @@ struct Spooled {
 struct Open {
     path: String,
     at: PathBuf,
-    file: tokio::fs::File,
+    /// Buffered: a table's rows come a row at a time.
+    file: tokio::io::BufWriter<tokio::fs::File>,
     hash: Sha256,
     size: u64,
 }
@@ -128,9 +129,27 @@ impl Drop for FsArchiveWriter {
     fn drop(&mut self) {
         if !self.finished {
             // Unfinished (failed, or dropped mid-way): nothing of it stays.
-            let _gone = fs::remove_dir_all(&self.spool);
-            let _gone = fs::remove_file(self.dir.join(format!(".{}.partial", self.name)));
+            let partial = self.dir.join(format!(".{}.partial", self.name));
+            remove_later(self.spool.clone(), Some(partial));
         }
+    }
+}
+
+/// Bytes a spool file gathers before it is written.
+const SPOOL_BUFFER: usize = 256 * 1024;
+
+/// Removes `spool` (a directory) and `partial` (a file) on the blocking pool when there is
+/// a runtime (a spool may hold gigabytes, slow to unlink), else at once.
+fn remove_later(spool: PathBuf, partial: Option<PathBuf>) {
+    let remove = move || {
+        let _gone = fs::remove_dir_all(&spool);
+        if let Some(partial) = partial {
+            let _gone = fs::remove_file(&partial);
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+        Err(_) => remove(),
     }
 }
 
@@ -179,7 +198,7 @@ impl ArchiveWriter for FsArchiveWriter {
         self.open = Some(Open {
             path: path.to_owned(),
             at,
-            file,
+            file: tokio::io::BufWriter::with_capacity(SPOOL_BUFFER, file),
             hash: Sha256::new(),
             size: 0,
         });
@@ -231,7 +250,7 @@ impl ArchiveWriter for FsArchiveWriter {
             })??;
         // In place: what is left of it is the spool, which goes now.
         self.finished = true;
-        let _gone = fs::remove_dir_all(&self.spool);
+        remove_later(self.spool.clone(), None);
         Ok(ExportArchive {
             name: self.name.clone(),
             size: written.0,
@@ -250,12 +269,39 @@ fn write_tar(
     files: &[(String, PathBuf)],
 ) -> Result<(u64, String), StepError> {
     let partial = dir.join(format!(".{name}.partial"));
+    let written = write_partial(dir, &partial, first, files);
+    match written {
+        Ok(written) => {
+            fs::rename(&partial, dir.join(name))
+                .map_err(|e| io_error("cannot move the archive in place", dir, &e))?;
+            // The rename itself, on disk.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error("cannot flush the export directory", dir, &e))?;
+            Ok(written)
+        }
+        Err(err) => {
+            // Nothing half-written stays behind.
+            let _gone = fs::remove_file(&partial);
+            Err(err)
+        }
+    }
+}
+
+/// Writes `first` and the spooled `files` as a tar.gz to `partial`, flushed to disk; its
+/// size and SHA-256.
+fn write_partial(
+    dir: &Path,
+    partial: &Path,
+    first: &ArchiveFile,
+    files: &[(String, PathBuf)],
+) -> Result<(u64, String), StepError> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&partial)
+        .open(partial)
         .map_err(|e| io_error("cannot create the archive", dir, &e))?;
     let hashing = Hashing {
         file,
@@ -298,12 +344,6 @@ fn write_tar(
     file.flush()
         .and_then(|()| file.sync_all())
         .map_err(|e| io_error("cannot flush the archive", dir, &e))?;
-    fs::rename(&partial, dir.join(name))
-        .map_err(|e| io_error("cannot move the archive in place", dir, &e))?;
-    // The rename itself, on disk.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("cannot flush the export directory", dir, &e))?;
     Ok((size, hex(&hash.finalize())))
 }
 
@@ -455,6 +495,19 @@ mod tests {
             .collect()
     }
 
+    /// The names in `dir` once what writers remove in the background is gone (at most a
+    /// second).
+    async fn settled(dir: &Path) -> Vec<String> {
+        for _ in 0..100 {
+            let left = names(dir);
+            if left.iter().all(|n| !n.starts_with('.')) {
+                return left;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        names(dir)
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -512,7 +565,7 @@ mod tests {
             "the manifest first, the files in order, the parts joined"
         );
         assert_eq!(
-            names(&exports),
+            settled(&exports).await,
             ["e1-1.tar.gz"],
             "no spool or partial file left"
         );
@@ -534,7 +587,7 @@ mod tests {
         writer.append(b"a,b\n").await.unwrap();
         assert_eq!(names(dir.path()), [".e5-1.tar.gz.spool"]);
         drop(writer);
-        assert_eq!(names(dir.path()), Vec::<String>::new());
+        assert_eq!(settled(dir.path()).await, Vec::<String>::new());
         let mut writer = archives.begin("e5-2.tar.gz").await.unwrap();
         let err = writer.append(b"orphan").await.unwrap_err();
         assert_eq!(err.reason, "EXPORT_WRITE_FAILED");
@@ -562,7 +615,7 @@ mod tests {
         let err = write(&archives, "e3-1.tar.gz").await.unwrap_err();
         assert_eq!(err.reason, "EXPORT_DISK_FULL", "{err}");
         assert_eq!(
-            names(dir.path()),
+            settled(dir.path()).await,
             Vec::<String>::new(),
             "no archive, partial file or spool left"
         );

@@ -67,6 +67,15 @@ pub struct ExportArchive {
     pub files: u32,
 }
 
+/// How far the attempt in flight (or the last one) got: files and bytes spooled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportProgress {
+    /// Files of the archive spooled so far.
+    pub files: u32,
+    /// Their bytes so far (before compression).
+    pub bytes: u64,
+}
+
 /// One export of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Export {
@@ -88,6 +97,8 @@ pub struct Export {
     pub last_error: Option<StepError>,
     /// The archive, once written.
     pub archive: Option<ExportArchive>,
+    /// How far the attempt in flight got, as last recorded.
+    pub progress: ExportProgress,
     /// When it was asked for.
     pub created_at: DateTime<Utc>,
     /// When it succeeded or failed.
@@ -117,6 +128,7 @@ impl Export {
             next_attempt_at: Some(now),
             last_error: None,
             archive: None,
+            progress: ExportProgress::default(),
             created_at: now,
             finished_at: None,
             expires_at: now + retention,
@@ -159,6 +171,7 @@ impl Export {
         self.attempts = self.attempts.saturating_add(1);
         self.attempt_started_at = Some(now);
         self.next_attempt_at = None;
+        self.progress = ExportProgress::default();
         Ok(())
     }
 

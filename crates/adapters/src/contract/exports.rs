@@ -4,7 +4,7 @@
 
 use chrono::Duration;
 use tenantd_domain::RepoError;
-use tenantd_domain::export::{Export, ExportArchive, ExportId, ExportState};
+use tenantd_domain::export::{Export, ExportArchive, ExportId, ExportProgress, ExportState};
 use tenantd_domain::provisioning::StepError;
 use tenantd_domain::{Tenant, TenantId};
 use uuid::Uuid;
@@ -168,6 +168,69 @@ pub async fn an_export_is_claimed_once_fenced_after_takeover_and_keeps_its_archi
             .expect("claim"),
         None,
         "an ended export is never due"
+    );
+}
+
+/// Contract: the progress of an attempt is recorded under its holder's lease only, and
+/// reads back.
+pub async fn an_attempts_progress_is_recorded_under_its_lease_only(stores: Stores) {
+    let t = stored_tenant(&stores).await;
+    let export = export_of(&t, 72);
+    stores.exports.create(&export).await.expect("create");
+    let lease_for = Duration::seconds(30);
+    let first = stores
+        .exports
+        .claim("a", now(), lease_for)
+        .await
+        .expect("claim")
+        .expect("due");
+    stores
+        .exports
+        .release(export.id, &first.lease)
+        .await
+        .expect("release");
+    let second = stores
+        .exports
+        .claim("b", now(), lease_for)
+        .await
+        .expect("claim")
+        .expect("released, due again");
+    let progress = ExportProgress {
+        files: 3,
+        bytes: 4096,
+    };
+    assert!(
+        !stores
+            .exports
+            .progress(export.id, &first.lease, progress)
+            .await
+            .expect("progress"),
+        "a former holder records no progress"
+    );
+    let read = stores
+        .exports
+        .get(export.id)
+        .await
+        .expect("get")
+        .expect("export");
+    assert_eq!(read.progress, ExportProgress::default());
+    assert!(
+        stores
+            .exports
+            .progress(export.id, &second.lease, progress)
+            .await
+            .expect("progress")
+    );
+    let read = stores
+        .exports
+        .get(export.id)
+        .await
+        .expect("get")
+        .expect("export");
+    assert_eq!(read.progress, progress, "the holder's progress reads back");
+    assert_eq!(
+        read.version, export.version,
+        "progress is no change of the export"
     );
 }
 

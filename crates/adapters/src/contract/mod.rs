@@ -207,6 +207,7 @@ macro_rules! repository_contract_tests {
             an_export_is_stored_for_an_existing_tenant_only,
             an_export_is_claimed_once_fenced_after_takeover_and_keeps_its_archive,
             expired_exports_are_listed_oldest_first_and_deleted,
+            an_attempts_progress_is_recorded_under_its_lease_only,
         }
     };
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tenantd_domain::export::{Export, ExportId};
+use tenantd_domain::export::{Export, ExportId, ExportProgress};
 use tenantd_domain::ports::{ClaimedExport, ExportRepository, Lease};
 use tenantd_domain::{RepoError, TenantId};
 
@@ -60,6 +60,25 @@ impl ExportRepository for MemoryStore {
             lease,
             until,
         ))
+    }
+
+    async fn progress(
+        &self,
+        id: ExportId,
+        lease: &Lease,
+        progress: ExportProgress,
+    ) -> Result<bool, RepoError> {
+        let mut state = self.lock();
+        let Some(stored) = state.exports.get_mut(&id) else {
+            return Ok(false);
+        };
+        if stored.lease.as_ref().is_none_or(|h| h.token != lease.token) {
+            return Ok(false);
+        }
+        let mut export = Export::clone(&stored.export);
+        export.progress = progress;
+        stored.export = Arc::new(export);
+        Ok(true)
     }
 
     async fn release(&self, id: ExportId, lease: &Lease) -> Result<(), RepoError> {

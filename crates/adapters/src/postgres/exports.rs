@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tenantd_domain::export::{Export, ExportArchive, ExportId, ExportState};
+use tenantd_domain::export::{Export, ExportArchive, ExportId, ExportProgress, ExportState};
 use tenantd_domain::ports::{ClaimedExport, ExportRepository, Lease};
 use tenantd_domain::provisioning::StepError;
 use tenantd_domain::{RepoError, TenantId};
@@ -22,7 +22,7 @@ const QUEUE: Queue = Queue {
 
 const COLUMNS: &str = "export_id, tenant_id, requested_by, state, attempts, attempt_started_at, \
      next_attempt_at, error_reason, error_message, archive_name, archive_size, archive_sha256, \
-     archive_files, created_at, finished_at, expires_at, version";
+     archive_files, progress_files, progress_bytes, created_at, finished_at, expires_at, version";
 
 /// One `tenant_exports` row.
 #[derive(sqlx::FromRow)]
@@ -40,6 +40,8 @@ struct ExportRow {
     archive_size: Option<i64>,
     archive_sha256: Option<String>,
     archive_files: Option<i32>,
+    progress_files: i32,
+    progress_bytes: i64,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
     expires_at: DateTime<Utc>,
@@ -83,6 +85,10 @@ impl ExportRow {
                 .error_reason
                 .map(|reason| StepError::new(&reason, self.error_message.unwrap_or_default())),
             archive,
+            progress: ExportProgress {
+                files: u32::try_from(self.progress_files).map_err(|_| corrupt("progress"))?,
+                bytes: u64::try_from(self.progress_bytes).map_err(|_| corrupt("progress"))?,
+            },
             created_at: self.created_at,
             finished_at: self.finished_at,
             expires_at: self.expires_at,
@@ -178,6 +184,31 @@ impl ExportRepository for PgStore {
             .map_err(db)
     }
 
+    async fn progress(
+        &self,
+        id: ExportId,
+        lease: &Lease,
+        progress: ExportProgress,
+    ) -> Result<bool, RepoError> {
+        let recorded = self
+            .on_conn(async |conn| {
+                sqlx::query(
+                    "UPDATE tenant_exports SET progress_files = $3, progress_bytes = $4 \
+                     WHERE export_id = $1 AND lease_token = $2",
+                )
+                .bind(id.0)
+                .bind(lease.token)
+                .bind(i32::try_from(progress.files).unwrap_or(i32::MAX))
+                .bind(i64::try_from(progress.bytes).unwrap_or(i64::MAX))
+                .execute(conn)
+                .await
+            })
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(recorded == 1)
+    }
+
     async fn release(&self, id: ExportId, lease: &Lease) -> Result<(), RepoError> {
         self.on_conn(async |conn| QUEUE.release(conn, id.0, lease).await)
             .await
@@ -201,7 +232,8 @@ impl ExportRepository for PgStore {
                          attempt_started_at = $5, next_attempt_at = $6, error_reason = $7, \
                          error_message = $8, archive_name = $9, archive_size = $10, \
                          archive_sha256 = $11, archive_files = $12, finished_at = $13, \
-                         due_at = $14, version = $15, lease_expires_at = $17 \
+                         due_at = $14, version = $15, lease_expires_at = $17, \
+                         progress_files = $18, progress_bytes = $19 \
                      WHERE export_id = $1 AND version = $2 AND lease_token = $16",
                 )
                 .bind(export.id.0)
@@ -221,6 +253,8 @@ impl ExportRepository for PgStore {
                 .bind(next)
                 .bind(lease.token)
                 .bind(renew_until)
+                .bind(i32::try_from(export.progress.files).unwrap_or(i32::MAX))
+                .bind(i64::try_from(export.progress.bytes).unwrap_or(i64::MAX))
                 .execute(conn)
                 .await
             })

@@ -5,7 +5,12 @@
 
 use std::time::Instant;
 
-use tenantd_domain::export::{Export, ExportArchive};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use tokio_util::task::AbortOnDropHandle;
+
+use tenantd_domain::export::{Export, ExportArchive, ExportProgress};
 use tenantd_domain::ports::{ArchiveWriter, DumpSink, Lease};
 use tenantd_domain::provisioning::StepError;
 use tenantd_domain::{ApiKeyId, Error, EventId};
@@ -16,6 +21,62 @@ use crate::provisioning::{jitter, store_error};
 
 /// Events and keys read per page.
 const PAGE: usize = 500;
+
+/// How far an attempt got, shared by the attempt (which counts) and the lease renewals
+/// (which record it).
+#[derive(Debug, Default)]
+struct Counted {
+    files: AtomicU32,
+    bytes: AtomicU64,
+}
+
+impl Counted {
+    fn now(&self) -> ExportProgress {
+        ExportProgress {
+            files: self.files.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// An archive writer that counts what goes through it.
+struct Counting {
+    inner: Box<dyn ArchiveWriter>,
+    counted: Arc<Counted>,
+}
+
+#[async_trait::async_trait]
+impl ArchiveWriter for Counting {
+    async fn file(&mut self, path: &str, bytes: &[u8]) -> Result<(), StepError> {
+        self.inner.file(path, bytes).await?;
+        self.counted.files.fetch_add(1, Ordering::Relaxed);
+        self.counted
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn open(&mut self, path: &str) -> Result<(), StepError> {
+        self.inner.open(path).await?;
+        self.counted.files.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn append(&mut self, bytes: &[u8]) -> Result<(), StepError> {
+        self.inner.append(bytes).await?;
+        self.counted
+            .bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        manifest: &tenantd_domain::ports::ManifestOf,
+    ) -> Result<ExportArchive, StepError> {
+        self.inner.finish(manifest).await
+    }
+}
 
 /// A dump's tables, each as its DDL file and its CSV file of the archive.
 struct Tables<'a> {
@@ -129,11 +190,12 @@ impl ExportEngine {
         let outcome = self.attempt(export, lease, &name).await?;
         let elapsed = started.elapsed();
         let error = match outcome {
-            Some(Ok(archive)) => match self.still_exportable(export).await {
+            Some(Ok((archive, progress))) => match self.still_exportable(export).await {
                 Ok(()) => {
                     self.service.observer.attempt("succeeded", elapsed);
                     self.service.observer.written(archive.size);
                     let mut next = export.clone();
+                    next.progress = progress;
                     next.succeed(archive, self.service.now())?;
                     if let Err(stop) = self.store(export, next, lease).await {
                         // Never offered: another worker owns the export now.
@@ -176,12 +238,29 @@ impl ExportEngine {
         export: &Export,
         lease: &Lease,
         name: &str,
-    ) -> Result<Option<Result<ExportArchive, StepError>>, Stop> {
+    ) -> Result<Option<Result<(ExportArchive, ExportProgress), StepError>>, Stop> {
         let (engine, job, owned) = (self.clone(), export.clone(), name.to_owned());
-        let mut task = tokio::spawn(async move { engine.write(&job, &owned).await });
+        let counted = Arc::new(Counted::default());
+        let for_task = counted.clone();
+        // Aborted when this worker is dropped too (a shutdown past its grace period).
+        let mut task = AbortOnDropHandle::new(tokio::spawn(async move {
+            engine.write(&job, &owned, for_task).await
+        }));
         let settings = &self.service.settings;
         let exports = &self.service.exports;
-        let renew = |until| exports.renew(export.id, export.version, lease, until);
+        // Each renewal also records how far the attempt got, for GetExport.
+        let renew = |until| {
+            let counted = counted.clone();
+            async move {
+                let held = exports
+                    .renew(export.id, export.version, lease, until)
+                    .await?;
+                if held {
+                    exports.progress(export.id, lease, counted.now()).await?;
+                }
+                Ok(held)
+            }
+        };
         let held = renewing(
             "export",
             &*self.service.clock,
@@ -192,12 +271,16 @@ impl ExportEngine {
         )
         .await;
         match held {
-            Held::Done(joined) => Ok(Some(joined.unwrap_or_else(|e| {
-                Err(StepError::new(
-                    "EXPORT_WRITE_FAILED",
-                    format!("the attempt stopped: {e}"),
-                ))
-            }))),
+            Held::Done(joined) => Ok(Some(
+                joined
+                    .unwrap_or_else(|e| {
+                        Err(StepError::new(
+                            "EXPORT_WRITE_FAILED",
+                            format!("the attempt stopped: {e}"),
+                        ))
+                    })
+                    .map(|archive| (archive, counted.now())),
+            )),
             Held::TimedOut | Held::Lost => {
                 task.abort();
                 let _stopped = task.await;
@@ -213,7 +296,12 @@ impl ExportEngine {
 
     /// Reads everything of the export's tenant into archive `name`, streamed: events a page
     /// at a time, each table's rows as the database sends them.
-    async fn write(&self, export: &Export, name: &str) -> Result<ExportArchive, StepError> {
+    async fn write(
+        &self,
+        export: &Export,
+        name: &str,
+        counted: Arc<Counted>,
+    ) -> Result<ExportArchive, StepError> {
         let sources = &self.sources;
         let id = export.tenant_id;
         let tenant = sources
@@ -228,7 +316,10 @@ impl ExportEngine {
                 "the tenant's purge started while its export waited",
             ));
         }
-        let mut writer = self.service.archives.begin(name).await?;
+        let mut writer: Box<dyn ArchiveWriter> = Box::new(Counting {
+            inner: self.service.archives.begin(name).await?,
+            counted,
+        });
         writer
             .file("tenant.json", &archive::tenant_json(&tenant))
             .await?;

@@ -58,10 +58,49 @@ fn retry() -> RetryPolicy {
 
 /// A world whose archives go to `exports` under a scratch directory (`blocked`: a file
 /// sits where the directory should be).
-/// Archives on disk whose writes wait until the test opens the gate.
+/// Archives on disk whose writes wait until the test opens the gate: at their start, or
+/// (`at_finish`) once every file is spooled.
 struct Gated {
     inner: FsExportArchives,
     gate: Arc<tokio::sync::Notify>,
+    at_finish: bool,
+}
+
+/// An archive writer that waits for the gate before it finishes.
+struct GatedWriter {
+    inner: Box<dyn tenantd_domain::ports::ArchiveWriter>,
+    gate: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl tenantd_domain::ports::ArchiveWriter for GatedWriter {
+    async fn file(
+        &mut self,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<(), tenantd_domain::provisioning::StepError> {
+        self.inner.file(path, bytes).await
+    }
+
+    async fn open(&mut self, path: &str) -> Result<(), tenantd_domain::provisioning::StepError> {
+        self.inner.open(path).await
+    }
+
+    async fn append(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(), tenantd_domain::provisioning::StepError> {
+        self.inner.append(bytes).await
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        manifest: &tenantd_domain::ports::ManifestOf,
+    ) -> Result<tenantd_domain::export::ExportArchive, tenantd_domain::provisioning::StepError>
+    {
+        self.gate.notified().await;
+        self.inner.finish(manifest).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -73,6 +112,13 @@ impl tenantd_domain::ports::ExportArchives for Gated {
         Box<dyn tenantd_domain::ports::ArchiveWriter>,
         tenantd_domain::provisioning::StepError,
     > {
+        if self.at_finish {
+            let inner = self.inner.begin(name).await?;
+            return Ok(Box::new(GatedWriter {
+                inner,
+                gate: self.gate.clone(),
+            }));
+        }
         self.gate.notified().await;
         self.inner.begin(name).await
     }
@@ -99,8 +145,9 @@ fn world(blocked: bool) -> World {
     world_gated(blocked, None)
 }
 
-/// [`world`], its archive writes held by `gate` when there is one.
-fn world_gated(blocked: bool, gate: Option<Arc<tokio::sync::Notify>>) -> World {
+/// [`world`], its archive writes held by `gate` (at their start, or at their finish) when
+/// there is one.
+fn world_gated(blocked: bool, gate: Option<(Arc<tokio::sync::Notify>, bool)>) -> World {
     let ring = Arc::new(KeyRing::generate("test"));
     let store = MemoryStore::with_cipher(ring.clone());
     let clock = Arc::new(TestClock(Mutex::new(
@@ -137,9 +184,10 @@ fn world_gated(blocked: bool, gate: Option<Arc<tokio::sync::Notify>>) -> World {
     let exports = ExportService::new(
         Arc::new(store.clone()),
         match gate {
-            Some(gate) => Arc::new(Gated {
+            Some((gate, at_finish)) => Arc::new(Gated {
                 inner: FsExportArchives::new(dir.path().join("exports")),
                 gate,
+                at_finish,
             }),
             None => Arc::new(FsExportArchives::new(dir.path().join("exports"))),
         },
@@ -550,7 +598,7 @@ async fn the_sweeper_deletes_stray_files_once_old_and_keeps_recorded_archives() 
 #[tokio::test(start_paused = true)]
 async fn an_attempt_that_times_out_is_stopped_and_the_next_one_writes_the_archive() {
     let gate = Arc::new(tokio::sync::Notify::new());
-    let w = Arc::new(world_gated(false, Some(gate.clone())));
+    let w = Arc::new(world_gated(false, Some((gate.clone(), false))));
     let id = w.active("slow").await;
     let export = w.exports.export("admin", &id.to_string()).await.unwrap();
     // The archive's store does not answer: past the attempt's 30 s, the attempt is stopped.
@@ -584,4 +632,39 @@ async fn an_attempt_that_times_out_is_stopped_and_the_next_one_writes_the_archiv
         .unwrap();
     assert_eq!(done.state, ExportState::Succeeded, "{done:?}");
     assert_eq!(done.attempts, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_progress_of_an_attempt_in_flight_is_recorded_with_its_lease() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let w = Arc::new(world_gated(false, Some((gate.clone(), true))));
+    let id = w.active("progress").await;
+    let export = w.exports.export("admin", &id.to_string()).await.unwrap();
+    let worker = {
+        let w = w.clone();
+        tokio::spawn(async move { w.engine.work_once("w").await })
+    };
+    // Every file is spooled, the archive waits to be finished; a renewal (every 10 s of
+    // the 30 s lease) records how far it got.
+    tokio::time::sleep(StdDuration::from_secs(11)).await;
+    let running = w
+        .exports
+        .get(&id.to_string(), &export.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(running.state, ExportState::Running);
+    assert_eq!(
+        running.progress.files, 5,
+        "tenant, events, keys, the table's DDL and rows"
+    );
+    assert!(running.progress.bytes > 0);
+    gate.notify_one();
+    assert!(worker.await.unwrap().unwrap());
+    let done = w
+        .exports
+        .get(&id.to_string(), &export.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(done.state, ExportState::Succeeded);
+    assert_eq!(done.progress, running.progress, "the final count");
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::export::{Export, ExportArchive, ExportId};
+use crate::export::{Export, ExportArchive, ExportId, ExportProgress};
 use crate::ports::Lease;
 use crate::provisioning::StepError;
 use crate::tenant_schema::Placement;
@@ -66,6 +66,18 @@ pub trait ExportRepository: Send + Sync {
     /// # Errors
     /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
     async fn release(&self, id: ExportId, lease: &Lease) -> Result<(), RepoError>;
+
+    /// Records how far the attempt in flight got, under its lease; `false` when the lease is
+    /// no longer held (nothing is recorded).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] / [`RepoError::Internal`].
+    async fn progress(
+        &self,
+        id: ExportId,
+        lease: &Lease,
+        progress: ExportProgress,
+    ) -> Result<bool, RepoError>;
 
     /// Stores a worker's change to an export (its `version` is the stored one plus one),
     /// renewing the lease until `renew_until`.

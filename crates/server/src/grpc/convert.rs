@@ -211,6 +211,8 @@ impl From<&Export> for proto::Export {
             size: archive.map_or(0, |a| i64::try_from(a.size).unwrap_or(i64::MAX)),
             sha256: archive.map(|a| a.sha256.clone()).unwrap_or_default(),
             files: archive.map_or(0, |a| i32::try_from(a.files).unwrap_or(i32::MAX)),
+            files_written: i32::try_from(export.progress.files).unwrap_or(i32::MAX),
+            bytes_written: i64::try_from(export.progress.bytes).unwrap_or(i64::MAX),
         }
     }
 }

@@ -33,7 +33,21 @@ impl TenantSchemaDumps for PgTenantDatabases {
         if !self.exists(placement).await? {
             return Ok(());
         }
-        self.on_schema_database(placement, async |conn| {
+        // A connection of its own, never given back to the pool: a COPY cut short (a full
+        // disk, an attempt stopped mid-table) leaves its connection out of step with the
+        // server, so it is closed, not reused.
+        let (pool, own) = self.pool(placement)?;
+        let mut conn = match pool.acquire().await {
+            Ok(conn) => conn.detach(),
+            Err(err) => {
+                if own {
+                    pool.close().await;
+                }
+                return Err(failure("cannot reach the tenant database", &err));
+            }
+        };
+        let dumped = async {
+            let conn = &mut conn;
             let mut tx = conn
                 .begin()
                 .await
@@ -82,8 +96,15 @@ impl TenantSchemaDumps for PgTenantDatabases {
                 .await
                 .map_err(|e| failure("cannot read the tenant schema", &e))?;
             Ok(())
-        })
-        .await
+        }
+        .await;
+        if dumped.is_ok() {
+            let _closed = conn.close().await;
+        }
+        if own {
+            pool.close().await;
+        }
+        dumped
     }
 }
 
