@@ -187,15 +187,16 @@ impl ExportEngine {
         let name = format!("{}-{}.tar.gz", export.id, export.attempts);
         tracing::info!(tenant_id = %export.tenant_id, export_id = %export.id, attempt = export.attempts, "export attempt started");
         let started = Instant::now();
-        let outcome = self.attempt(export, lease, &name).await?;
+        let (outcome, progress) = self.attempt(export, lease, &name).await?;
+        // What the attempt got to is stored with its end, succeeded or not.
+        export.progress = progress;
         let elapsed = started.elapsed();
         let error = match outcome {
-            Some(Ok((archive, progress))) => match self.still_exportable(export).await {
+            Some(Ok(archive)) => match self.still_exportable(export).await {
                 Ok(()) => {
                     self.service.observer.attempt("succeeded", elapsed);
                     self.service.observer.written(archive.size);
                     let mut next = export.clone();
-                    next.progress = progress;
                     next.succeed(archive, self.service.now())?;
                     if let Err(stop) = self.store(export, next, lease).await {
                         // Never offered: another worker owns the export now.
@@ -230,7 +231,8 @@ impl ExportEngine {
     }
 
     /// Runs one attempt — read everything of the tenant, write archive `name` — as a task
-    /// under the lease: `Some` with its outcome, `None` when it timed out. A timed-out or
+    /// under the lease: `Some` with its outcome, `None` when it timed out, and how far it
+    /// got. A timed-out or
     /// superseded attempt is stopped and waited for, and what it wrote deleted (a file its
     /// writer still renames into place after that is the sweeper's, as a stray).
     async fn attempt(
@@ -238,7 +240,7 @@ impl ExportEngine {
         export: &Export,
         lease: &Lease,
         name: &str,
-    ) -> Result<Option<Result<(ExportArchive, ExportProgress), StepError>>, Stop> {
+    ) -> Result<(Option<Result<ExportArchive, StepError>>, ExportProgress), Stop> {
         let (engine, job, owned) = (self.clone(), export.clone(), name.to_owned());
         let counted = Arc::new(Counted::default());
         let for_task = counted.clone();
@@ -271,15 +273,14 @@ impl ExportEngine {
         )
         .await;
         match held {
-            Held::Done(joined) => Ok(Some(
-                joined
-                    .unwrap_or_else(|e| {
-                        Err(StepError::new(
-                            "EXPORT_WRITE_FAILED",
-                            format!("the attempt stopped: {e}"),
-                        ))
-                    })
-                    .map(|archive| (archive, counted.now())),
+            Held::Done(joined) => Ok((
+                Some(joined.unwrap_or_else(|e| {
+                    Err(StepError::new(
+                        "EXPORT_WRITE_FAILED",
+                        format!("the attempt stopped: {e}"),
+                    ))
+                })),
+                counted.now(),
             )),
             Held::TimedOut | Held::Lost => {
                 task.abort();
@@ -288,7 +289,7 @@ impl ExportEngine {
                 if matches!(held, Held::Lost) {
                     Err(Stop::Superseded)
                 } else {
-                    Ok(None)
+                    Ok((None, counted.now()))
                 }
             }
         }

@@ -668,3 +668,25 @@ async fn the_progress_of_an_attempt_in_flight_is_recorded_with_its_lease() {
     assert_eq!(done.state, ExportState::Succeeded);
     assert_eq!(done.progress, running.progress, "the final count");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_attempt_keeps_how_far_it_got() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let w = world_gated(false, Some((gate, true)));
+    let id = w.active("stalled").await;
+    let export = w.exports.export("admin", &id.to_string()).await.unwrap();
+    // Every file spooled, the finish never comes: the attempt times out.
+    assert!(w.engine.work_once("w").await.unwrap());
+    let failed = ExportRepository::get(&w.store, export.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        failed.last_error.as_ref().map(|e| e.reason.as_str()),
+        Some("EXPORT_TIMEOUT")
+    );
+    assert_eq!(
+        failed.progress.files, 5,
+        "what the stopped attempt had spooled"
+    );
+}
