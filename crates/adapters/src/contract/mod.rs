@@ -22,6 +22,7 @@
 
 mod api_keys;
 mod audit;
+mod data_keys;
 mod exports;
 pub(crate) mod fixtures;
 mod outbox;
@@ -38,15 +39,16 @@ use std::any::Any;
 use std::sync::Arc;
 
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, BillingProvider, DnsProvider, EventLog, ExportRepository,
-    InitialKeyStore, Outbox, PlanRepository, ProvisioningRepository, PurgeRepository, RateLimiter,
-    Retention, RolloutRepository, TenantDatabases, TenantRepository, TenantSchemaDumps,
-    TenantSchemaRepository,
+    ApiKeyRepository, AuditLog, BillingProvider, DataKeyRepository, DnsProvider, EventLog,
+    ExportRepository, InitialKeyStore, Outbox, PlanRepository, ProvisioningRepository,
+    PurgeRepository, RateLimiter, Retention, RolloutRepository, TenantDatabases, TenantRepository,
+    TenantSchemaDumps, TenantSchemaRepository,
 };
 use tenantd_domain::tenant_schema::MigrationSet;
 
 pub use api_keys::*;
 pub use audit::*;
+pub use data_keys::*;
 pub use exports::*;
 pub use outbox::*;
 pub use plans::*;
@@ -96,6 +98,8 @@ pub struct Stores {
     pub rollouts: Arc<dyn RolloutRepository>,
     /// Retention of the same store's events and audit records.
     pub retention: Arc<dyn Retention>,
+    /// The tenants' data keys of the same store.
+    pub data_keys: Arc<dyn DataKeyRepository>,
     /// Keeps per-test resources alive until the test ends.
     pub guard: Guard,
 }
@@ -208,6 +212,9 @@ macro_rules! repository_contract_tests {
             an_export_is_claimed_once_fenced_after_takeover_and_keeps_its_archive,
             expired_exports_are_listed_oldest_first_and_deleted,
             an_attempts_progress_is_recorded_under_its_lease_only,
+            a_data_key_is_made_once_per_existing_tenant,
+            a_destroyed_data_key_is_gone_for_good,
+            data_keys_of_older_ring_keys_are_listed_and_replaced_once,
         }
     };
 }

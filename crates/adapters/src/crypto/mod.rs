@@ -5,6 +5,14 @@
 //! the tenant id, so a ciphertext copied into another tenant's row (or another field) does
 //! not open. The first key of the ring seals; every key opens, which is how keys rotate:
 //! put the new key first, run `tenantd keys rewrap`, then drop the old one.
+//!
+//! Per-tenant data keys ([`DataKeyCipher`]): a random 256-bit key per tenant, kept only
+//! wrapped, as a version-1 envelope of the ring bound to the tenant (field
+//! `tenantd:data-key:`). What it seals is a version-2 envelope,
+//! `version (2) | nonce (12) | ciphertext + tag`, with the same associated data as version 1
+//! (`tenantd:<purpose>:` and the tenant id): it names no ring key, so rotating the ring
+//! rewraps data keys only, and destroying a tenant's data key leaves every copy of what it
+//! sealed unreadable.
 
 use std::fmt;
 
@@ -14,10 +22,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
-use tenantd_domain::ports::{CipherError, EmailCipher, SealedEmail, SecretSealer};
+use tenantd_domain::ports::{
+    CipherError, DataKeyCipher, EmailCipher, SealedEmail, SecretSealer, WrappedDataKey,
+};
 use tenantd_domain::{ContactEmail, TenantId};
 
 const VERSION: u8 = 1;
+/// The version of envelopes sealed with a tenant's data key.
+const DATA_KEY_VERSION: u8 = 2;
+/// The field a wrapped data key is bound to.
+const DATA_KEY_FIELD: &[u8] = b"tenantd:data-key:";
 const NONCE_LEN: usize = 12;
 const FIELD: &[u8] = b"tenantd:tenants.contact_email:";
 
@@ -244,6 +258,101 @@ impl SecretSealer for KeyRing {
     ) -> Result<Vec<u8>, CipherError> {
         self.open_bytes(&secret_field(purpose), tenant, envelope)
     }
+}
+
+impl KeyRing {
+    /// The cipher of `tenant`'s wrapped data `key`.
+    fn unwrap_data_key(
+        &self,
+        tenant: TenantId,
+        key: &WrappedDataKey,
+    ) -> Result<Aes256Gcm, CipherError> {
+        let material = self.open_bytes(DATA_KEY_FIELD, tenant, &key.envelope)?;
+        Aes256Gcm::new_from_slice(&material).map_err(|_| CipherError::Malformed)
+    }
+
+    fn wrap_data_key(&self, tenant: TenantId, material: &[u8]) -> WrappedDataKey {
+        WrappedDataKey {
+            envelope: self.seal_bytes(DATA_KEY_FIELD, tenant, material),
+            key_id: self.keys[0].id.clone(),
+        }
+    }
+}
+
+impl DataKeyCipher for KeyRing {
+    fn new_data_key(&self, tenant: TenantId) -> WrappedDataKey {
+        let material = aes_gcm::Key::<Aes256Gcm>::generate();
+        self.wrap_data_key(tenant, material.as_slice())
+    }
+
+    fn rewrap_data_key(
+        &self,
+        tenant: TenantId,
+        key: &WrappedDataKey,
+    ) -> Result<WrappedDataKey, CipherError> {
+        let material = self.open_bytes(DATA_KEY_FIELD, tenant, &key.envelope)?;
+        Ok(self.wrap_data_key(tenant, &material))
+    }
+
+    fn seal_with(
+        &self,
+        tenant: TenantId,
+        key: &WrappedDataKey,
+        purpose: &'static str,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CipherError> {
+        let cipher = self.unwrap_data_key(tenant, key)?;
+        let nonce = Nonce::generate();
+        let aad = Self::aad(&purpose_field(purpose), tenant);
+        let ciphertext = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .expect("AES-GCM encryption of a short message");
+        let mut envelope = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        envelope.push(DATA_KEY_VERSION);
+        envelope.extend_from_slice(nonce.as_slice());
+        envelope.extend_from_slice(&ciphertext);
+        Ok(envelope)
+    }
+
+    fn open_with(
+        &self,
+        tenant: TenantId,
+        key: &WrappedDataKey,
+        purpose: &'static str,
+        envelope: &[u8],
+    ) -> Result<Vec<u8>, CipherError> {
+        let [version, rest @ ..] = envelope else {
+            return Err(CipherError::Malformed);
+        };
+        if *version != DATA_KEY_VERSION || rest.len() < NONCE_LEN {
+            return Err(CipherError::Malformed);
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_from(nonce).map_err(|_| CipherError::Malformed)?;
+        let cipher = self.unwrap_data_key(tenant, key)?;
+        let aad = Self::aad(&purpose_field(purpose), tenant);
+        cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CipherError::Authentication)
+    }
+}
+
+/// The associated-data prefix of a value sealed for `purpose` with a data key: the same as
+/// a version-1 envelope's field (`tenants.contact_email` gives the contact email's).
+fn purpose_field(purpose: &str) -> Vec<u8> {
+    format!("tenantd:{purpose}:").into_bytes()
 }
 
 fn secret_field(purpose: &str) -> Vec<u8> {

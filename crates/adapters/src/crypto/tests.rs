@@ -111,3 +111,153 @@ fn bad_configurations_are_refused_without_echoing_key_material() {
     let debug = format!("{:?}", ring(&[&key("k1", 1)]));
     assert!(debug.contains("k1") && !debug.contains(&STANDARD.encode([1u8; 32])));
 }
+
+const PURPOSE: &str = "tenants.contact_email";
+
+#[test]
+fn a_data_key_seals_for_its_tenant_and_names_no_ring_key() {
+    let ring = ring(&[&key("k1", 1)]);
+    let t = tenant();
+    let dek = ring.new_data_key(t);
+    assert_eq!(dek.key_id, "k1");
+    assert!(!format!("{dek:?}").contains(&format!("{:?}", dek.envelope)));
+    let sealed = ring
+        .seal_with(t, &dek, PURPOSE, b"ops@acme.example")
+        .unwrap();
+    assert_eq!(sealed[0], DATA_KEY_VERSION);
+    assert!(
+        !sealed.windows(4).any(|w| w == b"acme"),
+        "plaintext in envelope"
+    );
+    assert!(
+        !sealed.windows(2).any(|w| w == b"k1"),
+        "ring key id in envelope"
+    );
+    assert_eq!(
+        ring.open_with(t, &dek, PURPOSE, &sealed).unwrap(),
+        b"ops@acme.example"
+    );
+    // Not a version-1 envelope: the ring alone cannot open it.
+    assert_eq!(
+        ring.open_secret(t, PURPOSE, &sealed),
+        Err(CipherError::Malformed)
+    );
+}
+
+#[test]
+fn data_keys_differ_per_tenant_and_per_call() {
+    let ring = ring(&[&key("k1", 1)]);
+    let t = tenant();
+    let (a, b) = (ring.new_data_key(t), ring.new_data_key(t));
+    let sealed = ring.seal_with(t, &a, PURPOSE, b"secret").unwrap();
+    assert_eq!(
+        ring.open_with(t, &b, PURPOSE, &sealed),
+        Err(CipherError::Authentication),
+        "another data key of the same tenant opened it"
+    );
+}
+
+#[test]
+fn a_data_key_sealed_value_copied_to_another_tenant_does_not_open() {
+    let ring = ring(&[&key("k1", 1)]);
+    let (owner, other) = (tenant(), tenant());
+    let dek = ring.new_data_key(owner);
+    let sealed = ring.seal_with(owner, &dek, PURPOSE, b"secret").unwrap();
+    // With the owner's data key but the other tenant's id: the associated data differs,
+    // and the wrapped key itself is bound to its tenant.
+    assert_eq!(
+        ring.open_with(other, &dek, PURPOSE, &sealed),
+        Err(CipherError::Authentication)
+    );
+    // With the other tenant's own data key.
+    let theirs = ring.new_data_key(other);
+    assert_eq!(
+        ring.open_with(other, &theirs, PURPOSE, &sealed),
+        Err(CipherError::Authentication)
+    );
+    // Another purpose of the same tenant.
+    assert_eq!(
+        ring.open_with(owner, &dek, "initial_api_key", &sealed),
+        Err(CipherError::Authentication)
+    );
+}
+
+#[test]
+fn without_its_data_key_a_sealed_value_opens_with_no_key_of_the_ring() {
+    let ring = ring(&[&key("k1", 1), &key("k0", 2)]);
+    let t = tenant();
+    let dek = ring.new_data_key(t);
+    let sealed = ring
+        .seal_with(t, &dek, PURPOSE, b"ops@acme.example")
+        .unwrap();
+    drop(dek);
+    for attempt in [ring.new_data_key(t), ring.new_data_key(tenant())] {
+        assert_eq!(
+            ring.open_with(t, &attempt, PURPOSE, &sealed),
+            Err(CipherError::Authentication)
+        );
+    }
+    assert!(ring.open(t, &sealed).is_err());
+    assert!(ring.open_secret(t, PURPOSE, &sealed).is_err());
+}
+
+#[test]
+fn rotation_rewraps_the_data_key_and_what_it_sealed_still_opens() {
+    let old = ring(&[&key("k1", 1)]);
+    let t = tenant();
+    let dek = old.new_data_key(t);
+    let sealed = old.seal_with(t, &dek, PURPOSE, b"secret").unwrap();
+    let rotated = ring(&[&key("k2", 3), &key("k1", 1)]);
+    let rewrapped = rotated.rewrap_data_key(t, &dek).unwrap();
+    assert_eq!(rewrapped.key_id, "k2");
+    assert_ne!(rewrapped.envelope, dek.envelope);
+    let retired = ring(&[&key("k2", 3)]);
+    assert_eq!(
+        retired.open_with(t, &rewrapped, PURPOSE, &sealed).unwrap(),
+        b"secret"
+    );
+    assert_eq!(
+        retired.open_with(t, &dek, PURPOSE, &sealed),
+        Err(CipherError::UnknownKey("k1".into())),
+        "the retired ring key's wrapping still unwrapped"
+    );
+    assert_eq!(
+        retired.rewrap_data_key(tenant(), &rewrapped),
+        Err(CipherError::Authentication),
+        "a data key rewrapped for another tenant"
+    );
+}
+
+#[test]
+fn malformed_data_key_envelopes_are_refused() {
+    let ring = ring(&[&key("k1", 1)]);
+    let t = tenant();
+    let dek = ring.new_data_key(t);
+    let mut sealed = ring.seal_with(t, &dek, PURPOSE, b"secret").unwrap();
+    for bad in [
+        &[][..],
+        &[DATA_KEY_VERSION][..],
+        &sealed[..5],
+        &[1, 0, 0][..],
+    ] {
+        assert_eq!(
+            ring.open_with(t, &dek, PURPOSE, bad),
+            Err(CipherError::Malformed),
+            "{bad:?}"
+        );
+    }
+    let last = sealed.len() - 1;
+    sealed[last] ^= 1;
+    assert_eq!(
+        ring.open_with(t, &dek, PURPOSE, &sealed),
+        Err(CipherError::Authentication)
+    );
+    let garbage = WrappedDataKey {
+        envelope: vec![9; 40],
+        key_id: "k1".into(),
+    };
+    assert_eq!(
+        ring.seal_with(t, &garbage, PURPOSE, b"x"),
+        Err(CipherError::Malformed)
+    );
+}

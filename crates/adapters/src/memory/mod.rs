@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod audit;
+mod data_keys;
 mod events;
 mod exports;
 mod initial_keys;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use tenantd_domain::export::{Export, ExportId};
-use tenantd_domain::ports::{EmailCipher, IdempotencyRecord, InitialKey, Lease};
+use tenantd_domain::ports::{EmailCipher, IdempotencyRecord, InitialKey, Lease, WrappedDataKey};
 use tenantd_domain::provisioning::{ProvisioningRun, RunId, StepError};
 use tenantd_domain::purge::Purge;
 use tenantd_domain::tenant_schema::{Rollout, RolloutId, RolloutTenant};
@@ -118,6 +118,8 @@ pub(super) struct State {
     pub(super) latest_run: HashMap<TenantId, RunId>,
     /// First admin keys, by tenant.
     pub(super) initial_keys: HashMap<TenantId, InitialKey>,
+    /// Tenants' wrapped data keys (`None`: destroyed by the purge, never made again).
+    pub(super) data_keys: HashMap<TenantId, Option<WrappedDataKey>>,
     /// Tenant schemas' versions.
     pub(super) schemas: BTreeMap<TenantId, StoredSchema>,
     /// Rollouts, by id (UUIDv7: creation order).

@@ -31,6 +31,7 @@ fn stores_of(store: &MemoryStore) -> Stores {
         schemas: Arc::new(store.clone()),
         rollouts: Arc::new(store.clone()),
         retention: Arc::new(store.clone()),
+        data_keys: Arc::new(store.clone()),
         plans: Arc::new(MemoryPlanRepository::default()),
         guard: None,
     }

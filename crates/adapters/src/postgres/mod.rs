@@ -26,6 +26,7 @@
 mod api_keys;
 mod audit;
 mod connect;
+mod data_keys;
 mod errors;
 mod events;
 mod exports;

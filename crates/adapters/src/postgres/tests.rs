@@ -35,6 +35,7 @@ async fn stores() -> Stores {
         schemas: Arc::new(store.clone()),
         rollouts: Arc::new(store.clone()),
         retention: Arc::new(store.clone()),
+        data_keys: Arc::new(store.clone()),
         plans: Arc::new(PgPlanRepository::new(pool)),
         guard: Some(Arc::new(schema)),
     }

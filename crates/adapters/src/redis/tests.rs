@@ -89,6 +89,7 @@ async fn cached_stores() -> Stores {
         outbox: Arc::new(store.clone()),
         schemas: Arc::new(store.clone()),
         retention: Arc::new(store.clone()),
+        data_keys: Arc::new(store.clone()),
         rollouts: Arc::new(store),
         plans: Arc::new(CachedPlans::new(
             Arc::new(MemoryPlanRepository::default()),

@@ -1,7 +1,7 @@
 //! Encryption at rest: contact emails (with a blind index for exact-match lookups) and
 //! small secrets, each bound to its tenant.
 
-use crate::{ContactEmail, TenantId};
+use crate::{ContactEmail, RepoError, TenantId};
 
 /// Why a sealed value could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,4 +64,120 @@ pub trait SecretSealer: Send + Sync {
         purpose: &'static str,
         envelope: &[u8],
     ) -> Result<Vec<u8>, CipherError>;
+}
+
+/// A tenant's data-encryption key as it is stored: sealed ("wrapped") by a key of the key
+/// ring and bound to its tenant, as KMS envelope encryption keeps data keys. Useless
+/// without the ring; destroying it makes everything sealed with it unreadable. Its `Debug`
+/// names the wrapping key, never the envelope.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WrappedDataKey {
+    /// The data key, sealed by the ring for its tenant.
+    pub envelope: Vec<u8>,
+    /// The id of the ring key that wrapped it.
+    pub key_id: String,
+}
+
+impl std::fmt::Debug for WrappedDataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WrappedDataKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Per-tenant data keys: made and wrapped by the key ring, and used to seal a tenant's
+/// values. Rotating the ring rewraps the data keys only; what they sealed stays as it is.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait DataKeyCipher: Send + Sync {
+    /// A fresh random data key for `tenant`, wrapped by the ring's primary key.
+    fn new_data_key(&self, tenant: TenantId) -> WrappedDataKey;
+
+    /// `key` unwrapped and wrapped again by the ring's primary key.
+    ///
+    /// # Errors
+    /// [`CipherError`] when `key` does not unwrap for `tenant`.
+    fn rewrap_data_key(
+        &self,
+        tenant: TenantId,
+        key: &WrappedDataKey,
+    ) -> Result<WrappedDataKey, CipherError>;
+
+    /// Seals `plaintext` with `tenant`'s data `key`, bound to `tenant` and `purpose`.
+    ///
+    /// # Errors
+    /// [`CipherError`] when `key` does not unwrap for `tenant`.
+    fn seal_with(
+        &self,
+        tenant: TenantId,
+        key: &WrappedDataKey,
+        purpose: &'static str,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CipherError>;
+
+    /// Opens an envelope [`DataKeyCipher::seal_with`] sealed for `tenant` and `purpose`.
+    ///
+    /// # Errors
+    /// [`CipherError`] when `key` does not unwrap, or the envelope is malformed or does not
+    /// authenticate for this tenant, purpose and key.
+    fn open_with(
+        &self,
+        tenant: TenantId,
+        key: &WrappedDataKey,
+        purpose: &'static str,
+        envelope: &[u8],
+    ) -> Result<Vec<u8>, CipherError>;
+}
+
+/// Where the tenants' wrapped data keys are kept: one per tenant, made on first use, and
+/// destroyed by its purge (crypto-shredding).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait::async_trait]
+pub trait DataKeyRepository: Send + Sync {
+    /// `tenant`'s data key; `fresh` is stored as it when it has none yet (concurrent
+    /// callers all get the one stored first).
+    ///
+    /// # Errors
+    /// [`RepoError::NotFound`] when there is no such tenant; [`RepoError::Precondition`]
+    /// (`TENANT_PURGED`) when its key was destroyed: a destroyed key is never replaced.
+    /// Store failures.
+    async fn get_or_create(
+        &self,
+        tenant: TenantId,
+        fresh: WrappedDataKey,
+    ) -> Result<WrappedDataKey, RepoError>;
+
+    /// `tenant`'s data key, if it has one (not after it was destroyed).
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn get(&self, tenant: TenantId) -> Result<Option<WrappedDataKey>, RepoError>;
+
+    /// Destroys `tenant`'s data key for good; `true` when there was one to destroy.
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn destroy(&self, tenant: TenantId) -> Result<bool, RepoError>;
+
+    /// Up to `limit` data keys wrapped by a ring key other than `key_id`, by tenant id.
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn wrapped_by_other(
+        &self,
+        key_id: &str,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, WrappedDataKey)>, RepoError>;
+
+    /// Replaces `tenant`'s data key `old` by `new` (the same key, rewrapped); `false` when
+    /// it is no longer `old` (rewrapped or destroyed meanwhile).
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn replace(
+        &self,
+        tenant: TenantId,
+        old: &WrappedDataKey,
+        new: &WrappedDataKey,
+    ) -> Result<bool, RepoError>;
 }

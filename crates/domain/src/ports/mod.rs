@@ -12,7 +12,7 @@
 //! | [`provisioning`] | [`ProvisioningRepository`] |
 //! | [`providers`] | [`TenantDatabases`], [`DnsProvider`], [`BillingProvider`] |
 //! | [`api_keys`] | [`ApiKeyRepository`], [`InitialKeyStore`] |
-//! | [`crypto`] | [`EmailCipher`], [`SecretSealer`] |
+//! | [`crypto`] | [`EmailCipher`], [`SecretSealer`], [`DataKeyCipher`], [`DataKeyRepository`] |
 //! | [`exports`] | [`ExportRepository`], [`ExportArchives`], [`TenantSchemaDumps`] |
 //! | [`outbox`] | [`EventLog`], [`Outbox`], [`EventPublisher`] |
 //! | [`audit`] | [`AuditLog`] |
