@@ -159,25 +159,16 @@ impl KeyRing {
     /// Seals `plaintext` with the primary key, bound to `field` and `tenant`.
     fn seal_bytes(&self, field: &[u8], tenant: TenantId, plaintext: &[u8]) -> Vec<u8> {
         let key = &self.keys[0];
-        let nonce = Nonce::generate();
-        let aad = Self::aad(field, tenant);
-        // Encryption with a valid key and a 12-byte nonce cannot fail for short messages.
-        let ciphertext = key
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encryption of a short message");
-        let mut envelope = Vec::with_capacity(2 + key.id.len() + NONCE_LEN + ciphertext.len());
+        let mut envelope = Vec::with_capacity(2 + key.id.len() + NONCE_LEN + plaintext.len() + 16);
         envelope.push(VERSION);
         envelope.push(u8::try_from(key.id.len()).unwrap_or(u8::MAX));
         envelope.extend_from_slice(key.id.as_bytes());
-        envelope.extend_from_slice(nonce.as_slice());
-        envelope.extend_from_slice(&ciphertext);
+        seal_into(
+            &mut envelope,
+            &key.cipher,
+            &Self::aad(field, tenant),
+            plaintext,
+        );
         envelope
     }
 
@@ -194,25 +185,14 @@ impl KeyRing {
         if *version != VERSION || rest.len() < usize::from(*id_len) + NONCE_LEN {
             return Err(CipherError::Malformed);
         }
-        let (id, rest) = rest.split_at(usize::from(*id_len));
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let (id, sealed) = rest.split_at(usize::from(*id_len));
         let id = std::str::from_utf8(id).map_err(|_| CipherError::Malformed)?;
         let key = self
             .keys
             .iter()
             .find(|k| k.id == id)
             .ok_or_else(|| CipherError::UnknownKey(id.to_owned()))?;
-        let nonce = Nonce::try_from(nonce).map_err(|_| CipherError::Malformed)?;
-        let aad = Self::aad(field, tenant);
-        key.cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CipherError::Authentication)
+        open_sealed(&key.cipher, &Self::aad(field, tenant), sealed)
     }
 }
 
@@ -302,21 +282,14 @@ impl DataKeyCipher for KeyRing {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CipherError> {
         let cipher = self.unwrap_data_key(tenant, key)?;
-        let nonce = Nonce::generate();
-        let aad = Self::aad(&purpose_field(purpose), tenant);
-        let ciphertext = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encryption of a short message");
-        let mut envelope = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        let mut envelope = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + 16);
         envelope.push(DATA_KEY_VERSION);
-        envelope.extend_from_slice(nonce.as_slice());
-        envelope.extend_from_slice(&ciphertext);
+        seal_into(
+            &mut envelope,
+            &cipher,
+            &Self::aad(&purpose_field(purpose), tenant),
+            plaintext,
+        );
         Ok(envelope)
     }
 
@@ -333,20 +306,44 @@ impl DataKeyCipher for KeyRing {
         if *version != DATA_KEY_VERSION || rest.len() < NONCE_LEN {
             return Err(CipherError::Malformed);
         }
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let nonce = Nonce::try_from(nonce).map_err(|_| CipherError::Malformed)?;
         let cipher = self.unwrap_data_key(tenant, key)?;
-        let aad = Self::aad(&purpose_field(purpose), tenant);
-        cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CipherError::Authentication)
+        open_sealed(&cipher, &Self::aad(&purpose_field(purpose), tenant), rest)
     }
+}
+
+/// Appends a fresh random nonce and `plaintext` sealed by `cipher` under `aad`.
+fn seal_into(envelope: &mut Vec<u8>, cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) {
+    let nonce = Nonce::generate();
+    // Encryption with a valid key and a 12-byte nonce cannot fail for short messages.
+    let ciphertext = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("AES-GCM encryption of a short message");
+    envelope.extend_from_slice(nonce.as_slice());
+    envelope.extend_from_slice(&ciphertext);
+}
+
+/// Opens `nonce | ciphertext + tag` that `cipher` sealed under `aad`.
+fn open_sealed(cipher: &Aes256Gcm, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CipherError> {
+    if sealed.len() < NONCE_LEN {
+        return Err(CipherError::Malformed);
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_from(nonce).map_err(|_| CipherError::Malformed)?;
+    cipher
+        .decrypt(
+            &nonce,
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .map_err(|_| CipherError::Authentication)
 }
 
 /// The associated-data prefix of a value sealed for `purpose` with a data key: the same as
