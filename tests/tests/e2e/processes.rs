@@ -335,19 +335,9 @@ fn rollout_env(dir: &str) -> [(&str, &str); 5] {
     ]
 }
 
-/// The rollout's tenants in flight: (tenant, lease owner, attempts).
-async fn in_flight(pool: &sqlx::PgPool) -> Vec<(uuid::Uuid, String, i32)> {
-    sqlx::query_as(
-        "SELECT tenant_id, lease_owner, attempts FROM tenant_schema_rollout_tenants \
-         WHERE state = 'RUNNING' AND lease_owner IS NOT NULL",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_replica_killed_mid_rollout_is_taken_over_and_every_tenant_is_migrated_once() {
+    use sqlx::Connection as _;
     use tenantd_e2e::pb::migration_service_client::MigrationServiceClient;
     use tenantd_e2e::pb::{GetRolloutRequest, RolloutState, StartRolloutRequest};
 
@@ -368,15 +358,29 @@ async fn a_replica_killed_mid_rollout_is_taken_over_and_every_tenant_is_migrated
     let tenants = active_tenants(&first, &certs, 6).await;
     first.kill().await.unwrap();
 
-    // Each tenant's migration takes a while (long enough that the replica chosen below
-    // cannot finish its tenant between being chosen and being killed, even on a loaded
-    // machine) and leaves a mark: two marks would be a migration applied twice.
+    // Each tenant's migration leaves a mark: two marks would be a migration applied twice.
+    // It first waits at a gate of its own schema; the test holds the last tenant's gate, so
+    // that tenant's migration cannot finish before its replica is killed, however loaded
+    // the machine.
     std::fs::write(
         migrations.path().join("0002_marks.sql"),
-        "SELECT pg_sleep(1.5);\nCREATE TABLE marks (at timestamptz NOT NULL DEFAULT now());\n\
+        "SELECT pg_advisory_xact_lock_shared(hashtext('tenantd-e2e.gate'), hashtext(current_schema()));\n\
+         CREATE TABLE marks (at timestamptz NOT NULL DEFAULT now());\n\
          INSERT INTO marks DEFAULT VALUES;",
     )
     .unwrap();
+    let victim_tenant: uuid::Uuid = tenants.last().unwrap().parse().unwrap();
+    let victim_schema = format!(
+        "{}{}",
+        schema.tenant_schema_prefix(),
+        victim_tenant.simple()
+    );
+    let mut gate = sqlx::PgConnection::connect(&schema.url()).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext('tenantd-e2e.gate'), hashtext($1))")
+        .bind(&victim_schema)
+        .execute(&mut gate)
+        .await
+        .unwrap();
     let (a, b) = tokio::join!(
         TenantdProcess::start_with(&schema, dir.path(), &keys, &env),
         TenantdProcess::start_with(&schema, dir.path(), &keys, &env),
@@ -396,28 +400,10 @@ async fn a_replica_killed_mid_rollout_is_taken_over_and_every_tenant_is_migrated
         .rollout
         .unwrap();
 
-    // Once a tenant is done, kill the replica migrating one.
-    let victim_tenant = loop {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tenant_schema_rollout_tenants WHERE state = 'SUCCEEDED'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        let flying = in_flight(&pool).await;
-        if done >= 1
-            && let Some((tenant, owner, _)) = flying.first()
-        {
-            let pid: u32 = owner.split('/').nth(1).unwrap().parse().unwrap();
-            let index = replicas
-                .iter()
-                .position(|r| r.pid() == Some(pid))
-                .unwrap_or_else(|| panic!("{owner} is not one of the replicas"));
-            replicas.remove(index).kill().await.unwrap();
-            break *tenant;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    // Once another tenant is done and the gated one is being migrated, kill its replica and
+    // open the gate.
+    kill_the_replica_migrating(&pool, victim_tenant, &mut replicas).await;
+    gate.close().await.unwrap();
     let survivor = replicas.pop().unwrap();
     let mut client =
         MigrationServiceClient::new(admin_channel(survivor.grpc_addr, &certs).await.unwrap());
@@ -450,6 +436,48 @@ async fn a_replica_killed_mid_rollout_is_taken_over_and_every_tenant_is_migrated
     .unwrap();
     assert_eq!(attempts, 2, "the killed replica's tenant was taken over");
     assert_migrated_once(&pool, &schema.tenant_schema_prefix(), &tenants).await;
+}
+
+/// Waits until a tenant of the rollout is done and `tenant` is being migrated, then kills
+/// (and removes) the replica migrating it.
+async fn kill_the_replica_migrating(
+    pool: &sqlx::PgPool,
+    tenant: uuid::Uuid,
+    replicas: &mut Vec<TenantdProcess>,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_mins(1);
+    let owner = loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tenant_schema_rollout_tenants WHERE state = 'SUCCEEDED'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let owner: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT lease_owner FROM tenant_schema_rollout_tenants \
+             WHERE tenant_id = $1 AND state = 'RUNNING'",
+        )
+        .bind(tenant)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if done >= 1
+            && let Some(Some(owner)) = owner
+        {
+            break owner;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{tenant} was never migrated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let pid: u32 = owner.split('/').nth(1).unwrap().parse().unwrap();
+    let index = replicas
+        .iter()
+        .position(|r| r.pid() == Some(pid))
+        .unwrap_or_else(|| panic!("{owner} is not one of the replicas"));
+    replicas.remove(index).kill().await.unwrap();
 }
 
 /// Creates `n` tenants through `replica` and waits until each is provisioned.
