@@ -34,6 +34,8 @@ const DATA_KEY_VERSION: u8 = 2;
 const DATA_KEY_FIELD: &[u8] = b"tenantd:data-key:";
 const NONCE_LEN: usize = 12;
 const FIELD: &[u8] = b"tenantd:tenants.contact_email:";
+/// The purpose of a contact email sealed with its tenant's data key ([`FIELD`]'s name).
+const CONTACT_EMAIL: &str = "tenants.contact_email";
 
 /// One named 256-bit key.
 struct RingKey {
@@ -220,6 +222,33 @@ impl EmailCipher for KeyRing {
     fn primary_key_id(&self) -> String {
         self.keys[0].id.clone()
     }
+
+    fn seal_with_key(
+        &self,
+        tenant: TenantId,
+        key: &WrappedDataKey,
+        email: &ContactEmail,
+    ) -> Result<SealedEmail, CipherError> {
+        Ok(SealedEmail {
+            envelope: self.seal_with(tenant, key, CONTACT_EMAIL, email.expose().as_bytes())?,
+            key_id: SealedEmail::DATA_KEY.to_owned(),
+        })
+    }
+
+    fn open_with_key(
+        &self,
+        tenant: TenantId,
+        key: Option<&WrappedDataKey>,
+        envelope: &[u8],
+    ) -> Result<ContactEmail, CipherError> {
+        if envelope.first() != Some(&DATA_KEY_VERSION) {
+            return EmailCipher::open(self, tenant, envelope);
+        }
+        let key = key.ok_or(CipherError::NoDataKey)?;
+        let plaintext = self.open_with(tenant, key, CONTACT_EMAIL, envelope)?;
+        let text = String::from_utf8(plaintext).map_err(|_| CipherError::Malformed)?;
+        ContactEmail::parse(&text).map_err(|_| CipherError::Malformed)
+    }
 }
 
 /// Other secrets (the sealed first API key): the purpose takes the place of the field name
@@ -237,6 +266,20 @@ impl SecretSealer for KeyRing {
         envelope: &[u8],
     ) -> Result<Vec<u8>, CipherError> {
         self.open_bytes(&secret_field(purpose), tenant, envelope)
+    }
+
+    fn open_secret_with_key(
+        &self,
+        tenant: TenantId,
+        key: Option<&WrappedDataKey>,
+        purpose: &'static str,
+        envelope: &[u8],
+    ) -> Result<Vec<u8>, CipherError> {
+        if envelope.first() != Some(&DATA_KEY_VERSION) {
+            return self.open_secret(tenant, purpose, envelope);
+        }
+        let key = key.ok_or(CipherError::NoDataKey)?;
+        self.open_with(tenant, key, purpose, envelope)
     }
 }
 

@@ -261,3 +261,86 @@ fn malformed_data_key_envelopes_are_refused() {
         Err(CipherError::Malformed)
     );
 }
+
+#[test]
+fn an_email_sealed_with_the_data_key_opens_only_with_that_key() {
+    let ring = ring(&[&key("k1", 1)]);
+    let t = tenant();
+    let dek = ring.new_data_key(t);
+    let sealed = ring.seal_with_key(t, &dek, &email()).unwrap();
+    assert_eq!(sealed.key_id, SealedEmail::DATA_KEY);
+    assert_eq!(sealed.envelope[0], DATA_KEY_VERSION);
+    assert_eq!(
+        ring.open_with_key(t, Some(&dek), &sealed.envelope).unwrap(),
+        email()
+    );
+    assert_eq!(
+        ring.open_with_key(t, None, &sealed.envelope),
+        Err(CipherError::NoDataKey),
+        "shredded: the key is gone"
+    );
+    assert_eq!(
+        ring.open_with_key(t, Some(&ring.new_data_key(t)), &sealed.envelope),
+        Err(CipherError::Authentication),
+        "another key of the same tenant"
+    );
+    let other = tenant();
+    assert_eq!(
+        ring.open_with_key(other, Some(&ring.new_data_key(other)), &sealed.envelope),
+        Err(CipherError::Authentication),
+        "copied to another tenant's row with its key"
+    );
+    assert!(
+        ring.open(t, &sealed.envelope).is_err(),
+        "the ring alone does not open it"
+    );
+}
+
+#[test]
+fn an_email_sealed_by_the_ring_still_opens_where_a_data_key_is_expected() {
+    let ring = ring(&[&key("k1", 1)]);
+    let t = tenant();
+    let legacy = ring.seal(t, &email());
+    let dek = ring.new_data_key(t);
+    for key in [None, Some(&dek)] {
+        assert_eq!(
+            ring.open_with_key(t, key, &legacy.envelope).unwrap(),
+            email()
+        );
+    }
+    assert_eq!(
+        ring.open_with_key(tenant(), Some(&dek), &legacy.envelope),
+        Err(CipherError::Authentication)
+    );
+}
+
+#[test]
+fn a_secret_opens_from_either_envelope_and_not_without_its_data_key() {
+    let ring = ring(&[&key("k1", 1)]);
+    let t = tenant();
+    let dek = ring.new_data_key(t);
+    let legacy = ring.seal_secret(t, PURPOSE, b"tk_secret");
+    let sealed = ring.seal_with(t, &dek, PURPOSE, b"tk_secret").unwrap();
+    for envelope in [&legacy, &sealed] {
+        assert_eq!(
+            ring.open_secret_with_key(t, Some(&dek), PURPOSE, envelope)
+                .unwrap(),
+            b"tk_secret"
+        );
+    }
+    assert_eq!(
+        ring.open_secret_with_key(t, None, PURPOSE, &legacy)
+            .unwrap(),
+        b"tk_secret",
+        "the ring opens its own"
+    );
+    assert_eq!(
+        ring.open_secret_with_key(t, None, PURPOSE, &sealed),
+        Err(CipherError::NoDataKey)
+    );
+    assert_eq!(
+        ring.open_secret_with_key(t, Some(&dek), "other.purpose", &sealed),
+        Err(CipherError::Authentication),
+        "another purpose"
+    );
+}

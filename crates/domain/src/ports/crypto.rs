@@ -12,6 +12,10 @@ pub enum CipherError {
     /// The envelope is not in the expected format.
     #[error("the envelope is malformed")]
     Malformed,
+    /// The envelope was sealed with its tenant's data key, and there is none (destroyed by
+    /// the tenant's purge).
+    #[error("the envelope was sealed with a data key that is gone")]
+    NoDataKey,
     /// The ciphertext, its tenant or its field does not authenticate: tampering, a copy
     /// from another row, or a wrong key.
     #[error("the envelope does not authenticate")]
@@ -23,23 +27,53 @@ pub enum CipherError {
 pub struct SealedEmail {
     /// The envelope: version, key id, nonce, ciphertext.
     pub envelope: Vec<u8>,
-    /// The sealing key's id.
+    /// The sealing key's id: a ring key's, or [`SealedEmail::DATA_KEY`].
     pub key_id: String,
 }
 
+impl SealedEmail {
+    /// The key id of an email sealed with its tenant's data key: a rotation of the ring
+    /// rewraps that key and leaves the email as it is.
+    pub const DATA_KEY: &'static str = "tenant-data-key";
+}
+
 /// Encryption of contact emails at rest, bound to their tenant, with a blind index for
-/// exact-match lookups.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-pub trait EmailCipher: Send + Sync {
+/// exact-match lookups: with the ring itself (short-lived copies such as cache entries), or
+/// with the tenant's data key (what is stored for good, so the tenant's purge can shred it).
+pub trait EmailCipher: DataKeyCipher + Send + Sync {
     /// Seals `email` so it opens only for `tenant`, with the ring's primary key.
     fn seal(&self, tenant: TenantId, email: &ContactEmail) -> SealedEmail;
 
-    /// Opens an envelope sealed for `tenant`.
+    /// Opens an envelope [`EmailCipher::seal`] sealed for `tenant`.
     ///
     /// # Errors
     /// [`CipherError`] when the envelope is malformed, names an unknown key, or does not
     /// authenticate for this tenant.
     fn open(&self, tenant: TenantId, envelope: &[u8]) -> Result<ContactEmail, CipherError>;
+
+    /// Seals `email` with `tenant`'s data `key`; its key id is [`SealedEmail::DATA_KEY`].
+    ///
+    /// # Errors
+    /// [`CipherError`] when `key` does not unwrap for `tenant`.
+    fn seal_with_key(
+        &self,
+        tenant: TenantId,
+        key: &WrappedDataKey,
+        email: &ContactEmail,
+    ) -> Result<SealedEmail, CipherError>;
+
+    /// Opens an envelope of either kind sealed for `tenant`: one of the ring, or one of
+    /// its data `key`.
+    ///
+    /// # Errors
+    /// [`CipherError::NoDataKey`] when it was sealed with a data key and `key` is `None`;
+    /// otherwise as [`EmailCipher::open`].
+    fn open_with_key(
+        &self,
+        tenant: TenantId,
+        key: Option<&WrappedDataKey>,
+        envelope: &[u8],
+    ) -> Result<ContactEmail, CipherError>;
 
     /// The blind index of `email`: a keyed hash of its normalized form.
     fn blind_index(&self, email: &ContactEmail) -> [u8; 32];
@@ -48,19 +82,34 @@ pub trait EmailCipher: Send + Sync {
     fn primary_key_id(&self) -> String;
 }
 
-/// Sealing of small secrets at rest (AES-GCM), bound to their tenant and purpose.
-#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
-pub trait SecretSealer: Send + Sync {
-    /// Seals `secret` so it opens only for `tenant` and `purpose`.
+/// Sealing of small secrets at rest (AES-GCM), bound to their tenant and purpose: with the
+/// tenant's data key ([`DataKeyCipher::seal_with`]), or, for envelopes written before
+/// tenants had data keys, with the ring itself.
+pub trait SecretSealer: DataKeyCipher + Send + Sync {
+    /// Seals `secret` with the ring so it opens only for `tenant` and `purpose`.
     fn seal_secret(&self, tenant: TenantId, purpose: &'static str, secret: &[u8]) -> Vec<u8>;
 
-    /// Opens an envelope sealed for `tenant` and `purpose`.
+    /// Opens an envelope [`SecretSealer::seal_secret`] sealed for `tenant` and `purpose`.
     ///
     /// # Errors
     /// [`CipherError`] when the envelope does not open.
     fn open_secret(
         &self,
         tenant: TenantId,
+        purpose: &'static str,
+        envelope: &[u8],
+    ) -> Result<Vec<u8>, CipherError>;
+
+    /// Opens an envelope of either kind sealed for `tenant` and `purpose`: one of the ring,
+    /// or one of its data `key`.
+    ///
+    /// # Errors
+    /// [`CipherError::NoDataKey`] when it was sealed with a data key and `key` is `None`;
+    /// otherwise as [`SecretSealer::open_secret`].
+    fn open_secret_with_key(
+        &self,
+        tenant: TenantId,
+        key: Option<&WrappedDataKey>,
         purpose: &'static str,
         envelope: &[u8],
     ) -> Result<Vec<u8>, CipherError>;
