@@ -140,8 +140,11 @@ async fn rewrap(settings: Settings, batch_size: usize) -> anyhow::Result<()> {
     let config = configure(settings)?;
     let rewrapped = tenantd_server::wiring::rewrap(&config, batch_size).await?;
     println!(
-        "re-sealed {} contact emails, {} tenant user emails and {} unclaimed first API keys with the primary key",
-        rewrapped.contact_emails, rewrapped.user_emails, rewrapped.initial_keys
+        "rewrapped {} data keys with the primary key; sealed {} contact emails, {} tenant user emails and {} unclaimed first API keys with their tenant's data key",
+        rewrapped.data_keys,
+        rewrapped.contact_emails,
+        rewrapped.user_emails,
+        rewrapped.initial_keys
     );
     Ok(())
 }

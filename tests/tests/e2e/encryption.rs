@@ -3,7 +3,10 @@
 //! `tenantd keys rewrap` moves every row to the new key.
 
 use prost_types::FieldMask;
+use tenantd_adapters::crypto::KeyRing;
 use tenantd_adapters::postgres::testing::ScratchSchema;
+use tenantd_domain::ports::{EmailCipher as _, SecretSealer as _, WrappedDataKey};
+use tenantd_domain::{ContactEmail, TenantId};
 use tenantd_e2e::pb::api_key_service_client::ApiKeyServiceClient;
 use tenantd_e2e::pb::{
     ClaimInitialApiKeyRequest, CreateTenantRequest, GetTenantRequest, ListTenantsRequest,
@@ -170,6 +173,11 @@ async fn rewrap_moves_every_row_to_the_new_key_so_the_old_one_can_go() {
         );
     }
     let schema = first.stop().await.unwrap().unwrap();
+    // The last tenant as a release before data keys left it.
+    let pool = sqlx::PgPool::connect(&schema_url).await.unwrap();
+    let legacy = created.last().unwrap();
+    let legacy_schema = format!("{tenant_prefix}{}", legacy.tenant_id.replace('-', ""));
+    seal_as_before_data_keys(&pool, &old, legacy, &legacy_schema).await;
 
     let new_key = TestKeys::with_ids(&["k2"]);
     let rotated = TestKeys {
@@ -191,18 +199,14 @@ async fn rewrap_moves_every_row_to_the_new_key_so_the_old_one_can_go() {
     );
     assert!(
         String::from_utf8_lossy(&output.stdout).contains(
-            "re-sealed 5 contact emails, 5 tenant user emails and 5 unclaimed first API keys"
+            "rewrapped 4 data keys with the primary key; sealed 1 contact emails, 1 tenant user \
+             emails and 1 unclaimed first API keys with their tenant's data key"
         ),
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
 
-    let pool = sqlx::PgPool::connect(&schema_url).await.unwrap();
-    let keys: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT contact_email_key_id FROM tenants")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(keys, [("k2".to_owned(),)]);
+    assert_every_email_on_a_data_key_wrapped_by(&pool, "k2", 5).await;
 
     let only_new = TestKeys {
         encryption: new_key.encryption,
@@ -221,8 +225,12 @@ async fn rewrap_moves_every_row_to_the_new_key_so_the_old_one_can_go() {
         .fetch_one(&pool)
         .await
         .unwrap();
-        assert_eq!(key_id, "k2");
-        // The first key's secret, sealed under k1, opens with k2 alone.
+        assert_eq!(
+            key_id, "tenant-data-key",
+            "the admin's email in {schema_name}"
+        );
+        // The first key's secret (its data key wrapped under k1, or the legacy tenant's
+        // sealed by k1 itself) opens with k2 alone.
         let claimed = keys
             .claim_initial_api_key(ClaimInitialApiKeyRequest {
                 tenant_id: tenant.tenant_id.clone(),
@@ -244,4 +252,91 @@ async fn rewrap_moves_every_row_to_the_new_key_so_the_old_one_can_go() {
             .unwrap();
         assert_eq!(read.contact_email, tenant.contact_email);
     }
+}
+
+/// Leaves `tenant` as a release before data keys did: no data key, its contact email, its
+/// admin's email (in `schema`) and its unclaimed first key sealed by the ring of `keys`
+/// itself.
+async fn seal_as_before_data_keys(
+    pool: &sqlx::PgPool,
+    keys: &TestKeys,
+    tenant: &tenantd_e2e::pb::Tenant,
+    schema: &str,
+) {
+    let ring = KeyRing::parse(&keys.encryption, &keys.blind_index).unwrap();
+    let id = TenantId::from_uuid(tenant.tenant_id.parse().unwrap()).unwrap();
+    let sealed = ring.seal(id, &ContactEmail::parse(&tenant.contact_email).unwrap());
+    let (key, key_id, secret): (Vec<u8>, String, Vec<u8>) = sqlx::query_as(
+        "SELECT k.data_key_sealed, k.data_key_id, i.secret_sealed \
+         FROM tenant_data_keys k JOIN initial_api_keys i USING (tenant_id) \
+         WHERE tenant_id = $1::uuid",
+    )
+    .bind(&tenant.tenant_id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let key = WrappedDataKey {
+        envelope: key,
+        key_id,
+    };
+    let secret = ring
+        .open_secret_with_key(id, Some(&key), "initial_api_key", &secret)
+        .unwrap();
+    sqlx::query("UPDATE initial_api_keys SET secret_sealed = $2 WHERE tenant_id = $1::uuid")
+        .bind(&tenant.tenant_id)
+        .bind(ring.seal_secret(id, "initial_api_key", &secret))
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM tenant_data_keys WHERE tenant_id = $1::uuid")
+        .bind(&tenant.tenant_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE tenants SET contact_email_sealed = $2, contact_email_key_id = $3 \
+         WHERE tenant_id = $1::uuid",
+    )
+    .bind(&tenant.tenant_id)
+    .bind(&sealed.envelope)
+    .bind(&sealed.key_id)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE \"{schema}\".users SET email_sealed = $1, email_key_id = $2"
+    )))
+    .bind(&sealed.envelope)
+    .bind(&sealed.key_id)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Every contact email is sealed with its tenant's data key, and the `count` data keys are
+/// all wrapped by `ring_key`.
+async fn assert_every_email_on_a_data_key_wrapped_by(
+    pool: &sqlx::PgPool,
+    ring_key: &str,
+    count: i64,
+) {
+    let keys: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT contact_email_key_id FROM tenants")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys,
+        [("tenant-data-key".to_owned(),)],
+        "every email on its data key"
+    );
+    let wrapping: Vec<(String, i64)> =
+        sqlx::query_as("SELECT data_key_id, count(*) FROM tenant_data_keys GROUP BY data_key_id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        wrapping,
+        [(ring_key.to_owned(), count)],
+        "every data key wrapped by {ring_key}"
+    );
 }

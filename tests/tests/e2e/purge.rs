@@ -11,8 +11,9 @@ use tenantd_e2e::pb::tenant_event::Payload;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
 use tenantd_e2e::pb::{
     CreateApiKeyRequest, CreateTenantRequest, DeleteTenantRequest, GetPurgeRequest,
-    GetTenantRequest, ListTenantEventsRequest, Purge, PurgeStepState, PurgeTenantRequest,
-    SetLegalHoldRequest, Tenant, TenantStatus, UndeleteTenantRequest, VerifyApiKeyRequest,
+    GetTenantRequest, ListTenantEventsRequest, Purge, PurgeStepKind, PurgeStepState,
+    PurgeTenantRequest, SetLegalHoldRequest, Tenant, TenantStatus, UndeleteTenantRequest,
+    VerifyApiKeyRequest,
 };
 use tenantd_e2e::{
     Backend, TestServer, assert_reason, eventually, identity, new_tenant, on_every_store,
@@ -191,7 +192,12 @@ async fn a_purged_tenant_is_a_tombstone_with_everything_it_had_gone(server: Test
     let run = finished(&mut tenants, &id).await;
     assert!(run.forced);
     assert_eq!(run.requested_by, "admin");
-    assert_eq!(run.steps.len(), 7);
+    assert_eq!(run.steps.len(), 8);
+    assert_eq!(
+        run.steps[6].kind(),
+        PurgeStepKind::DataKey,
+        "its data key is destroyed before the tombstone"
+    );
     assert!(
         run.steps
             .iter()
@@ -297,6 +303,19 @@ async fn assert_gone_on_postgres(url: &str, purged: &str, bystander: &str) {
         .await
         .unwrap();
         assert_eq!(has_email, sealed, "sealed address of {tenant}");
+        let (key_kept, destroyed): (bool, bool) = sqlx::query_as(
+            "SELECT data_key_sealed IS NOT NULL, data_key_destroyed_at IS NOT NULL \
+             FROM tenant_data_keys WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (key_kept, destroyed),
+            (sealed, !sealed),
+            "data key of {tenant}: destroyed by the purge, its row kept as the record"
+        );
         if !sealed {
             assert_ne!(
                 secret,
@@ -508,9 +527,10 @@ async fn a_purge_whose_replica_is_killed_mid_step_is_finished_by_the_other() {
             (1, None),
             (1, None),
             (1, None),
+            (1, None),
         ],
         "DATABASE, DNS (the lost attempt counts), BILLING, API_KEYS, IDEMPOTENCY, EXPORTS, \
-         TOMBSTONE"
+         DATA_KEY, TOMBSTONE"
     );
     assert_eq!(
         get(&mut tenants, &victim.tenant_id).await.status(),

@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
+use sqlx::PgConnection;
 use tenantd_domain::ports::{DataKeyRepository, WrappedDataKey};
 use tenantd_domain::{Reason, RepoError, TenantId};
 use uuid::Uuid;
@@ -32,6 +33,68 @@ fn destroyed(tenant: TenantId) -> RepoError {
     )
 }
 
+/// `tenant`'s data key on `conn` (in a transaction or not), `fresh` stored as it when it
+/// has none yet: [`DataKeyRepository::get_or_create`], for the writes that seal with it.
+///
+/// # Errors
+/// As [`DataKeyRepository::get_or_create`].
+pub(crate) async fn get_or_create(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    fresh: WrappedDataKey,
+) -> Result<WrappedDataKey, RepoError> {
+    // The insert's row when it won; else the row that was there. A concurrent insert
+    // committed while this statement waited on it is not in this statement's snapshot, so
+    // a miss is read again by a statement of its own.
+    for _ in 0..3 {
+        let made: Option<KeyColumns> = sqlx::query_as(
+            "WITH made AS (INSERT INTO tenant_data_keys \
+                 (tenant_id, data_key_sealed, data_key_id, data_key_created_at) \
+                 SELECT tenant_id, $2, $3, $4 FROM tenants WHERE tenant_id = $1 \
+                 ON CONFLICT (tenant_id) DO NOTHING \
+                 RETURNING data_key_sealed, data_key_id) \
+             SELECT data_key_sealed, data_key_id FROM made \
+             UNION ALL \
+             SELECT data_key_sealed, data_key_id FROM tenant_data_keys \
+             WHERE tenant_id = $1 LIMIT 1",
+        )
+        .bind(tenant.as_uuid())
+        .bind(&fresh.envelope)
+        .bind(&fresh.key_id)
+        .bind(Utc::now())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?;
+        if let Some(columns) = made {
+            return key_of(columns).ok_or_else(|| destroyed(tenant));
+        }
+        let (exists, envelope, key_id, gone): Seen = sqlx::query_as(
+            "SELECT t.tenant_id IS NOT NULL, k.data_key_sealed, k.data_key_id, \
+                 k.data_key_destroyed_at IS NOT NULL \
+             FROM (SELECT $1::uuid AS id) AS wanted \
+             LEFT JOIN tenants t ON t.tenant_id = wanted.id \
+             LEFT JOIN tenant_data_keys k ON k.tenant_id = wanted.id",
+        )
+        .bind(tenant.as_uuid())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+        if !exists {
+            return Err(RepoError::NotFound);
+        }
+        if gone {
+            return Err(destroyed(tenant));
+        }
+        if let Some(key) = key_of((envelope, key_id)) {
+            return Ok(key);
+        }
+        // No key at all: the insert that held this one back was rolled back; try again.
+    }
+    Err(RepoError::Unavailable(format!(
+        "the data key of tenant {tenant} kept changing"
+    )))
+}
+
 #[async_trait]
 impl DataKeyRepository for PgStore {
     async fn get_or_create(
@@ -39,64 +102,8 @@ impl DataKeyRepository for PgStore {
         tenant: TenantId,
         fresh: WrappedDataKey,
     ) -> Result<WrappedDataKey, RepoError> {
-        // The insert's row when it won; else the row that was there. A concurrent insert
-        // committed while this statement waited on it is not in this statement's snapshot,
-        // so a miss is read again by a statement of its own.
-        for _ in 0..3 {
-            let made: Option<KeyColumns> = self
-                .on_conn(async |conn| {
-                    sqlx::query_as(
-                        "WITH made AS (INSERT INTO tenant_data_keys \
-                             (tenant_id, data_key_sealed, data_key_id, data_key_created_at) \
-                             SELECT tenant_id, $2, $3, $4 FROM tenants WHERE tenant_id = $1 \
-                             ON CONFLICT (tenant_id) DO NOTHING \
-                             RETURNING data_key_sealed, data_key_id) \
-                         SELECT data_key_sealed, data_key_id FROM made \
-                         UNION ALL \
-                         SELECT data_key_sealed, data_key_id FROM tenant_data_keys \
-                         WHERE tenant_id = $1 LIMIT 1",
-                    )
-                    .bind(tenant.as_uuid())
-                    .bind(&fresh.envelope)
-                    .bind(&fresh.key_id)
-                    .bind(Utc::now())
-                    .fetch_optional(conn)
-                    .await
-                })
-                .await
-                .map_err(db)?;
-            if let Some(columns) = made {
-                return key_of(columns).ok_or_else(|| destroyed(tenant));
-            }
-            let (exists, envelope, key_id, gone): Seen = self
-                .on_conn(async |conn| {
-                    sqlx::query_as(
-                        "SELECT t.tenant_id IS NOT NULL, k.data_key_sealed, k.data_key_id, \
-                             k.data_key_destroyed_at IS NOT NULL \
-                         FROM (SELECT $1::uuid AS id) AS wanted \
-                         LEFT JOIN tenants t ON t.tenant_id = wanted.id \
-                         LEFT JOIN tenant_data_keys k ON k.tenant_id = wanted.id",
-                    )
-                    .bind(tenant.as_uuid())
-                    .fetch_one(conn)
-                    .await
-                })
-                .await
-                .map_err(db)?;
-            if !exists {
-                return Err(RepoError::NotFound);
-            }
-            if gone {
-                return Err(destroyed(tenant));
-            }
-            if let Some(key) = key_of((envelope, key_id)) {
-                return Ok(key);
-            }
-            // No key at all: the insert that held this one back was rolled back; try again.
-        }
-        Err(RepoError::Unavailable(format!(
-            "the data key of tenant {tenant} kept changing"
-        )))
+        self.in_tx(async |tx| get_or_create(tx, tenant, fresh).await)
+            .await
     }
 
     async fn get(&self, tenant: TenantId) -> Result<Option<WrappedDataKey>, RepoError> {

@@ -81,7 +81,7 @@ fn steps_json(purge: &Purge) -> Json<Vec<StepJson>> {
 
 impl PurgeRow {
     fn into_purge(self) -> Result<Purge, RepoError> {
-        let steps = self
+        let mut steps = self
             .steps
             .0
             .into_iter()
@@ -96,7 +96,32 @@ impl PurgeRow {
                     next_attempt_at: s.next_attempt_at,
                 })
             })
-            .collect::<Result<Vec<_>, RepoError>>()?;
+            .collect::<Result<Vec<PurgeStep>, RepoError>>()?;
+        if !steps.iter().any(|s| s.kind == PurgeStepKind::DataKey) {
+            // Stored before tenants had data keys: the step goes in its place, to run
+            // (done, if the purge had already finished: there was no key then).
+            let finished = self.finished_at.is_some();
+            let at = steps
+                .iter()
+                .position(|s| s.kind == PurgeStepKind::Tombstone)
+                .unwrap_or(steps.len());
+            steps.insert(
+                at,
+                PurgeStep {
+                    kind: PurgeStepKind::DataKey,
+                    state: if finished {
+                        PurgeStepState::Succeeded
+                    } else {
+                        PurgeStepState::Pending
+                    },
+                    attempts: 0,
+                    last_error: None,
+                    started_at: None,
+                    finished_at: self.finished_at,
+                    next_attempt_at: None,
+                },
+            );
+        }
         if steps.iter().map(|s| s.kind).ne(PurgeStepKind::ORDER) {
             return Err(corrupt("step list"));
         }

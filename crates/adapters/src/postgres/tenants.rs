@@ -82,9 +82,9 @@ impl PgStore {
 
 /// The create, in one statement (one round trip, atomic without a transaction of its
 /// own): the idempotency record is claimed *first* (a concurrent create with the same
-/// request id waits on that row, then finds it held), then the tenant, its run, the run's
-/// steps and the events are inserted only if the claim succeeded. `Ok(false)`: the request
-/// id is held by an unexpired record.
+/// request id waits on that row, then finds it held), then the tenant, its data key (which
+/// seals its contact email), its run, the run's steps and the events are inserted only if
+/// the claim succeeded. `Ok(false)`: the request id is held by an unexpired record.
 async fn insert_created(
     store: &PgStore,
     tenant: &Tenant,
@@ -93,11 +93,12 @@ async fn insert_created(
     idempotency: Option<&IdempotencyRecord>,
 ) -> Result<bool, RepoError> {
     let cipher = store.cipher();
-    let row = TenantRow::seal(tenant, cipher);
+    let key = cipher.new_data_key(tenant.id());
+    let row = TenantRow::seal(tenant, cipher, Some(&key))?;
     let mut sql = QueryBuilder::<Postgres>::new("WITH ");
     if let Some(record) = idempotency {
         // The response snapshot keeps the contact email sealed, like the tenants table.
-        let response = serde_json::to_value(TenantRow::seal(&record.response, cipher))
+        let response = serde_json::to_value(TenantRow::seal(&record.response, cipher, Some(&key))?)
             .map_err(|e| RepoError::Internal(format!("cannot encode response snapshot: {e}")))?;
         sql.push(
             "claim AS (INSERT INTO idempotency_records \
@@ -124,7 +125,15 @@ async fn insert_created(
     if idempotency.is_some() {
         sql.push(" WHERE EXISTS (SELECT 1 FROM claim)");
     }
-    sql.push(" RETURNING tenant_id), run AS (");
+    sql.push(
+        " RETURNING tenant_id), data_key AS (INSERT INTO tenant_data_keys \
+             (tenant_id, data_key_sealed, data_key_id, data_key_created_at) SELECT tenant_id, ",
+    );
+    sql.separated(", ")
+        .push_bind(&key.envelope)
+        .push_bind(&key.key_id)
+        .push_bind(tenant.created_at());
+    sql.push(" FROM tenant), run AS (");
     runs::push_insert(&mut sql, run)?;
     sql.push(" FROM tenant RETURNING run_id), steps AS (");
     runs::push_insert_steps(&mut sql, run, "run");
@@ -235,11 +244,23 @@ impl TenantRepository for PgStore {
         request_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, RepoError> {
-        let row: Option<(String, String, sqlx::types::Json<TenantRow>, DateTime<Utc>)> = self
+        type Found = (
+            String,
+            String,
+            sqlx::types::Json<TenantRow>,
+            DateTime<Utc>,
+            Option<Vec<u8>>,
+            Option<String>,
+        );
+        // The snapshot's contact email is sealed with the tenant's data key.
+        let row: Option<Found> = self
             .on_conn(async |conn| {
                 sqlx::query_as(
-                    "SELECT request_id, fingerprint, response, expires_at \
-                     FROM idempotency_records WHERE request_id = $1 AND expires_at > $2",
+                    "SELECT r.request_id, r.fingerprint, r.response, r.expires_at, \
+                         k.data_key_sealed, k.data_key_id \
+                     FROM idempotency_records r \
+                     LEFT JOIN tenant_data_keys k ON k.tenant_id = r.tenant_id \
+                     WHERE r.request_id = $1 AND r.expires_at > $2",
                 )
                 .bind(request_id)
                 .bind(now)
@@ -248,14 +269,19 @@ impl TenantRepository for PgStore {
             })
             .await
             .map_err(db)?;
-        row.map(|(request_id, fingerprint, response, expires_at)| {
-            Ok(IdempotencyRecord {
-                request_id,
-                fingerprint,
-                response: response.0.open(self.cipher())?,
-                expires_at,
-            })
-        })
+        row.map(
+            |(request_id, fingerprint, response, expires_at, sealed, key_id)| {
+                let mut response = response.0;
+                response.data_key_sealed = sealed;
+                response.data_key_id = key_id;
+                Ok(IdempotencyRecord {
+                    request_id,
+                    fingerprint,
+                    response: response.open(self.cipher())?,
+                    expires_at,
+                })
+            },
+        )
         .transpose()
     }
 }

@@ -751,3 +751,223 @@ async fn a_dump_reads_a_partitioned_table_once_and_odd_names_as_they_are() {
     );
     assert!(tables[1].1.starts_with("CREATE TABLE \"odd/..name\""));
 }
+
+/// The columns that say how `tenant`'s contact email is sealed: (key id, envelope version,
+/// envelope), and its data key's (envelope, wrapping key id, destroyed).
+async fn sealing(
+    pool: &sqlx::PgPool,
+    tenant: tenantd_domain::TenantId,
+) -> (
+    (String, i32, Vec<u8>),
+    (Option<Vec<u8>>, Option<String>, bool),
+) {
+    let email = sqlx::query_as(
+        "SELECT contact_email_key_id, get_byte(contact_email_sealed, 0), contact_email_sealed \
+         FROM tenants WHERE tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(pool)
+    .await
+    .expect("tenant row");
+    let key = sqlx::query_as(
+        "SELECT data_key_sealed, data_key_id, data_key_destroyed_at IS NOT NULL \
+         FROM tenant_data_keys WHERE tenant_id = $1",
+    )
+    .bind(tenant.as_uuid())
+    .fetch_one(pool)
+    .await
+    .expect("data key row");
+    (email, key)
+}
+
+#[tokio::test]
+async fn a_contact_email_is_sealed_with_its_tenants_data_key_and_shredded_with_it() {
+    use tenantd_domain::ports::{DataKeyRepository, SealedEmail, TenantRepository};
+    use tenantd_domain::{ContactEmail, RepoError, TenantChange};
+
+    let (_schema, pool, store, stored) = store_with_tenant("shred").await;
+    let id = stored.id();
+    let ((key_id, version, created_envelope), (wrapped, wrapped_by, destroyed)) =
+        sealing(&pool, id).await;
+    assert_eq!(key_id, SealedEmail::DATA_KEY);
+    assert_eq!(version, 2, "a data-key envelope");
+    assert_eq!(wrapped_by.as_deref(), Some("test"));
+    assert!(!destroyed);
+    let read = TenantRepository::get(&store, id)
+        .await
+        .expect("get")
+        .expect("the tenant");
+    assert_eq!(read.contact_email(), stored.contact_email());
+
+    let mut changed = read.clone();
+    let email = ContactEmail::parse("Billing@shred.example").expect("valid email");
+    changed
+        .update(
+            TenantChange {
+                contact_email: Some(email.clone()),
+                ..TenantChange::default()
+            },
+            read.updated_at(),
+        )
+        .expect("change");
+    TenantRepository::update(&store, &changed, read.version(), &[])
+        .await
+        .expect("update");
+    let ((key_id, version, envelope), (rewritten, ..)) = sealing(&pool, id).await;
+    assert_eq!((key_id.as_str(), version), (SealedEmail::DATA_KEY, 2));
+    assert_ne!(envelope, created_envelope);
+    assert_eq!(
+        rewritten, wrapped,
+        "the same data key seals the new address"
+    );
+    let read = TenantRepository::get(&store, id)
+        .await
+        .expect("get")
+        .expect("the tenant");
+    assert_eq!(read.contact_email(), Some(&email));
+
+    assert!(
+        DataKeyRepository::destroy(&store, id)
+            .await
+            .expect("destroy")
+    );
+    let ((_, _, kept), (gone, gone_by, destroyed)) = sealing(&pool, id).await;
+    assert_eq!((gone, gone_by, destroyed), (None, None, true));
+    assert!(
+        matches!(
+            TenantRepository::get(&store, id).await,
+            Err(RepoError::Internal(_))
+        ),
+        "a tenant not being purged whose key is gone is an alert"
+    );
+    sqlx::query("UPDATE tenants SET status = 'PURGING' WHERE tenant_id = $1")
+        .bind(id.as_uuid())
+        .execute(&pool)
+        .await
+        .expect("purging");
+    let read = TenantRepository::get(&store, id)
+        .await
+        .expect("get")
+        .expect("the tenant");
+    assert_eq!(read.contact_email(), None, "shredded: nothing opens it");
+    let ring = store.cipher();
+    for key in [None, Some(&ring.new_data_key(id))] {
+        assert!(
+            ring.open_with_key(id, key, &kept).is_err(),
+            "the kept ciphertext opens with no key there is"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_contact_email_sealed_before_data_keys_still_opens_and_its_next_write_uses_one() {
+    use tenantd_domain::ports::{SealedEmail, TenantRepository};
+
+    let (_schema, pool, store, stored) = store_with_tenant("legacy").await;
+    let id = stored.id();
+    let legacy = store
+        .cipher()
+        .seal(id, stored.contact_email().expect("an email"));
+    sqlx::query("DELETE FROM tenant_data_keys WHERE tenant_id = $1")
+        .bind(id.as_uuid())
+        .execute(&pool)
+        .await
+        .expect("no key");
+    sqlx::query(
+        "UPDATE tenants SET contact_email_sealed = $2, contact_email_key_id = $3 \
+         WHERE tenant_id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(&legacy.envelope)
+    .bind(&legacy.key_id)
+    .execute(&pool)
+    .await
+    .expect("a ring envelope");
+    let read = TenantRepository::get(&store, id)
+        .await
+        .expect("get")
+        .expect("the tenant");
+    assert_eq!(read.contact_email(), stored.contact_email());
+
+    let mut renamed = read.clone();
+    renamed
+        .update(
+            tenantd_domain::TenantChange {
+                display_name: Some(
+                    tenantd_domain::DisplayName::parse("Legacy Inc").expect("valid name"),
+                ),
+                ..tenantd_domain::TenantChange::default()
+            },
+            read.updated_at(),
+        )
+        .expect("rename");
+    TenantRepository::update(&store, &renamed, read.version(), &[])
+        .await
+        .expect("update");
+    let ((key_id, version, _), (wrapped, _, destroyed)) = sealing(&pool, id).await;
+    assert_eq!((key_id.as_str(), version), (SealedEmail::DATA_KEY, 2));
+    assert!(
+        wrapped.is_some() && !destroyed,
+        "a data key was made for it"
+    );
+    let read = TenantRepository::get(&store, id)
+        .await
+        .expect("get")
+        .expect("the tenant");
+    assert_eq!(read.contact_email(), stored.contact_email());
+}
+
+#[tokio::test]
+async fn a_purge_stored_before_the_data_key_step_reads_with_it_to_run() {
+    use chrono::Duration;
+    use tenantd_domain::ports::{PurgeRepository, TenantRepository};
+    use tenantd_domain::purge::{Purge, PurgeStepKind, PurgeStepState};
+
+    use crate::contract::fixtures::now;
+
+    let (_schema, pool, store, mut t) = store_with_tenant("old-purge").await;
+    let version = t.version();
+    t.delete(Duration::days(30), now() - Duration::days(40))
+        .expect("delete");
+    TenantRepository::update(&store, &t, version, &[])
+        .await
+        .expect("deleted");
+    let version = t.version();
+    t.begin_purge(true, now()).expect("purgeable");
+    let purge = Purge::new(t.id(), true, "admin".into(), now());
+    PurgeRepository::start(&store, &t, version, &purge, &[])
+        .await
+        .expect("start");
+    let without = |finished: bool| {
+        format!(
+            "UPDATE tenant_purges SET steps = (SELECT jsonb_agg(s ORDER BY n) \
+             FROM jsonb_array_elements(steps) WITH ORDINALITY AS e(s, n) \
+             WHERE s->>'kind' <> 'DATA_KEY'), finished_at = {} WHERE tenant_id = $1",
+            if finished { "now()" } else { "NULL" }
+        )
+    };
+    for finished in [false, true] {
+        sqlx::query(sqlx::AssertSqlSafe(without(finished)))
+            .bind(t.id().as_uuid())
+            .execute(&pool)
+            .await
+            .expect("a purge of the release before");
+        let read = PurgeRepository::get(&store, t.id())
+            .await
+            .expect("get")
+            .expect("the purge");
+        let kinds: Vec<_> = read.steps.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, PurgeStepKind::ORDER);
+        let step = read.step(PurgeStepKind::DataKey);
+        let expected = if finished {
+            PurgeStepState::Succeeded
+        } else {
+            PurgeStepState::Pending
+        };
+        assert_eq!(
+            (step.state, step.attempts),
+            (expected, 0),
+            "finished: {finished}"
+        );
+    }
+}

@@ -8,8 +8,8 @@ use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use tenantd_domain::ports::{
-    ApiKeyRepository, Clock, IdGenerator, InitialKeyStore, PlanRepository, SecretGenerator,
-    SecretSealer, TenantRepository,
+    ApiKeyRepository, Clock, DataKeyRepository, IdGenerator, InitialKeyStore, PlanRepository,
+    SecretGenerator, SecretSealer, TenantRepository,
 };
 use tenantd_domain::{
     ApiKey, ApiKeyId, ApiKeySecret, Error, Event, EventId, EventKind, FieldViolation, Reason,
@@ -59,7 +59,14 @@ pub struct ApiKeyService {
     /// minute, not one per verification.
     touched: Mutex<HashMap<ApiKeyId, DateTime<Utc>>>,
     /// First admin keys made by provisioning, and what opens their sealed secrets.
-    initial: Option<(Arc<dyn InitialKeyStore>, Arc<dyn SecretSealer>)>,
+    initial: Option<InitialKeys>,
+}
+
+/// Where the first admin keys are and what opens their sealed secrets.
+struct InitialKeys {
+    store: Arc<dyn InitialKeyStore>,
+    sealer: Arc<dyn SecretSealer>,
+    data_keys: Arc<dyn DataKeyRepository>,
 }
 
 impl std::fmt::Debug for ApiKeyService {
@@ -93,14 +100,20 @@ impl ApiKeyService {
         }
     }
 
-    /// The same service, able to hand out first admin keys from `store`, opened by `sealer`.
+    /// The same service, able to hand out first admin keys from `store`, opened by `sealer`
+    /// with the tenants' `data_keys`.
     #[must_use]
     pub fn with_initial_keys(
         mut self,
         store: Arc<dyn InitialKeyStore>,
         sealer: Arc<dyn SecretSealer>,
+        data_keys: Arc<dyn DataKeyRepository>,
     ) -> Self {
-        self.initial = Some((store, sealer));
+        self.initial = Some(InitialKeys {
+            store,
+            sealer,
+            data_keys,
+        });
         self
     }
 
@@ -114,7 +127,12 @@ impl ApiKeyService {
     #[instrument(skip_all, fields(tenant_id = %tenant_id))]
     pub async fn claim_initial(&self, tenant_id: &str) -> Result<(ApiKey, ApiKeySecret), Error> {
         let tenant = TenantId::parse_field(tenant_id, "tenant_id")?;
-        let Some((store, sealer)) = &self.initial else {
+        let Some(InitialKeys {
+            store,
+            sealer,
+            data_keys,
+        }) = &self.initial
+        else {
             return Err(Error::precondition(
                 Reason::InitialApiKeysDisabled,
                 "this server does not provision first API keys",
@@ -138,11 +156,13 @@ impl ApiKeyService {
                 "the initial API key was revoked (its provisioning run was undone)",
             ));
         }
+        // Read before the sealed copy is taken: a failure here leaves it to claim again.
+        let data_key = data_keys.get(tenant).await?;
         let Some((key_id, envelope)) = store.take_initial_secret(tenant).await? else {
             return Err(claimed());
         };
         let opened = sealer
-            .open_secret(tenant, INITIAL_KEY_PURPOSE, &envelope)
+            .open_secret_with_key(tenant, data_key.as_ref(), INITIAL_KEY_PURPOSE, &envelope)
             .map_err(|e| {
                 tracing::error!(tenant_id = %tenant, error = %e, "ALERT: a sealed initial API key does not open");
                 Error::Internal("the sealed initial API key does not open".into())

@@ -170,6 +170,7 @@ fn world_gated(blocked: bool, gate: Option<(Arc<tokio::sync::Notify>, bool)>) ->
         api_keys: Arc::new(store.clone()),
         plans: plans.clone(),
         sealer: ring,
+        data_keys: Arc::new(store.clone()),
         secrets: Arc::new(OsRandom),
         ids: ids.clone(),
         schemas: Arc::new(store.clone()),

@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{
-    ApiKeyRepository, BillingProvider, DnsProvider, IdGenerator, InitialKeyStore, PlanRepository,
-    ProvisioningTarget, SecretGenerator, SecretSealer, TenantDatabases, TenantSchemaRepository,
+    ApiKeyRepository, BillingProvider, DataKeyRepository, DnsProvider, IdGenerator,
+    InitialKeyStore, PlanRepository, ProvisioningTarget, SecretGenerator, SecretSealer,
+    TenantDatabases, TenantSchemaRepository,
 };
 use tenantd_domain::provisioning::{StepError, StepKind};
 use tenantd_domain::{
@@ -50,8 +51,10 @@ pub struct StepPorts {
     pub api_keys: Arc<dyn ApiKeyRepository>,
     /// Plans (the key quota).
     pub plans: Arc<dyn PlanRepository>,
-    /// Seals the first key's secret.
+    /// Seals the first key's secret with the tenant's data key.
     pub sealer: Arc<dyn SecretSealer>,
+    /// The tenants' data keys.
+    pub data_keys: Arc<dyn DataKeyRepository>,
     /// Randomness for the secret.
     pub secrets: Arc<dyn SecretGenerator>,
     /// Ids of keys and events.
@@ -218,9 +221,26 @@ impl StepPorts {
             revoked_at: None,
             last_used_at: None,
         };
-        let sealed =
-            self.sealer
-                .seal_secret(tenant.id(), INITIAL_KEY_PURPOSE, secret.expose().as_bytes());
+        let fresh = self.sealer.new_data_key(tenant.id());
+        let data_key = self
+            .data_keys
+            .get_or_create(tenant.id(), fresh)
+            .await
+            .map_err(|e| store_error("cannot read the tenant's data key", &e))?;
+        let sealed = self
+            .sealer
+            .seal_with(
+                tenant.id(),
+                &data_key,
+                INITIAL_KEY_PURPOSE,
+                secret.expose().as_bytes(),
+            )
+            .map_err(|e| {
+                StepError::permanent(
+                    "DATA_KEY_INVALID",
+                    format!("the tenant's data key does not unwrap: {e}"),
+                )
+            })?;
         let created = self.event(
             tenant,
             EventKind::ApiKeyCreated {

@@ -303,6 +303,7 @@ fn world() -> World {
             api_keys: Arc::new(store.clone()),
             plans: plans.clone(),
             sealer: ring,
+            data_keys: Arc::new(store.clone()),
             secrets: Arc::new(OsRandom),
             ids: ids.clone(),
             schemas: Arc::new(store.clone()),

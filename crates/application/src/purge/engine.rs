@@ -234,8 +234,24 @@ impl PurgeEngine {
                 .map(drop)
                 .map_err(|e| store_error("cannot delete the idempotency records", &e)),
             PurgeStepKind::Exports => self.delete_exports(tenant).await,
+            PurgeStepKind::DataKey => self.destroy_data_key(tenant).await,
             PurgeStepKind::Tombstone => Ok(()),
         }
+    }
+
+    /// Destroys the tenant's data key (crypto-shredding); a key destroyed by an earlier
+    /// attempt, or never made, leaves nothing to do.
+    async fn destroy_data_key(&self, tenant: &Tenant) -> Result<(), StepError> {
+        let destroyed = self
+            .targets
+            .data_keys
+            .destroy(tenant.id())
+            .await
+            .map_err(|e| store_error("cannot destroy the data key", &e))?;
+        if destroyed {
+            tracing::info!(tenant_id = %tenant.id(), "the tenant's data key is destroyed");
+        }
+        Ok(())
     }
 
     /// Fails (to be retried) while the tenant's provisioning run has not settled: deleting

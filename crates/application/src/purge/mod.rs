@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tenantd_domain::ports::{
-    Clock, ExportArchives, ExportRepository, IdGenerator, ProvisioningRepository, PurgeRepository,
-    TenantRepository,
+    Clock, DataKeyRepository, ExportArchives, ExportRepository, IdGenerator,
+    ProvisioningRepository, PurgeRepository, TenantRepository,
 };
 use tenantd_domain::provisioning::RetryPolicy;
 use tenantd_domain::purge::Purge;
@@ -78,6 +78,8 @@ pub struct PurgeTargets {
     pub exports: Arc<dyn ExportRepository>,
     /// Their archives.
     pub archives: Arc<dyn ExportArchives>,
+    /// The tenants' data keys (DATA_KEY destroys the tenant's).
+    pub data_keys: Arc<dyn DataKeyRepository>,
 }
 
 impl std::fmt::Debug for PurgeTargets {

@@ -16,12 +16,12 @@ use tenantd_adapters::memory::{
 };
 use tenantd_adapters::system::{OsRandom, UuidV7Generator};
 use tenantd_domain::ports::{
-    BillingProvider as _, Clock, DnsProvider, DnsRecord, EventLog, ProvisioningTarget,
-    PurgeRepository as _, TenantDatabases as _, TenantRepository,
+    BillingProvider as _, Clock, DataKeyRepository, DnsProvider, DnsRecord, EventLog,
+    ProvisioningTarget, PurgeRepository as _, TenantDatabases as _, TenantRepository,
 };
 use tenantd_domain::provisioning::{RetryPolicy, StepError};
 use tenantd_domain::purge::{PurgeStepKind, PurgeStepState};
-use tenantd_domain::{Error, Reason, TenantId, TenantStatus};
+use tenantd_domain::{Error, Reason, RepoError, TenantId, TenantStatus};
 
 use super::{PurgeEngine, PurgeObserver, PurgeService, PurgeSettings, PurgeTargets};
 use crate::api_keys::{ApiKeyService, CreateApiKey};
@@ -142,6 +142,7 @@ fn world() -> World {
         api_keys: Arc::new(store.clone()),
         plans: plans.clone(),
         sealer: ring,
+        data_keys: Arc::new(store.clone()),
         secrets: Arc::new(OsRandom),
         ids: ids.clone(),
         schemas: Arc::new(store.clone()),
@@ -176,6 +177,7 @@ fn world() -> World {
             runs: Arc::new(store.clone()),
             exports: Arc::new(store.clone()),
             archives: archives.clone(),
+            data_keys: Arc::new(store.clone()),
         },
     );
     let tenants = TenantService::new(
@@ -285,6 +287,13 @@ async fn a_purge_takes_everything_apart_in_order_and_leaves_the_tombstone() {
     let placement = shared_placement().place(id, &tenantd_domain::PlanId::new("pro"));
     assert!(w.databases.exists(&placement).await.unwrap());
     assert!(!w.dns.records(id).await.unwrap().is_empty());
+    let key = tenantd_domain::ports::WrappedDataKey {
+        envelope: vec![1, 2, 3],
+        key_id: "k1".into(),
+    };
+    DataKeyRepository::get_or_create(&w.store, id, key.clone())
+        .await
+        .expect("a data key");
 
     let (tenant, purge) = w
         .purges
@@ -329,6 +338,14 @@ async fn a_purge_takes_everything_apart_in_order_and_leaves_the_tombstone() {
         w.store.forget_requests(id).await.unwrap(),
         0,
         "its idempotency records are gone already"
+    );
+    assert_eq!(DataKeyRepository::get(&w.store, id).await.unwrap(), None);
+    assert!(
+        matches!(
+            DataKeyRepository::get_or_create(&w.store, id, key).await,
+            Err(RepoError::Precondition(Reason::TenantPurged, _))
+        ),
+        "its data key is destroyed for good"
     );
 
     let tombstone = w.tenants.get(&id.to_string()).await.expect("the tombstone");

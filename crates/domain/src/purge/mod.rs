@@ -32,19 +32,23 @@ pub enum PurgeStepKind {
     Idempotency,
     /// Deletes its exports and their archives (they hold its data).
     Exports,
+    /// Destroys its data key: what was sealed with it (its contact email, in rows and in
+    /// backups alike) can never be opened again.
+    DataKey,
     /// Turns the tenant into its tombstone and writes `TenantPurged`.
     Tombstone,
 }
 
 impl PurgeStepKind {
     /// Every step, in execution order.
-    pub const ORDER: [Self; 7] = [
+    pub const ORDER: [Self; 8] = [
         Self::Database,
         Self::Dns,
         Self::Billing,
         Self::ApiKeys,
         Self::Idempotency,
         Self::Exports,
+        Self::DataKey,
         Self::Tombstone,
     ];
 
@@ -57,6 +61,7 @@ impl PurgeStepKind {
             Self::ApiKeys => "API_KEYS",
             Self::Idempotency => "IDEMPOTENCY",
             Self::Exports => "EXPORTS",
+            Self::DataKey => "DATA_KEY",
             Self::Tombstone => "TOMBSTONE",
         }
     }

@@ -225,6 +225,7 @@ fn purge_step_kind(kind: PurgeStepKind) -> proto::PurgeStepKind {
         PurgeStepKind::ApiKeys => proto::PurgeStepKind::ApiKeys,
         PurgeStepKind::Idempotency => proto::PurgeStepKind::Idempotency,
         PurgeStepKind::Exports => proto::PurgeStepKind::Exports,
+        PurgeStepKind::DataKey => proto::PurgeStepKind::DataKey,
         PurgeStepKind::Tombstone => proto::PurgeStepKind::Tombstone,
     }
 }

@@ -40,10 +40,10 @@ use tenantd_application::{
     RolloutSignals, Signals, StepPorts, TenantService, TenantSettings,
 };
 use tenantd_domain::ports::{
-    ApiKeyRepository, AuditLog, Clock as _, EmailCipher, EventLog, ExportRepository,
-    InitialKeyStore, Outbox, PlanRepository, ProvisioningRepository, PurgeRepository, RateLimiter,
-    Retention, RolloutRepository, SecretSealer, TenantDatabases, TenantRepository,
-    TenantSchemaDumps, TenantSchemaRepository,
+    ApiKeyRepository, AuditLog, Clock as _, DataKeyRepository, EmailCipher, EventLog,
+    ExportRepository, InitialKeyStore, Outbox, PlanRepository, ProvisioningRepository,
+    PurgeRepository, RateLimiter, Retention, RolloutRepository, SecretSealer, TenantDatabases,
+    TenantRepository, TenantSchemaDumps, TenantSchemaRepository,
 };
 use tenantd_domain::tenant_schema::DEFAULT_TENANT_DATABASE;
 use tenantd_domain::{ApiKey, ApiKeyId, Event, Tenant};
@@ -232,6 +232,7 @@ struct Background {
     schemas: Arc<dyn TenantSchemaRepository>,
     rollouts: Arc<dyn RolloutRepository>,
     retention: Arc<dyn Retention>,
+    data_keys: Arc<dyn DataKeyRepository>,
 }
 
 impl Background {
@@ -250,6 +251,7 @@ impl Background {
             + TenantSchemaRepository
             + RolloutRepository
             + Retention
+            + DataKeyRepository
             + Clone
             + 'static,
     {
@@ -266,6 +268,7 @@ impl Background {
             schemas: Arc::new(store.clone()),
             rollouts: Arc::new(store.clone()),
             retention: Arc::new(store.clone()),
+            data_keys: Arc::new(store.clone()),
         }
     }
 }
@@ -289,6 +292,7 @@ pub async fn build(
     with_redis(config, &observers, &mut ports)?;
     let relay = relay(config, &observers, &mut ports)?;
     let (clock, ids) = (Arc::new(SystemClock), Arc::new(UuidV7Generator));
+    let api_keys = Arc::new(api_key_service(&ports, clock.clone(), ids.clone()));
     let providers = match overrides.providers {
         Some(wrap) => wrap(ports.providers),
         None => ports.providers,
@@ -355,17 +359,7 @@ pub async fn build(
         purge_engine,
         exports,
         export_engine,
-        api_keys: Arc::new(
-            ApiKeyService::new(
-                ports.api_keys,
-                ports.tenants.clone(),
-                ports.plans.clone(),
-                clock.clone(),
-                ids.clone(),
-                Arc::new(OsRandom),
-            )
-            .with_initial_keys(ports.initial_keys, ports.sealer),
-        ),
+        api_keys,
         tenants: TenantService::new(
             ports.tenants,
             ports.plans.clone(),
@@ -383,6 +377,28 @@ pub async fn build(
         db_pool: ports.db_pool,
         invalidations: ports.invalidations,
     })
+}
+
+/// ApiKeyService on the calls' stores, handing out first keys (their secrets opened with
+/// the tenants' data keys).
+fn api_key_service(
+    ports: &Ports,
+    clock: Arc<SystemClock>,
+    ids: Arc<UuidV7Generator>,
+) -> ApiKeyService {
+    ApiKeyService::new(
+        ports.api_keys.clone(),
+        ports.tenants.clone(),
+        ports.plans.clone(),
+        clock,
+        ids,
+        Arc::new(OsRandom),
+    )
+    .with_initial_keys(
+        ports.initial_keys.clone(),
+        ports.sealer.clone(),
+        ports.background.data_keys.clone(),
+    )
 }
 
 /// The tenant use cases' settings of `config`.
@@ -407,6 +423,7 @@ fn step_ports(
         api_keys: background.api_keys.clone(),
         plans,
         sealer,
+        data_keys: background.data_keys.clone(),
         secrets: Arc::new(OsRandom),
         ids: Arc::new(UuidV7Generator),
         schemas: background.schemas.clone(),
@@ -468,6 +485,7 @@ fn purge_services(
         runs: background.runs.clone(),
         exports: background.exports.clone(),
         archives: Arc::new(FsExportArchives::new(config.exports.dir.clone())),
+        data_keys: background.data_keys.clone(),
     };
     let engine = purges.engine(
         background.purges.clone(),

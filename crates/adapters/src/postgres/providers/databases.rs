@@ -8,7 +8,8 @@
 //! (version, name, checksum, applied_at), so a failure leaves it exactly at its previous
 //! version, and two workers on one schema (one presumed dead, still running) queue instead
 //! of applying a version twice. With the built-in example set, a new schema is seeded with
-//! an admin user for the contact email, sealed like the control plane's.
+//! an admin user for the contact email, sealed like the control plane's: with the tenant's
+//! data key.
 
 use std::collections::BTreeMap;
 use std::str::FromStr as _;
@@ -18,12 +19,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool};
-use tenantd_domain::ports::{EmailCipher, ProvisioningTarget, TenantDatabases};
+use tenantd_domain::ports::{EmailCipher, ProvisioningTarget, TenantDatabases, WrappedDataKey};
 use tenantd_domain::provisioning::StepError;
 use tenantd_domain::tenant_schema::{
     AppliedMigration, DEFAULT_TENANT_DATABASE, Migrated, MigrationLimits, MigrationSet, Placement,
 };
-use tenantd_domain::{ContactEmail, TenantId};
+use tenantd_domain::{ContactEmail, RepoError, TenantId};
 use uuid::Uuid;
 
 use crate::postgres::connect::ConnectError;
@@ -74,6 +75,8 @@ pub struct PgTenantDatabases {
     databases: Arc<BTreeMap<String, TenantDatabase>>,
     set: Arc<MigrationSet>,
     seed: Option<Arc<dyn EmailCipher>>,
+    /// The control plane's database, where the tenants' data keys are.
+    control_plane: PgPool,
     limits: MigrationLimits,
 }
 
@@ -90,7 +93,8 @@ impl PgTenantDatabases {
     /// Tenant schemas migrated with `set` under `limits` when provisioning (a rollout
     /// brings limits of its own), on the control plane's own database (`control_plane`)
     /// as the tenant database `default`. With `seed`, a new schema gets an admin user for
-    /// the contact email (the built-in set's `users` table), sealed with it.
+    /// the contact email (the built-in set's `users` table), sealed with it and the
+    /// tenant's data key.
     pub fn new(
         control_plane: PgPool,
         set: Arc<MigrationSet>,
@@ -102,7 +106,7 @@ impl PgTenantDatabases {
         let databases = BTreeMap::from([(
             DEFAULT_TENANT_DATABASE.to_owned(),
             TenantDatabase {
-                pool: control_plane,
+                pool: control_plane.clone(),
                 options,
                 connect_timeout,
             },
@@ -111,6 +115,7 @@ impl PgTenantDatabases {
             databases: Arc::new(databases),
             set,
             seed,
+            control_plane,
             limits,
         }
     }
@@ -167,6 +172,31 @@ impl PgTenantDatabases {
                         placement.tenant_database
                     ),
                 )
+            })
+    }
+
+    /// `tenant`'s data key, from the control plane's database (made if it has none).
+    async fn data_key(
+        &self,
+        cipher: &dyn EmailCipher,
+        tenant: TenantId,
+    ) -> Result<WrappedDataKey, StepError> {
+        let mut conn = self
+            .control_plane
+            .acquire()
+            .await
+            .map_err(|e| failure("cannot read the tenant's data key", &e))?;
+        let fresh = cipher.new_data_key(tenant);
+        crate::postgres::data_keys::get_or_create(&mut conn, tenant, fresh)
+            .await
+            .map_err(|e| match e {
+                RepoError::Precondition(..) | RepoError::NotFound => {
+                    StepError::permanent("DATA_KEY_UNAVAILABLE", e.to_string())
+                }
+                other => StepError::new(
+                    "DATABASE_UNAVAILABLE",
+                    format!("cannot read the tenant's data key: {other}"),
+                ),
             })
     }
 
@@ -334,10 +364,12 @@ impl PgTenantDatabases {
                 })?;
         }
         if let (Change::Create(target), Some(cipher)) = (change, &self.seed) {
+            let key = self.data_key(cipher.as_ref(), target.tenant_id).await?;
             seed_admin(
                 &mut tx,
                 &schema,
                 cipher.as_ref(),
+                &key,
                 target.tenant_id,
                 &target.contact_email,
             )
@@ -427,15 +459,22 @@ async fn applied_in(
         .collect())
 }
 
-/// The built-in set's seed: an admin user for the contact email.
+/// The built-in set's seed: an admin user for the contact email, sealed with the tenant's
+/// data `key`.
 async fn seed_admin(
     conn: &mut PgConnection,
     schema: &str,
     cipher: &dyn EmailCipher,
+    key: &WrappedDataKey,
     tenant: TenantId,
     email: &ContactEmail,
 ) -> Result<(), StepError> {
-    let sealed = cipher.seal(tenant, email);
+    let sealed = cipher.seal_with_key(tenant, key, email).map_err(|e| {
+        StepError::permanent(
+            "DATA_KEY_INVALID",
+            format!("the tenant's data key does not unwrap: {e}"),
+        )
+    })?;
     let index = cipher.blind_index(email);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {schema}.users (user_id, email_sealed, email_key_id, email_index, role_id) \

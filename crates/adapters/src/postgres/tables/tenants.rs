@@ -8,7 +8,7 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
-use tenantd_domain::ports::EmailCipher;
+use tenantd_domain::ports::{CipherError, EmailCipher, WrappedDataKey};
 use tenantd_domain::provisioning::{RunId, RunState, RunSummary, StepKind};
 use tenantd_domain::tenant_schema::Placement;
 use tenantd_domain::{
@@ -17,19 +17,20 @@ use tenantd_domain::{
 };
 use uuid::Uuid;
 
+use crate::postgres::data_keys;
 use crate::postgres::errors::db;
 
 /// `SELECT` of tenants with their latest run's summary (columns of [`RunSummaryColumns`],
-/// kept on the row by migration 0009's trigger); append `WHERE ...` on `tenants`' own
-/// column names.
+/// kept on the row by migration 0009's trigger) and their data key (which their contact
+/// email opens with); append `WHERE ...` on `tenants`' own column names.
 pub(crate) const SELECT_TENANTS: &str = "SELECT tenant_id, slug, display_name, plan_id, status, \
      status_reason, status_before_delete, contact_email_sealed, contact_email_key_id, \
      contact_email_index, labels, config, created_at, updated_at, deleted_at, purge_at, \
      purged_at, version, tenant_database, dedicated_database, tenant_schema, legal_hold_reason, legal_hold_since, \
      latest_run_id AS run_id, latest_run_state AS run_state, \
      latest_run_current_step AS current_step, latest_run_completed_steps AS completed_steps, \
-     latest_run_total_steps AS total_steps \
-     FROM tenants";
+     latest_run_total_steps AS total_steps, data_key_sealed, data_key_id \
+     FROM tenants LEFT JOIN tenant_data_keys USING (tenant_id)";
 
 /// GetTenant's statement: [`SELECT_TENANTS`] of one tenant by id (`$1`), one primary-key read.
 pub(crate) static SELECT_TENANT_BY_ID: std::sync::LazyLock<String> =
@@ -112,6 +113,13 @@ pub(crate) struct TenantRow {
     #[sqlx(flatten)]
     #[serde(skip)]
     pub latest_run: RunSummaryColumns,
+    /// The tenant's wrapped data key, as [`SELECT_TENANTS`] joins it (NULL: none, or
+    /// destroyed); never in a snapshot.
+    #[serde(skip)]
+    pub data_key_sealed: Option<Vec<u8>>,
+    /// The id of the ring key that wrapped it.
+    #[serde(skip)]
+    pub data_key_id: Option<String>,
 }
 
 /// A run summary in a response snapshot.
@@ -150,15 +158,36 @@ impl SummarySnapshot {
 }
 
 impl TenantRow {
-    /// The row of `tenant`, its contact email sealed by `cipher`.
-    pub(crate) fn seal(tenant: &Tenant, cipher: &dyn EmailCipher) -> Self {
+    /// The row of `tenant`, its contact email sealed by `cipher` with the tenant's data
+    /// `key` (which it must have when it has an email).
+    ///
+    /// # Errors
+    /// [`RepoError::Internal`] when the email has no key to be sealed with, or the key does
+    /// not unwrap.
+    pub(crate) fn seal(
+        tenant: &Tenant,
+        cipher: &dyn EmailCipher,
+        key: Option<&WrappedDataKey>,
+    ) -> Result<Self, RepoError> {
         let p = tenant.parts();
-        let sealed = p.contact_email.as_ref().map(|email| {
-            let index = cipher.blind_index(email).to_vec();
-            (cipher.seal(p.id, email), index)
-        });
+        let sealed = p
+            .contact_email
+            .as_ref()
+            .map(|email| {
+                let key = key.ok_or_else(|| {
+                    RepoError::Internal(format!("tenant {} has no data key", p.id))
+                })?;
+                let sealed = cipher.seal_with_key(p.id, key, email).map_err(|err| {
+                    RepoError::Internal(format!(
+                        "data key of tenant {} does not unwrap: {err}",
+                        p.id
+                    ))
+                })?;
+                Ok::<_, RepoError>((sealed, cipher.blind_index(email).to_vec()))
+            })
+            .transpose()?;
         let (sealed, index) = sealed.unzip();
-        Self {
+        Ok(Self {
             tenant_id: p.id.as_uuid(),
             slug: p.slug.as_str().to_owned(),
             display_name: p.display_name.as_str().to_owned(),
@@ -184,7 +213,9 @@ impl TenantRow {
             legal_hold_since: p.legal_hold.as_ref().map(|hold| hold.since),
             provisioning: p.provisioning.as_ref().map(SummarySnapshot::of),
             latest_run: RunSummaryColumns::default(),
-        }
+            data_key_sealed: key.map(|k| k.envelope.clone()),
+            data_key_id: key.map(|k| k.key_id.clone()),
+        })
     }
 }
 
@@ -200,27 +231,40 @@ fn status(text: &str) -> Result<TenantStatus, RepoError> {
 }
 
 impl TenantRow {
-    /// The tenant of this row, its contact email opened by `cipher`.
+    /// The tenant of this row, its contact email opened by `cipher` (with the row's data
+    /// key when it was sealed with one).
     ///
-    /// An envelope that does not open is an alert, not a bad row: tampering, a ciphertext
-    /// copied from another tenant, or a key missing from the ring.
-    pub(crate) fn open(self, cipher: &dyn EmailCipher) -> Result<Tenant, RepoError> {
+    /// A purging tenant whose data key is destroyed has no contact email any more. Any
+    /// other envelope that does not open is an alert, not a bad row: tampering, a
+    /// ciphertext copied from another tenant, or a key missing from the ring.
+    pub(crate) fn open(mut self, cipher: &dyn EmailCipher) -> Result<Tenant, RepoError> {
         let id = TenantId::from_uuid(self.tenant_id).map_err(|_| corrupt("id"))?;
-        let contact_email = self
-            .contact_email_sealed
-            .as_deref()
-            .map(|sealed| {
-                cipher.open(id, sealed).map_err(|err| {
+        let key = match (self.data_key_sealed.take(), self.data_key_id.take()) {
+            (Some(envelope), Some(key_id)) => Some(WrappedDataKey { envelope, key_id }),
+            _ => None,
+        };
+        let shredded = matches!(
+            status(&self.status)?,
+            TenantStatus::Purging | TenantStatus::Purged
+        );
+        let contact_email = match self.contact_email_sealed.as_deref() {
+            None => None,
+            Some(sealed) => match cipher.open_with_key(id, key.as_ref(), sealed) {
+                Ok(email) => Some(email),
+                Err(CipherError::NoDataKey) if shredded => None,
+                Err(err) => {
                     tracing::error!(
                         tenant_id = %id,
                         key_id = self.contact_email_key_id.as_deref().unwrap_or_default(),
                         error = %err,
                         "ALERT: a stored contact email does not decrypt (tampering, a row copied between tenants, or a key missing from the ring)"
                     );
-                    RepoError::Internal(format!("contact email of tenant {id} does not decrypt"))
-                })
-            })
-            .transpose()?;
+                    return Err(RepoError::Internal(format!(
+                        "contact email of tenant {id} does not decrypt"
+                    )));
+                }
+            },
+        };
         let row = self;
         Ok(Tenant::from_parts(TenantParts {
             id,
@@ -362,7 +406,14 @@ pub(crate) async fn update(
     expected_version: u64,
     cipher: &dyn EmailCipher,
 ) -> Result<(), RepoError> {
-    let row = TenantRow::seal(tenant, cipher);
+    let key = match tenant.contact_email() {
+        Some(_) => {
+            let fresh = cipher.new_data_key(tenant.id());
+            Some(data_keys::get_or_create(tx, tenant.id(), fresh).await?)
+        }
+        None => None,
+    };
+    let row = TenantRow::seal(tenant, cipher, key.as_ref())?;
     let expected = i64::try_from(expected_version).map_err(|_| RepoError::VersionConflict)?;
     let update = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE tenants SET ({MUTABLE_COLUMNS}) = \
