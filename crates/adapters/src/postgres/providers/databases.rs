@@ -63,8 +63,11 @@ struct TenantDatabase {
 /// What a schema change does beyond applying migrations.
 #[derive(Clone, Copy)]
 enum Change<'a> {
-    /// Provisioning: the schema (and its database) may be created; seeded for `contact`.
-    Create(&'a ProvisioningTarget),
+    /// Provisioning: the schema (and its database) may be created; seeded for the target's
+    /// contact with the tenant's data key (read before the schema's connection is taken: both
+    /// may come from one pool, and a worker holding one while waiting for another could
+    /// starve the pool).
+    Create(&'a ProvisioningTarget, Option<&'a WrappedDataKey>),
     /// A rollout: the schema must exist already.
     Migrate,
 }
@@ -363,13 +366,12 @@ impl PgTenantDatabases {
                     error
                 })?;
         }
-        if let (Change::Create(target), Some(cipher)) = (change, &self.seed) {
-            let key = self.data_key(cipher.as_ref(), target.tenant_id).await?;
+        if let (Change::Create(target, Some(key)), Some(cipher)) = (change, &self.seed) {
             seed_admin(
                 &mut tx,
                 &schema,
                 cipher.as_ref(),
-                &key,
+                key,
                 target.tenant_id,
                 &target.contact_email,
             )
@@ -536,9 +538,13 @@ impl TenantDatabases for PgTenantDatabases {
         }
         let newest = self.set.newest();
         let limits = self.limits;
+        let key = match &self.seed {
+            Some(cipher) => Some(self.data_key(cipher.as_ref(), target.tenant_id).await?),
+            None => None,
+        };
+        let create = Change::Create(target, key.as_ref());
         self.on_schema_database(placement, async |conn| {
-            self.change(conn, placement, Change::Create(target), newest, limits)
-                .await
+            self.change(conn, placement, create, newest, limits).await
         })
         .await?
         .ok_or_else(|| StepError::new("DATABASE_ERROR", "the tenant schema was not created"))
