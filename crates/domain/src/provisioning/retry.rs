@@ -18,8 +18,8 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The delay before attempt `attempts + 1`, after `attempts` failed ones; `jitter` in
-    /// [0, 1] scales it (full jitter spreads retries of many runs apart). `None` when no
-    /// attempt is left.
+    /// [0, 1] scales it (full jitter spreads retries of many runs apart), to 1 ms at least.
+    /// `None` when no attempt is left.
     pub fn delay_after(&self, attempts: u32, jitter: f64) -> Option<Duration> {
         if attempts >= self.max_attempts {
             return None;
@@ -36,7 +36,8 @@ impl RetryPolicy {
             reason = "delays are milliseconds far below 2^52"
         )]
         let jittered = (millis as f64 * jitter.clamp(0.0, 1.0)) as i64;
-        Some(Duration::milliseconds(jittered))
+        // Never zero: a retry is always a later claim, never the same pass of the worker.
+        Some(Duration::milliseconds(jittered.max(1)))
     }
 }
 

@@ -110,7 +110,11 @@ fn backoff_grows_exponentially_is_capped_and_jittered() {
         .collect();
     assert_eq!(delays, [1, 2, 4, 8, 10, 10]);
     assert_eq!(p.delay_after(3, 0.5), Some(Duration::seconds(2)));
-    assert_eq!(p.delay_after(3, 0.0), Some(Duration::zero()));
+    assert_eq!(
+        p.delay_after(3, 0.0),
+        Some(Duration::milliseconds(1)),
+        "never an immediate retry"
+    );
     assert_eq!(policy(3).delay_after(3, 1.0), None, "no attempts left");
 }
 
