@@ -35,6 +35,15 @@ impl Principal {
         }
     }
 
+    /// The principal's role: `admin`, `service` or `tenant` (a bounded label value).
+    pub const fn role(&self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Service(_) => "service",
+            Self::Tenant(_) => "tenant",
+        }
+    }
+
     /// The SPIFFE id path of this principal (`admin`, `service/billing`, `tenant/<id>`).
     pub fn path(&self) -> String {
         match self {

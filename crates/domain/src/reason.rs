@@ -111,6 +111,14 @@ reasons! {
     QuotaExceeded = "QUOTA_EXCEEDED",
     /// The caller exceeded its request rate (`google.rpc.RetryInfo` says when to retry).
     RateLimited = "RATE_LIMITED",
+    /// A request or response message is larger than the server's limit (`limit` in the
+    /// metadata).
+    MessageTooLarge = "MESSAGE_TOO_LARGE",
+    /// The caller has as many WatchProvisioning streams open as it may: close one first.
+    TooManyWatches = "TOO_MANY_WATCHES",
+    /// This replica is handling as many calls as it may: retry (`google.rpc.RetryInfo`
+    /// says when; another replica may answer now).
+    Overloaded = "OVERLOADED",
     /// A dependency (database, cache, broker) is unavailable: retry later.
     DependencyUnavailable = "DEPENDENCY_UNAVAILABLE",
     /// This replica is shutting down: retry (elsewhere).

@@ -20,22 +20,29 @@ use tenantd_application::{
     Engine, MigrationService, Providers, ProvisioningService, RolloutEngine, RolloutSignals,
     Signals,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinHandle;
+use tokio_rustls::server::TlsStream;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::audit::{AuditLayer, AuditPolicy, Auditor};
-use crate::config::Config;
+use crate::call::ObserveLayer;
+use crate::config::{Config, LimitsConfig};
 use crate::devcerts::DevCerts;
 use crate::grpc::{ApiKeyApi, EventApi, MigrationApi, PlanApi, ProvisioningApi, TenantApi};
 use crate::identity::Identified;
+use crate::limits::{
+    ActiveCalls, ConnectionGate, IdleTimer, LoadShedLayer, MessageLimitLayer, WatchLimits,
+};
 use crate::metrics::{
-    CacheMetrics, DbPoolCollector, ExportMetrics, GrpcMetrics, MetricsLayer, MigrationMetrics,
-    ProvisioningMetrics, PurgeMetrics, RateLimitMetrics, RelayMetrics, RetentionMetrics,
+    CacheMetrics, DbPoolCollector, ExportMetrics, GrpcMetrics, LimitMetrics, MetricsLayer,
+    MigrationMetrics, ProvisioningMetrics, PurgeMetrics, RateLimitMetrics, RelayMetrics,
+    RetentionMetrics,
 };
 use crate::proto::{
     self, api_key_service_server::ApiKeyServiceServer, event_service_server::EventServiceServer,
@@ -132,6 +139,8 @@ pub struct App {
     audit_dropped: IntCounter,
     /// Rate-limit refusals.
     rate_limited: RateLimitMetrics,
+    /// What the resource limits refused.
+    limit_metrics: LimitMetrics,
     /// Cancelled when the server stops (watches, workers and tasks follow it).
     stop: CancellationToken,
 }
@@ -167,6 +176,7 @@ impl App {
             exports: Arc::new(ExportMetrics::register(&registry)?),
         };
         let rate_limited = RateLimitMetrics::register(&registry)?;
+        let limit_metrics = LimitMetrics::register(&registry)?;
         let stop = CancellationToken::new();
         let signals = Signals::new(stop.child_token());
         let rollout_signals = RolloutSignals::new(stop.child_token());
@@ -207,6 +217,7 @@ impl App {
             hangups,
             audit_dropped,
             rate_limited,
+            limit_metrics,
             stop,
         })
     }
@@ -266,14 +277,30 @@ impl App {
             drained.clone().cancelled_owned(),
             self.audit_dropped,
         ));
+        let limits = self.config.limits;
+        let api = api_routes(&services, &limits, &self.limit_metrics)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
         let router = Server::builder()
             .timeout(REQUEST_TIMEOUT)
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .http2_keepalive_interval(limits.http2_keepalive_interval)
+            .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+            .http2_max_header_list_size(limits.max_header_list_bytes)
             // Each call's span, at debug: the access log names every call that is not a
             // routine read, and a span per call at info would cost each call its fields.
             .trace_fn(|request| tracing::debug_span!("rpc", path = %request.uri().path()))
             // The first layer is the outermost. Calls know their caller from the connection
-            // (identity::Identified).
+            // (identity::Identified). Every call keeps its connection busy (idle timeout).
+            .layer(ObserveLayer::new(ActiveCalls))
             .layer(MetricsLayer::new(self.grpc_metrics))
+            // Inside the metrics layer (shed calls are counted) and outside the audit layer
+            // (a shed call did nothing: it costs no audit record).
+            .layer(LoadShedLayer::new(
+                limits.max_concurrent_calls,
+                self.limit_metrics.clone(),
+            ))
             .layer(AuditLayer::new(Auditor::new(
                 audit_sink,
                 AuditPolicy::new(self.config.audit_reads),
@@ -283,31 +310,22 @@ impl App {
                 services.rate_limits.clone(),
                 self.rate_limited,
             ))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(TenantServiceServer::new(TenantApi::new(
-                services.tenants,
-                services.purges.clone(),
-                services.exports.clone(),
-            )))
-            .add_service(PlanServiceServer::new(PlanApi::new(services.plans)))
-            .add_service(EventServiceServer::new(EventApi::new(
-                services.events,
-                services.audit,
-            )))
-            .add_service(ProvisioningServiceServer::new(ProvisioningApi::new(
-                services.provisioning.clone(),
-            )))
-            .add_service(ApiKeyServiceServer::new(ApiKeyApi::new(services.api_keys)))
-            .add_service(MigrationServiceServer::new(MigrationApi::new(
-                services.migrations.clone(),
-            )));
+            // Innermost: the layers above see a message too large as RESOURCE_EXHAUSTED.
+            .layer(MessageLimitLayer::new(
+                limits.max_request_bytes,
+                limits.max_response_bytes,
+                self.limit_metrics.clone(),
+            ))
+            .add_routes(api);
 
-        let (incoming, accepting) = tls::incoming(self.grpc, self.tls.clone(), self.stop.clone());
-        let trust_domain: Arc<str> = self.config.server.trust_domain.as_str().into();
-        let incoming =
-            incoming.map(move |stream| stream.map(|stream| Identified::new(stream, &trust_domain)));
+        let (incoming, accepting) = identified_connections(
+            self.grpc,
+            self.tls.clone(),
+            limits,
+            self.config.server.trust_domain.as_str().into(),
+            self.limit_metrics,
+            self.stop.clone(),
+        );
         tasks.spawn("TLS acceptor", accepting);
         tasks.spawn(
             "TLS reloader",
@@ -338,6 +356,77 @@ impl App {
         .stop(self.config.server.shutdown_grace)
         .await
     }
+}
+
+/// The connections the gRPC server serves: accepted within `limits`, each identified
+/// once and closed when idle for the timeout; and the accept loop to run as a task.
+fn identified_connections(
+    listener: TcpListener,
+    tls: Arc<tls::ReloadableTls>,
+    limits: LimitsConfig,
+    trust_domain: Arc<str>,
+    metrics: LimitMetrics,
+    stop: CancellationToken,
+) -> (
+    impl tokio_stream::Stream<Item = std::io::Result<Identified<TlsStream<TcpStream>>>>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let accept_limits = tls::AcceptLimits {
+        connections: ConnectionGate::new(limits.max_connections, &metrics),
+        handshakes: limits.max_handshakes,
+        handshakes_per_peer: limits.max_handshakes_per_peer,
+        handshake_timeout: limits.handshake_timeout,
+        metrics: metrics.clone(),
+    };
+    let (incoming, accepting) = tls::incoming(listener, tls, accept_limits, stop);
+    let idle_timeout = limits.idle_connection_timeout;
+    let identified = incoming.map(move |accepted| {
+        accepted.map(|(stream, slot)| {
+            let idle = idle_timeout.map(|timeout| IdleTimer::new(timeout, metrics.clone()));
+            Identified::new(stream, slot, &trust_domain, idle)
+        })
+    });
+    (identified, accepting)
+}
+
+/// The tenant.v1 services, each with the message-size limits.
+fn api_routes(
+    services: &wiring::Services,
+    limits: &LimitsConfig,
+    metrics: &LimitMetrics,
+) -> Routes {
+    macro_rules! limited {
+        ($service:expr) => {
+            $service
+                .max_decoding_message_size(limits.max_request_bytes)
+                .max_encoding_message_size(limits.max_response_bytes)
+        };
+    }
+    Routes::default()
+        .add_service(limited!(TenantServiceServer::new(TenantApi::new(
+            services.tenants.clone(),
+            services.purges.clone(),
+            services.exports.clone(),
+        ))))
+        .add_service(limited!(PlanServiceServer::new(PlanApi::new(
+            services.plans.clone()
+        ))))
+        .add_service(limited!(EventServiceServer::new(EventApi::new(
+            services.events.clone(),
+            services.audit.clone(),
+        ))))
+        .add_service(limited!(ProvisioningServiceServer::new(
+            ProvisioningApi::new(
+                services.provisioning.clone(),
+                WatchLimits::new(limits.max_watches_per_principal, metrics.clone()),
+            )
+        )))
+        .add_service(limited!(ApiKeyServiceServer::new(ApiKeyApi::new(
+            services.api_keys.clone()
+        ))))
+        .add_service(limited!(MigrationServiceServer::new(MigrationApi::new(
+            services.migrations.clone(),
+        ))))
 }
 
 /// A serving server's parts, for its shutdown.

@@ -242,6 +242,16 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// The default body of a call refused before it reached the layer: nothing to observe.
+impl<B: Default, G: Finish> Default for ObservedBody<B, G> {
+    fn default() -> Self {
+        Self {
+            inner: B::default(),
+            ending: None,
+        }
+    }
+}
+
 impl<B, G> Body for ObservedBody<B, G>
 where
     B: Body<Data = Bytes>,

@@ -15,17 +15,27 @@ use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
-/// Who is calling, as proven by the client certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use crate::limits::{Activity, ConnectionSlot, IdleTimer};
+
+/// Who is calling, as proven by the client certificate, and the calls in flight on its
+/// connection.
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// The principal, or `None` when the certificate carries no (or more than one)
     /// SPIFFE id of the trust domain.
     pub principal: Option<Principal>,
     /// The trust domain the principal belongs to.
     pub trust_domain: Arc<str>,
+    /// The connection's calls in flight (for its idle timeout).
+    activity: Arc<Activity>,
 }
 
 impl Caller {
+    /// The calls in flight on the caller's connection.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
     /// The caller's SPIFFE id, or `unknown` without a tenantd identity.
     pub fn name(&self) -> String {
         self.principal.as_ref().map_or_else(
@@ -56,16 +66,26 @@ pub fn principal_of(der: &[u8], trust_domain: &str) -> Option<Principal> {
 
 /// An established connection whose caller was identified once, at the handshake: every
 /// call on it gets that [`Caller`] in its request extensions (as tonic's connect info),
-/// without parsing the certificate again.
+/// without parsing the certificate again. It holds the connection's slot, and with an
+/// idle timeout its reads end the stream once the connection has carried no call for
+/// that long (`limits::connections`).
 #[derive(Debug)]
 pub struct Identified<S> {
     stream: S,
     caller: Caller,
+    idle: Option<IdleTimer>,
+    _slot: ConnectionSlot,
 }
 
 impl Identified<TlsStream<TcpStream>> {
-    /// `stream`'s caller: the principal of its client certificate in `trust_domain`.
-    pub fn new(stream: TlsStream<TcpStream>, trust_domain: &Arc<str>) -> Self {
+    /// `stream`'s caller: the principal of its client certificate in `trust_domain`;
+    /// `slot` is held until the connection is dropped, and `idle` closes it when idle.
+    pub fn new(
+        stream: TlsStream<TcpStream>,
+        slot: ConnectionSlot,
+        trust_domain: &Arc<str>,
+        idle: Option<IdleTimer>,
+    ) -> Self {
         let principal = stream
             .get_ref()
             .1
@@ -77,7 +97,10 @@ impl Identified<TlsStream<TcpStream>> {
             caller: Caller {
                 principal,
                 trust_domain: trust_domain.clone(),
+                activity: Arc::default(),
             },
+            idle,
+            _slot: slot,
         }
     }
 }
@@ -96,7 +119,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Identified<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = &mut *self;
+        if let ready @ Poll::Ready(_) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+            return ready;
+        }
+        // Nothing to read: a connection idle for its timeout ends here (an empty read).
+        if let Some(idle) = &mut this.idle
+            && idle.expired(&this.caller.activity, cx)
+        {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
     }
 }
 

@@ -10,6 +10,7 @@ pub mod exports;
 pub mod grpc;
 pub mod health;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod proto;
 pub mod purge;

@@ -8,7 +8,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tenantd_application::RateLimitService;
-use tenantd_domain::Principal;
 
 use crate::grpc::status::to_status;
 use crate::identity::Caller;
@@ -46,14 +45,6 @@ pub struct RateLimited<S> {
     inner: S,
     limits: RateLimitService,
     metrics: RateLimitMetrics,
-}
-
-fn role(principal: &Principal) -> &'static str {
-    match principal {
-        Principal::Admin => "admin",
-        Principal::Service(_) => "service",
-        Principal::Tenant(_) => "tenant",
-    }
 }
 
 impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RateLimited<S>
@@ -95,7 +86,7 @@ where
             if let Some(principal) = principal
                 && let Err(err) = limits.check(&principal).await
             {
-                metrics.limited(role(&principal));
+                metrics.limited(principal.role());
                 return Ok(to_status(err).into_http());
             }
             inner.call(request).await

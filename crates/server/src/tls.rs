@@ -26,26 +26,47 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::TlsSource;
 use crate::devcerts::{self, DevCerts};
+use crate::limits::{ConnectionGate, ConnectionSlot};
+use crate::metrics::{LimitMetrics, Refusal};
 
-/// Longest a client may take to complete its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at most; beyond, accepting waits (slow clients cannot exhaust
-/// file descriptors and memory).
-const MAX_HANDSHAKES: usize = 1024;
-/// Handshakes in progress from one peer address at most; beyond, its new connections are
-/// closed at once, so one slow source cannot take all of [`MAX_HANDSHAKES`].
-const MAX_HANDSHAKES_PER_PEER: usize = 32;
+/// How connections are admitted: the connection slots, the handshakes in progress at
+/// most (beyond, accepting waits, so slow clients cannot exhaust file descriptors and
+/// memory) and from one peer address (beyond, its new connections are closed at once, so
+/// one slow source cannot take them all), and each handshake's deadline.
+#[derive(Debug, Clone)]
+pub struct AcceptLimits {
+    /// Slots of open connections.
+    pub connections: ConnectionGate,
+    /// Handshakes in progress at most.
+    pub handshakes: usize,
+    /// Handshakes in progress from one address at most.
+    pub handshakes_per_peer: usize,
+    /// Longest a client may take to complete its handshake.
+    pub handshake_timeout: Duration,
+    /// Where refusals are counted.
+    pub metrics: LimitMetrics,
+}
 
-/// Handshakes in progress per peer address.
-#[derive(Debug, Default)]
-struct PeerHandshakes(Mutex<HashMap<IpAddr, usize>>);
+/// Handshakes in progress per peer address, at most `max` each.
+#[derive(Debug)]
+struct PeerHandshakes {
+    max: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
 
 impl PeerHandshakes {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            counts: Mutex::default(),
+        }
+    }
+
     /// Counts one more handshake from `peer`, unless it has its share already.
     fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<PeerSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(peer).or_default();
-        if *count >= MAX_HANDSHAKES_PER_PEER {
+        if *count >= self.max {
             return None;
         }
         *count += 1;
@@ -64,7 +85,11 @@ struct PeerSlot {
 
 impl Drop for PeerSlot {
     fn drop(&mut self) {
-        let mut counts = self.peers.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self
+            .peers
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = counts.get_mut(&self.peer) {
             *count -= 1;
             if *count == 0 {
@@ -202,21 +227,22 @@ fn build(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
     Ok(config)
 }
 
-/// Accepts TCP connections on `listener` and completes their TLS handshakes concurrently
-/// (a slow client never holds up the others), yielding established streams. The returned
-/// future is the accept loop (it owns the listener): run it as a task; it ends when `stop`
-/// is cancelled.
+/// The established connections [`incoming`] yields, each with its slot.
+pub type Incoming = ReceiverStream<Result<(TlsStream<TcpStream>, ConnectionSlot), std::io::Error>>;
+
+/// Accepts TCP connections on `listener` within `limits` and completes their TLS
+/// handshakes concurrently (a slow client never holds up the others), yielding established
+/// streams with their connection slots. The returned future is the accept loop (it owns
+/// the listener): run it as a task; it ends when `stop` is cancelled.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ReloadableTls>,
+    limits: AcceptLimits,
     stop: CancellationToken,
-) -> (
-    ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>,
-    impl Future<Output = ()> + Send + 'static,
-) {
+) -> (Incoming, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::channel(64);
-    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let peers = Arc::new(PeerHandshakes::default());
+    let permits = Arc::new(Semaphore::new(limits.handshakes));
+    let peers = Arc::new(PeerHandshakes::new(limits.handshakes_per_peer));
     let accepting = async move {
         loop {
             let permit = tokio::select! {
@@ -238,22 +264,40 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Some(connection) = limits.connections.admit() else {
+                refused(
+                    &limits.metrics,
+                    Refusal::MaxConnections,
+                    peer,
+                    "too many connections",
+                );
+                continue;
+            };
             let Some(slot) = peers.admit(peer.ip()) else {
-                handshake_failed(peer, "too many handshakes in progress from this address");
+                refused(
+                    &limits.metrics,
+                    Refusal::HandshakesPerPeer,
+                    peer,
+                    "too many handshakes in progress from this address",
+                );
                 continue;
             };
             let _nodelay = tcp.set_nodelay(true);
             let acceptor = tls.acceptor();
             let tx = tx.clone();
+            let metrics = limits.metrics.clone();
+            let timeout = limits.handshake_timeout;
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                let handshake = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
                 drop((permit, slot));
                 match handshake {
                     Ok(Ok(stream)) => {
-                        let _server_gone = tx.send(Ok(stream)).await;
+                        let _server_gone = tx.send(Ok((stream, connection))).await;
                     }
-                    Ok(Err(err)) => handshake_failed(peer, &err.to_string()),
-                    Err(_) => handshake_failed(peer, "timed out"),
+                    Ok(Err(err)) => {
+                        refused(&metrics, Refusal::HandshakeFailed, peer, &err.to_string());
+                    }
+                    Err(_) => refused(&metrics, Refusal::HandshakeTimeout, peer, "timed out"),
                 }
             });
         }
@@ -261,8 +305,10 @@ pub fn incoming(
     (ReceiverStream::new(rx), accepting)
 }
 
-fn handshake_failed(peer: SocketAddr, why: &str) {
-    tracing::debug!(%peer, why, "TLS handshake failed");
+/// A connection closed before it carried a call (the socket is dropped by the caller).
+fn refused(metrics: &LimitMetrics, why: Refusal, peer: SocketAddr, detail: &str) {
+    metrics.refused(why);
+    tracing::debug!(%peer, detail, "connection refused");
 }
 
 #[cfg(test)]
@@ -271,9 +317,9 @@ mod tests {
 
     #[test]
     fn one_peer_gets_a_bounded_share_of_handshakes() {
-        let peers = Arc::new(PeerHandshakes::default());
+        let peers = Arc::new(PeerHandshakes::new(4));
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let mut held: Vec<_> = (0..MAX_HANDSHAKES_PER_PEER)
+        let mut held: Vec<_> = (0..4)
             .map(|_| peers.admit(a).expect("within the share"))
             .collect();
         assert!(peers.admit(a).is_none(), "over the share");
@@ -285,7 +331,7 @@ mod tests {
         );
         drop(held);
         assert!(
-            peers.0.lock().unwrap().is_empty(),
+            peers.counts.lock().unwrap().is_empty(),
             "finished peers leave no entry"
         );
     }

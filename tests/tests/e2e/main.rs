@@ -17,6 +17,7 @@ mod encryption;
 mod events_kafka;
 mod exports;
 mod legal_hold;
+mod limits;
 mod outage;
 mod processes;
 mod provisioning;

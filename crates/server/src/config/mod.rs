@@ -1,8 +1,9 @@
-//! Typed configuration, one module per area (server, database, tenants, tenant schemas,
-//! rollouts, provisioning, DNS, Redis, rate limits, audit, retention, exports, Kafka). Each area is one struct deriving clap `Args`: its flags,
-//! their `TENANTD_*` variables, their defaults (in one place: the `default_value`s there)
-//! and their help, grouped under a heading in `tenantd --help`; and one `resolve` that
-//! checks what clap cannot and builds the area's validated part of [`Config`].
+//! Typed configuration, one module per area (server, limits, database, tenants, tenant
+//! schemas, rollouts, provisioning, DNS, Redis, rate limits, audit, retention, exports,
+//! Kafka). Each area is one struct deriving clap `Args`: its flags, their `TENANTD_*`
+//! variables, their defaults (in one place: the `default_value`s there) and their help,
+//! grouped under a heading in `tenantd --help`; and one `resolve` that checks what clap
+//! cannot and builds the area's validated part of [`Config`].
 //!
 //! The layers — built-in defaults, then the TOML file, then the plain variables
 //! (`DATABASE_URL`, `REDIS_URL`, `KAFKA_BROKERS`), then `TENANTD_*` variables, then flags —
@@ -23,6 +24,7 @@ mod database;
 mod dns;
 mod exports;
 mod kafka;
+mod limits;
 mod load;
 mod provisioning;
 mod rate_limits;
@@ -45,6 +47,7 @@ pub use database::{DatabaseArgs, Store};
 pub use dns::{DnsArgs, DnsConfig};
 pub use exports::{ExportArgs, ExportsConfig};
 pub use kafka::{DEFAULT_KAFKA_TOPIC, KafkaArgs, KafkaConfig};
+pub use limits::{LimitArgs, LimitsConfig};
 pub use load::{Environment, LoadError, parse};
 pub use provisioning::ProvisioningArgs;
 pub use rate_limits::RateLimitArgs;
@@ -68,6 +71,9 @@ pub struct Settings {
     /// Listeners, TLS, identity, logging and shutdown.
     #[command(flatten)]
     pub server: ServerArgs,
+    /// Resource limits of the gRPC server.
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The control-plane database and encryption at rest.
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -111,6 +117,8 @@ pub struct Settings {
 pub struct Config {
     /// Listeners, TLS, identity, logging and shutdown.
     pub server: ServerConfig,
+    /// Resource limits of the gRPC server.
+    pub limits: LimitsConfig,
     /// Where tenants are stored.
     pub store: Store,
     /// The tenant lifecycle and tenant schemas.
@@ -154,6 +162,7 @@ impl Config {
         let rollouts = settings.rollouts.resolve(tenant_schemas.limits)?;
         Ok(Self {
             server: settings.server.resolve()?,
+            limits: settings.limits.resolve()?,
             store,
             tenants: settings.tenants.resolve()?,
             tenant_schemas,

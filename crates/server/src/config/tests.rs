@@ -542,10 +542,62 @@ fn tenant_databases_and_placements_are_checked_and_need_the_database() {
 }
 
 #[test]
+fn limits_come_from_flags_and_variables_and_must_fit_together() {
+    let limits = valid(&[
+        "--max-request-bytes",
+        "65536",
+        "--idle-connection-timeout-seconds",
+        "0",
+        "--http2-keepalive-interval-seconds",
+        "0",
+    ])
+    .limits;
+    assert_eq!(limits.max_request_bytes, 65_536);
+    assert_eq!(limits.idle_connection_timeout, None, "0 turns it off");
+    assert_eq!(limits.http2_keepalive_interval, None, "0 turns pings off");
+    let limits = load(&[], &[("TENANTD_MAX_CONCURRENT_CALLS", "7")])
+        .expect("valid")
+        .limits;
+    assert_eq!(limits.max_concurrent_calls, 7);
+    assert_eq!(limits.idle_connection_timeout, Some(Duration::from_mins(5)));
+
+    assert_eq!(
+        refused(&["--max-concurrent-calls", "0"], &[]),
+        "max-concurrent-calls"
+    );
+    assert_eq!(
+        refused(&["--max-request-bytes", "100"], &[]),
+        "max-request-bytes"
+    );
+    assert_eq!(
+        refused(
+            &["--max-handshakes", "8", "--max-handshakes-per-peer", "9"],
+            &[]
+        ),
+        "max-handshakes-per-peer"
+    );
+    assert_eq!(
+        refused(
+            &[
+                "--max-connections",
+                "8",
+                "--max-handshakes",
+                "9",
+                "--max-handshakes-per-peer",
+                "4"
+            ],
+            &[]
+        ),
+        "max-handshakes"
+    );
+}
+
+#[test]
 fn help_groups_the_settings_by_area() {
     let help = Cli::command().render_long_help().to_string();
     for heading in [
         "Server:",
+        "Limits:",
         "Database:",
         "Tenants:",
         "Tenant schemas:",

@@ -8,18 +8,21 @@ use tenantd_application::{Operation, ProvisioningService};
 use tonic::{Request, Response, Status};
 
 use super::status::to_status;
+use crate::identity::Caller;
+use crate::limits::WatchLimits;
 use crate::proto::{self, provisioning_service_server};
 
 /// The ProvisioningService handlers.
 #[derive(Debug, Clone)]
 pub struct ProvisioningApi {
     service: ProvisioningService,
+    watches: WatchLimits,
 }
 
 impl ProvisioningApi {
-    /// Handlers over `service`.
-    pub fn new(service: ProvisioningService) -> Self {
-        Self { service }
+    /// Handlers over `service`; each principal's open watches are bounded by `watches`.
+    pub fn new(service: ProvisioningService, watches: WatchLimits) -> Self {
+        Self { service, watches }
     }
 }
 
@@ -56,12 +59,22 @@ impl provisioning_service_server::ProvisioningService for ProvisioningApi {
             Operation::WatchProvisioning,
             Some(&request.get_ref().tenant_id),
         )?;
+        // Held by the stream: the principal's slot is freed when the watch ends. (`allow`
+        // refused callers without a principal.)
+        let slot = request
+            .extensions()
+            .get::<Caller>()
+            .and_then(|caller| caller.principal.as_ref())
+            .map(|principal| self.watches.admit(principal))
+            .transpose()
+            .map_err(to_status)?;
         let watch = self
             .service
             .watch(&request.get_ref().tenant_id)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(Box::pin(watch.map(|item| {
+        Ok(Response::new(Box::pin(watch.map(move |item| {
+            let _open = &slot;
             item.map(|run| proto::WatchProvisioningResponse {
                 run: Some(proto::ProvisioningRun::from(&run)),
             })

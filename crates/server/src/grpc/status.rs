@@ -93,6 +93,23 @@ pub fn to_status(err: Error) -> Status {
     Status::with_error_details(code, message, details)
 }
 
+/// UNAVAILABLE (`OVERLOADED`, with a RetryInfo of `retry_after`): this replica is
+/// handling as many calls as it may. Not a domain error: no use case is involved.
+pub fn overloaded(retry_after: std::time::Duration) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_retry_info(Some(retry_after));
+    let metadata = HashMap::from([(
+        "retryAfterMs".to_owned(),
+        retry_after.as_millis().to_string(),
+    )]);
+    details.set_error_info(Reason::Overloaded.as_str(), ERROR_DOMAIN, metadata);
+    Status::with_error_details(
+        Code::Unavailable,
+        "tenantd is handling as many calls as it may; retry (another replica may answer)",
+        details,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

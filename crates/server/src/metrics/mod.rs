@@ -5,6 +5,7 @@
 mod exports;
 mod grpc;
 mod http;
+mod limits;
 mod migrations;
 mod pool;
 mod provisioning;
@@ -15,6 +16,7 @@ mod retention;
 pub use exports::ExportMetrics;
 pub use grpc::{GrpcMetrics, MetricsLayer};
 pub use http::serve as serve_http;
+pub use limits::{Direction, LimitMetrics, Refusal};
 pub use migrations::MigrationMetrics;
 pub use pool::{DbPoolCollector, PoolStats};
 pub use provisioning::ProvisioningMetrics;

@@ -565,6 +565,15 @@ async fn watch_streams(
     env.push(("TENANTD_PROVISIONING_MAX_ATTEMPTS", "100".to_owned()));
     env.push(("TENANTD_PROVISIONING_BACKOFF_BASE_MS", "5000".to_owned()));
     env.push(("TENANTD_PROVISIONING_BACKOFF_MAX_MS", "60000".to_owned()));
+    // All the watches are one admin's, on one connection: above the default limits.
+    env.push((
+        "TENANTD_MAX_STREAMS_PER_CONNECTION",
+        (2 * WATCHES).to_string(),
+    ));
+    env.push((
+        "TENANTD_MAX_WATCHES_PER_PRINCIPAL",
+        (2 * WATCHES).to_string(),
+    ));
     let server = bench.tenantd("watches", &env).await?;
     let channel = admin_channel(server.addr, &bench.certs).await?;
     let tenants = TenantServiceClient::new(channel.clone());

@@ -1,0 +1,559 @@
+//! The server's resource limits, each past its edge on a real server over mTLS: a request
+//! or response message too large (RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE), calls beyond
+//! `--max-concurrent-calls` shed at once (UNAVAILABLE, OVERLOADED) while health answers,
+//! connections beyond `--max-connections` closed, idle connections closed while a watch
+//! keeps its own, and open watches per principal (RESOURCE_EXHAUSTED, TOO_MANY_WATCHES).
+
+use std::time::Duration;
+
+use sqlx::Connection as _;
+use tenantd_e2e::faults::{Fault, Faults};
+use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
+use tenantd_e2e::pb::{
+    AuditRecord, CreateTenantRequest, GetTenantRequest, ListAuditRecordsRequest,
+    ListTenantsRequest, Tenant, UpdateTenantRequest, WatchProvisioningRequest,
+};
+use tenantd_e2e::{Backend, TestServer, assert_reason, counter, eventually, new_tenant};
+use tenantd_server::config::{Config, LimitsConfig};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_types::StatusExt as _;
+
+/// An in-memory server with its limits passed through `adjust`.
+async fn server(adjust: impl FnOnce(LimitsConfig) -> LimitsConfig + Send) -> TestServer {
+    TestServer::start_with(Backend::Memory, |config| Config {
+        limits: adjust(config.limits),
+        ..config
+    })
+    .await
+    .unwrap()
+}
+
+/// `message` with `x-request-id: id`.
+fn with_request_id<T>(message: T, id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-request-id", id.parse().unwrap());
+    request
+}
+
+/// The audit records of `method`, once a CreateTenant with request id `barrier` (made
+/// after the calls of interest; the audit queue is written in order) is listed.
+async fn audited_before(server: &TestServer, barrier: &str, method: &str) -> Vec<AuditRecord> {
+    let mut tenants = server.tenants().await.unwrap();
+    tenants
+        .create_tenant(with_request_id(
+            CreateTenantRequest {
+                tenant: Some(new_tenant(barrier)),
+                request_id: String::new(),
+            },
+            barrier,
+        ))
+        .await
+        .unwrap();
+    let mut events = server.events().await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let records = events
+            .list_audit_records(ListAuditRecordsRequest {
+                page_size: 500,
+                ..ListAuditRecordsRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .records;
+        if records.iter().any(|r| r.request_id == barrier) {
+            return records.into_iter().filter(|r| r.method == method).collect();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{barrier} not audited within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An update of `tenant`'s display name to `name`, whatever its etag.
+fn rename(tenant: &Tenant, name: &str) -> UpdateTenantRequest {
+    let mut change = tenant.clone();
+    change.display_name = name.into();
+    change.etag = String::new();
+    UpdateTenantRequest {
+        tenant: Some(change),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["display_name".into()],
+        }),
+    }
+}
+
+fn limit_of(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.metadata["limit"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_request_too_large_is_resource_exhausted_and_the_connection_goes_on() {
+    let server = server(|limits| LimitsConfig {
+        max_request_bytes: 64 * 1024,
+        ..limits
+    })
+    .await;
+    let mut tenants = server.tenants().await.unwrap();
+    let mut tenant = new_tenant("bulky");
+    tenant.display_name = "x".repeat(100 * 1024);
+    let status = tenants
+        .create_tenant(with_request_id(
+            CreateTenantRequest {
+                tenant: Some(tenant),
+                request_id: String::new(),
+            },
+            "req-too-large",
+        ))
+        .await
+        .unwrap_err();
+    assert_reason(&status, Code::ResourceExhausted, "MESSAGE_TOO_LARGE");
+    assert_eq!(limit_of(&status), "65536");
+    assert!(status.message().contains("request"), "{status:?}");
+
+    // The same connection serves the next call.
+    tenants
+        .list_tenants(ListTenantsRequest::default())
+        .await
+        .unwrap();
+    let metrics = server.metrics_text().await.unwrap();
+    assert_eq!(
+        counter(
+            &metrics,
+            "messages_too_large_total",
+            &[("direction", "request")]
+        ),
+        1
+    );
+    assert_eq!(
+        counter(
+            &metrics,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_method", "CreateTenant"),
+                ("grpc_code", "ResourceExhausted")
+            ]
+        ),
+        1,
+        "{metrics}"
+    );
+    // Audited as what it was: a refused mutation.
+    let creates = audited_before(
+        &server,
+        "req-barrier",
+        "/tenant.v1.TenantService/CreateTenant",
+    )
+    .await;
+    let refused: Vec<_> = creates
+        .iter()
+        .filter(|r| r.request_id == "req-too-large")
+        .map(|r| r.code.as_str())
+        .collect();
+    assert_eq!(refused, ["RESOURCE_EXHAUSTED"], "{creates:?}");
+}
+
+#[tokio::test]
+async fn a_response_too_large_is_resource_exhausted_with_the_limit() {
+    let server = server(|limits| LimitsConfig {
+        max_response_bytes: 1024,
+        ..limits
+    })
+    .await;
+    let mut tenants = server.tenants().await.unwrap();
+    // Six tenants of ~200-character names: a page of all of them is over 1 KiB.
+    for i in 0..6 {
+        let mut tenant = new_tenant(&format!("wordy-{i}"));
+        tenant.display_name = format!("{i} {}", "y".repeat(190));
+        tenants
+            .create_tenant(CreateTenantRequest {
+                tenant: Some(tenant),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let status = tenants
+        .list_tenants(ListTenantsRequest::default())
+        .await
+        .unwrap_err();
+    assert_reason(&status, Code::ResourceExhausted, "MESSAGE_TOO_LARGE");
+    assert_eq!(limit_of(&status), "1024");
+    assert!(status.message().contains("response"), "{status:?}");
+    // A page that fits is served.
+    tenants
+        .list_tenants(ListTenantsRequest {
+            page_size: 1,
+            ..ListTenantsRequest::default()
+        })
+        .await
+        .unwrap();
+    let metrics = server.metrics_text().await.unwrap();
+    assert_eq!(
+        counter(
+            &metrics,
+            "messages_too_large_total",
+            &[("direction", "response")]
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn calls_beyond_the_limit_are_shed_at_once_while_health_answers() {
+    let server = TestServer::start_with(Backend::Postgres, |config| Config {
+        limits: LimitsConfig {
+            max_concurrent_calls: 2,
+            ..config.limits
+        },
+        ..config
+    })
+    .await
+    .unwrap();
+    let created = server.create_active(new_tenant("busy")).await.unwrap();
+
+    // Another session holds the tenant's row: two updates of it wait for the lock.
+    let mut holder = sqlx::PgConnection::connect(&server.schema().unwrap().url())
+        .await
+        .unwrap();
+    let mut lock = holder.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1::uuid FOR UPDATE")
+        .bind(&created.tenant_id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let tenants = server.tenants().await.unwrap();
+    let updates: Vec<_> = (0..2)
+        .map(|i| {
+            let mut client = tenants.clone();
+            let request = rename(&created, &format!("Busy {i}"));
+            tokio::spawn(async move { client.update_tenant(request).await })
+        })
+        .collect();
+    eventually("both updates in flight", Duration::from_secs(5), || async {
+        let metrics = server.metrics_text().await.unwrap();
+        counter(&metrics, "calls_in_flight", &[]) == 2
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    let status = tenants
+        .clone()
+        .update_tenant(with_request_id(rename(&created, "Shed"), "req-shed"))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not queued"
+    );
+    assert_reason(&status, Code::Unavailable, "OVERLOADED");
+    assert!(status.get_details_retry_info().is_some(), "{status:?}");
+    let health = HealthClient::new(server.admin_channel().await.unwrap())
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(health.get_ref().status, 1, "SERVING while shedding");
+
+    lock.rollback().await.unwrap();
+    for update in updates {
+        update.await.unwrap().unwrap();
+    }
+    tenants
+        .clone()
+        .get_tenant(GetTenantRequest {
+            tenant_id: created.tenant_id.clone(),
+        })
+        .await
+        .unwrap();
+    let metrics = server.metrics_text().await.unwrap();
+    assert_eq!(counter(&metrics, "calls_shed_total", &[]), 1);
+    assert_eq!(
+        counter(
+            &metrics,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_method", "UpdateTenant"),
+                ("grpc_code", "Unavailable")
+            ]
+        ),
+        1
+    );
+    // The two updates are audited; the shed one did nothing and left no record.
+    let updates = audited_before(
+        &server,
+        "req-barrier",
+        "/tenant.v1.TenantService/UpdateTenant",
+    )
+    .await;
+    let codes: Vec<_> = updates.iter().map(|r| r.code.as_str()).collect();
+    assert_eq!(codes, ["OK", "OK"], "{updates:?}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_until_one_is_freed() {
+    let server = server(|limits| LimitsConfig {
+        max_connections: 2,
+        max_handshakes: 2,
+        max_handshakes_per_peer: 2,
+        ..limits
+    })
+    .await;
+    // The metrics endpoint is plain HTTP on its own port: it takes no slot.
+    let first = server.tenants().await.unwrap();
+    let mut second = server.tenants().await.unwrap();
+    second
+        .list_tenants(ListTenantsRequest::default())
+        .await
+        .unwrap();
+    let third = server.tenants().await;
+    let refused = match third {
+        Err(_) => true,
+        Ok(mut client) => client
+            .list_tenants(ListTenantsRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a third connection is closed");
+    let metrics = server.metrics_text().await.unwrap();
+    assert!(
+        counter(
+            &metrics,
+            "connections_refused_total",
+            &[("reason", "max_connections")]
+        ) >= 1,
+        "{metrics}"
+    );
+    assert_eq!(counter(&metrics, "connections_open", &[]), 2);
+
+    drop(first);
+    eventually(
+        "a freed slot takes a new connection",
+        Duration::from_secs(5),
+        || async {
+            let Ok(mut client) = server.tenants().await else {
+                return false;
+            };
+            client
+                .list_tenants(ListTenantsRequest::default())
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_but_one_with_an_open_watch_is_not() {
+    let dns = Fault::held();
+    let faults = Faults {
+        dns: Some(dns.clone()),
+        ..Faults::default()
+    };
+    let server = TestServer::start_with_providers(
+        Backend::Memory,
+        |config| Config {
+            limits: LimitsConfig {
+                idle_connection_timeout: Some(Duration::from_secs(1)),
+                ..config.limits
+            },
+            ..config
+        },
+        move |providers| faults.wrap(providers),
+    )
+    .await
+    .unwrap();
+    let mut idle = server.tenants().await.unwrap();
+    let created = idle
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(new_tenant("waiting")),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    let mut watch = server
+        .provisioning()
+        .await
+        .unwrap()
+        .watch_provisioning(WatchProvisioningRequest {
+            tenant_id: created.tenant_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    watch.message().await.unwrap().expect("the run as it is");
+
+    eventually(
+        "the idle connection is closed",
+        Duration::from_secs(5),
+        || async {
+            let metrics = server.metrics_text().await.unwrap();
+            counter(&metrics, "connections_closed_idle_total", &[]) == 1
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = server.metrics_text().await.unwrap();
+    assert_eq!(
+        counter(&metrics, "connections_closed_idle_total", &[]),
+        1,
+        "the watch's connection stays open past the timeout"
+    );
+    assert_eq!(counter(&metrics, "connections_open", &[]), 1);
+
+    // The watch still follows the run, and the idle client reconnects on its next call.
+    dns.release();
+    while let Some(update) = watch.message().await.unwrap() {
+        if update
+            .run
+            .is_some_and(|run| run.state() != tenantd_e2e::pb::RunState::Running)
+        {
+            break;
+        }
+    }
+    idle.get_tenant(GetTenantRequest {
+        tenant_id: created.tenant_id,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_principal_gets_a_bounded_number_of_open_watches() {
+    let dns = Fault::held();
+    let faults = Faults {
+        dns: Some(dns.clone()),
+        ..Faults::default()
+    };
+    let server = TestServer::start_with_providers(
+        Backend::Memory,
+        |config| Config {
+            limits: LimitsConfig {
+                max_watches_per_principal: 2,
+                ..config.limits
+            },
+            ..config
+        },
+        move |providers| faults.wrap(providers),
+    )
+    .await
+    .unwrap();
+    let mut tenants: TenantServiceClient<_> = server.tenants().await.unwrap();
+    let created = tenants
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(new_tenant("watched")),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    let provisioning = server.provisioning().await.unwrap();
+    let watch = || {
+        let mut client = provisioning.clone();
+        let tenant_id = created.tenant_id.clone();
+        async move {
+            client
+                .watch_provisioning(WatchProvisioningRequest { tenant_id })
+                .await
+        }
+    };
+    let first = watch().await.unwrap();
+    let _second = watch().await.unwrap();
+    let status = watch().await.unwrap_err();
+    assert_reason(&status, Code::ResourceExhausted, "TOO_MANY_WATCHES");
+    assert_eq!(limit_of(&status), "2");
+
+    drop(first);
+    eventually(
+        "a closed watch frees its slot",
+        Duration::from_secs(5),
+        || async { watch().await.is_ok() },
+    )
+    .await;
+    let metrics = server.metrics_text().await.unwrap();
+    assert!(counter(&metrics, "watches_refused_total", &[("role", "admin")]) >= 1);
+    dns.release();
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+#[tokio::test]
+async fn a_100_mib_request_is_refused_without_the_servers_memory_growing() {
+    tenantd_server::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, _) = tenantd_server::devcerts::ensure(dir.path(), "tenantd.local", false).unwrap();
+    let server = tenantd_e2e::process::TenantdProcess::start_in_memory(dir.path())
+        .await
+        .unwrap();
+    let pid = server.pid().unwrap();
+    let mut tenants = TenantServiceClient::new(
+        tenantd_e2e::admin_channel(server.grpc_addr, &certs)
+            .await
+            .unwrap(),
+    );
+    tenants
+        .list_tenants(ListTenantsRequest::default())
+        .await
+        .unwrap();
+    let before = rss_kib(pid);
+
+    let mut tenant = new_tenant("enormous");
+    tenant.display_name = "z".repeat(100 * 1024 * 1024);
+    let status = tenants
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(tenant),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_reason(&status, Code::ResourceExhausted, "MESSAGE_TOO_LARGE");
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 16 * 1024,
+        "RSS went from {before} KiB to {after} KiB for a refused message"
+    );
+    tenants
+        .list_tenants(ListTenantsRequest::default())
+        .await
+        .unwrap();
+    server.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_header_list_too_large_is_refused_and_the_server_serves_on() {
+    let server = server(|limits| limits).await;
+    let mut tenants = server.tenants().await.unwrap();
+    let mut request = tonic::Request::new(ListTenantsRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-padding", "p".repeat(20 * 1024).parse().unwrap());
+    let status = tenants.list_tenants(request).await.unwrap_err();
+    // HTTP 431 before any gRPC: client libraries map it to UNKNOWN.
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    assert!(status.message().contains("431"), "{status:?}");
+    let mut fresh = server.tenants().await.unwrap();
+    fresh
+        .list_tenants(ListTenantsRequest::default())
+        .await
+        .unwrap();
+}
