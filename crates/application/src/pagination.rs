@@ -187,3 +187,43 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Page tokens over arbitrary keys, filters and tokens.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_key_round_trips_for_its_filters_and_no_others(
+            key in "\\PC{1,64}",
+            filters in "\\PC{0,64}",
+            other in "\\PC{0,64}",
+            size in 1usize..20,
+        ) {
+            prop_assume!(filters != other);
+            let request = PageRequest::parse(i32::try_from(size).expect("small"), "", &filters).expect("valid");
+            let fetched = vec![key.clone(); size + 1];
+            let page = request.finish(fetched, &filters, Clone::clone);
+            prop_assert_eq!(page.items.len(), size);
+            prop_assert!(!page.next_page_token.is_empty());
+            let next = PageRequest::parse(1, &page.next_page_token, &filters).expect("its own token");
+            prop_assert_eq!(next.after, Some(key));
+            let refused = PageRequest::parse(1, &page.next_page_token, &other).expect_err("other filters");
+            prop_assert_eq!(refused.reason(), Reason::PageTokenInvalid);
+        }
+
+        #[test]
+        fn any_text_as_a_token_is_refused_with_its_reason_or_names_a_key(
+            token in "\\PC{1,300}",
+        ) {
+            match PageRequest::parse(5, &token, "tenants") {
+                Ok(request) => prop_assert!(request.after.is_some_and(|k| !k.is_empty())),
+                Err(err) => prop_assert_eq!(err.reason(), Reason::PageTokenInvalid),
+            }
+        }
+    }
+}

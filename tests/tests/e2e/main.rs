@@ -18,6 +18,7 @@ mod events_kafka;
 mod exports;
 mod legal_hold;
 mod limits;
+mod metrics_hygiene;
 mod outage;
 mod processes;
 mod provisioning;

@@ -344,3 +344,69 @@ fn a_secret_opens_from_either_envelope_and_not_without_its_data_key() {
         "another purpose"
     );
 }
+
+mod properties {
+    //! Round trips over arbitrary input: any secret sealed for a tenant opens for it, with
+    //! the ring and with the tenant's data key, and for no other tenant, purpose or edited
+    //! envelope.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const PURPOSE: &str = "property-test";
+
+    fn tenant_from(bits: u128) -> TenantId {
+        // A valid UUIDv7: version 7, RFC 4122 variant, the rest from `bits`.
+        let bits = (bits & !(0xF << 76) & !(0b11 << 62)) | (0x7 << 76) | (0b10 << 62);
+        TenantId::from_uuid(Uuid::from_u128(bits)).expect("a v7 id")
+    }
+
+    proptest! {
+        #[test]
+        fn any_secret_round_trips_for_its_tenant_only(
+            secret in proptest::collection::vec(any::<u8>(), 0..512),
+            a in any::<u128>(),
+            b in any::<u128>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let ring = ring(&[&key("k1", 1)]);
+            let (mine, other) = (tenant_from(a), tenant_from(b));
+            prop_assume!(mine != other);
+
+            let sealed = ring.seal_secret(mine, PURPOSE, &secret);
+            prop_assert_eq!(ring.open_secret(mine, PURPOSE, &sealed).expect("opens"), secret.clone());
+            prop_assert!(ring.open_secret(other, PURPOSE, &sealed).is_err());
+            prop_assert!(ring.open_secret(mine, "another-purpose", &sealed).is_err());
+            let mut edited = sealed.clone();
+            let at = flip.index(edited.len());
+            edited[at] ^= 0x01;
+            prop_assert!(ring.open_secret(mine, PURPOSE, &edited).is_err());
+
+            let data_key = ring.new_data_key(mine);
+            let with_key = ring.seal_with(mine, &data_key, PURPOSE, &secret).expect("seals");
+            prop_assert_eq!(
+                ring.open_secret_with_key(mine, Some(&data_key), PURPOSE, &with_key).expect("opens"),
+                secret
+            );
+            prop_assert!(ring.open_with(other, &data_key, PURPOSE, &with_key).is_err());
+            prop_assert!(
+                ring.open_secret_with_key(mine, Some(&ring.new_data_key(mine)), PURPOSE, &with_key).is_err(),
+                "another data key of the same tenant does not open it"
+            );
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_open_and_never_panic(
+            envelope in proptest::collection::vec(any::<u8>(), 0..256),
+            a in any::<u128>(),
+        ) {
+            let ring = ring(&[&key("k1", 1)]);
+            let t = tenant_from(a);
+            prop_assert!(ring.open_secret(t, PURPOSE, &envelope).is_err());
+            prop_assert!(EmailCipher::open(&ring, t, &envelope).is_err());
+            let data_key = ring.new_data_key(t);
+            prop_assert!(ring.open_with(t, &data_key, PURPOSE, &envelope).is_err());
+        }
+    }
+}
