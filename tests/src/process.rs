@@ -24,6 +24,8 @@ pub struct TenantdProcess {
     logs: Arc<Mutex<Vec<String>>>,
     /// Its gRPC address.
     pub grpc_addr: SocketAddr,
+    /// Its `/metrics` address.
+    pub metrics_addr: SocketAddr,
 }
 
 /// Path of the `tenantd` binary built next to the running test.
@@ -83,6 +85,14 @@ impl TenantdProcess {
         Self::spawn(command, certs_dir).await
     }
 
+    /// Its `/metrics` text.
+    ///
+    /// # Errors
+    /// When the endpoint cannot be reached.
+    pub async fn metrics_text(&self) -> anyhow::Result<String> {
+        crate::server::scrape_metrics(self.metrics_addr).await
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
@@ -95,6 +105,19 @@ impl TenantdProcess {
     /// When it cannot start or exits before listening.
     pub async fn start_in_memory(certs_dir: &Path) -> anyhow::Result<Self> {
         Self::spawn(cleared(binary()?), certs_dir).await
+    }
+
+    /// [`TenantdProcess::start_in_memory`] with more environment variables (settings).
+    ///
+    /// # Errors
+    /// When it cannot start or exits before listening.
+    pub async fn start_in_memory_with(
+        certs_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut command = cleared(binary()?);
+        command.envs(env.iter().copied());
+        Self::spawn(command, certs_dir).await
     }
 
     async fn spawn(mut command: Command, certs_dir: &Path) -> anyhow::Result<Self> {
@@ -114,13 +137,14 @@ impl TenantdProcess {
         let stderr = child.stderr.take().context("no stderr")?;
         let mut lines = BufReader::new(stderr).lines();
         let mut seen = Vec::new();
-        let grpc_addr = tokio::time::timeout(Duration::from_secs(30), async {
+        let (grpc_addr, metrics_addr) = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await? {
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
                     && event["message"] == "tenantd listening"
-                    && let Some(addr) = event["grpc"].as_str()
+                    && let (Some(grpc), Some(metrics)) =
+                        (event["grpc"].as_str(), event["metrics"].as_str())
                 {
-                    return Ok(addr.parse::<SocketAddr>()?);
+                    return Ok((grpc.parse::<SocketAddr>()?, metrics.parse::<SocketAddr>()?));
                 }
                 seen.push(line);
             }
@@ -142,6 +166,7 @@ impl TenantdProcess {
             child,
             logs,
             grpc_addr,
+            metrics_addr,
         })
     }
 

@@ -335,20 +335,7 @@ impl TestServer {
     /// # Errors
     /// When the request fails or the status is not 200.
     pub async fn metrics_text(&self) -> anyhow::Result<String> {
-        let mut stream = tokio::net::TcpStream::connect(self.metrics_addr).await?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .context("no HTTP header/body separator")?;
-        anyhow::ensure!(
-            head.starts_with("HTTP/1.1 200"),
-            "unexpected response: {head}"
-        );
-        Ok(body.to_owned())
+        scrape_metrics(self.metrics_addr).await
     }
 
     /// Signals shutdown and waits for the server to stop; hands back the scratch schema
@@ -450,4 +437,25 @@ pub fn postgres_store_with(url: &str, keys: &TestKeys) -> Store {
         encryption_keys: Secret::new(keys.encryption.clone()),
         blind_index_key: Secret::new(keys.blind_index.clone()),
     }
+}
+
+/// The `/metrics` text of the server whose metrics listen at `addr`.
+///
+/// # Errors
+/// When the endpoint cannot be reached or does not answer 200.
+pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no HTTP header/body separator")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "unexpected response: {head}"
+    );
+    Ok(body.to_owned())
 }

@@ -6,15 +6,19 @@
 
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject as _;
 use sqlx::Connection as _;
 use tenantd_e2e::faults::{Fault, Faults};
+use tenantd_e2e::pb::plan_service_client::PlanServiceClient;
 use tenantd_e2e::pb::tenant_service_client::TenantServiceClient;
 use tenantd_e2e::pb::{
-    AuditRecord, CreateTenantRequest, GetTenantRequest, ListAuditRecordsRequest,
+    AuditRecord, CreateTenantRequest, GetTenantRequest, ListAuditRecordsRequest, ListPlansRequest,
     ListTenantsRequest, Tenant, UpdateTenantRequest, WatchProvisioningRequest,
 };
 use tenantd_e2e::{Backend, TestServer, assert_reason, counter, eventually, new_tenant};
 use tenantd_server::config::{Config, LimitsConfig};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -556,4 +560,120 @@ async fn a_header_list_too_large_is_refused_and_the_server_serves_on() {
         .list_tenants(ListTenantsRequest::default())
         .await
         .unwrap();
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.0/8 all loops back).
+async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((std::net::Ipv4Addr::from(from), 0).into())?;
+    socket.connect(addr).await
+}
+
+/// Handshakes without a client certificate from `from`, one after another, until `stop`:
+/// each is refused by the server's verifier.
+async fn handshake_flood(
+    from: [u8; 4],
+    addr: std::net::SocketAddr,
+    ca: std::path::PathBuf,
+    stop: tokio_util::sync::CancellationToken,
+) -> u32 {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut made = 0;
+    while !stop.is_cancelled() {
+        let Ok(tcp) = connect_from(from, addr).await else {
+            continue;
+        };
+        if let Ok(mut tls) = connector.connect(name.clone(), tcp).await {
+            // TLS 1.3: the server checks the (missing) certificate after the client is done.
+            let _refused = tls.write_all(b"PRI * HTTP/2.0\r\n\r\n").await;
+            let _ = tls.read(&mut [0; 64]).await;
+        }
+        made += 1;
+    }
+    made
+}
+
+#[tokio::test]
+async fn a_handshake_flood_and_slowloris_clients_do_not_starve_a_well_behaved_client() {
+    tenantd_server::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, _) = tenantd_server::devcerts::ensure(dir.path(), "tenantd.local", false).unwrap();
+    let server = tenantd_e2e::process::TenantdProcess::start_in_memory_with(
+        dir.path(),
+        // 200 slow clients would hold all 64 handshake slots (and the good client's new
+        // connections would wait out the 3 s timeout) but for the per-address share of 32.
+        &[
+            ("TENANTD_HANDSHAKE_TIMEOUT_MS", "3000"),
+            ("TENANTD_MAX_HANDSHAKES", "64"),
+            ("TENANTD_MAX_HANDSHAKES_PER_PEER", "32"),
+        ],
+    )
+    .await
+    .unwrap();
+    let addr = server.grpc_addr;
+    let mut plans = PlanServiceClient::new(tenantd_e2e::admin_channel(addr, &certs).await.unwrap());
+    plans.list_plans(ListPlansRequest::default()).await.unwrap();
+
+    // Slowloris: 200 connections from 127.0.0.2 that send half a TLS record and wait.
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        if let Ok(mut tcp) = connect_from([127, 0, 0, 2], addr).await {
+            let _ = tcp.write_all(&[0x16, 0x03, 0x01]).await;
+            slow.push(tcp);
+        }
+    }
+    // A flood of certificate-less handshakes from 127.0.0.3.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let flood: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(handshake_flood(
+                [127, 0, 0, 3],
+                addr,
+                certs.ca_cert(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    // Meanwhile the well-behaved client is served, on its connection and on new ones.
+    let mut slowest = Duration::ZERO;
+    for i in 0..100 {
+        let started = std::time::Instant::now();
+        if i % 10 == 0 {
+            let mut fresh =
+                PlanServiceClient::new(tenantd_e2e::admin_channel(addr, &certs).await.unwrap());
+            fresh.list_plans(ListPlansRequest::default()).await.unwrap();
+        } else {
+            plans.list_plans(ListPlansRequest::default()).await.unwrap();
+        }
+        slowest = slowest.max(started.elapsed());
+    }
+    stop.cancel();
+    let mut floods = 0;
+    for task in flood {
+        floods += task.await.unwrap();
+    }
+    assert!(floods > 20, "the flood made only {floods} handshakes");
+    // Well below the handshake timeout the slow clients hold: nobody waited on them.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "the slowest call took {slowest:?}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let metrics = server.metrics_text().await.unwrap();
+    let refused = |reason| counter(&metrics, "connections_refused_total", &[("reason", reason)]);
+    assert!(refused("handshakes_per_peer") >= 100, "{metrics}");
+    assert!(refused("handshake_timeout") >= 30, "{metrics}");
+    assert!(refused("handshake_failed") >= 20, "{metrics}");
+    drop(slow);
+    server.kill().await.unwrap();
 }
