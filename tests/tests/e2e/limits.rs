@@ -677,3 +677,75 @@ async fn a_handshake_flood_and_slowloris_clients_do_not_starve_a_well_behaved_cl
     drop(slow);
     server.kill().await.unwrap();
 }
+
+/// An HTTP/2 connection over mTLS as admin whose frames are only processed while the
+/// returned connection future is polled.
+async fn raw_h2(
+    addr: std::net::SocketAddr,
+    certs: &tenantd_server::devcerts::DevCerts,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    h2::client::Connection<tokio_rustls::client::TlsStream<TcpStream>, bytes::Bytes>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(certs.ca_cert()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![rustls_pki_types::CertificateDer::from_pem_file(certs.admin_cert()).unwrap()],
+            rustls_pki_types::PrivateKeyDer::from_pem_file(certs.admin_key()).unwrap(),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    h2::client::handshake(tls).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
+    let server = server(|limits| LimitsConfig {
+        http2_keepalive_interval: Some(Duration::from_secs(1)),
+        http2_keepalive_timeout: Duration::from_secs(1),
+        ..limits
+    })
+    .await;
+    // One peer answers the server's pings (its connection is driven), one never reads.
+    let (_answering, driven) = raw_h2(server.grpc_addr, &server.certs).await;
+    let driven = tokio::spawn(driven);
+    let (_silent, undriven) = raw_h2(server.grpc_addr, &server.certs).await;
+    eventually("both connections open", Duration::from_secs(5), || async {
+        let metrics = server.metrics_text().await.unwrap();
+        counter(&metrics, "connections_open", &[]) == 2
+    })
+    .await;
+    eventually(
+        "the silent peer is disconnected after a ping goes unanswered",
+        Duration::from_secs(6),
+        || async {
+            let metrics = server.metrics_text().await.unwrap();
+            counter(&metrics, "connections_open", &[]) == 1
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let metrics = server.metrics_text().await.unwrap();
+    assert_eq!(
+        counter(&metrics, "connections_open", &[]),
+        1,
+        "the peer that answers its pings stays connected"
+    );
+    assert!(
+        !driven.is_finished(),
+        "the answering connection is still up"
+    );
+    drop(undriven);
+}
