@@ -93,6 +93,15 @@ fn rename(tenant: &Tenant, name: &str) -> UpdateTenantRequest {
     }
 }
 
+/// Waits until `server`'s unlabelled `metric` reads `value`, for `what`.
+async fn until_metric(server: &TestServer, what: &str, metric: &str, value: u64) {
+    eventually(what, Duration::from_secs(6), || async {
+        let metrics = server.metrics_text().await.unwrap();
+        counter(&metrics, metric, &[]) == value
+    })
+    .await;
+}
+
 fn limit_of(status: &tonic::Status) -> String {
     status
         .get_details_error_info()
@@ -242,11 +251,7 @@ async fn calls_beyond_the_limit_are_shed_at_once_while_health_answers() {
             tokio::spawn(async move { client.update_tenant(request).await })
         })
         .collect();
-    eventually("both updates in flight", Duration::from_secs(5), || async {
-        let metrics = server.metrics_text().await.unwrap();
-        counter(&metrics, "calls_in_flight", &[]) == 2
-    })
-    .await;
+    until_metric(&server, "both updates in flight", "calls_in_flight", 2).await;
 
     let started = std::time::Instant::now();
     let status = tenants
@@ -397,13 +402,11 @@ async fn an_idle_connection_is_closed_but_one_with_an_open_watch_is_not() {
         .into_inner();
     watch.message().await.unwrap().expect("the run as it is");
 
-    eventually(
+    until_metric(
+        &server,
         "the idle connection is closed",
-        Duration::from_secs(5),
-        || async {
-            let metrics = server.metrics_text().await.unwrap();
-            counter(&metrics, "connections_closed_idle_total", &[]) == 1
-        },
+        "connections_closed_idle_total",
+        1,
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -722,18 +725,12 @@ async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
     let (_answering, driven) = raw_h2(server.grpc_addr, &server.certs).await;
     let driven = tokio::spawn(driven);
     let (_silent, undriven) = raw_h2(server.grpc_addr, &server.certs).await;
-    eventually("both connections open", Duration::from_secs(5), || async {
-        let metrics = server.metrics_text().await.unwrap();
-        counter(&metrics, "connections_open", &[]) == 2
-    })
-    .await;
-    eventually(
+    until_metric(&server, "both connections open", "connections_open", 2).await;
+    until_metric(
+        &server,
         "the silent peer is disconnected after a ping goes unanswered",
-        Duration::from_secs(6),
-        || async {
-            let metrics = server.metrics_text().await.unwrap();
-            counter(&metrics, "connections_open", &[]) == 1
-        },
+        "connections_open",
+        1,
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
