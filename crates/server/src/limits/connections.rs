@@ -124,14 +124,17 @@ impl IdleTimer {
     pub fn expired(&mut self, activity: &Activity, cx: &mut Context<'_>) -> bool {
         loop {
             let now = Instant::now();
-            // With calls in flight, look again a timeout from now.
-            let deadline = activity
-                .idle_since()
-                .map_or(now + self.timeout, |since| since + self.timeout);
-            if deadline <= now {
-                self.metrics.closed_idle();
-                return true;
-            }
+            let deadline = match activity.idle_since() {
+                Some(since) if since + self.timeout <= now => {
+                    self.metrics.closed_idle();
+                    return true;
+                }
+                Some(since) => since + self.timeout,
+                // With calls in flight, look again when the timer is due (a timeout from
+                // now once it is): a busy connection re-arms it once per timeout, not per read.
+                None if self.sleep.deadline() > now => self.sleep.deadline(),
+                None => now + self.timeout,
+            };
             if self.sleep.deadline() != deadline {
                 self.sleep.as_mut().reset(deadline);
             }
