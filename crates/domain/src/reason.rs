@@ -119,6 +119,9 @@ reasons! {
     /// This replica is handling as many calls as it may: retry (`google.rpc.RetryInfo`
     /// says when; another replica may answer now).
     Overloaded = "OVERLOADED",
+    /// The call did not finish before its deadline (the client's `grpc-timeout` or the
+    /// server's 30 s); what it was doing was abandoned.
+    DeadlineExceeded = "DEADLINE_EXCEEDED",
     /// A dependency (database, cache, broker) is unavailable: retry later.
     DependencyUnavailable = "DEPENDENCY_UNAVAILABLE",
     /// This replica is shutting down: retry (elsewhere).

@@ -37,7 +37,8 @@ use crate::devcerts::DevCerts;
 use crate::grpc::{ApiKeyApi, EventApi, MigrationApi, PlanApi, ProvisioningApi, TenantApi};
 use crate::identity::Identified;
 use crate::limits::{
-    ActiveCalls, ConnectionGate, IdleTimer, LoadShedLayer, MessageLimitLayer, WatchLimits,
+    ActiveCalls, ConnectionGate, DeadlineLayer, IdleTimer, LoadShedLayer, MessageLimitLayer,
+    WatchLimits,
 };
 use crate::metrics::{
     CacheMetrics, DbPoolCollector, ExportMetrics, GrpcMetrics, LimitMetrics, MetricsLayer,
@@ -283,7 +284,6 @@ impl App {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         let router = Server::builder()
-            .timeout(REQUEST_TIMEOUT)
             .max_concurrent_streams(limits.max_streams_per_connection)
             .http2_keepalive_interval(limits.http2_keepalive_interval)
             .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
@@ -305,6 +305,8 @@ impl App {
                 audit_sink,
                 AuditPolicy::new(self.config.audit_reads),
             )))
+            // Inside the audit layer, so a call past its deadline is audited as such.
+            .layer(DeadlineLayer::new(REQUEST_TIMEOUT))
             // Inside the metrics and audit layers, so refused calls are counted and audited.
             .layer(RateLimitLayer::new(
                 services.rate_limits.clone(),

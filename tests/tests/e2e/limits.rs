@@ -746,3 +746,100 @@ async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
     );
     drop(undriven);
 }
+
+/// The gRPC status of one unary call of `path` with `message`, sent over raw HTTP/2 with
+/// the extra `headers` (so no client library enforces a deadline of its own).
+async fn raw_unary(
+    server: &TestServer,
+    path: &str,
+    message: &impl prost::Message,
+    headers: &[(&str, &str)],
+) -> tonic::Status {
+    let (send, connection) = raw_h2(server.grpc_addr, &server.certs).await;
+    let driven = tokio::spawn(connection);
+    let mut send = send.ready().await.unwrap();
+    let mut request = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("https://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let encoded = message.encode_to_vec();
+    let mut frame = vec![0];
+    frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    let (response, mut body) = send.send_request(request.body(()).unwrap(), false).unwrap();
+    body.send_data(bytes::Bytes::from(frame), true).unwrap();
+    let response = response.await.unwrap();
+    let status = if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        status
+    } else {
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            chunk.unwrap();
+        }
+        let trailers = body.trailers().await.unwrap().expect("trailers");
+        tonic::Status::from_header_map(&trailers).expect("a status in the trailers")
+    };
+    driven.abort();
+    status
+}
+
+#[tokio::test]
+async fn a_client_deadline_ends_a_blocked_update_in_time_and_leaves_no_change() {
+    let server = TestServer::start(Backend::Postgres).await.unwrap();
+    let created = server.create_active(new_tenant("hurried")).await.unwrap();
+    let mut holder = sqlx::PgConnection::connect(&server.schema().unwrap().url())
+        .await
+        .unwrap();
+    let mut lock = holder.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1::uuid FOR UPDATE")
+        .bind(&created.tenant_id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let status = raw_unary(
+        &server,
+        "/tenant.v1.TenantService/UpdateTenant",
+        &rename(&created, "Hurried Renamed"),
+        &[("grpc-timeout", "50m")],
+    )
+    .await;
+    let took = started.elapsed();
+    assert_reason(&status, Code::DeadlineExceeded, "DEADLINE_EXCEEDED");
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+
+    // Once the lock is gone, nothing of the abandoned update shows.
+    lock.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let tenant = server
+        .tenants()
+        .await
+        .unwrap()
+        .get_tenant(GetTenantRequest {
+            tenant_id: created.tenant_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(tenant.display_name, created.display_name);
+    assert_eq!(tenant.etag, created.etag);
+    let metrics = server.metrics_text().await.unwrap();
+    assert_eq!(
+        counter(
+            &metrics,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_method", "UpdateTenant"),
+                ("grpc_code", "DeadlineExceeded")
+            ]
+        ),
+        1
+    );
+}

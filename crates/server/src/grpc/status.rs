@@ -110,6 +110,19 @@ pub fn overloaded(retry_after: std::time::Duration) -> Status {
     )
 }
 
+/// DEADLINE_EXCEEDED (`DEADLINE_EXCEEDED`): the call did not finish within `limit` (the
+/// client's `grpc-timeout` or the server's own), and what it was doing was abandoned.
+pub fn deadline_exceeded(limit: std::time::Duration) -> Status {
+    let mut details = ErrorDetails::new();
+    let metadata = HashMap::from([("limitMs".to_owned(), limit.as_millis().to_string())]);
+    details.set_error_info(Reason::DeadlineExceeded.as_str(), ERROR_DOMAIN, metadata);
+    Status::with_error_details(
+        Code::DeadlineExceeded,
+        "the call did not finish before its deadline; nothing of it was kept",
+        details,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
