@@ -34,6 +34,29 @@ async fn server(adjust: impl FnOnce(LimitsConfig) -> LimitsConfig + Send) -> Tes
     .unwrap()
 }
 
+/// Another PostgreSQL session holding a tenant's row (`FOR UPDATE`): changes of the
+/// tenant wait for it until it is released.
+struct RowLock(sqlx::PgConnection);
+
+impl RowLock {
+    async fn hold(server: &TestServer, tenant_id: &str) -> Self {
+        let mut session = sqlx::PgConnection::connect(&server.schema().unwrap().url())
+            .await
+            .unwrap();
+        sqlx::query("BEGIN").execute(&mut session).await.unwrap();
+        sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1::uuid FOR UPDATE")
+            .bind(tenant_id)
+            .execute(&mut session)
+            .await
+            .unwrap();
+        Self(session)
+    }
+
+    async fn release(mut self) {
+        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+    }
+}
+
 /// `message` with `x-request-id: id`.
 fn with_request_id<T>(message: T, id: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -234,15 +257,7 @@ async fn calls_beyond_the_limit_are_shed_at_once_while_health_answers() {
     let created = server.create_active(new_tenant("busy")).await.unwrap();
 
     // Another session holds the tenant's row: two updates of it wait for the lock.
-    let mut holder = sqlx::PgConnection::connect(&server.schema().unwrap().url())
-        .await
-        .unwrap();
-    let mut lock = holder.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1::uuid FOR UPDATE")
-        .bind(&created.tenant_id)
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = RowLock::hold(&server, &created.tenant_id).await;
     let tenants = server.tenants().await.unwrap();
     let updates: Vec<_> = (0..2)
         .map(|i| {
@@ -271,7 +286,7 @@ async fn calls_beyond_the_limit_are_shed_at_once_while_health_answers() {
         .unwrap();
     assert_eq!(health.get_ref().status, 1, "SERVING while shedding");
 
-    lock.rollback().await.unwrap();
+    lock.release().await;
     for update in updates {
         update.await.unwrap().unwrap();
     }
@@ -791,15 +806,7 @@ async fn raw_unary(
 async fn a_client_deadline_ends_a_blocked_update_in_time_and_leaves_no_change() {
     let server = TestServer::start(Backend::Postgres).await.unwrap();
     let created = server.create_active(new_tenant("hurried")).await.unwrap();
-    let mut holder = sqlx::PgConnection::connect(&server.schema().unwrap().url())
-        .await
-        .unwrap();
-    let mut lock = holder.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1::uuid FOR UPDATE")
-        .bind(&created.tenant_id)
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = RowLock::hold(&server, &created.tenant_id).await;
 
     let started = std::time::Instant::now();
     let status = raw_unary(
@@ -814,7 +821,7 @@ async fn a_client_deadline_ends_a_blocked_update_in_time_and_leaves_no_change() 
     assert!(took < Duration::from_secs(1), "answered after {took:?}");
 
     // Once the lock is gone, nothing of the abandoned update shows.
-    lock.rollback().await.unwrap();
+    lock.release().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let tenant = server
         .tenants()
