@@ -114,6 +114,8 @@ reasons! {
     /// A request or response message is larger than the server's limit (`limit` in the
     /// metadata).
     MessageTooLarge = "MESSAGE_TOO_LARGE",
+    /// The request's bytes are not a protobuf message of the method's request type.
+    MessageMalformed = "MESSAGE_MALFORMED",
     /// The caller has as many WatchProvisioning streams open as it may: close one first.
     TooManyWatches = "TOO_MANY_WATCHES",
     /// This replica is handling as many calls as it may: retry (`google.rpc.RetryInfo`

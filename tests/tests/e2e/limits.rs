@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use prost::Message as _;
 use rustls_pki_types::pem::PemObject as _;
 use sqlx::Connection as _;
 use tenantd_e2e::faults::{Fault, Faults};
@@ -762,12 +763,13 @@ async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
     drop(undriven);
 }
 
-/// The gRPC status of one unary call of `path` with `message`, sent over raw HTTP/2 with
-/// the extra `headers` (so no client library enforces a deadline of its own).
+/// The gRPC status of one unary call of `path` with the message bytes `encoded`, sent over
+/// raw HTTP/2 with the extra `headers` (so no client library enforces a deadline of its
+/// own, or checks what it sends).
 async fn raw_unary(
     server: &TestServer,
     path: &str,
-    message: &impl prost::Message,
+    encoded: &[u8],
     headers: &[(&str, &str)],
 ) -> tonic::Status {
     let (send, connection) = raw_h2(server.grpc_addr, &server.certs).await;
@@ -781,10 +783,9 @@ async fn raw_unary(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let encoded = message.encode_to_vec();
     let mut frame = vec![0];
     frame.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
-    frame.extend_from_slice(&encoded);
+    frame.extend_from_slice(encoded);
     let (response, mut body) = send.send_request(request.body(()).unwrap(), false).unwrap();
     body.send_data(bytes::Bytes::from(frame), true).unwrap();
     let response = response.await.unwrap();
@@ -803,6 +804,33 @@ async fn raw_unary(
 }
 
 #[tokio::test]
+async fn a_request_that_is_not_a_message_of_its_type_is_invalid_argument_and_creates_nothing() {
+    let server = TestServer::start(Backend::Memory).await.unwrap();
+    // Field 1 (tenant) as a varint where a message belongs; then a truncated length.
+    for bytes in [&[0x08, 0x01][..], &[0x0a, 0x7f, 0x01]] {
+        let status = raw_unary(&server, "/tenant.v1.TenantService/CreateTenant", bytes, &[]).await;
+        assert_reason(&status, Code::InvalidArgument, "MESSAGE_MALFORMED");
+        assert!(
+            status.message().contains("CreateTenantRequest"),
+            "{}",
+            status.message()
+        );
+    }
+    let listed = server
+        .tenants()
+        .await
+        .unwrap()
+        .list_tenants(ListTenantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        listed.tenants.is_empty(),
+        "a malformed create made a tenant"
+    );
+}
+
+#[tokio::test]
 async fn a_client_deadline_ends_a_blocked_update_in_time_and_leaves_no_change() {
     let server = TestServer::start(Backend::Postgres).await.unwrap();
     let created = server.create_active(new_tenant("hurried")).await.unwrap();
@@ -812,7 +840,7 @@ async fn a_client_deadline_ends_a_blocked_update_in_time_and_leaves_no_change() 
     let status = raw_unary(
         &server,
         "/tenant.v1.TenantService/UpdateTenant",
-        &rename(&created, "Hurried Renamed"),
+        &rename(&created, "Hurried Renamed").encode_to_vec(),
         &[("grpc-timeout", "50m")],
     )
     .await;

@@ -123,6 +123,24 @@ pub fn deadline_exceeded(limit: std::time::Duration) -> Status {
     )
 }
 
+/// INVALID_ARGUMENT (`MESSAGE_MALFORMED`): the request's bytes are not a protobuf message
+/// of the method's request type; `detail` is the decoder's account (field names and wire
+/// types, never values). tonic answers INTERNAL here; the fault is the client's, and
+/// INTERNAL stays for tenantd's own bugs.
+pub fn malformed(detail: &str) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        Reason::MessageMalformed.as_str(),
+        ERROR_DOMAIN,
+        HashMap::new(),
+    );
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("the request is not a valid message of the method's type: {detail}"),
+        details,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

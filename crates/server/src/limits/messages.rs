@@ -5,7 +5,9 @@
 //! with reason `MESSAGE_TOO_LARGE` and the limit in the ErrorInfo metadata, in the
 //! trailers-only response of a request too large and in the trailers of a response too
 //! large. The request limit is checked on the message's length prefix, before its bytes
-//! are buffered, so a huge message costs no memory.
+//! are buffered, so a huge message costs no memory. A request tonic cannot decode
+//! (INTERNAL from tonic-prost) becomes INVALID_ARGUMENT with reason `MESSAGE_MALFORMED`:
+//! the fault is the client's, and INTERNAL stays for tenantd's own bugs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,13 +18,15 @@ use http_body::{Body, Frame, SizeHint};
 use tenantd_domain::{Error, Reason};
 use tonic::{Code, Status};
 
-use crate::grpc::status::to_status;
+use crate::grpc::status::{malformed, to_status};
 use crate::metrics::{Direction, LimitMetrics};
 
 /// What tonic says of a request over the decoding limit.
 const DECODE_TOO_LARGE: &str = "Error, decoded message length too large";
 /// What tonic says of a response over the encoding limit.
 const ENCODE_TOO_LARGE: &str = "Error, encoded message length too large";
+/// What tonic (prost's `DecodeError`) says of a request that is not a message of its type.
+const MALFORMED: &str = "failed to decode Protobuf message: ";
 
 /// The limits and where refusals are counted.
 #[derive(Debug, Clone)]
@@ -42,18 +46,26 @@ impl MessageLimitLayer {
         }
     }
 
-    /// Rewrites a too-large status in `headers` (response headers or trailers).
+    /// Rewrites a too-large or malformed-request status in `headers` (response headers
+    /// or trailers).
     fn rewrite(&self, headers: &mut http::HeaderMap) {
-        if headers
+        let code = match headers
             .get(Status::GRPC_STATUS)
             .map(http::HeaderValue::as_bytes)
-            != Some(b"11")
         {
-            return;
-        }
+            Some(b"11") => Code::OutOfRange,
+            Some(b"13") => Code::Internal,
+            _ => return,
+        };
         let Some(status) = Status::from_header_map(headers) else {
             return;
         };
+        if code == Code::Internal {
+            if let Some(detail) = status.message().strip_prefix(MALFORMED) {
+                replace(headers, &malformed(detail));
+            }
+            return;
+        }
         let (direction, limit) = if status.message().starts_with(DECODE_TOO_LARGE) {
             (Direction::Request, self.max_request)
         } else if status.message().starts_with(ENCODE_TOO_LARGE) {
@@ -61,7 +73,6 @@ impl MessageLimitLayer {
         } else {
             return;
         };
-        debug_assert_eq!(status.code(), Code::OutOfRange);
         self.metrics.too_large(direction);
         let refusal = to_status(Error::ResourceExhausted {
             reason: Reason::MessageTooLarge,
@@ -72,11 +83,16 @@ impl MessageLimitLayer {
             retry_after: None,
             limit: Some(u64::try_from(limit).unwrap_or(u64::MAX)),
         });
-        headers.remove(Status::GRPC_MESSAGE);
-        headers.remove(Status::GRPC_STATUS_DETAILS);
-        if refusal.add_header(headers).is_err() {
-            tracing::error!("cannot write the MESSAGE_TOO_LARGE status");
-        }
+        replace(headers, &refusal);
+    }
+}
+
+/// Puts `status` in `headers` in place of the one there.
+fn replace(headers: &mut http::HeaderMap, status: &Status) {
+    headers.remove(Status::GRPC_MESSAGE);
+    headers.remove(Status::GRPC_STATUS_DETAILS);
+    if status.add_header(headers).is_err() {
+        tracing::error!(code = ?status.code(), "cannot write the rewritten status");
     }
 }
 
@@ -208,11 +224,33 @@ mod tests {
     }
 
     #[test]
+    fn a_request_tonic_cannot_decode_becomes_invalid_argument_message_malformed() {
+        let (layer, _registry) = layer();
+        let mut headers = headers_of(&Status::internal(
+            "failed to decode Protobuf message: CreateTenantRequest.tenant: invalid wire type",
+        ));
+        layer.rewrite(&mut headers);
+        let status = Status::from_header_map(&headers).expect("a status");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .ends_with("CreateTenantRequest.tenant: invalid wire type"),
+            "{}",
+            status.message()
+        );
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "MESSAGE_MALFORMED");
+    }
+
+    #[test]
     fn other_statuses_are_left_alone() {
         let (layer, _registry) = layer();
         for status in [
             Status::out_of_range("page past the end"),
             Status::resource_exhausted("Error, decoded message length too large"),
+            Status::internal("internal error"),
+            Status::internal("Error, decoded message length too large"),
             Status::ok(""),
         ] {
             let mut headers = headers_of(&status);
