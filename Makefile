@@ -1,7 +1,7 @@
 # The Makefile mirrors CI: `make test` is exactly what .ci/run checks.
 CARGO ?= cargo
 
-.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke certs migrate bench bench-provisioning bench-rollout
+.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke fuzz fuzz-smoke certs migrate bench bench-provisioning bench-rollout
 
 ## run: start tenantd with development certificates: in memory, or on DATABASE_URL when set
 run:
@@ -11,14 +11,17 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 ## test: formatting, clippy, buf lint, PostgreSQL and Redis up, every Rust test and the
-## README smoke test (both against a tansu broker started for them unless KAFKA_BROKERS is set)
-test: fmt-check lint proto-lint services test-rust smoke
+## README smoke test (both against a tansu broker started for them unless KAFKA_BROKERS is
+## set), and each fuzz target for a few seconds
+test: fmt-check lint proto-lint services test-rust smoke fuzz-smoke
 
 fmt:
 	$(CARGO) fmt --all
+	cd fuzz && $(CARGO) fmt
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+	cd fuzz && $(CARGO) fmt -- --check
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -44,6 +47,15 @@ test-rust:
 smoke:
 	$(CARGO) build --bin tenantd
 	scripts/kafka-broker.sh run -- scripts/smoke.sh
+
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS (300) each (nightly; cargo-fuzz)
+FUZZ_SECONDS ?= 300
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+## fuzz-smoke: every fuzz target for 5 seconds, so none rots (part of `make test`)
+fuzz-smoke:
+	scripts/fuzz.sh 5
 
 ## bench: tenantd's hot RPCs (GetTenant, VerifyApiKey, CreateTenant) in memory, on
 ## PostgreSQL and with the Redis cache, each against its floor measured in the same run

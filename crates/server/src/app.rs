@@ -223,6 +223,14 @@ impl App {
         })
     }
 
+    /// The API's services (every `tenant.v1` service, with the message limits) as one
+    /// tower service, without the connection and call layers: for callers in process,
+    /// such as the fuzz targets, which put a [`crate::identity::Caller`] in each
+    /// request's extensions.
+    pub fn api_routes(&self) -> Routes {
+        api_routes(&self.services, &self.config.limits, &self.limit_metrics)
+    }
+
     /// The bound gRPC address.
     ///
     /// # Errors

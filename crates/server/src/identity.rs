@@ -31,6 +31,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// A caller of `principal` in `trust_domain` on a connection of its own, for calls
+    /// made in process (the fuzz targets); served connections get theirs from the
+    /// handshake.
+    pub fn new(principal: Option<Principal>, trust_domain: &str) -> Self {
+        Self {
+            principal,
+            trust_domain: trust_domain.into(),
+            activity: Arc::default(),
+        }
+    }
+
     /// The calls in flight on the caller's connection.
     pub fn activity(&self) -> &Arc<Activity> {
         &self.activity

@@ -16,6 +16,7 @@ mod concurrency;
 mod encryption;
 mod events_kafka;
 mod exports;
+mod fuzz_corpus;
 mod legal_hold;
 mod limits;
 mod metrics_hygiene;

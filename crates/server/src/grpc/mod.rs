@@ -3,7 +3,10 @@
 
 mod api_keys;
 pub mod convert;
+#[cfg(test)]
+mod event_properties;
 mod events;
+mod methods;
 mod migrations;
 mod plans;
 mod provisioning;
@@ -12,6 +15,7 @@ mod tenants;
 
 pub use api_keys::ApiKeyApi;
 pub use events::EventApi;
+pub use methods::unary_methods;
 pub use migrations::MigrationApi;
 pub use plans::PlanApi;
 pub use provisioning::ProvisioningApi;

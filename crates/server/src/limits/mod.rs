@@ -13,6 +13,6 @@ mod watches;
 
 pub use connections::{ActiveCalls, Activity, ConnectionGate, ConnectionSlot, IdleTimer};
 pub use deadline::{DeadlineLayer, parse_grpc_timeout};
-pub use messages::MessageLimitLayer;
+pub use messages::{LimitedBody, MessageLimitLayer, MessageLimited};
 pub use shed::{LoadShedLayer, SHED_RETRY_AFTER};
 pub use watches::{WatchLimits, WatchSlot};
