@@ -5,6 +5,11 @@
 //! keeps its own, inside the audit layer. Like tonic's, it bounds the handler's response:
 //! a stream's messages are bounded by the stream's own lifetime.
 //!
+//! tonic still reads `grpc-timeout` itself and ends the call at that moment with
+//! CANCELLED ("Timeout expired"), outside every layer; so this deadline fires
+//! [`AHEAD_OF_TONIC`] before the client's, and the client always gets DEADLINE_EXCEEDED,
+//! counted and audited.
+//!
 //! When the deadline fires, the handler's future is dropped: a transaction in progress is
 //! never committed (its connection rolls it back), so a call past its deadline changes
 //! nothing.
@@ -15,6 +20,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::grpc::status::deadline_exceeded;
+
+/// How much sooner than the client's `grpc-timeout` this deadline fires, so that it always
+/// fires before tonic's own timer for the same header (1 ms timer ticks apart, either
+/// could fire first).
+pub const AHEAD_OF_TONIC: Duration = Duration::from_millis(5);
 
 /// Tower layer ending each call at its deadline.
 #[derive(Debug, Clone, Copy)]
@@ -86,9 +96,13 @@ where
             .get("grpc-timeout")
             .and_then(|value| parse_grpc_timeout(value.as_bytes()));
         let limit = asked.map_or(self.longest, |asked| asked.min(self.longest));
+        let fires = match asked {
+            Some(asked) if asked <= self.longest => asked.saturating_sub(AHEAD_OF_TONIC),
+            _ => self.longest,
+        };
         let response = self.inner.call(request);
         Box::pin(async move {
-            match tokio::time::timeout(limit, response).await {
+            match tokio::time::timeout(fires, response).await {
                 Ok(response) => response,
                 Err(_) => Ok(deadline_exceeded(limit).into_http()),
             }
@@ -153,8 +167,8 @@ mod tests {
             .expect("a response");
         assert_eq!(
             started.elapsed(),
-            Duration::from_millis(50),
-            "the client's deadline"
+            Duration::from_millis(45),
+            "the client's deadline, ahead of tonic's timer"
         );
         let status = tonic::Status::from_header_map(response.headers()).expect("a status");
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
