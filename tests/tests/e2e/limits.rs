@@ -766,7 +766,7 @@ async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
 /// The gRPC status of one unary call of `path` with the message bytes `encoded`, sent over
 /// raw HTTP/2 with the extra `headers` (so no client library enforces a deadline of its
 /// own, or checks what it sends).
-async fn raw_unary(
+pub(crate) async fn raw_unary(
     server: &TestServer,
     path: &str,
     encoded: &[u8],
