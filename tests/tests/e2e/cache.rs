@@ -514,3 +514,46 @@ async fn with_redis_paused_or_stopped_reads_come_from_postgres_and_the_cache_ret
     cache_used_again(&server, &id, &health).await;
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_change_made_while_redis_hangs_is_never_read_stale_once_redis_answers_again() {
+    let redis = private_redis().await.unwrap();
+    let url = format!("redis://{}", redis.addr);
+    let schema = ScratchSchema::create().await.unwrap();
+    let keys = TestKeys::generate();
+    let server = server_on(&schema, &keys, &url, &unique_prefix()).await;
+    let id = server
+        .create_active(new_tenant("changed-in-the-dark"))
+        .await
+        .unwrap()
+        .tenant_id;
+    let health = HealthClient::new(server.admin_channel().await.unwrap());
+    // Cached as ACTIVE in Redis (and in the in-process tier).
+    get(&server, &id).await;
+    cache_used_again(&server, &id, &health).await;
+
+    // The suspension cannot drop the Redis entry: Redis accepts and answers nothing.
+    redis.pause().unwrap();
+    suspend(&server, &id).await;
+    for _ in 0..5 {
+        assert_eq!(get(&server, &id).await.status(), TenantStatus::Suspended);
+    }
+    redis.resume().unwrap();
+
+    // From then on every read, from PostgreSQL or from the cache again, is the change.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut reads = 0;
+    while Instant::now() < until {
+        let tenant = get(&server, &id).await;
+        assert_eq!(
+            tenant.status(),
+            TenantStatus::Suspended,
+            "read {reads} after Redis returned is stale"
+        );
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cache_used_again(&server, &id, &health).await;
+    assert_eq!(get(&server, &id).await.status(), TenantStatus::Suspended);
+    server.stop().await.unwrap();
+}
