@@ -184,6 +184,37 @@ impl TenantdProcess {
         Ok(())
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the process to exit: its exit status and
+    /// how long it took.
+    ///
+    /// # Errors
+    /// When the signal cannot be delivered or the process outlives `limit` (it is killed).
+    pub async fn terminate(
+        &mut self,
+        limit: Duration,
+    ) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        let pid = self.child.id().context("the process has exited")?;
+        let started = std::time::Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+        if let Ok(exit) = tokio::time::timeout(limit, self.child.wait()).await {
+            return Ok((exit?, started.elapsed()));
+        }
+        self.child.kill().await?;
+        bail!("tenantd did not exit within {limit:?} of SIGTERM")
+    }
+
+    /// Its log lines so far (JSON, one event each).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Waits up to `limit` for a log line containing `needle`; whether one came.
     pub async fn wait_for_log(&self, needle: &str, limit: Duration) -> bool {
         let started = std::time::Instant::now();

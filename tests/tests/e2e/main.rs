@@ -29,4 +29,5 @@ mod retention;
 mod rollouts;
 mod rotation;
 mod server;
+mod shutdown;
 mod tenant_service;
