@@ -26,6 +26,7 @@ fn kafka(brokers: &str, topic: &str) -> KafkaConfig {
         partitions: 3,
         replication_factor: -1,
         message_timeout: Duration::from_millis(1500),
+        max_message_bytes: 1_000_000,
         poll_interval: Duration::from_millis(50),
         batch_size: 100,
     }

@@ -30,17 +30,23 @@ async fn audit_ids(pool: &PgPool) -> Vec<Uuid> {
         .expect("audit")
 }
 
-#[tokio::test]
-async fn the_sweeper_trims_published_events_and_old_audit_records_and_keeps_unpublished_events() {
-    let kafka = KafkaConfig {
+/// A Kafka configuration whose broker is never reachable: events stay unpublished.
+fn unreachable_kafka() -> KafkaConfig {
+    KafkaConfig {
         brokers: format!("127.0.0.1:{}", closed_port()),
         topic: format!("tenant.events.test-{}", Uuid::new_v4().simple()),
         partitions: 1,
         replication_factor: -1,
         message_timeout: Duration::from_millis(500),
+        max_message_bytes: 1_000_000,
         poll_interval: Duration::from_millis(50),
         batch_size: 100,
-    };
+    }
+}
+
+#[tokio::test]
+async fn the_sweeper_trims_published_events_and_old_audit_records_and_keeps_unpublished_events() {
+    let kafka = unreachable_kafka();
     let server = TestServer::start_with(Backend::Postgres, move |mut config| {
         config.retention.interval = Duration::from_millis(200);
         Config {

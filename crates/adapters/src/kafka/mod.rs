@@ -37,6 +37,8 @@ pub struct KafkaSettings {
     pub topic: String,
     /// How long a message may wait for its delivery before it counts as failed.
     pub message_timeout: Duration,
+    /// Largest message the producer sends (`message.max.bytes`).
+    pub max_message_bytes: u32,
     /// Partitions of the topic when it is created here.
     pub partitions: i32,
     /// Replication factor of the topic when it is created here.
@@ -58,6 +60,9 @@ pub struct KafkaPublisher {
     topic_checked: std::sync::Mutex<Option<std::time::Instant>>,
     /// Creates the topic (kept: dropping an admin client joins its thread).
     admin: AdminClient<DefaultClientContext>,
+    /// Since when, and why, no event of a publishing round was delivered (`None` while
+    /// the last round delivered one, or there was none).
+    failing: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -82,6 +87,7 @@ impl KafkaPublisher {
             encode,
             producer: RwLock::new((0, producer)),
             topic_checked: std::sync::Mutex::new(None),
+            failing: std::sync::Mutex::new(None),
         })
     }
 
@@ -112,11 +118,24 @@ impl KafkaPublisher {
         Ok(())
     }
 
-    /// Whether a broker answers with the topic's metadata within `timeout`.
+    /// Whether events get delivered: a broker answers with the topic's metadata within
+    /// `timeout`, and the last publishing round delivered an event (a broker that answers
+    /// metadata but takes no event is not serving).
     ///
     /// # Errors
     /// Why not.
     pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+        if let Some((since, why)) = self
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Err(format!(
+                "no event delivered for {:.1?}: {why}",
+                since.elapsed()
+            ));
+        }
         let (_, producer) = self.current();
         let topic = self.settings.topic.clone();
         tokio::task::spawn_blocking(move || {
@@ -189,6 +208,16 @@ impl KafkaPublisher {
         }
         if let Err(err) = self.ensure_topic().await {
             tracing::debug!(error = %err, "cannot make sure the events topic exists");
+        }
+    }
+
+    /// Notes whether a round of `outcomes` delivered anything, for [`Self::check`].
+    fn record(&self, outcomes: &[Result<(), PublishError>]) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        if outcomes.iter().any(Result::is_ok) {
+            *failing = None;
+        } else if let (None, Some(Err(first))) = (failing.as_ref(), outcomes.first()) {
+            *failing = Some((std::time::Instant::now(), first.0.clone()));
         }
     }
 
@@ -279,6 +308,7 @@ impl EventPublisher for KafkaPublisher {
         for (i, outcome) in futures::future::join_all(sends).await.into_iter().flatten() {
             outcomes[i] = outcome;
         }
+        self.record(&outcomes);
         if outcomes.iter().any(Result::is_err) {
             self.replace(generation, producer);
             // Bounded: the relay is backing off anyway, and shutdown must not wait on it.
@@ -317,6 +347,7 @@ fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
         .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("message.timeout.ms", &timeout)
+        .set("message.max.bytes", settings.max_message_bytes.to_string())
         .set("linger.ms", "2")
         .create()
 }

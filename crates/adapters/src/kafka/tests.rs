@@ -8,6 +8,8 @@ use rdkafka::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Headers as _;
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::RDKafkaApiKey;
+use rdkafka::types::RDKafkaRespErr;
 use tenantd_domain::{EventId, EventKind, TenantId};
 use uuid::Uuid;
 
@@ -20,6 +22,7 @@ fn settings(brokers: String) -> KafkaSettings {
         brokers,
         topic: TOPIC.to_owned(),
         message_timeout: Duration::from_millis(1500),
+        max_message_bytes: 1_000_000,
         partitions: 3,
         replication_factor: 1,
         source: "urn:tenantd:test".to_owned(),
@@ -160,4 +163,50 @@ async fn with_the_broker_down_deliveries_fail_within_the_message_timeout_then_re
         }
         assert!(Instant::now() < deadline, "no recovery: {outcomes:?}");
     }
+}
+
+#[tokio::test]
+async fn a_broker_that_answers_metadata_but_refuses_every_produce_fails_the_check_until_one_is_delivered()
+ {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 1, 1).unwrap();
+    let publisher = KafkaPublisher::new(settings(cluster.bootstrap_servers()), encoder()).unwrap();
+    let tenant = TenantId::from_uuid(Uuid::now_v7()).unwrap();
+    assert!(publisher.publish(&[event(tenant)]).await[0].is_ok());
+    assert!(publisher.check(Duration::from_secs(2)).await.is_ok());
+
+    // Every produce request fails (retriably, so librdkafka retries until the message
+    // timeout); metadata requests are still answered.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 500],
+    );
+    let outcomes = publisher.publish(&[event(tenant), event(tenant)]).await;
+    assert!(outcomes.iter().all(Result::is_err), "{outcomes:?}");
+    let metadata_answered = {
+        let probe: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        tokio::task::spawn_blocking(move || {
+            probe
+                .fetch_metadata(Some(TOPIC), Duration::from_secs(2))
+                .is_ok()
+        })
+        .await
+        .unwrap()
+    };
+    assert!(metadata_answered, "the broker answers metadata");
+    let refused = publisher.check(Duration::from_secs(2)).await.unwrap_err();
+    assert!(refused.contains("no event delivered"), "{refused}");
+
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while publisher.publish(&[event(tenant)]).await[0].is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no delivery once the broker takes events"
+        );
+    }
+    assert!(publisher.check(Duration::from_secs(2)).await.is_ok());
 }

@@ -47,6 +47,16 @@ pub struct KafkaArgs {
         value_parser = clap::value_parser!(u64).range(1..=300_000)
     )]
     pub kafka_message_timeout_ms: u64,
+    /// Largest event message the producer sends, in bytes (librdkafka's
+    /// `message.max.bytes`; keep it at or below the brokers' `message.max.bytes`). A larger
+    /// event is not delivered: it waits in the outbox.
+    #[arg(
+        long,
+        env = "TENANTD_KAFKA_MAX_MESSAGE_BYTES",
+        default_value_t = 1_000_000,
+        value_parser = clap::value_parser!(u32).range(1_000..=1_000_000_000)
+    )]
+    pub kafka_max_message_bytes: u32,
     /// How often the relay looks for unpublished events when idle, in milliseconds.
     #[arg(
         long,
@@ -78,6 +88,8 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// How long one delivery may take.
     pub message_timeout: Duration,
+    /// Largest message the producer sends.
+    pub max_message_bytes: u32,
     /// The relay's idle poll interval.
     pub poll_interval: Duration,
     /// Most events per batch.
@@ -130,6 +142,7 @@ impl KafkaArgs {
             partitions: self.kafka_topic_partitions,
             replication_factor: self.kafka_topic_replication_factor,
             message_timeout: millis(self.kafka_message_timeout_ms),
+            max_message_bytes: self.kafka_max_message_bytes,
             poll_interval: millis(self.outbox_poll_interval_ms),
             batch_size: usize::from(self.outbox_batch_size),
         }))

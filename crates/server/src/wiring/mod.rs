@@ -865,6 +865,7 @@ fn relay(
                 brokers: kafka.brokers.clone(),
                 topic: kafka.topic.clone(),
                 message_timeout: kafka.message_timeout,
+                max_message_bytes: kafka.max_message_bytes,
                 partitions: kafka.partitions,
                 replication_factor: kafka.replication_factor,
                 source: format!("urn:tenantd:{}", config.server.trust_domain),
