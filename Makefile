@@ -1,7 +1,7 @@
 # The Makefile mirrors CI: `make test` is exactly what .ci/run checks.
 CARGO ?= cargo
 
-.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke fuzz fuzz-smoke certs migrate bench bench-provisioning bench-rollout
+.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke fuzz fuzz-smoke soak certs migrate bench bench-provisioning bench-rollout
 
 ## run: start tenantd with development certificates: in memory, or on DATABASE_URL when set
 run:
@@ -56,6 +56,14 @@ fuzz:
 ## fuzz-smoke: every fuzz target for 5 seconds, so none rots (part of `make test`)
 fuzz-smoke:
 	scripts/fuzz.sh 5
+
+## soak: tenantd on PostgreSQL and Redis (release build) under a steady load for
+## SOAK_SECONDS (600), failing on any failed call or on resident memory past its bounds.
+## SOAK_ARGS="--max-rss-mib 512 --max-rss-growth-mib 64 --phase-seconds 20"
+SOAK_SECONDS ?= 600
+soak: services
+	$(CARGO) build --release -q -p tenantd-server --bin tenantd -p tenantd-e2e --bin tenantd-bench
+	BENCH_REDIS=$(BENCH_REDIS) $(or $(CARGO_TARGET_DIR),target)/release/tenantd-bench soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 ## bench: tenantd's hot RPCs (GetTenant, VerifyApiKey, CreateTenant) in memory, on
 ## PostgreSQL and with the Redis cache, each against its floor measured in the same run

@@ -38,6 +38,18 @@ fn via(url: &str, addr: SocketAddr) -> String {
     format!("{scheme}://{userinfo}{addr}{tail}")
 }
 
+/// Waits (10 s at most) until health reports `status` for `database` and the server.
+async fn database_health_is(health: &HealthClient<Channel>, status: ServingStatus) {
+    for service in ["database", ""] {
+        eventually(
+            &format!("health {service:?} {status:?}"),
+            Duration::from_secs(10),
+            || health_is(health, service, status),
+        )
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn losing_postgres_makes_calls_unavailable_and_health_not_serving_until_it_returns() {
     let proxy = proxy_to_postgres().await;
@@ -59,14 +71,7 @@ async fn losing_postgres_makes_calls_unavailable_and_health_not_serving_until_it
         "UNAVAILABLE took {:?}",
         started.elapsed()
     );
-    for service in ["database", ""] {
-        eventually(
-            &format!("health {service:?} NOT_SERVING"),
-            Duration::from_secs(10),
-            || health_is(&health, service, ServingStatus::NotServing),
-        )
-        .await;
-    }
+    database_health_is(&health, ServingStatus::NotServing).await;
 
     proxy.restore();
     eventually("GetTenant answers again", Duration::from_secs(15), || {
@@ -75,14 +80,7 @@ async fn losing_postgres_makes_calls_unavailable_and_health_not_serving_until_it
         async move { tenants.get_tenant(get).await.is_ok() }
     })
     .await;
-    for service in ["database", ""] {
-        eventually(
-            &format!("health {service:?} SERVING again"),
-            Duration::from_secs(10),
-            || health_is(&health, service, ServingStatus::Serving),
-        )
-        .await;
-    }
+    database_health_is(&health, ServingStatus::Serving).await;
 }
 
 /// A server on a scratch schema whose database connections go through `proxy`, with
@@ -166,14 +164,7 @@ async fn a_hung_postgres_ends_calls_at_their_deadline_reports_not_serving_and_re
         matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
         "{status:?}"
     );
-    for service in ["database", ""] {
-        eventually(
-            &format!("health {service:?} NOT_SERVING"),
-            Duration::from_secs(10),
-            || health_is(&health, service, ServingStatus::NotServing),
-        )
-        .await;
-    }
+    database_health_is(&health, ServingStatus::NotServing).await;
 
     proxy.restore();
     eventually("GetTenant answers again", Duration::from_secs(15), || {
@@ -182,14 +173,7 @@ async fn a_hung_postgres_ends_calls_at_their_deadline_reports_not_serving_and_re
         async move { tenants.get_tenant(get).await.is_ok() }
     })
     .await;
-    for service in ["database", ""] {
-        eventually(
-            &format!("health {service:?} SERVING again"),
-            Duration::from_secs(10),
-            || health_is(&health, service, ServingStatus::Serving),
-        )
-        .await;
-    }
+    database_health_is(&health, ServingStatus::Serving).await;
     let after = tenants
         .get_tenant(get)
         .await

@@ -25,6 +25,7 @@ mod floors;
 mod load;
 mod procs;
 mod report;
+mod soak;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,8 @@ enum Sub {
     Load(load::LoadArgs),
     /// The bare tonic mTLS server of the gRPC floor.
     Echo(echo::EchoArgs),
+    /// A long steady load on PostgreSQL and Redis, with bounds on resident memory.
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         // The load generator and the echo server are pinned to one core: one worker thread.
         Some(Sub::Load(args)) => runtime(1)?.block_on(load::run(args)),
         Some(Sub::Echo(args)) => runtime(1)?.block_on(echo::run(args)),
+        Some(Sub::Soak(args)) => runtime(2)?.block_on(soak::run(args)),
         None => runtime(2)?.block_on(run(cli.run)),
     }
 }
