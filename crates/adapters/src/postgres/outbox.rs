@@ -8,6 +8,7 @@
 //! was full); once one of a tenant's events is dropped, its later ones are too.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Transaction};
@@ -18,6 +19,19 @@ use uuid::Uuid;
 use super::PgStore;
 use super::errors::db;
 use super::tables::events::{EVENT_COLUMNS, EventRow};
+
+/// When an undecodable event was last reported (seconds since the epoch).
+static LAST_ALERT: AtomicI64 = AtomicI64::new(0);
+
+/// Whether a minute has passed since the last report of an undecodable event.
+fn alert_due() -> bool {
+    let now = chrono::Utc::now().timestamp();
+    let last = LAST_ALERT.load(Ordering::Relaxed);
+    now - last >= 60
+        && LAST_ALERT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
 
 /// A claimed batch: the events and the transaction holding their row locks.
 struct PgOutboxBatch {
@@ -115,9 +129,12 @@ impl Outbox for PgStore {
             match Event::try_from(row) {
                 Ok(event) => events.push(event),
                 Err(err) => {
-                    // Left unpublished, and its tenant's later events wait behind it: an
-                    // operator has to look at it.
-                    tracing::error!(%event_id, error = %err, "ALERT: an outbox event does not decode; its tenant's events are held back");
+                    // Left unpublished, and its tenant's later events wait behind it (the
+                    // backlog and oldest-age gauges show it): an operator has to look at
+                    // it. Every claim meets it again: said once a minute per process.
+                    if alert_due() {
+                        tracing::error!(%event_id, error = %err, "ALERT: an outbox event does not decode; its tenant's events are held back");
+                    }
                     blocked.insert(subject);
                 }
             }

@@ -971,3 +971,72 @@ async fn a_purge_stored_before_the_data_key_step_reads_with_it_to_run() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_outbox_event_that_does_not_decode_holds_back_its_tenant_only() {
+    use std::time::Duration;
+
+    use tenantd_domain::ports::{Outbox as _, TenantRepository as _};
+
+    use crate::contract::fixtures::{created, run_for, slug, tenant};
+
+    let (_schema, pool, store, a) = store_with_tenant("undecodable").await;
+    // After the tenant's own events: one of a type this version does not know (as a newer
+    // replica would write it), then a known one.
+    let unknown = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO tenant_events (event_id, tenant_id, event_type, payload, occurred_at) \
+         VALUES ($1, $2, 'tenant.v9.TenantTeleported', '{\"type\": \"tenant_teleported\"}', now())",
+    )
+    .bind(unknown)
+    .bind(a.id().as_uuid())
+    .execute(&pool)
+    .await
+    .expect("insert");
+    let later = created(&a);
+    let b = tenant(&slug("decodable"), "free", &[]);
+    let b_created = created(&b);
+    store
+        .create(&b, &run_for(&b), std::slice::from_ref(&b_created), None)
+        .await
+        .expect("create b");
+    sqlx::query(
+        "INSERT INTO tenant_events (event_id, tenant_id, event_type, payload, occurred_at) \
+         VALUES ($1, $2, $3, $4, now())",
+    )
+    .bind(later.id.0)
+    .bind(a.id().as_uuid())
+    .bind(later.kind.type_name())
+    .bind(sqlx::types::Json(&later.kind))
+    .execute(&pool)
+    .await
+    .expect("insert");
+
+    let batch = store
+        .claim(100, Duration::from_secs(30))
+        .await
+        .expect("the claim works");
+    let claimed: Vec<_> = batch.events().iter().map(|e| e.id.0).collect();
+    assert!(
+        claimed.contains(&b_created.id.0),
+        "the other tenant's event is relayed"
+    );
+    assert!(
+        !claimed.contains(&unknown),
+        "the undecodable event is claimed"
+    );
+    assert!(
+        !claimed.contains(&later.id.0),
+        "a later event of its tenant overtook it"
+    );
+    let published: Vec<_> = batch.events().iter().map(|e| e.id).collect();
+    batch.finish(&published).await.expect("finish");
+    // Still there, still unpublished, for an operator to look at.
+    let left: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT event_id FROM tenant_events WHERE published_at IS NULL ORDER BY event_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("select");
+    assert_eq!(left, vec![unknown, later.id.0]);
+}

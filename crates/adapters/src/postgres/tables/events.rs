@@ -18,7 +18,9 @@ pub(crate) struct EventRow {
     pub event_id: Uuid,
     pub tenant_id: Option<Uuid>,
     pub rollout_id: Option<Uuid>,
-    pub payload: Json<EventKind>,
+    /// Decoded per row in [`Event::try_from`], so that one row that does not decode (a
+    /// newer version's event type, say) fails only itself, not the whole query.
+    pub payload: Json<serde_json::Value>,
     pub occurred_at: DateTime<Utc>,
 }
 
@@ -44,11 +46,14 @@ impl TryFrom<EventRow> for Event {
                 ));
             }
         };
+        let kind = serde_json::from_value::<EventKind>(row.payload.0).map_err(|err| {
+            RepoError::Internal(format!("stored event payload does not decode: {err}"))
+        })?;
         Ok(Event {
             id: EventId(row.event_id),
             subject,
             occurred_at: row.occurred_at,
-            kind: row.payload.0,
+            kind,
         })
     }
 }
