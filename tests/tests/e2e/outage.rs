@@ -50,6 +50,23 @@ async fn database_health_is(health: &HealthClient<Channel>, status: ServingStatu
     }
 }
 
+/// Restores `proxy` and waits until `get` answers again and health is SERVING.
+async fn restore_and_recover(
+    proxy: &FaultProxy,
+    tenants: &TenantServiceClient<Channel>,
+    get: &GetTenantRequest,
+    health: &HealthClient<Channel>,
+) {
+    proxy.restore();
+    eventually("GetTenant answers again", Duration::from_secs(15), || {
+        let mut tenants = tenants.clone();
+        let get = get.clone();
+        async move { tenants.get_tenant(get).await.is_ok() }
+    })
+    .await;
+    database_health_is(health, ServingStatus::Serving).await;
+}
+
 #[tokio::test]
 async fn losing_postgres_makes_calls_unavailable_and_health_not_serving_until_it_returns() {
     let proxy = proxy_to_postgres().await;
@@ -73,14 +90,7 @@ async fn losing_postgres_makes_calls_unavailable_and_health_not_serving_until_it
     );
     database_health_is(&health, ServingStatus::NotServing).await;
 
-    proxy.restore();
-    eventually("GetTenant answers again", Duration::from_secs(15), || {
-        let mut tenants = tenants.clone();
-        let get = get.clone();
-        async move { tenants.get_tenant(get).await.is_ok() }
-    })
-    .await;
-    database_health_is(&health, ServingStatus::Serving).await;
+    restore_and_recover(&proxy, &tenants, &get, &health).await;
 }
 
 /// A server on a scratch schema whose database connections go through `proxy`, with
@@ -116,7 +126,8 @@ async fn a_hung_postgres_ends_calls_at_their_deadline_reports_not_serving_and_re
     let server = server_via(&proxy, Duration::from_secs(1)).await;
     let mut tenants = server.tenants().await.unwrap();
     let health = HealthClient::new(server.admin_channel().await.unwrap());
-    let tenant = create(&mut tenants, new_tenant("hung")).await.unwrap();
+    // Active: provisioning is done, so nothing but the update could change the tenant.
+    let tenant = server.create_active(new_tenant("hung")).await.unwrap();
     let get = GetTenantRequest {
         tenant_id: tenant.tenant_id.clone(),
     };
@@ -166,14 +177,7 @@ async fn a_hung_postgres_ends_calls_at_their_deadline_reports_not_serving_and_re
     );
     database_health_is(&health, ServingStatus::NotServing).await;
 
-    proxy.restore();
-    eventually("GetTenant answers again", Duration::from_secs(15), || {
-        let mut tenants = tenants.clone();
-        let get = get.clone();
-        async move { tenants.get_tenant(get).await.is_ok() }
-    })
-    .await;
-    database_health_is(&health, ServingStatus::Serving).await;
+    restore_and_recover(&proxy, &tenants, &get, &health).await;
     let after = tenants
         .get_tenant(get)
         .await
