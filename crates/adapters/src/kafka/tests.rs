@@ -136,14 +136,37 @@ async fn events_are_delivered_keyed_by_tenant_with_cloudevents_headers_in_order(
     publisher.flush(Duration::from_secs(5)).await.unwrap();
 }
 
-#[tokio::test]
-async fn with_the_broker_down_deliveries_fail_within_the_message_timeout_then_recover() {
+/// A mock cluster with the topic, a publisher that has delivered one event of `tenant`
+/// and passes its check.
+async fn delivering() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    KafkaPublisher,
+    TenantId,
+) {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(TOPIC, 1, 1).unwrap();
     let publisher = KafkaPublisher::new(settings(cluster.bootstrap_servers()), encoder()).unwrap();
     let tenant = TenantId::from_uuid(Uuid::now_v7()).unwrap();
     assert!(publisher.publish(&[event(tenant)]).await[0].is_ok());
     assert!(publisher.check(Duration::from_secs(2)).await.is_ok());
+    (cluster, publisher, tenant)
+}
+
+/// Publishes an event of `tenant` until one is delivered (20 s at most).
+async fn delivered_again(publisher: &KafkaPublisher, tenant: TenantId) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let outcomes = publisher.publish(&[event(tenant)]).await;
+        if outcomes[0].is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no delivery: {outcomes:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_the_broker_down_deliveries_fail_within_the_message_timeout_then_recover() {
+    let (cluster, publisher, tenant) = delivering().await;
 
     cluster.broker_down(1).unwrap();
     let started = Instant::now();
@@ -155,25 +178,13 @@ async fn with_the_broker_down_deliveries_fail_within_the_message_timeout_then_re
     );
 
     cluster.broker_up(1).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let outcomes = publisher.publish(&[event(tenant)]).await;
-        if outcomes[0].is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no recovery: {outcomes:?}");
-    }
+    delivered_again(&publisher, tenant).await;
 }
 
 #[tokio::test]
 async fn a_broker_that_answers_metadata_but_refuses_every_produce_fails_the_check_until_one_is_delivered()
  {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, 1, 1).unwrap();
-    let publisher = KafkaPublisher::new(settings(cluster.bootstrap_servers()), encoder()).unwrap();
-    let tenant = TenantId::from_uuid(Uuid::now_v7()).unwrap();
-    assert!(publisher.publish(&[event(tenant)]).await[0].is_ok());
-    assert!(publisher.check(Duration::from_secs(2)).await.is_ok());
+    let (cluster, publisher, tenant) = delivering().await;
 
     // Every produce request fails (retriably, so librdkafka retries until the message
     // timeout); metadata requests are still answered.
@@ -201,12 +212,6 @@ async fn a_broker_that_answers_metadata_but_refuses_every_produce_fails_the_chec
     assert!(refused.contains("no event delivered"), "{refused}");
 
     cluster.clear_request_errors(RDKafkaApiKey::Produce);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while publisher.publish(&[event(tenant)]).await[0].is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "no delivery once the broker takes events"
-        );
-    }
+    delivered_again(&publisher, tenant).await;
     assert!(publisher.check(Duration::from_secs(2)).await.is_ok());
 }
