@@ -26,7 +26,7 @@ pub use api_keys::{ApiKeyService, CreateApiKey, Verification};
 pub use audit::{AuditService, ListAuditRecords};
 pub use authorization::{Operation, authorize};
 pub use events::EventService;
-pub use outbox::{OutboxRelay, RelayObserver, Relayed};
+pub use outbox::{OutboxRelay, RelayObserver, RelaySettings, Relayed};
 pub use pagination::{Page, PageRequest};
 pub use plans::PlanService;
 pub use provisioning::{

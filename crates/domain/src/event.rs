@@ -212,6 +212,35 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every event type this version knows, as [`EventKind::type_name`] names them.
+    pub const TYPE_NAMES: [&'static str; 19] = [
+        "tenant.v1.TenantCreated",
+        "tenant.v1.TenantUpdated",
+        "tenant.v1.TenantActivated",
+        "tenant.v1.TenantSuspended",
+        "tenant.v1.TenantResumed",
+        "tenant.v1.TenantDeleted",
+        "tenant.v1.TenantUndeleted",
+        "tenant.v1.TenantLegalHoldSet",
+        "tenant.v1.TenantLegalHoldReleased",
+        "tenant.v1.TenantPurgeStarted",
+        "tenant.v1.TenantPurged",
+        "tenant.v1.ApiKeyCreated",
+        "tenant.v1.ApiKeyRevoked",
+        "tenant.v1.ProvisioningStepChanged",
+        "tenant.v1.ProvisioningFailed",
+        "tenant.v1.ProvisioningCancelled",
+        "tenant.v1.WelcomeNotificationRequested",
+        "tenant.v1.TenantSchemaMigrated",
+        "tenant.v1.RolloutStateChanged",
+    ];
+
+    /// Whether `name` is an event type of this version (another version's events may
+    /// carry types this one does not know).
+    pub fn is_known_type(name: &str) -> bool {
+        Self::TYPE_NAMES.contains(&name)
+    }
+
     /// The event type, as used for CloudEvents `ce_type` (`tenant.v1.TenantCreated`).
     pub fn type_name(&self) -> &'static str {
         match self {

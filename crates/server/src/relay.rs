@@ -87,7 +87,7 @@ async fn publish(relay: Relay, stop: CancellationToken) {
                 if !failing {
                     tracing::warn!(
                         held_back = done.held_back,
-                        "kafka did not confirm events; they wait in the outbox and are retried"
+                        "kafka did not take events; they wait in the outbox and are retried (one it refuses for itself becomes a dead letter after --outbox-max-delivery-attempts)"
                     );
                 }
                 failing = true;

@@ -29,6 +29,7 @@ fn kafka(brokers: &str, topic: &str) -> KafkaConfig {
         max_message_bytes: 1_000_000,
         poll_interval: Duration::from_millis(50),
         batch_size: 100,
+        max_delivery_attempts: 10,
     }
 }
 

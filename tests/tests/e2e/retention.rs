@@ -41,6 +41,7 @@ fn unreachable_kafka() -> KafkaConfig {
         max_message_bytes: 1_000_000,
         poll_interval: Duration::from_millis(50),
         batch_size: 100,
+        max_delivery_attempts: 10,
     }
 }
 

@@ -190,6 +190,8 @@ macro_rules! repository_contract_tests {
             outbox_batches_never_overtake_a_tenants_earlier_event,
             outbox_batches_dropped_or_unpublished_give_events_back,
             outbox_concurrent_relays_publish_each_event_once_in_tenant_order,
+            dead_letters_leave_the_outbox_and_are_listed,
+            retried_dead_letters_are_claimed_again_with_no_attempts,
             a_recorded_schema_is_listed_with_its_placement_until_forgotten,
             a_rollout_takes_the_tenants_behind_its_target_canary_first,
             one_rollout_at_a_time_and_one_without_tenants_succeeds_at_once,

@@ -1,11 +1,14 @@
 //! The outbox contract: claims in id order, never a held event, never a tenant's event
-//! ahead of an earlier unpublished one; finish marks, dropping gives back.
+//! ahead of an earlier unpublished one; finish marks, counts failed attempts and moves dead
+//! letters, dropping gives back; dead letters are listed and put back.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tenantd_domain::ports::{Outbox, OutboxBatch};
+use tenantd_domain::ports::{
+    BatchOutcome, DeadLetterSelection, FailedDelivery, Outbox, OutboxBatch,
+};
 use tenantd_domain::{Event, EventId, EventKind, Tenant, TenantId};
 
 use super::Stores;
@@ -58,13 +61,16 @@ pub async fn outbox_batches_never_overtake_a_tenants_earlier_event(stores: Store
         ids(second.as_ref()).is_empty(),
         "each waits behind its tenant's held event"
     );
-    first.finish(&[a1.id]).await.expect("finish");
+    first
+        .finish(&BatchOutcome::published(&[a1.id]))
+        .await
+        .expect("finish");
     drop(second);
 
     let third = outbox.claim(10, HOLD).await.expect("claim");
     assert_eq!(ids(third.as_ref()), vec![b1.id, a2.id, b2.id, a3.id]);
     third
-        .finish(&[b1.id, a2.id, b2.id, a3.id])
+        .finish(&BatchOutcome::published(&[b1.id, a2.id, b2.id, a3.id]))
         .await
         .expect("finish");
     assert_eq!(outbox.backlog().await.expect("backlog").events, 0);
@@ -94,7 +100,10 @@ pub async fn outbox_batches_dropped_or_unpublished_give_events_back(stores: Stor
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(ids(again.as_ref()), vec![e1.id, e2.id]);
-    again.finish(&[]).await.expect("finish");
+    again
+        .finish(&BatchOutcome::default())
+        .await
+        .expect("finish");
     assert_eq!(outbox.backlog().await.expect("backlog").events, 2);
     let last = outbox.claim(10, HOLD).await.expect("claim");
     assert_eq!(ids(last.as_ref()), vec![e1.id, e2.id]);
@@ -146,7 +155,10 @@ pub async fn outbox_concurrent_relays_publish_each_event_once_in_tenant_order(st
                         .extend(batch.events().iter().cloned());
                     tokio::task::yield_now().await;
                     let all = ids(batch.as_ref());
-                    batch.finish(&all).await.expect("finish");
+                    batch
+                        .finish(&BatchOutcome::published(&all))
+                        .await
+                        .expect("finish");
                 }
             })
         })
@@ -166,4 +178,156 @@ pub async fn outbox_concurrent_relays_publish_each_event_once_in_tenant_order(st
         let expected: Vec<EventId> = written.iter().map(|e| e.id).collect();
         assert_eq!(published, expected, "tenant {tenant}'s events in order");
     }
+}
+
+fn failure(event: &Event, error: &str) -> FailedDelivery {
+    FailedDelivery {
+        event_id: event.id,
+        error: error.into(),
+    }
+}
+
+/// Two tenants, each with a dead letter (a1 after a failed attempt and a refusal, b2
+/// after one refusal) and a1's later event a2 still in the outbox (b1 published).
+struct DeadLettered {
+    a: Tenant,
+    b: Tenant,
+    a1: Event,
+    a2: Event,
+    b2: Event,
+}
+
+async fn dead_lettered(stores: &Stores, prefix: &str) -> DeadLettered {
+    let outbox = stores.outbox.clone();
+    let (a, b) = (
+        tenant(&slug(&format!("{prefix}-a")), "free", &[]),
+        tenant(&slug(&format!("{prefix}-b")), "free", &[]),
+    );
+    let (a1, b1, a2, b2) = (created(&a), created(&b), resumed(&a), resumed(&b));
+    store(stores, &a, &[a1.clone(), a2.clone()]).await;
+    store(stores, &b, &[b1.clone(), b2.clone()]).await;
+    let first = outbox.claim(10, HOLD).await.expect("claim");
+    assert_eq!(first.attempts(a1.id), 0);
+    assert!(first.undecodable().is_empty());
+    first
+        .finish(&BatchOutcome {
+            published: vec![b1.id],
+            failed: vec![failure(&a1, "refused once")],
+            dead_lettered: Vec::new(),
+        })
+        .await
+        .expect("finish");
+    let second = outbox.claim(10, HOLD).await.expect("claim");
+    assert_eq!(ids(second.as_ref()), vec![a1.id, a2.id, b2.id]);
+    assert_eq!(second.attempts(a1.id), 1, "the failed attempt is counted");
+    second
+        .finish(&BatchOutcome {
+            published: Vec::new(),
+            failed: Vec::new(),
+            dead_lettered: vec![
+                failure(&a1, "Message size too large"),
+                failure(&b2, "too large"),
+            ],
+        })
+        .await
+        .expect("finish");
+    DeadLettered { a, b, a1, a2, b2 }
+}
+
+/// Contract: a failed attempt is counted on its event; a dead letter leaves the outbox (its
+/// tenant's later events are claimed without it, the backlog counts it apart) and is listed
+/// with its attempts and error, by tenant and after an event.
+pub async fn dead_letters_leave_the_outbox_and_are_listed(stores: Stores) {
+    let outbox = stores.outbox.clone();
+    let DeadLettered { a, b, a1, a2, b2 } = dead_lettered(&stores, "dead").await;
+    let third = outbox.claim(10, HOLD).await.expect("claim");
+    assert_eq!(
+        ids(third.as_ref()),
+        vec![a2.id],
+        "the tenant goes on without its dead letter"
+    );
+    third
+        .finish(&BatchOutcome::default())
+        .await
+        .expect("finish");
+    let backlog = outbox.backlog().await.expect("backlog");
+    assert_eq!((backlog.events, backlog.dead_letters), (1, 2));
+    assert_eq!(backlog.oldest, Some(a2.occurred_at));
+
+    let dead = outbox.dead_letters(None, None, 10).await.expect("list");
+    let listed: Vec<EventId> = dead.iter().map(|d| d.event_id).collect();
+    assert_eq!(listed, vec![a1.id, b2.id]);
+    assert_eq!(dead[0].tenant_id, Some(a.id().as_uuid()));
+    assert_eq!(dead[0].event_type, a1.kind.type_name());
+    assert_eq!(dead[0].occurred_at, a1.occurred_at);
+    assert_eq!(
+        (dead[0].delivery_attempts, dead[0].last_error.as_str()),
+        (2, "Message size too large")
+    );
+    let of_b = outbox
+        .dead_letters(Some(b.id()), None, 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        of_b.iter().map(|d| d.event_id).collect::<Vec<_>>(),
+        vec![b2.id]
+    );
+    let after = outbox
+        .dead_letters(None, Some(a1.id), 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        after.iter().map(|d| d.event_id).collect::<Vec<_>>(),
+        vec![b2.id]
+    );
+    assert_eq!(
+        outbox
+            .dead_letters(None, None, 1)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+/// Contract: a retry puts dead letters back (by ids: only those that are dead letters; by
+/// tenant: all of its) with no failed attempts, once; they are claimed again in id order.
+pub async fn retried_dead_letters_are_claimed_again_with_no_attempts(stores: Stores) {
+    let outbox = stores.outbox.clone();
+    let DeadLettered { a, b, a1, a2, b2 } = dead_lettered(&stores, "retry").await;
+    let unknown = resumed(&a).id;
+    let retried = outbox
+        .retry_dead_letters(&DeadLetterSelection::Events(vec![a1.id, unknown, a2.id]))
+        .await
+        .expect("retry");
+    assert_eq!(retried, vec![a1.id], "only dead letters are put back");
+    assert!(
+        outbox
+            .retry_dead_letters(&DeadLetterSelection::Events(vec![a1.id]))
+            .await
+            .expect("retry")
+            .is_empty(),
+        "a retried event is no dead letter any more"
+    );
+    let claimed = outbox.claim(10, HOLD).await.expect("claim");
+    assert_eq!(ids(claimed.as_ref()), vec![a1.id, a2.id]);
+    assert_eq!(claimed.attempts(a1.id), 0, "back with no failed attempts");
+    claimed
+        .finish(&BatchOutcome::default())
+        .await
+        .expect("finish");
+    let retried = outbox
+        .retry_dead_letters(&DeadLetterSelection::Tenant(b.id()))
+        .await
+        .expect("retry");
+    assert_eq!(retried, vec![b2.id]);
+    let backlog = outbox.backlog().await.expect("backlog");
+    assert_eq!((backlog.events, backlog.dead_letters), (3, 0));
+    assert!(
+        outbox
+            .dead_letters(None, None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }

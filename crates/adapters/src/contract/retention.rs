@@ -5,7 +5,7 @@
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use tenantd_domain::ports::RetainedTable;
+use tenantd_domain::ports::{BatchOutcome, RetainedTable};
 use tenantd_domain::{AuditRecord, Event, EventId, EventKind, Tenant};
 use uuid::Uuid;
 
@@ -65,7 +65,7 @@ pub async fn retention_trims_old_published_events_and_never_an_unpublished_one(s
         .await
         .expect("claim");
     batch
-        .finish(&[a1.id, a2.id, a3.id, a4.id])
+        .finish(&BatchOutcome::published(&[a1.id, a2.id, a3.id, a4.id]))
         .await
         .expect("finish");
 
@@ -192,7 +192,10 @@ pub async fn retention_keeps_everything_of_a_tenant_under_legal_hold(stores: Sto
         .claim(10, StdDuration::from_secs(30))
         .await
         .expect("claim");
-    batch.finish(&[h1.id, f1.id]).await.expect("finish");
+    batch
+        .finish(&BatchOutcome::published(&[h1.id, f1.id]))
+        .await
+        .expect("finish");
     let (mut ha, mut fa) = (record_at(500), record_at(500));
     ha.tenant_id = Some(held.id());
     fa.tenant_id = Some(free.id());

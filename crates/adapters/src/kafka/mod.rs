@@ -211,13 +211,20 @@ impl KafkaPublisher {
         }
     }
 
-    /// Notes whether a round of `outcomes` delivered anything, for [`Self::check`].
+    /// Notes whether a round of `outcomes` delivered anything, for [`Self::check`]. A round
+    /// whose only failures are messages the broker refuses for themselves says nothing
+    /// about the broker.
     fn record(&self, outcomes: &[Result<(), PublishError>]) {
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
         if outcomes.iter().any(Result::is_ok) {
             *failing = None;
-        } else if let (None, Some(Err(first))) = (failing.as_ref(), outcomes.first()) {
-            *failing = Some((std::time::Instant::now(), first.0.clone()));
+        } else if let (None, Some(Err(first))) = (
+            failing.as_ref(),
+            outcomes
+                .iter()
+                .find(|o| o.as_ref().is_err_and(|e| !e.permanent)),
+        ) {
+            *failing = Some((std::time::Instant::now(), first.message.clone()));
         }
     }
 
@@ -233,10 +240,10 @@ impl KafkaPublisher {
         match producer.send_result(record) {
             Ok(delivery) => match delivery.await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((err, _))) => Err(PublishError(err.to_string())),
-                Err(_) => Err(PublishError("the producer went away".into())),
+                Ok(Err((err, _))) => Err(publish_error(&err)),
+                Err(_) => Err(PublishError::transient("the producer went away")),
             },
-            Err((err, _)) => Err(PublishError(err.to_string())),
+            Err((err, _)) => Err(publish_error(&err)),
         }
     }
 
@@ -293,8 +300,8 @@ impl EventPublisher for KafkaPublisher {
                     {
                         self.send(producer, &events[i]).await
                     } else {
-                        Err(PublishError(
-                            "an earlier event of the tenant was not delivered".into(),
+                        Err(PublishError::transient(
+                            "an earlier event of the tenant was not delivered",
                         ))
                     };
                     outcomes.push((i, outcome));
@@ -303,13 +310,17 @@ impl EventPublisher for KafkaPublisher {
             }
         });
         let mut outcomes: Vec<Result<(), PublishError>> = (0..events.len())
-            .map(|_| Err(PublishError("not sent".into())))
+            .map(|_| Err(PublishError::transient("not sent")))
             .collect();
         for (i, outcome) in futures::future::join_all(sends).await.into_iter().flatten() {
             outcomes[i] = outcome;
         }
         self.record(&outcomes);
-        if outcomes.iter().any(Result::is_err) {
+        // A message refused for itself (too large, say) leaves the producer sound.
+        if outcomes
+            .iter()
+            .any(|o| o.as_ref().is_err_and(|e| !e.permanent))
+        {
             self.replace(generation, producer);
             // Bounded: the relay is backing off anyway, and shutdown must not wait on it.
             let _checked = tokio::time::timeout(Duration::from_secs(2), self.recheck_topic()).await;
@@ -321,8 +332,31 @@ impl EventPublisher for KafkaPublisher {
         let (_, producer) = self.current();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
-            .map_err(|e| PublishError(format!("flush task: {e}")))?
-            .map_err(|e| PublishError(e.to_string()))
+            .map_err(|e| PublishError::transient(format!("flush task: {e}")))?
+            .map_err(|e| PublishError::transient(e.to_string()))
+    }
+}
+
+/// Codes with which a broker (or librdkafka before sending) refuses a message for what it
+/// is, so that sending it again cannot succeed.
+const REFUSED_FOR_ITSELF: [RDKafkaErrorCode; 7] = [
+    RDKafkaErrorCode::MessageSizeTooLarge,
+    RDKafkaErrorCode::MessageBatchTooLarge,
+    RDKafkaErrorCode::InvalidMessageSize,
+    RDKafkaErrorCode::InvalidMessage,
+    RDKafkaErrorCode::InvalidRecord,
+    RDKafkaErrorCode::InvalidTimestamp,
+    RDKafkaErrorCode::BadMessage,
+];
+
+/// A failed send as a [`PublishError`], permanent when the message itself was refused.
+fn publish_error(err: &KafkaError) -> PublishError {
+    let permanent = err
+        .rdkafka_error_code()
+        .is_some_and(|code| REFUSED_FOR_ITSELF.contains(&code));
+    PublishError {
+        message: err.to_string(),
+        permanent,
     }
 }
 

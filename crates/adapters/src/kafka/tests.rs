@@ -215,3 +215,40 @@ async fn a_broker_that_answers_metadata_but_refuses_every_produce_fails_the_chec
     delivered_again(&publisher, tenant).await;
     assert!(publisher.check(Duration::from_secs(2)).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_message_refused_for_itself_fails_permanently_and_leaves_the_publisher_serving() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, 1, 1).unwrap();
+    let (big, small) = (
+        event(TenantId::from_uuid(Uuid::now_v7()).unwrap()),
+        event(TenantId::from_uuid(Uuid::now_v7()).unwrap()),
+    );
+    let big_id = big.id;
+    let encode: EventEncoder = Arc::new(move |event: &Event| {
+        if event.id == big_id {
+            vec![7; 5000]
+        } else {
+            event.id.0.as_bytes().to_vec()
+        }
+    });
+    let publisher = KafkaPublisher::new(
+        KafkaSettings {
+            max_message_bytes: 1000,
+            ..settings(cluster.bootstrap_servers())
+        },
+        encode,
+    )
+    .unwrap();
+
+    let outcomes = publisher.publish(&[big.clone(), small]).await;
+    let refused = outcomes[0].clone().unwrap_err();
+    assert!(refused.permanent, "{refused}");
+    assert!(refused.message.contains("too large"), "{refused}");
+    assert!(outcomes[1].is_ok(), "the other tenant's event is delivered");
+
+    // A round of nothing but such a refusal says nothing about the broker.
+    let alone = publisher.publish(std::slice::from_ref(&big)).await;
+    assert!(alone[0].as_ref().is_err_and(|e| e.permanent), "{alone:?}");
+    assert!(publisher.check(Duration::from_secs(2)).await.is_ok());
+}

@@ -102,6 +102,11 @@ pub(super) struct State {
     pub(super) unpublished: BTreeMap<EventId, Subject>,
     /// Unpublished events a relay's batch holds.
     pub(super) in_flight: HashSet<EventId>,
+    /// Failed delivery attempts of unpublished events, and the last error.
+    pub(super) delivery_attempts: HashMap<EventId, (u32, String)>,
+    /// Unpublished events the relay gave up on (still in `unpublished`, never claimed),
+    /// with when.
+    pub(super) dead_letters: BTreeMap<EventId, chrono::DateTime<chrono::Utc>>,
     pub(super) idempotency: HashMap<String, Arc<StoredRecord>>,
     pub(super) api_keys: BTreeMap<ApiKeyId, Arc<ApiKey>>,
     /// Each tenant's API keys (keys are never removed), so quota checks need no scan.

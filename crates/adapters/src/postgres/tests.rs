@@ -973,10 +973,10 @@ async fn a_purge_stored_before_the_data_key_step_reads_with_it_to_run() {
 }
 
 #[tokio::test]
-async fn an_outbox_event_that_does_not_decode_holds_back_its_tenant_only() {
+async fn an_outbox_event_of_an_unknown_type_holds_back_its_tenant_only() {
     use std::time::Duration;
 
-    use tenantd_domain::ports::{Outbox as _, TenantRepository as _};
+    use tenantd_domain::ports::{BatchOutcome, Outbox as _, TenantRepository as _};
 
     use crate::contract::fixtures::{created, run_for, slug, tenant};
 
@@ -1029,9 +1029,16 @@ async fn an_outbox_event_that_does_not_decode_holds_back_its_tenant_only() {
         !claimed.contains(&later.id.0),
         "a later event of its tenant overtook it"
     );
+    assert!(
+        batch.undecodable().is_empty(),
+        "another version's event is held, not counted against"
+    );
     let published: Vec<_> = batch.events().iter().map(|e| e.id).collect();
-    batch.finish(&published).await.expect("finish");
-    // Still there, still unpublished, for an operator to look at.
+    batch
+        .finish(&BatchOutcome::published(&published))
+        .await
+        .expect("finish");
+    // Still there, still unpublished, for a replica that knows it.
     let left: Vec<uuid::Uuid> = sqlx::query_scalar(
         "SELECT event_id FROM tenant_events WHERE published_at IS NULL ORDER BY event_id",
     )
@@ -1039,4 +1046,75 @@ async fn an_outbox_event_that_does_not_decode_holds_back_its_tenant_only() {
     .await
     .expect("select");
     assert_eq!(left, vec![unknown, later.id.0]);
+}
+
+/// A stored event of a known type whose payload does not decode (a corrupted row) is
+/// claimed as undecodable with its failed attempts, so the relay can dead-letter it; its
+/// tenant's later event waits behind it until then.
+#[tokio::test]
+async fn an_outbox_event_of_a_known_type_that_does_not_decode_is_claimed_as_undecodable() {
+    use std::time::Duration;
+
+    use tenantd_domain::ports::{BatchOutcome, FailedDelivery, Outbox as _};
+
+    use crate::contract::fixtures::created;
+
+    // The tenant is stored without events: the two below are its only ones.
+    let (_schema, pool, store, a) = store_with_tenant("corrupt").await;
+    let (corrupt, later) = (created(&a), created(&a));
+    for (event, payload) in [
+        (
+            &corrupt,
+            serde_json::json!({"type": "tenant_created", "slug": 7}),
+        ),
+        (&later, serde_json::to_value(&later.kind).expect("json")),
+    ] {
+        sqlx::query(
+            "INSERT INTO tenant_events \
+                 (event_id, tenant_id, event_type, payload, occurred_at, delivery_attempts) \
+             VALUES ($1, $2, 'tenant.v1.TenantCreated', $3, now(), 4)",
+        )
+        .bind(event.id.0)
+        .bind(a.id().as_uuid())
+        .bind(sqlx::types::Json(payload))
+        .execute(&pool)
+        .await
+        .expect("insert");
+    }
+    let batch = store
+        .claim(100, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert!(batch.events().is_empty(), "the later event waits behind it");
+    assert_eq!(batch.undecodable().len(), 1);
+    assert_eq!(batch.undecodable()[0].event_id, corrupt.id);
+    assert_eq!(batch.attempts(corrupt.id), 4);
+    let error = batch.undecodable()[0].error.clone();
+    batch
+        .finish(&BatchOutcome {
+            dead_lettered: vec![FailedDelivery {
+                event_id: corrupt.id,
+                error,
+            }],
+            ..BatchOutcome::default()
+        })
+        .await
+        .expect("finish");
+    let next = store
+        .claim(100, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    let ids: Vec<_> = next.events().iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![later.id], "its tenant goes on without it");
+    let dead = store.dead_letters(None, None, 10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].delivery_attempts, dead[0].event_type.as_str()),
+        (5, "tenant.v1.TenantCreated")
+    );
+    assert!(
+        dead[0].last_error.contains("does not decode"),
+        "{}",
+        dead[0].last_error
+    );
 }

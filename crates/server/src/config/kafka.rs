@@ -49,7 +49,8 @@ pub struct KafkaArgs {
     pub kafka_message_timeout_ms: u64,
     /// Largest event message the producer sends, in bytes (librdkafka's
     /// `message.max.bytes`; keep it at or below the brokers' `message.max.bytes`). A larger
-    /// event is not delivered: it waits in the outbox.
+    /// event is refused for itself: after --outbox-max-delivery-attempts it becomes a dead
+    /// letter.
     #[arg(
         long,
         env = "TENANTD_KAFKA_MAX_MESSAGE_BYTES",
@@ -73,6 +74,17 @@ pub struct KafkaArgs {
         value_parser = clap::value_parser!(u16).range(1..=10_000)
     )]
     pub outbox_batch_size: u16,
+    /// Failed attempts after which an event the brokers refuse for itself (too large, an
+    /// invalid record) or that does not decode becomes a dead letter (EventService
+    /// ListDeadLetters / RetryDeadLetters) and stops holding back its tenant's later
+    /// events. Failures of the brokers as a whole never count.
+    #[arg(
+        long,
+        env = "TENANTD_OUTBOX_MAX_DELIVERY_ATTEMPTS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub outbox_max_delivery_attempts: u32,
 }
 
 /// The validated Kafka and relay settings.
@@ -94,6 +106,8 @@ pub struct KafkaConfig {
     pub poll_interval: Duration,
     /// Most events per batch.
     pub batch_size: usize,
+    /// Failed attempts after which an event refused for itself becomes a dead letter.
+    pub max_delivery_attempts: u32,
 }
 
 impl KafkaArgs {
@@ -145,6 +159,7 @@ impl KafkaArgs {
             max_message_bytes: self.kafka_max_message_bytes,
             poll_interval: millis(self.outbox_poll_interval_ms),
             batch_size: usize::from(self.outbox_batch_size),
+            max_delivery_attempts: self.outbox_max_delivery_attempts,
         }))
     }
 }

@@ -369,6 +369,7 @@ fn plain_variables_configure_redis_and_kafka_with_defaults() {
     assert_eq!((kafka.partitions, kafka.replication_factor), (6, -1));
     assert_eq!(kafka.batch_size, 500);
     assert_eq!(kafka.message_timeout, Duration::from_secs(10));
+    assert_eq!(kafka.max_delivery_attempts, 10);
 }
 
 #[test]
@@ -400,6 +401,15 @@ fn bad_integration_settings_are_named() {
             "0"
         ]),
         "kafka-topic-replication-factor"
+    );
+    assert_eq!(
+        named(&[
+            "--kafka-brokers",
+            "k:9092",
+            "--outbox-max-delivery-attempts",
+            "0"
+        ]),
+        "outbox-max-delivery-attempts"
     );
 }
 

@@ -178,4 +178,9 @@ proptest! {
         let named = event.kind.type_name().trim_start_matches("tenant.v1.");
         prop_assert!(payload.starts_with(&format!("{named}(")), "{} is not {}", payload, named);
     }
+
+    #[test]
+    fn every_event_type_is_a_known_type(event in event()) {
+        prop_assert!(EventKind::is_known_type(event.kind.type_name()));
+    }
 }

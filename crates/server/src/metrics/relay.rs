@@ -1,7 +1,8 @@
 //! Cache, event relay and rate-limit metrics: `cache_hits_total{cache}`,
 //! `cache_misses_total{cache}`, `cache_errors_total{cache}`, `cache_bypassed_total{cache}`;
 //! `outbox_backlog_events`, `outbox_oldest_unpublished_age_seconds`,
-//! `outbox_events_published_total`, `outbox_publish_errors_total`;
+//! `outbox_events_published_total`, `outbox_publish_errors_total`,
+//! `outbox_events_dead_lettered_total`, `outbox_dead_letters`;
 //! `rate_limited_requests_total{role}`.
 
 use chrono::{DateTime, Utc};
@@ -81,6 +82,8 @@ pub struct RelayMetrics {
     oldest_age: Gauge,
     published: IntCounter,
     errors: IntCounter,
+    dead_lettered: IntCounter,
+    dead_letters: IntGauge,
 }
 
 impl RelayMetrics {
@@ -105,15 +108,28 @@ impl RelayMetrics {
             "outbox_publish_errors_total",
             "Events this replica failed to deliver to Kafka (they are retried).",
         )?;
-        registry.register(Box::new(backlog.clone()))?;
+        let dead_lettered = IntCounter::new(
+            "outbox_events_dead_lettered_total",
+            "Events this replica gave up on after --outbox-max-delivery-attempts refusals (moved to the dead letters).",
+        )?;
+        let dead_letters = IntGauge::new(
+            "outbox_dead_letters",
+            "Dead letters waiting for an operator (all replicas), as last measured.",
+        )?;
+        for metric in [&backlog, &dead_letters] {
+            registry.register(Box::new(metric.clone()))?;
+        }
         registry.register(Box::new(oldest_age.clone()))?;
-        registry.register(Box::new(published.clone()))?;
-        registry.register(Box::new(errors.clone()))?;
+        for metric in [&published, &errors, &dead_lettered] {
+            registry.register(Box::new(metric.clone()))?;
+        }
         Ok(Self {
             backlog,
             oldest_age,
             published,
             errors,
+            dead_lettered,
+            dead_letters,
         })
     }
 }
@@ -125,9 +141,14 @@ impl RelayObserver for RelayMetrics {
     fn failed(&self, n: u64) {
         self.errors.inc_by(n);
     }
+    fn dead_lettered(&self, n: u64) {
+        self.dead_lettered.inc_by(n);
+    }
     fn backlog(&self, backlog: OutboxBacklog, now: DateTime<Utc>) {
         self.backlog
             .set(i64::try_from(backlog.events).unwrap_or(i64::MAX));
+        self.dead_letters
+            .set(i64::try_from(backlog.dead_letters).unwrap_or(i64::MAX));
         let age = backlog
             .oldest
             .map_or(0.0, |oldest| (now - oldest).as_seconds_f64().max(0.0));

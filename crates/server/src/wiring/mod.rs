@@ -36,8 +36,8 @@ use tenantd_application::{
     ApiKeyService, AuditService, Engine, EventService, MigrationObserver, MigrationService,
     OutboxRelay, PlacementPolicy, PlanService, Providers, ProvisioningObserver,
     ProvisioningService, PurgeEngine, PurgeObserver, PurgeService, PurgeSettings, PurgeTargets,
-    RateLimitService, RelayObserver, RetentionObserver, RetentionService, RolloutEngine,
-    RolloutSignals, Signals, StepPorts, TenantService, TenantSettings,
+    RateLimitService, RelayObserver, RelaySettings, RetentionObserver, RetentionService,
+    RolloutEngine, RolloutSignals, Signals, StepPorts, TenantService, TenantSettings,
 };
 use tenantd_domain::ports::{
     ApiKeyRepository, AuditLog, Clock as _, DataKeyRepository, EmailCipher, EventLog,
@@ -204,6 +204,8 @@ struct Ports {
     api_keys: Arc<dyn ApiKeyRepository>,
     audit: Arc<dyn AuditLog>,
     events: Arc<dyn EventLog>,
+    /// The outbox as calls reach it (dead letters).
+    outbox: Arc<dyn Outbox>,
     plans: Arc<dyn PlanRepository>,
     checks: Vec<Arc<dyn DependencyCheck>>,
     db_pool: Option<PoolStats>,
@@ -370,7 +372,7 @@ pub async fn build(
         )
         .with_signals(signals),
         plans: PlanService::new(ports.plans),
-        events: EventService::new(ports.events),
+        events: EventService::new(ports.events, ports.outbox),
         audit: AuditService::new(ports.audit),
         audit_log: ports.background.audit,
         checks: ports.checks,
@@ -595,6 +597,7 @@ fn memory_ports(config: &Config) -> Ports {
         api_keys: Arc::new(store.clone()),
         audit: Arc::new(store.clone()),
         events: Arc::new(store.clone()),
+        outbox: Arc::new(store.clone()),
         plans: Arc::new(MemoryPlanRepository::default()),
         checks: Vec::new(),
         db_pool: None,
@@ -669,6 +672,7 @@ async fn postgres_ports(
         api_keys: Arc::new(store.clone()),
         audit: Arc::new(store.clone()),
         events: Arc::new(store.clone()),
+        outbox: Arc::new(store.clone()),
         plans: Arc::new(CachedPlans::new(
             Arc::new(PgPlanRepository::new(pool)),
             DEFAULT_PLAN_TTL,
@@ -882,9 +886,13 @@ fn relay(
             publisher.clone(),
             Arc::new(SystemClock),
             observers.relay.clone(),
-            kafka.batch_size,
-            // Delivery takes at most the message timeout; flushing and marking, a moment.
-            kafka.message_timeout + std::time::Duration::from_secs(30),
+            RelaySettings {
+                batch_size: kafka.batch_size,
+                // Delivery takes at most the message timeout; flushing and marking, a
+                // moment.
+                hold: kafka.message_timeout + std::time::Duration::from_secs(30),
+                max_delivery_attempts: kafka.max_delivery_attempts,
+            },
         ),
         publisher,
         config: kafka.clone(),
