@@ -36,6 +36,8 @@ pub enum Operation {
     GetPlan,
     ListTenantEvents,
     ListAuditRecords,
+    ListDeadLetters,
+    RetryDeadLetters,
     StartRollout,
     GetRollout,
     ListRollouts,
@@ -64,7 +66,7 @@ enum Rule {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Self; 37] = [
+    pub const ALL: [Self; 39] = [
         Self::CreateTenant,
         Self::GetTenant,
         Self::ListTenants,
@@ -93,6 +95,8 @@ impl Operation {
         Self::GetPlan,
         Self::ListTenantEvents,
         Self::ListAuditRecords,
+        Self::ListDeadLetters,
+        Self::RetryDeadLetters,
         Self::StartRollout,
         Self::GetRollout,
         Self::ListRollouts,
@@ -120,6 +124,8 @@ impl Operation {
             | Self::CancelProvisioning
             | Self::RetryProvisioning
             | Self::ListAuditRecords
+            | Self::ListDeadLetters
+            | Self::RetryDeadLetters
             | Self::StartRollout
             | Self::GetRollout
             | Self::ListRollouts
@@ -196,7 +202,7 @@ mod tests {
     use super::*;
 
     /// Columns: admin, service, own tenant, other tenant, unknown identity.
-    const TABLE: [(Operation, [bool; 5]); 37] = [
+    const TABLE: [(Operation, [bool; 5]); 39] = [
         (CreateTenant, [true, false, false, false, false]),
         (GetTenant, [true, true, true, false, false]),
         (ListTenants, [true, true, false, false, false]),
@@ -225,6 +231,8 @@ mod tests {
         (GetPlan, [true, true, true, true, false]),
         (ListTenantEvents, [true, true, false, false, false]),
         (ListAuditRecords, [true, false, false, false, false]),
+        (ListDeadLetters, [true, false, false, false, false]),
+        (RetryDeadLetters, [true, false, false, false, false]),
         (StartRollout, [true, false, false, false, false]),
         (GetRollout, [true, false, false, false, false]),
         (ListRollouts, [true, false, false, false, false]),

@@ -13,6 +13,7 @@ mod audit;
 mod authorization;
 mod cache;
 mod concurrency;
+mod dead_letters;
 mod encryption;
 mod events_kafka;
 mod exports;

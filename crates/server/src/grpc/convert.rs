@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use prost_types::{ListValue, Struct, Timestamp, Value, value::Kind};
 use serde_json::{Map, Number, Value as Json};
 use tenantd_domain::export::{Export, ExportState};
+use tenantd_domain::ports::DeadLetter;
 use tenantd_domain::provisioning::{
     ProvisioningRun, RunState, RunSummary, Step, StepError, StepKind, StepState,
 };
@@ -268,6 +269,22 @@ impl From<&AuditRecord> for proto::AuditRecord {
             code: record.code.clone(),
             time: Some(timestamp(record.at)),
             request_id: record.request_id.clone(),
+        }
+    }
+}
+
+impl From<&DeadLetter> for proto::DeadLetter {
+    fn from(dead: &DeadLetter) -> Self {
+        let id = |id: Option<uuid::Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+        Self {
+            event_id: dead.event_id.0.to_string(),
+            tenant_id: id(dead.tenant_id),
+            rollout_id: id(dead.rollout_id),
+            event_type: dead.event_type.clone(),
+            occur_time: Some(timestamp(dead.occurred_at)),
+            delivery_attempts: i32::try_from(dead.delivery_attempts).unwrap_or(i32::MAX),
+            last_error: dead.last_error.clone(),
+            dead_letter_time: Some(timestamp(dead.dead_lettered_at)),
         }
     }
 }

@@ -79,4 +79,51 @@ impl event_service_server::EventService for EventApi {
             next_page_token: page.next_page_token,
         }))
     }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<proto::ListDeadLettersRequest>,
+    ) -> Result<Response<proto::ListDeadLettersResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::ListDeadLetters,
+            Some(request.get_ref().tenant_id.as_str()).filter(|t| !t.is_empty()),
+        )?;
+        let request = request.into_inner();
+        let page = self
+            .service
+            .list_dead_letters(&request.tenant_id, request.page_size, &request.page_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::ListDeadLettersResponse {
+            dead_letters: page.items.iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn retry_dead_letters(
+        &self,
+        request: Request<proto::RetryDeadLettersRequest>,
+    ) -> Result<Response<proto::RetryDeadLettersResponse>, Status> {
+        super::allow(
+            &request,
+            Operation::RetryDeadLetters,
+            Some(request.get_ref().tenant_id.as_str()).filter(|t| !t.is_empty()),
+        )?;
+        let request = request.into_inner();
+        let retried = self
+            .service
+            .retry_dead_letters(&request.event_ids, &request.tenant_id)
+            .await
+            .map_err(to_status)?;
+        if !retried.is_empty() {
+            tracing::info!(
+                events = retried.len(),
+                "dead letters put back in the outbox"
+            );
+        }
+        Ok(Response::new(proto::RetryDeadLettersResponse {
+            event_ids: retried.iter().map(|id| id.0.to_string()).collect(),
+        }))
+    }
 }
