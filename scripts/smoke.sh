@@ -95,6 +95,10 @@ phase() {
   check "$name: promtool check metrics" promtool check metrics <"$dir/metrics.txt"
   check "$name: metrics count CreateTenant" grep -qE '^grpc_server_handled_total\{grpc_code="OK",grpc_method="CreateTenant",grpc_service="tenant.v1.TenantService",grpc_type="unary"\} [1-9]' "$dir/metrics.txt"
   check "$name: metrics count successful provisioning runs" grep -qE '^provisioning_runs_total\{result="succeeded"\} [1-9]' "$dir/metrics.txt"
+  check "$name: metrics carry the process series" grep -qE '^process_resident_memory_bytes [1-9]' "$dir/metrics.txt"
+  check "$name: metrics carry the build" grep -qE '^tenantd_build_info\{commit="[0-9a-f]{12}",version="[0-9.]+"\} 1$' "$dir/metrics.txt"
+  check "$name: /healthz answers up" bash -c "curl -sf http://127.0.0.1:9464/healthz | grep -qF '{\"status\":\"up\"}'"
+  check "$name: /readyz answers ready" bash -c "curl -sf http://127.0.0.1:9464/readyz | grep -qF '\"status\":\"ready\"'"
 
   kill -TERM "$server_pid" 2>/dev/null || true
   local status=0

@@ -1,10 +1,48 @@
 //! Generates the tenant.v1 gRPC code (client and server) and the encoded file descriptor
 //! set that server reflection serves. protoc comes from $PROTOC when set, else from the
-//! vendored binary, so a fresh machine needs no system package.
+//! vendored binary, so a fresh machine needs no system package. Also names the commit the
+//! build is of (`TENANTD_COMMIT`: git's short hash, `unknown` outside a git checkout, or
+//! `$TENANTD_COMMIT` when set, e.g. by a build from a source archive).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs git in `dir`; its trimmed output when it succeeds.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    (output.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
+}
+
+/// Sets `TENANTD_COMMIT` and reruns when the checkout's HEAD moves.
+fn commit(manifest_dir: &Path) {
+    println!("cargo:rerun-if-env-changed=TENANTD_COMMIT");
+    let commit = std::env::var("TENANTD_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(manifest_dir, &["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=TENANTD_COMMIT={commit}");
+    if let Some(git_dir) = git(manifest_dir, &["rev-parse", "--absolute-git-dir"]) {
+        let git_dir = PathBuf::from(git_dir);
+        println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
+        if let Some(head) = git(manifest_dir, &["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={}", git_dir.join(head).display());
+        }
+        println!(
+            "cargo:rerun-if-changed={}",
+            git_dir.join("packed-refs").display()
+        );
+    }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    commit(Path::new(env!("CARGO_MANIFEST_DIR")));
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let protos: Vec<PathBuf> = [
         "tenant",

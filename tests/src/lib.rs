@@ -19,8 +19,8 @@ pub use client::{
     new_tenant, settle, violated_fields,
 };
 pub use server::{
-    Backend, TestKeys, TestServer, fast_provisioning, postgres_store, postgres_store_with,
-    test_config, with_schema_args,
+    Backend, TestKeys, TestServer, fast_provisioning, http_get, postgres_store,
+    postgres_store_with, test_config, with_schema_args,
 };
 pub use wait::{counter, eventually, health_is};
 

@@ -444,18 +444,29 @@ pub fn postgres_store_with(url: &str, keys: &TestKeys) -> Store {
 /// # Errors
 /// When the endpoint cannot be reached or does not answer 200.
 pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<String> {
+    let (status, body) = http_get(addr, "/metrics").await?;
+    anyhow::ensure!(status == 200, "/metrics answered {status}: {body}");
+    Ok(body)
+}
+
+/// GETs `path` from the plain-HTTP listener at `addr` (the metrics listener): the status
+/// code and the body.
+///
+/// # Errors
+/// When the listener cannot be reached or the answer is not HTTP/1.1.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .context("no HTTP header/body separator")?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "unexpected response: {head}"
-    );
-    Ok(body.to_owned())
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP/1.1 answer: {head}"))?;
+    Ok((status, body.to_owned()))
 }

@@ -35,6 +35,7 @@ use crate::call::ObserveLayer;
 use crate::config::{Config, LimitsConfig};
 use crate::devcerts::DevCerts;
 use crate::grpc::{ApiKeyApi, EventApi, MigrationApi, PlanApi, ProvisioningApi, TenantApi};
+use crate::health::HealthState;
 use crate::identity::Identified;
 use crate::limits::{
     ActiveCalls, ConnectionGate, DeadlineLayer, IdleTimer, LoadShedLayer, MessageLimitLayer,
@@ -176,6 +177,7 @@ impl App {
             purges: Arc::new(PurgeMetrics::register(&registry)?),
             exports: Arc::new(ExportMetrics::register(&registry)?),
         };
+        crate::metrics::process::register(&registry)?;
         let rate_limited = RateLimitMetrics::register(&registry)?;
         let limit_metrics = LimitMetrics::register(&registry)?;
         let stop = CancellationToken::new();
@@ -347,6 +349,7 @@ impl App {
         let metrics = tokio::spawn(crate::metrics::serve_http(
             self.metrics,
             self.registry,
+            health.clone(),
             drained.clone().cancelled_owned(),
         ));
 
@@ -441,7 +444,7 @@ fn api_routes(
 
 /// A serving server's parts, for its shutdown.
 struct Running {
-    health: tonic_health::server::HealthReporter,
+    health: HealthState,
     /// Stops the health prober, which must be gone before NOT_SERVING is reported (or its
     /// round in progress could report SERVING again).
     probing: CancellationToken,
@@ -461,6 +464,7 @@ impl Running {
         tracing::info!("shutting down: draining in-flight calls");
         self.probing.cancel();
         let _prober_ended = self.prober.await;
+        self.health.drain();
         health::set_all(&self.health, ServingStatus::NotServing).await;
         self.stop.cancel();
 
@@ -515,16 +519,15 @@ async fn start_health(
     tasks: &mut Tasks,
     stop: CancellationToken,
 ) -> (
-    tonic_health::server::HealthReporter,
+    HealthState,
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     JoinHandle<()>,
 ) {
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = HealthState::new(reporter, &services.checks);
     health::set_all(&health, ServingStatus::Serving).await;
     for check in &services.checks {
-        health
-            .set_service_status(check.name(), ServingStatus::Serving)
-            .await;
+        health.set(check.name(), ServingStatus::Serving).await;
     }
     let prober = tasks.spawn(
         "health prober",

@@ -22,6 +22,7 @@ mod legal_hold;
 mod limits;
 mod metrics_hygiene;
 mod outage;
+mod probes;
 mod processes;
 mod provisioning;
 mod purge;

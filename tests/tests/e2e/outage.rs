@@ -95,7 +95,7 @@ async fn losing_postgres_makes_calls_unavailable_and_health_not_serving_until_it
 
 /// A server on a scratch schema whose database connections go through `proxy`, with
 /// `acquire_timeout` for a pool connection.
-async fn server_via(proxy: &FaultProxy, acquire_timeout: Duration) -> TestServer {
+pub(crate) async fn server_via(proxy: &FaultProxy, acquire_timeout: Duration) -> TestServer {
     TestServer::start_with(Backend::Postgres, |config| {
         let Store::Postgres { url, .. } = &config.store else {
             unreachable!()
@@ -110,7 +110,7 @@ async fn server_via(proxy: &FaultProxy, acquire_timeout: Duration) -> TestServer
     .unwrap()
 }
 
-async fn proxy_to_postgres() -> FaultProxy {
+pub(crate) async fn proxy_to_postgres() -> FaultProxy {
     let options = PgConnectOptions::from_str(&test_database_url()).unwrap();
     let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
         .await

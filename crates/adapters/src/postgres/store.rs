@@ -133,6 +133,35 @@ impl PgStore {
             .map_err(db)?;
         Ok(())
     }
+
+    /// Whether every migration this build embeds is applied (a database restored from an
+    /// older backup, or migrated by nobody yet, is not).
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] when the database does not answer;
+    /// [`RepoError::Internal`] naming the newest migration missing.
+    pub async fn migrated(&self) -> Result<(), RepoError> {
+        let applied: Vec<i64> = self
+            .on_conn(async |conn| {
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(conn)
+                    .await
+            })
+            .await
+            .map_err(db)?;
+        let missing: Vec<i64> = super::MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        match missing.last() {
+            None => Ok(()),
+            Some(newest) => Err(RepoError::Internal(format!(
+                "{} migrations not applied (the newest: {newest})",
+                missing.len()
+            ))),
+        }
+    }
 }
 
 /// Runs `work` in a transaction on `pool`: committed when `work` succeeds, rolled back at

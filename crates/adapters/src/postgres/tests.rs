@@ -1118,3 +1118,29 @@ async fn an_outbox_event_of_a_known_type_that_does_not_decode_is_claimed_as_unde
         dead[0].last_error
     );
 }
+
+#[tokio::test]
+async fn a_database_missing_a_migration_of_this_build_is_not_migrated() {
+    let schema = ScratchSchema::create().await.expect("scratch schema");
+    let pool = schema.migrated_pool().await.expect("migrated pool");
+    let store = PgStore::new(pool.clone(), Arc::new(KeyRing::generate("test")));
+    store.migrated().await.expect("every migration applied");
+    let newest = super::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .expect("migrations");
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+        .bind(newest)
+        .execute(&pool)
+        .await
+        .expect("delete");
+    let err = store.migrated().await.expect_err("one is missing");
+    assert_eq!(
+        err.to_string(),
+        tenantd_domain::RepoError::Internal(format!(
+            "1 migrations not applied (the newest: {newest})"
+        ))
+        .to_string()
+    );
+}

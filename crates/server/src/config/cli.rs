@@ -10,7 +10,11 @@ use super::server::{DEFAULT_DEV_CERTS_DIR, DEFAULT_TRUST_DOMAIN};
 
 /// tenantd: a gRPC control plane for multi-tenant SaaS.
 #[derive(Debug, Parser)]
-#[command(name = "tenantd", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "tenantd",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TENANTD_COMMIT"), ")"),
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]

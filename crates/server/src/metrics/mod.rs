@@ -8,6 +8,7 @@ mod http;
 mod limits;
 mod migrations;
 mod pool;
+pub mod process;
 mod provisioning;
 mod purge;
 mod relay;

@@ -3,6 +3,7 @@
 //! PostgreSQL, events wait in the outbox).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use tenantd_adapters::kafka::KafkaPublisher;
@@ -47,8 +48,22 @@ impl DependencyCheck for Publisher {
     }
 }
 
-/// PostgreSQL as a health dependency: without it nothing can be served.
-pub(super) struct Database(pub(super) PgStore);
+/// PostgreSQL as a health dependency: without it nothing can be served. Up when it answers
+/// and has every migration this build embeds (checked until once true: migrations are
+/// never undone under a running replica).
+pub(super) struct Database {
+    store: PgStore,
+    migrated: AtomicBool,
+}
+
+impl Database {
+    pub(super) fn new(store: PgStore) -> Self {
+        Self {
+            store,
+            migrated: AtomicBool::new(false),
+        }
+    }
+}
 
 #[async_trait]
 impl DependencyCheck for Database {
@@ -61,6 +76,11 @@ impl DependencyCheck for Database {
     }
 
     async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
+        if self.migrated.load(Ordering::Acquire) {
+            return self.store.ping().await.map_err(|e| e.to_string());
+        }
+        self.store.migrated().await.map_err(|e| e.to_string())?;
+        self.migrated.store(true, Ordering::Release);
+        Ok(())
     }
 }

@@ -677,7 +677,7 @@ async fn postgres_ports(
             Arc::new(PgPlanRepository::new(pool)),
             DEFAULT_PLAN_TTL,
         )),
-        checks: vec![Arc::new(Database(store.clone()))],
+        checks: vec![Arc::new(Database::new(store.clone()))],
         limiter: Arc::new(LocalRateLimiter::default()),
         schemas: Arc::new(store.clone()),
         rollouts: Arc::new(store.clone()),
