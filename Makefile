@@ -1,7 +1,7 @@
 # The Makefile mirrors CI: `make test` is exactly what .ci/run checks.
 CARGO ?= cargo
 
-.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke fuzz fuzz-smoke soak certs migrate bench bench-provisioning bench-rollout
+.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke prometheus-kit fuzz fuzz-smoke soak certs migrate bench bench-provisioning bench-rollout
 
 ## run: start tenantd with development certificates: in memory, or on DATABASE_URL when set
 run:
@@ -12,8 +12,8 @@ build:
 
 ## test: formatting, clippy, buf lint, PostgreSQL and Redis up, every Rust test and the
 ## README smoke test (both against a tansu broker started for them unless KAFKA_BROKERS is
-## set), and each fuzz target for a few seconds
-test: fmt-check lint proto-lint services test-rust smoke fuzz-smoke
+## set), the Prometheus kit, and each fuzz target for a few seconds
+test: fmt-check lint proto-lint services test-rust smoke prometheus-kit fuzz-smoke
 
 fmt:
 	$(CARGO) fmt --all
@@ -47,6 +47,15 @@ test-rust:
 smoke:
 	$(CARGO) build --bin tenantd
 	scripts/kafka-broker.sh run -- scripts/smoke.sh
+
+## prometheus-kit: deploy/prometheus/'s scrape config and alerting rules checked, the
+## rules' unit tests, and a real Prometheus scraping a real tenantd with them
+prometheus-kit:
+	@command -v promtool >/dev/null || { echo "promtool is missing: apt-get install prometheus" >&2; exit 1; }
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool test rules deploy/prometheus/tenantd.rules.test.yml
+	$(CARGO) build --bin tenantd
+	scripts/prometheus-scrape.sh
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS (300) each (nightly; cargo-fuzz)
 FUZZ_SECONDS ?= 300

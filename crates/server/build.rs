@@ -30,14 +30,14 @@ fn commit(manifest_dir: &Path) {
     println!("cargo:rustc-env=TENANTD_COMMIT={commit}");
     if let Some(git_dir) = git(manifest_dir, &["rev-parse", "--absolute-git-dir"]) {
         let git_dir = PathBuf::from(git_dir);
-        println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
+        let mut watched = vec![git_dir.join("HEAD"), git_dir.join("packed-refs")];
         if let Some(head) = git(manifest_dir, &["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", git_dir.join(head).display());
+            watched.push(git_dir.join(head));
         }
-        println!(
-            "cargo:rerun-if-changed={}",
-            git_dir.join("packed-refs").display()
-        );
+        // Only files that exist: cargo reruns a script watching a missing one every build.
+        for path in watched.iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
 }
 
