@@ -1,7 +1,7 @@
 # The Makefile mirrors CI: `make test` is exactly what .ci/run checks.
 CARGO ?= cargo
 
-.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke prometheus-kit fuzz fuzz-smoke soak certs migrate bench bench-provisioning bench-rollout
+.PHONY: run build test fmt fmt-check lint proto-lint services kafka-broker test-rust smoke prometheus-kit python-example fuzz fuzz-smoke soak certs migrate bench bench-provisioning bench-rollout
 
 ## run: start tenantd with development certificates: in memory, or on DATABASE_URL when set
 run:
@@ -12,8 +12,9 @@ build:
 
 ## test: formatting, clippy, buf lint, PostgreSQL and Redis up, every Rust test and the
 ## README smoke test (both against a tansu broker started for them unless KAFKA_BROKERS is
-## set), the Prometheus kit, and each fuzz target for a few seconds
-test: fmt-check lint proto-lint services test-rust smoke prometheus-kit fuzz-smoke
+## set), the Prometheus kit, the Python client example, and each fuzz target for a few
+## seconds
+test: fmt-check lint proto-lint services test-rust smoke prometheus-kit python-example fuzz-smoke
 
 fmt:
 	$(CARGO) fmt --all
@@ -56,6 +57,12 @@ prometheus-kit:
 	promtool test rules deploy/prometheus/tenantd.rules.test.yml
 	$(CARGO) build --bin tenantd
 	scripts/prometheus-scrape.sh
+
+## python-example: the Python client (examples/python, stubs generated from proto/) against
+## a real tenantd
+python-example: services
+	$(CARGO) build --bin tenantd
+	scripts/python-example.sh
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS (300) each (nightly; cargo-fuzz)
 FUZZ_SECONDS ?= 300

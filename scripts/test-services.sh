@@ -12,7 +12,8 @@
 #   Debian's packages first (as root) when missing. The redis-server binary is needed in any
 #   case: the tests start private Redis servers on random ports (to pause them with SIGSTOP).
 # - The Python packages of tests/python/consume_events.py, the independent Kafka consumer of
-#   the end-to-end tests (tests/python/requirements.txt).
+#   the end-to-end tests (tests/python/requirements.txt), and of the Python client example
+#   (examples/python/requirements.txt).
 #
 # Whatever cannot be provided fails with one message saying how to provide it. The Kafka
 # broker is scripts/kafka-broker.sh's business.
@@ -202,15 +203,17 @@ python_packages() {
     say "python3 is missing (the Kafka tests run tests/python/consume_events.py): install Python 3.9+" >&2
     exit 1
   fi
-  if python3 -c 'import confluent_kafka, grpc_tools' 2>/dev/null; then
-    say "the Python packages of tests/python are there"
+  local imports='import confluent_kafka, grpc_tools, grpc_status, grpc_health.v1, google.rpc.error_details_pb2'
+  if python3 -c "$imports" 2>/dev/null; then
+    say "the Python packages of tests/python and examples/python are there"
     return 0
   fi
-  say "installing the Python packages of tests/python/requirements.txt"
-  python3 -m pip install --quiet --root-user-action=ignore -r "$root/tests/python/requirements.txt"
+  say "installing the Python packages of tests/python/requirements.txt and examples/python/requirements.txt"
+  python3 -m pip install --quiet --root-user-action=ignore -r "$root/tests/python/requirements.txt" \
+    -r "$root/examples/python/requirements.txt"
   if command -v pyenv >/dev/null; then pyenv rehash || true; fi
-  if ! python3 -c 'import confluent_kafka, grpc_tools'; then
-    say "the Python packages of tests/python/requirements.txt do not import after installing them" >&2
+  if ! python3 -c "$imports"; then
+    say "the Python packages of tests/python and examples/python do not import after installing them" >&2
     exit 1
   fi
 }
