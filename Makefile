@@ -40,13 +40,13 @@ services:
 kafka-broker:
 	scripts/kafka-broker.sh install
 
-# The process tests run the tenantd binary, so it is built first.
+# The process tests run the tenantd and tenantctl binaries, so they are built first.
 test-rust:
-	$(CARGO) build --bin tenantd
+	$(CARGO) build --bin tenantd --bin tenantctl
 	scripts/kafka-broker.sh run -- $(CARGO) test --workspace --all-targets
 
 smoke:
-	$(CARGO) build --bin tenantd
+	$(CARGO) build --bin tenantd --bin tenantctl
 	scripts/kafka-broker.sh run -- scripts/smoke.sh
 
 ## prometheus-kit: deploy/prometheus/'s scrape config and alerting rules checked, the

@@ -28,7 +28,8 @@ for port in 50051 9464; do
     exit 1
   fi
 done
-[ -x "$bin" ] || (cd "$root" && cargo build --quiet --bin tenantd)
+ctl_bin=$(dirname "$bin")/tenantctl
+[ -x "$bin" ] && [ -x "$ctl_bin" ] || (cd "$root" && cargo build --quiet --bin tenantd --bin tenantctl)
 
 work=$(mktemp -d)
 schema=tenantd_smoke_$$_$RANDOM
@@ -75,6 +76,7 @@ phase() {
   # The README calls the binary as ./target/debug/tenantd from the repository root.
   mkdir -p "$dir/target/debug"
   ln -sf "$bin" "$dir/target/debug/tenantd"
+  ln -sf "$ctl_bin" "$dir/target/debug/tenantctl"
   # ... and its tools as tests/python/..., which read the protos in proto/.
   ln -s "$root/tests" "$dir/tests"
   ln -s "$root/proto" "$dir/proto"
@@ -144,11 +146,13 @@ session() {
 # events when its README block reads them back.
 kafka_brokers=$KAFKA_BROKERS
 unset KAFKA_BROKERS
-phase memory "smoke smoke-tenant" \
+phase memory "smoke smoke-tenant smoke-tenantctl" \
   'tenant.v1.TenantService' 'rpc CreateTenant' '"slug": "acme"' '"status": "TENANT_STATUS_PROVISIONING"' \
   '"state": "RUN_STATE_SUCCEEDED"' '"status": "TENANT_STATUS_ACTIVE"' '"tenant.admin"' '"status": "SERVING"' \
   '"secret": "tk_' 'Code: PermissionDenied' 'refused, as it should be' \
-  'Code: AlreadyExists' '"reason":"SLUG_TAKEN"' '"domain":"tenantd.dev"'
+  'Code: AlreadyExists' '"reason":"SLUG_TAKEN"' '"domain":"tenantd.dev"' \
+  '"slug": "globex"' 'NOTIFICATION  SUCCEEDED' 'globex  ACTIVE  pro' 'display name   Globex Corp' \
+  'secret (shown once)  tk_' 'exit code 4'
 
 psql -q "$base_url" -c "CREATE SCHEMA $schema" >/dev/null
 # A database needs contact-email keys, made as the README says.

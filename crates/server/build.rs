@@ -65,6 +65,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         includes.push(protoc_bin_vendored::include_path()?);
     }
     config.btree_map(["."]);
+    // `prost::Name` on every message: tenantctl finds each one's descriptor by its name.
+    config.enable_type_names();
     let descriptor = PathBuf::from(std::env::var("OUT_DIR")?).join("tenant_v1_descriptor.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor)

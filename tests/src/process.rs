@@ -33,15 +33,27 @@ pub struct TenantdProcess {
 /// # Errors
 /// When it has not been built.
 pub fn binary() -> anyhow::Result<PathBuf> {
+    sibling_binary("tenantd")
+}
+
+/// Path of the `tenantctl` binary built next to the running test.
+///
+/// # Errors
+/// When it has not been built.
+pub fn tenantctl_binary() -> anyhow::Result<PathBuf> {
+    sibling_binary("tenantctl")
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .context("test executable has no target directory")?;
-    let binary = dir.join("tenantd");
+    let binary = dir.join(name);
     if !binary.is_file() {
         bail!(
-            "{} is missing: build it with `cargo build --bin tenantd` (make test does)",
+            "{} is missing: build it with `cargo build --bin {name}` (make test does)",
             binary.display()
         );
     }

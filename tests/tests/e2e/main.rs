@@ -33,3 +33,4 @@ mod rotation;
 mod server;
 mod shutdown;
 mod tenant_service;
+mod tenantctl;
