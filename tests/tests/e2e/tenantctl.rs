@@ -385,3 +385,101 @@ async fn a_context_in_the_config_file_replaces_every_connection_flag() {
             .starts_with(&format!("tenantctl {} (commit ", env!("CARGO_PKG_VERSION")))
     );
 }
+
+/// Polls `args` (JSON) until `done` holds of the answer (15 s at most).
+async fn until(setup: &Setup, args: &[&str], done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let answer = setup.json(args).await;
+        if done(&answer) {
+            return answer;
+        }
+        assert!(std::time::Instant::now() < deadline, "{args:?}: {answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn legal_holds_exports_purges_and_rollouts() {
+    let setup = Setup::start().await;
+    let id = created_active(&setup, "ctl-life").await;
+    let held = setup
+        .json(&["legal-hold", "set", &id, "--reason", "case 7"])
+        .await;
+    assert_eq!(held["tenant"]["legalHold"]["reason"], "case 7");
+    let released = setup
+        .json(&["legal-hold", "release", &id, "--reason", "closed"])
+        .await;
+    assert!(released["tenant"]["legalHold"].is_null(), "{released}");
+
+    let export = setup.json(&["exports", "create", &id]).await;
+    let export_id = export["export"]["exportId"].as_str().unwrap().to_owned();
+    let done = until(&setup, &["exports", "get", &id, &export_id], |e| {
+        e["export"]["state"] == "EXPORT_STATE_SUCCEEDED"
+    })
+    .await;
+    let archive = setup.dir.path().join("ctl-life.tar.gz");
+    let file = archive.display().to_string();
+    let downloaded = setup
+        .ctl(&["exports", "download", &id, &export_id, "--file", &file])
+        .await;
+    assert_success(&downloaded, &["exports", "download"]);
+    let bytes = std::fs::read(&archive).unwrap();
+    assert_eq!(
+        bytes.len().to_string(),
+        done["export"]["size"].as_str().unwrap()
+    );
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "a gzip archive");
+    assert!(
+        text(&downloaded.stderr).contains(done["export"]["sha256"].as_str().unwrap()),
+        "the checked digest is reported"
+    );
+
+    setup.json(&["tenants", "delete", &id]).await;
+    let purge = setup.json(&["purge", "start", &id, "--force"]).await;
+    assert_eq!(purge["purge"]["forced"], true);
+    until(&setup, &["purge", "get", &id], |p| {
+        p["purge"]["done"] == true
+    })
+    .await;
+    let gone = setup.json(&["tenants", "get", &id]).await;
+    assert_eq!(gone["tenant"]["status"], "TENANT_STATUS_PURGED");
+
+    let other = created_active(&setup, "ctl-schema").await;
+    let schemas = setup.json(&["tenant-schemas", "list"]).await;
+    let newest = schemas["newestVersion"].as_i64().unwrap();
+    assert!(
+        schemas["schemas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["tenantId"] == other.as_str() && s["version"].as_i64() == Some(newest)),
+        "{schemas}"
+    );
+    let target = newest.to_string();
+    let rollout = setup
+        .json(&[
+            "rollouts",
+            "start",
+            "--target-version",
+            &target,
+            "--canary-first",
+            "1",
+        ])
+        .await;
+    let rollout_id = rollout["rollout"]["rolloutId"].as_str().unwrap().to_owned();
+    let watched = setup
+        .ctl(&["rollouts", "watch", &rollout_id, "-o", "json"])
+        .await;
+    assert_success(&watched, &["rollouts", "watch"]);
+    let last: Value = serde_json::from_str(text(&watched.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["rollout"]["state"], "ROLLOUT_STATE_SUCCEEDED",
+        "nothing was behind"
+    );
+    let listed = text(&setup.ctl(&["rollouts", "list"]).await.stdout);
+    assert!(
+        listed.contains(&rollout_id) && listed.contains("SUCCEEDED"),
+        "{listed}"
+    );
+}

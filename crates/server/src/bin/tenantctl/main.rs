@@ -29,7 +29,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::context::{Config, Context, Overrides};
 use crate::output::{Format, Printer};
 
-/// tenantctl: operate tenantd (tenants, provisioning, API keys, plans, events, audit).
+/// tenantctl: operate tenantd (tenants, provisioning, API keys, legal holds, purges,
+/// exports, rollouts, plans, events, audit).
 #[derive(Debug, Parser)]
 #[command(
     name = "tenantctl",

@@ -3,7 +3,9 @@
 
 mod catalog;
 mod keys;
+mod lifecycle;
 mod provisioning;
+mod rollouts;
 mod tenants;
 
 use std::path::Path;
@@ -26,6 +28,22 @@ pub enum Command {
     /// API keys: create, list, revoke, verify, claim the first one.
     #[command(subcommand, name = "api-keys")]
     ApiKeys(keys::ApiKeys),
+    /// Legal holds: set, release.
+    #[command(subcommand, name = "legal-hold")]
+    LegalHold(lifecycle::LegalHold),
+    /// Purges of deleted tenants: start, get.
+    #[command(subcommand)]
+    Purge(lifecycle::PurgeCommand),
+    /// Exports of a tenant's data: create, get, download.
+    #[command(subcommand)]
+    Exports(lifecycle::Exports),
+    /// Rollouts of the application's migrations: start, get, list, watch, pause, resume,
+    /// cancel, retry-failed.
+    #[command(subcommand)]
+    Rollouts(rollouts::Rollouts),
+    /// The tenants' schemas and their versions.
+    #[command(subcommand, name = "tenant-schemas")]
+    TenantSchemas(rollouts::TenantSchemas),
     /// Plans: list, get.
     #[command(subcommand)]
     Plans(catalog::Plans),
@@ -146,6 +164,13 @@ pub async fn call(
         Command::Tenants(command) => tenants::run(command, connection, printer).await,
         Command::Provisioning(command) => provisioning::run(command, connection, printer).await,
         Command::ApiKeys(command) => keys::run(command, connection, printer).await,
+        Command::LegalHold(command) => lifecycle::legal_hold(command, connection, printer).await,
+        Command::Purge(command) => lifecycle::purge(command, connection, printer).await,
+        Command::Exports(command) => lifecycle::exports(command, connection, printer).await,
+        Command::Rollouts(command) => rollouts::rollouts(command, connection, printer).await,
+        Command::TenantSchemas(command) => {
+            rollouts::tenant_schemas(command, connection, printer).await
+        }
         Command::Plans(command) => catalog::plans(command, connection, printer).await,
         Command::Events(command) => catalog::events(command, connection, printer).await,
         Command::Audit(command) => catalog::audit(command, connection, printer).await,
