@@ -3,6 +3,7 @@
 //! same as YAML (`-o yaml`); and errors with their code, reason and field violations.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -124,31 +125,63 @@ impl Printer {
         message: &M,
         table: impl FnOnce(&M) -> Table,
     ) -> anyhow::Result<()> {
-        match self.format {
-            Format::Table => print!("{}", table(message).render()),
-            Format::Json => println!("{}", serde_json::to_string_pretty(&self.json(message)?)?),
-            Format::Yaml => print!("{}", serde_norway::to_string(&self.json(message)?)?),
+        self.render(message, table, false)
+    }
+
+    /// Prints each message of `stream` until it ends: a table redrawn in place on a
+    /// terminal, else one table per message; one JSON object per line; one YAML document
+    /// each.
+    ///
+    /// # Errors
+    /// The stream's status, or a message that cannot be encoded.
+    pub async fn follow<M: Message + Name + Default>(
+        &self,
+        mut stream: tonic::Streaming<M>,
+        table: impl Fn(&M) -> Table,
+    ) -> Result<(), crate::Failure> {
+        let live = self.format == Format::Table && std::io::stdout().is_terminal();
+        let mut first = true;
+        while let Some(update) = stream.message().await? {
+            if live {
+                print!("\x1b[H\x1b[2J");
+            } else if !first && self.format == Format::Table {
+                println!();
+            }
+            first = false;
+            self.render(&update, &table, true)?;
         }
         Ok(())
     }
 
-    /// Prints one message of a stream: a table, or one JSON object per line (YAML: one
-    /// document each).
-    ///
-    /// # Errors
-    /// When it cannot be encoded.
-    pub fn print_streamed<M: Message + Name>(
+    fn render<M: Message + Name>(
         &self,
         message: &M,
         table: impl FnOnce(&M) -> Table,
+        streamed: bool,
     ) -> anyhow::Result<()> {
         match self.format {
             Format::Table => print!("{}", table(message).render()),
-            Format::Json => println!("{}", serde_json::to_string(&self.json(message)?)?),
-            Format::Yaml => print!("---\n{}", serde_norway::to_string(&self.json(message)?)?),
+            Format::Json if streamed => {
+                println!("{}", serde_json::to_string(&self.json(message)?)?);
+            }
+            Format::Json => println!("{}", serde_json::to_string_pretty(&self.json(message)?)?),
+            Format::Yaml => {
+                let separator = if streamed { "---\n" } else { "" };
+                print!(
+                    "{separator}{}",
+                    serde_norway::to_string(&self.json(message)?)?
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// A step's or a rollout's error as `REASON: message`; empty when there is none.
+pub fn step_error(error: Option<&tenantd_server::proto::StepError>) -> String {
+    error
+        .map(|e| format!("{}: {}", e.reason, e.message))
+        .unwrap_or_default()
 }
 
 /// A timestamp as RFC 3339 in UTC to the second; empty when unset.

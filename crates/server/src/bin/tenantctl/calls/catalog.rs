@@ -8,7 +8,7 @@ use tenantd_server::proto::{
     ListTenantEventsRequest, Plan, RetryDeadLettersRequest,
 };
 
-use super::more;
+use super::{Page, more};
 use crate::output::{Printer, Table, time};
 use crate::{Connection, Failure};
 
@@ -32,24 +32,16 @@ pub enum Events {
         /// Only this tenant's.
         #[arg(long, default_value = "")]
         tenant: String,
-        /// Events per page.
-        #[arg(long, default_value_t = 0)]
-        page_size: i32,
-        /// The page after the one that gave this token.
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        page: Page,
     },
     /// Lists the dead letters: events the relay gave up on.
     DeadLetters {
         /// Only this tenant's.
         #[arg(long, default_value = "")]
         tenant: String,
-        /// Dead letters per page.
-        #[arg(long, default_value_t = 0)]
-        page_size: i32,
-        /// The page after the one that gave this token.
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        page: Page,
     },
     /// Puts dead letters back in the outbox: these events, or all of a tenant's.
     RetryDeadLetters {
@@ -76,12 +68,8 @@ pub enum Audit {
         /// Only this method (`/tenant.v1.TenantService/CreateTenant`).
         #[arg(long, default_value = "")]
         method: String,
-        /// Records per page.
-        #[arg(long, default_value_t = 0)]
-        page_size: i32,
-        /// The page after the one that gave this token.
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        page: Page,
     },
 }
 
@@ -154,15 +142,11 @@ pub async fn events(
 ) -> Result<(), Failure> {
     let mut client = EventServiceClient::new(connection.channel());
     match command {
-        Events::List {
-            tenant,
-            page_size,
-            page_token,
-        } => {
+        Events::List { tenant, page } => {
             let request = ListTenantEventsRequest {
                 tenant_id: tenant,
-                page_size,
-                page_token,
+                page_size: page.page_size,
+                page_token: page.page_token,
             };
             let page = client
                 .list_tenant_events(connection.request(request))
@@ -189,15 +173,11 @@ pub async fn events(
             })?;
             more(&page.get_ref().next_page_token);
         }
-        Events::DeadLetters {
-            tenant,
-            page_size,
-            page_token,
-        } => {
+        Events::DeadLetters { tenant, page } => {
             let request = ListDeadLettersRequest {
                 tenant_id: tenant,
-                page_size,
-                page_token,
+                page_size: page.page_size,
+                page_token: page.page_token,
             };
             let page = client
                 .list_dead_letters(connection.request(request))
@@ -236,8 +216,7 @@ pub async fn audit(
         tenant,
         principal,
         method,
-        page_size,
-        page_token,
+        page,
     } = command;
     let request = ListAuditRecordsRequest {
         tenant_id: tenant,
@@ -245,8 +224,8 @@ pub async fn audit(
         method,
         start_time: None,
         end_time: None,
-        page_size,
-        page_token,
+        page_size: page.page_size,
+        page_token: page.page_token,
     };
     let page = client
         .list_audit_records(connection.request(request))

@@ -9,7 +9,7 @@ use tenantd_server::proto::{
     RevokeApiKeyRequest, VerifyApiKeyRequest,
 };
 
-use super::more;
+use super::{Page, more};
 use crate::output::{Printer, Table, time};
 use crate::{Connection, Failure};
 
@@ -39,12 +39,8 @@ pub enum ApiKeys {
         /// Also revoked and expired keys.
         #[arg(long)]
         show_inactive: bool,
-        /// Keys per page.
-        #[arg(long, default_value_t = 0)]
-        page_size: i32,
-        /// The page after the one that gave this token.
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        page: Page,
     },
     /// Revokes an API key.
     Revoke {
@@ -150,13 +146,12 @@ pub async fn run(
         ApiKeys::List {
             tenant,
             show_inactive,
-            page_size,
-            page_token,
+            page,
         } => {
             let request = ListApiKeysRequest {
                 tenant_id: tenant,
-                page_size,
-                page_token,
+                page_size: page.page_size,
+                page_token: page.page_token,
                 show_inactive,
             };
             let page = client.list_api_keys(connection.request(request)).await?;

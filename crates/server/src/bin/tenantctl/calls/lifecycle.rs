@@ -14,7 +14,7 @@ use tenantd_server::proto::{
 };
 
 use super::tenants::tenant_table;
-use crate::output::{Printer, Table, short, time};
+use crate::output::{Printer, Table, short, step_error, time};
 use crate::{Connection, Failure};
 
 /// `tenantctl legal-hold ...`.
@@ -114,10 +114,7 @@ fn purge_table(purge: Option<&Purge>) -> Table {
             short(step.state().as_str_name(), "PURGE_STEP_STATE_"),
             step.attempts.to_string(),
             time(step.finish_time.as_ref()),
-            step.last_error
-                .as_ref()
-                .map(|e| format!("{}: {}", e.reason, e.message))
-                .unwrap_or_default(),
+            step_error(step.last_error.as_ref()),
         ]);
     }
     table
@@ -144,13 +141,7 @@ fn export_table(export: Option<&Export>) -> Table {
         ("created", time(e.create_time.as_ref())),
         ("finished", time(e.finish_time.as_ref())),
         ("expires", time(e.expire_time.as_ref())),
-        (
-            "error",
-            e.last_error
-                .as_ref()
-                .map(|err| format!("{}: {}", err.reason, err.message))
-                .unwrap_or_default(),
-        ),
+        ("error", step_error(e.last_error.as_ref())),
     ])
 }
 

@@ -178,6 +178,17 @@ pub async fn call(
     }
 }
 
+/// The paging flags of a list.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Page {
+    /// Items per page (0: the server's default).
+    #[arg(long, default_value_t = 0)]
+    pub page_size: i32,
+    /// The page after the one that gave this token.
+    #[arg(long, default_value = "")]
+    pub page_token: String,
+}
+
 /// `key=value` into a pair.
 pub fn key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')

@@ -1,7 +1,5 @@
 //! `tenantctl provisioning ...`.
 
-use std::io::IsTerminal as _;
-
 use clap::Subcommand;
 use tenantd_server::proto::provisioning_service_client::ProvisioningServiceClient;
 use tenantd_server::proto::{
@@ -9,7 +7,7 @@ use tenantd_server::proto::{
     WatchProvisioningRequest,
 };
 
-use crate::output::{Format, Printer, Table, short, time};
+use crate::output::{Printer, Table, short, step_error, time};
 use crate::{Connection, Failure};
 
 /// `tenantctl provisioning ...`.
@@ -56,10 +54,7 @@ pub fn run_table(run: Option<&ProvisioningRun>) -> Table {
         String::new(),
         time(run.create_time.as_ref()),
         time(run.finish_time.as_ref()),
-        run.error
-            .as_ref()
-            .map(|e| format!("{}: {}", e.reason, e.message))
-            .unwrap_or_default(),
+        step_error(run.error.as_ref()),
     ]);
     for step in &run.steps {
         table.row(vec![
@@ -68,39 +63,10 @@ pub fn run_table(run: Option<&ProvisioningRun>) -> Table {
             step.attempts.to_string(),
             time(step.start_time.as_ref()),
             time(step.finish_time.as_ref()),
-            step.last_error
-                .as_ref()
-                .map(|e| format!("{}: {}", e.reason, e.message))
-                .unwrap_or_default(),
+            step_error(step.last_error.as_ref()),
         ]);
     }
     table
-}
-
-async fn watch(
-    client: &mut ProvisioningServiceClient<tonic::transport::Channel>,
-    tenant_id: String,
-    printer: &Printer,
-) -> Result<(), Failure> {
-    let mut stream = client
-        .watch_provisioning(Connection::stream_request(WatchProvisioningRequest {
-            tenant_id,
-        }))
-        .await?
-        .into_inner();
-    let live = printer.format() == Format::Table && std::io::stdout().is_terminal();
-    let mut first = true;
-    while let Some(update) = stream.message().await? {
-        if live {
-            // Redraws the table in place.
-            print!("\x1b[H\x1b[2J");
-        } else if !first && printer.format() == Format::Table {
-            println!();
-        }
-        first = false;
-        printer.print_streamed(&update, |u| run_table(u.run.as_ref()))?;
-    }
-    Ok(())
 }
 
 /// Runs a provisioning command.
@@ -115,7 +81,13 @@ pub async fn run(
             tenant_id,
             watch: true,
         }
-        | Provisioning::Watch { tenant_id } => watch(&mut client, tenant_id, printer).await?,
+        | Provisioning::Watch { tenant_id } => {
+            let request = Connection::stream_request(WatchProvisioningRequest { tenant_id });
+            let stream = client.watch_provisioning(request).await?.into_inner();
+            printer
+                .follow(stream, |u| run_table(u.run.as_ref()))
+                .await?;
+        }
         Provisioning::Get {
             tenant_id,
             watch: false,

@@ -1,8 +1,6 @@
 //! `tenantctl rollouts ...` and `tenant-schemas ...`: the application's migrations across
 //! the tenants' schemas.
 
-use std::io::IsTerminal as _;
-
 use clap::Subcommand;
 use tenantd_server::proto::migration_service_client::MigrationServiceClient;
 use tenantd_server::proto::{
@@ -12,8 +10,8 @@ use tenantd_server::proto::{
     WatchRolloutRequest, canary_selector,
 };
 
-use super::{key_value, more};
-use crate::output::{Format, Printer, Table, short, time};
+use super::{Page, key_value, more};
+use crate::output::{Printer, Table, short, step_error, time};
 use crate::{Connection, Failure};
 
 /// `tenantctl rollouts ...`.
@@ -32,12 +30,8 @@ pub enum Rollouts {
     },
     /// Lists rollouts, newest first.
     List {
-        /// Rollouts per page.
-        #[arg(long, default_value_t = 0)]
-        page_size: i32,
-        /// The page after the one that gave this token.
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        page: Page,
     },
     /// Follows a rollout until it ends.
     Watch {
@@ -109,12 +103,8 @@ pub enum TenantSchemas {
         /// Only schemas behind this version.
         #[arg(long, default_value_t = 0)]
         behind: i32,
-        /// Schemas per page.
-        #[arg(long, default_value_t = 0)]
-        page_size: i32,
-        /// The page after the one that gave this token.
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        page: Page,
     },
 }
 
@@ -142,13 +132,7 @@ fn rollout_table(rollout: Option<&Rollout>) -> Table {
         ),
         ("canary", counts(r.canary.as_ref())),
         ("tenants", counts(r.tenants.as_ref())),
-        (
-            "reason",
-            r.reason
-                .as_ref()
-                .map(|e| format!("{}: {}", e.reason, e.message))
-                .unwrap_or_default(),
-        ),
+        ("reason", step_error(r.reason.as_ref())),
         ("created by", r.created_by.clone()),
         ("created", time(r.create_time.as_ref())),
         ("finished", time(r.finish_time.as_ref())),
@@ -213,29 +197,6 @@ fn start_request(args: StartArgs) -> StartRolloutRequest {
     }
 }
 
-type Client = MigrationServiceClient<tonic::transport::Channel>;
-
-async fn watch(client: &mut Client, rollout_id: String, printer: &Printer) -> Result<(), Failure> {
-    let mut stream = client
-        .watch_rollout(Connection::stream_request(WatchRolloutRequest {
-            rollout_id,
-        }))
-        .await?
-        .into_inner();
-    let live = printer.format() == Format::Table && std::io::stdout().is_terminal();
-    let mut first = true;
-    while let Some(update) = stream.message().await? {
-        if live {
-            print!("\x1b[H\x1b[2J");
-        } else if !first && printer.format() == Format::Table {
-            println!();
-        }
-        first = false;
-        printer.print_streamed(&update, |u| rollout_table(u.rollout.as_ref()))?;
-    }
-    Ok(())
-}
-
 /// Runs a rollouts command.
 pub async fn rollouts(
     command: Rollouts,
@@ -254,7 +215,13 @@ pub async fn rollouts(
             rollout_id,
             watch: true,
         }
-        | Rollouts::Watch { rollout_id } => watch(&mut client, rollout_id, printer).await?,
+        | Rollouts::Watch { rollout_id } => {
+            let request = Connection::stream_request(WatchRolloutRequest { rollout_id });
+            let stream = client.watch_rollout(request).await?.into_inner();
+            printer
+                .follow(stream, |u| rollout_table(u.rollout.as_ref()))
+                .await?;
+        }
         Rollouts::Get {
             rollout_id,
             watch: false,
@@ -264,13 +231,10 @@ pub async fn rollouts(
                 .await?;
             printer.print(got.get_ref(), |r| rollout_table(r.rollout.as_ref()))?;
         }
-        Rollouts::List {
-            page_size,
-            page_token,
-        } => {
+        Rollouts::List { page } => {
             let request = ListRolloutsRequest {
-                page_size,
-                page_token,
+                page_size: page.page_size,
+                page_token: page.page_token,
             };
             let page = client.list_rollouts(connection.request(request)).await?;
             printer.print(page.get_ref(), |r| rollouts_table(&r.rollouts))?;
@@ -311,15 +275,11 @@ pub async fn tenant_schemas(
     printer: &Printer,
 ) -> Result<(), Failure> {
     let mut client = MigrationServiceClient::new(connection.channel());
-    let TenantSchemas::List {
-        behind,
-        page_size,
-        page_token,
-    } = command;
+    let TenantSchemas::List { behind, page } = command;
     let request = ListTenantSchemasRequest {
         behind_version: behind,
-        page_size,
-        page_token,
+        page_size: page.page_size,
+        page_token: page.page_token,
     };
     let page = client
         .list_tenant_schemas(connection.request(request))
@@ -336,11 +296,7 @@ pub async fn tenant_schemas(
                     .as_ref()
                     .map(|p| p.schema.clone())
                     .unwrap_or_default(),
-                schema
-                    .last_error
-                    .as_ref()
-                    .map(|e| format!("{}: {}", e.reason, e.message))
-                    .unwrap_or_default(),
+                step_error(schema.last_error.as_ref()),
             ]);
         }
         table
