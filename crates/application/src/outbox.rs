@@ -35,6 +35,9 @@ pub struct Relayed {
     pub held_back: usize,
     /// Events given up on (moved to the dead letters), among `held_back`.
     pub dead_lettered: usize,
+    /// Tenants whose first undelivered event failed for the broker's reasons (not refused
+    /// for itself): while there are any, the relay backs off.
+    pub broker_failures: usize,
 }
 
 /// How the relay claims and when it gives up on an event.
@@ -126,7 +129,7 @@ impl OutboxRelay {
             tracing::debug!(failed, error = %first, "events not delivered; they wait in the outbox");
         }
         let undecodable = batch.undecodable().len();
-        let outcome = self.outcome(batch.as_ref(), &outcomes);
+        let (outcome, broker_failures) = self.outcome(batch.as_ref(), &outcomes);
         for dead in &outcome.dead_lettered {
             tracing::error!(
                 event_id = %dead.event_id.0,
@@ -141,6 +144,7 @@ impl OutboxRelay {
             published: outcome.published.len(),
             held_back: claimed - outcome.published.len(),
             dead_lettered: outcome.dead_lettered.len(),
+            broker_failures,
         };
         self.observer.published(relayed.published as u64);
         self.observer.failed((failed + undecodable) as u64);
@@ -149,12 +153,12 @@ impl OutboxRelay {
     }
 
     /// What became of `batch` given the publisher's `outcomes` (one per event; a missing
-    /// one is a failure).
+    /// one is a failure), and how many tenants' first failure was the broker's.
     fn outcome(
         &self,
         batch: &dyn OutboxBatch,
         outcomes: &[Result<(), PublishError>],
-    ) -> BatchOutcome {
+    ) -> (BatchOutcome, usize) {
         let mut outcome = BatchOutcome::default();
         let mut count = |event_id, error: String| {
             let failure = FailedDelivery { event_id, error };
@@ -166,6 +170,7 @@ impl OutboxRelay {
         };
         let mut blocked: HashSet<Subject> = HashSet::new();
         let mut published = Vec::with_capacity(outcomes.len());
+        let mut broker_failures = 0;
         for (i, event) in batch.events().iter().enumerate() {
             if blocked.contains(&event.subject) {
                 continue;
@@ -178,10 +183,13 @@ impl OutboxRelay {
                     blocked.insert(event.subject);
                     if err.permanent {
                         count(event.id, err.message.clone());
+                    } else {
+                        broker_failures += 1;
                     }
                 }
                 None => {
                     blocked.insert(event.subject);
+                    broker_failures += 1;
                 }
             }
         }
@@ -189,7 +197,7 @@ impl OutboxRelay {
             count(undecodable.event_id, undecodable.error.clone());
         }
         outcome.published = published;
-        outcome
+        (outcome, broker_failures)
     }
 
     /// Measures the backlog and reports it to the observer.
@@ -403,6 +411,7 @@ mod tests {
                 published: 3,
                 held_back: 2,
                 dead_lettered: 0,
+                broker_failures: 1,
             }
         );
         assert_eq!(
@@ -447,7 +456,15 @@ mod tests {
             publisher,
         );
         let relayed = last.relay_once().await.unwrap();
-        assert_eq!((relayed.dead_lettered, relayed.held_back), (1, 2));
+        assert_eq!(
+            (
+                relayed.dead_lettered,
+                relayed.held_back,
+                relayed.broker_failures
+            ),
+            (1, 2, 0),
+            "a refusal is no failure of the broker"
+        );
         assert_eq!(
             *finished.lock().unwrap(),
             vec![BatchOutcome {
@@ -476,7 +493,8 @@ mod tests {
             },
             publisher,
         );
-        assert_eq!(relay.relay_once().await.unwrap().dead_lettered, 0);
+        let relayed = relay.relay_once().await.unwrap();
+        assert_eq!((relayed.dead_lettered, relayed.broker_failures), (0, 1));
         assert_eq!(*finished.lock().unwrap(), vec![BatchOutcome::default()]);
         assert_eq!(counts.totals(), (0, 1, 0));
     }

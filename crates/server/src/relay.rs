@@ -72,7 +72,9 @@ async fn publish(relay: Relay, stop: CancellationToken) {
             return;
         }
         let delay = match relay.relay.relay_once().await {
-            Ok(done) if done.held_back == 0 => {
+            // Events refused for themselves are counted against them, each pass: no reason
+            // to back off for everyone else.
+            Ok(done) if done.broker_failures == 0 => {
                 if failing {
                     tracing::info!("kafka takes events again; the outbox is draining");
                 }
@@ -87,7 +89,7 @@ async fn publish(relay: Relay, stop: CancellationToken) {
                 if !failing {
                     tracing::warn!(
                         held_back = done.held_back,
-                        "kafka did not take events; they wait in the outbox and are retried (one it refuses for itself becomes a dead letter after --outbox-max-delivery-attempts)"
+                        "kafka did not take events; they wait in the outbox and are retried"
                     );
                 }
                 failing = true;

@@ -212,14 +212,16 @@ impl KafkaPublisher {
     }
 
     /// Notes whether a round of `outcomes` delivered anything, for [`Self::check`]. A round
-    /// whose only failures are messages the broker refuses for themselves says nothing
-    /// about the broker.
-    fn record(&self, outcomes: &[Result<(), PublishError>]) {
+    /// in which no sent message failed for the brokers' reasons (`brokers_failed`: only
+    /// refusals of messages for themselves, and what waited behind them) says nothing about
+    /// the brokers.
+    fn record(&self, outcomes: &[Result<(), PublishError>], brokers_failed: bool) {
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
         if outcomes.iter().any(Result::is_ok) {
             *failing = None;
-        } else if let (None, Some(Err(first))) = (
+        } else if let (None, true, Some(Err(first))) = (
             failing.as_ref(),
+            brokers_failed,
             outcomes
                 .iter()
                 .find(|o| o.as_ref().is_err_and(|e| !e.permanent)),
@@ -238,12 +240,14 @@ impl KafkaPublisher {
             .headers(self.headers(event))
             .timestamp(event.occurred_at.timestamp_millis());
         match producer.send_result(record) {
+            // What the brokers answer is about the produce request, which may carry other
+            // tenants' messages of the partition too: never held against this event.
             Ok(delivery) => match delivery.await {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err((err, _))) => Err(publish_error(&err)),
+                Ok(Err((err, _))) => Err(PublishError::transient(err.to_string())),
                 Err(_) => Err(PublishError::transient("the producer went away")),
             },
-            Err((err, _)) => Err(publish_error(&err)),
+            Err((err, _)) => Err(refused_before_sending(&err)),
         }
     }
 
@@ -294,17 +298,17 @@ impl EventPublisher for KafkaPublisher {
             async move {
                 let mut outcomes = Vec::with_capacity(indices.len());
                 for &i in indices {
-                    let outcome = if outcomes
+                    let sent = outcomes
                         .iter()
-                        .all(|(_, o): &(usize, Result<(), PublishError>)| o.is_ok())
-                    {
+                        .all(|(_, o, _): &(usize, Result<(), PublishError>, bool)| o.is_ok());
+                    let outcome = if sent {
                         self.send(producer, &events[i]).await
                     } else {
                         Err(PublishError::transient(
                             "an earlier event of the tenant was not delivered",
                         ))
                     };
-                    outcomes.push((i, outcome));
+                    outcomes.push((i, outcome, sent));
                 }
                 outcomes
             }
@@ -312,15 +316,16 @@ impl EventPublisher for KafkaPublisher {
         let mut outcomes: Vec<Result<(), PublishError>> = (0..events.len())
             .map(|_| Err(PublishError::transient("not sent")))
             .collect();
-        for (i, outcome) in futures::future::join_all(sends).await.into_iter().flatten() {
+        // Whether a message that was sent failed for the brokers' reasons (not a refusal of
+        // it for itself, nor one left unsent behind such a refusal).
+        let mut brokers_failed = false;
+        for (i, outcome, sent) in futures::future::join_all(sends).await.into_iter().flatten() {
+            brokers_failed |= sent && outcome.as_ref().is_err_and(|e| !e.permanent);
             outcomes[i] = outcome;
         }
-        self.record(&outcomes);
+        self.record(&outcomes, brokers_failed);
         // A message refused for itself (too large, say) leaves the producer sound.
-        if outcomes
-            .iter()
-            .any(|o| o.as_ref().is_err_and(|e| !e.permanent))
-        {
+        if brokers_failed {
             self.replace(generation, producer);
             // Bounded: the relay is backing off anyway, and shutdown must not wait on it.
             let _checked = tokio::time::timeout(Duration::from_secs(2), self.recheck_topic()).await;
@@ -337,20 +342,16 @@ impl EventPublisher for KafkaPublisher {
     }
 }
 
-/// Codes with which a broker (or librdkafka before sending) refuses a message for what it
-/// is, so that sending it again cannot succeed.
-const REFUSED_FOR_ITSELF: [RDKafkaErrorCode; 7] = [
+/// Codes with which librdkafka refuses a message before sending it, for what the message
+/// itself is (larger than `message.max.bytes`): sending it again cannot succeed.
+const REFUSED_FOR_ITSELF: [RDKafkaErrorCode; 2] = [
     RDKafkaErrorCode::MessageSizeTooLarge,
-    RDKafkaErrorCode::MessageBatchTooLarge,
     RDKafkaErrorCode::InvalidMessageSize,
-    RDKafkaErrorCode::InvalidMessage,
-    RDKafkaErrorCode::InvalidRecord,
-    RDKafkaErrorCode::InvalidTimestamp,
-    RDKafkaErrorCode::BadMessage,
 ];
 
-/// A failed send as a [`PublishError`], permanent when the message itself was refused.
-fn publish_error(err: &KafkaError) -> PublishError {
+/// A message librdkafka did not take as a [`PublishError`], permanent when it was refused
+/// for itself (a full queue, say, is not).
+fn refused_before_sending(err: &KafkaError) -> PublishError {
     let permanent = err
         .rdkafka_error_code()
         .is_some_and(|code| REFUSED_FOR_ITSELF.contains(&code));

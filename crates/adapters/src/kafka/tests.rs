@@ -247,8 +247,14 @@ async fn a_message_refused_for_itself_fails_permanently_and_leaves_the_publisher
     assert!(refused.message.contains("too large"), "{refused}");
     assert!(outcomes[1].is_ok(), "the other tenant's event is delivered");
 
-    // A round of nothing but such a refusal says nothing about the broker.
-    let alone = publisher.publish(std::slice::from_ref(&big)).await;
+    // A round of nothing but such a refusal, and the tenant's later event left unsent
+    // behind it, says nothing about the broker.
+    let behind = Event {
+        id: EventId(Uuid::now_v7()),
+        ..big.clone()
+    };
+    let alone = publisher.publish(&[big.clone(), behind]).await;
     assert!(alone[0].as_ref().is_err_and(|e| e.permanent), "{alone:?}");
+    assert!(alone[1].as_ref().is_err_and(|e| !e.permanent), "{alone:?}");
     assert!(publisher.check(Duration::from_secs(2)).await.is_ok());
 }

@@ -7,8 +7,9 @@
 //! unpublished outside the batch (held by another relay, or not claimed because the batch
 //! was full); once one of a tenant's events is dropped, its later ones are too.
 //!
-//! Dead letters (`outbox_dead_letters`) are unpublished events the relay gave up on: they
-//! are never claimed and hold back no later event, until an operator retries them.
+//! Dead letters (marked `dead_lettered_at`, listed in `outbox_dead_letters`) are
+//! unpublished events the relay gave up on: they are never claimed and hold back no later
+//! event, until an operator retries them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -27,6 +28,12 @@ use super::PgStore;
 use super::errors::db;
 use super::tables::events::{EVENT_COLUMNS, EventRow};
 
+/// How long a stored event of a known type that does not decode is held before it counts
+/// against its attempts: during a rolling upgrade a newer replica, which may read it, has
+/// that long to publish it (a newer version may add what this one cannot decode inside a
+/// known type).
+const UNDECODABLE_GRACE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// The longest delivery error kept (a broker's message; longer ones are cut).
 const MAX_ERROR_CHARS: i32 = 2000;
 
@@ -37,6 +44,7 @@ struct ClaimedRow {
     event: EventRow,
     event_type: String,
     delivery_attempts: i32,
+    created_at: DateTime<Utc>,
 }
 
 /// A `outbox_dead_letters` row with its event's facts.
@@ -67,10 +75,10 @@ impl From<DeadLetterRow> for DeadLetter {
     }
 }
 
-/// When an event of an unknown type was last reported (seconds since the epoch).
+/// When an event this version cannot read was last reported (seconds since the epoch).
 static LAST_ALERT: AtomicI64 = AtomicI64::new(0);
 
-/// Whether a minute has passed since the last report of an event of an unknown type.
+/// Whether a minute has passed since the last report of an event this version cannot read.
 fn alert_due() -> bool {
     let now = chrono::Utc::now().timestamp();
     let last = LAST_ALERT.load(Ordering::Relaxed);
@@ -130,7 +138,9 @@ impl OutboxBatch for PgOutboxBatch {
                      AS f(event_id, error, dead)), \
                  bumped AS (UPDATE tenant_events e \
                      SET delivery_attempts = e.delivery_attempts + 1, \
-                         last_delivery_error = left(f.error, $4) \
+                         last_delivery_error = left(f.error, $4), \
+                         dead_lettered_at = CASE WHEN f.dead THEN now() \
+                             ELSE e.dead_lettered_at END \
                      FROM f WHERE e.event_id = f.event_id AND e.published_at IS NULL \
                      RETURNING e.event_id, e.tenant_id, e.rollout_id, e.delivery_attempts, \
                          e.last_delivery_error, f.dead) \
@@ -151,11 +161,6 @@ impl OutboxBatch for PgOutboxBatch {
     }
 }
 
-/// Not a dead letter (`alias` names the `tenant_events` row).
-fn live(alias: &str) -> String {
-    format!("NOT EXISTS (SELECT 1 FROM outbox_dead_letters d WHERE d.event_id = {alias}.event_id)")
-}
-
 #[async_trait]
 impl Outbox for PgStore {
     async fn claim(
@@ -174,11 +179,13 @@ impl Outbox for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        // The dead-letter mark is on the row: a claim that meets a row another relay
+        // dead-lettered after this statement's snapshot re-checks it on the locked row.
         let rows: Vec<ClaimedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS}, event_type, delivery_attempts FROM tenant_events e \
-             WHERE published_at IS NULL AND {} \
-             ORDER BY event_id LIMIT $1 FOR UPDATE SKIP LOCKED",
-            live("e")
+            "SELECT {EVENT_COLUMNS}, event_type, delivery_attempts, created_at \
+             FROM tenant_events \
+             WHERE published_at IS NULL AND dead_lettered_at IS NULL \
+             ORDER BY event_id LIMIT $1 FOR UPDATE SKIP LOCKED"
         )))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
@@ -197,18 +204,18 @@ impl Outbox for PgStore {
         let rollouts: Vec<Option<Uuid>> = rows.iter().map(|r| r.event.rollout_id).collect();
         // An event waits behind an earlier unpublished one of its subject (tenant or
         // rollout) that is not a dead letter, each looked up on its own partial index.
-        let behind: HashSet<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        let behind: HashSet<Uuid> = sqlx::query_scalar(
             "SELECT c.event_id FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) \
                  AS c(event_id, tenant_id, rollout_id) \
              WHERE EXISTS (SELECT 1 FROM tenant_events x \
                  WHERE x.tenant_id = c.tenant_id AND x.published_at IS NULL \
-                   AND x.event_id < c.event_id AND NOT (x.event_id = ANY($1)) AND {live}) \
+                   AND x.dead_lettered_at IS NULL \
+                   AND x.event_id < c.event_id AND NOT (x.event_id = ANY($1))) \
                 OR EXISTS (SELECT 1 FROM tenant_events x \
                  WHERE x.rollout_id = c.rollout_id AND x.published_at IS NULL \
-                   AND x.rollout_id IS NOT NULL \
-                   AND x.event_id < c.event_id AND NOT (x.event_id = ANY($1)) AND {live})",
-            live = live("x")
-        )))
+                   AND x.rollout_id IS NOT NULL AND x.dead_lettered_at IS NULL \
+                   AND x.event_id < c.event_id AND NOT (x.event_id = ANY($1)))",
+        )
         .bind(&ids)
         .bind(&tenants)
         .bind(&rollouts)
@@ -221,10 +228,12 @@ impl Outbox for PgStore {
         let mut events = Vec::with_capacity(rows.len());
         let mut undecodable = Vec::new();
         let mut attempts = HashMap::new();
+        let held_since = Utc::now() - UNDECODABLE_GRACE;
         for ClaimedRow {
             event: row,
             event_type,
             delivery_attempts,
+            created_at,
         } in rows
         {
             let subject = row.subject_id();
@@ -240,17 +249,18 @@ impl Outbox for PgStore {
                     events.push(event);
                     blocked.remove(&subject);
                 }
-                Err(err) if EventKind::is_known_type(&event_type) => {
+                Err(err) if EventKind::is_known_type(&event_type) && created_at < held_since => {
                     undecodable.push(UndecodableEvent {
                         event_id,
                         error: err.to_string(),
                     });
                 }
                 Err(_) => {
-                    // Another (newer) version's event: a replica of that version publishes
-                    // it. Held, never dead-lettered; said once a minute per process.
+                    // Another (newer) version's event, or one that no replica has read for
+                    // less than the grace: a replica of that version publishes it. Held;
+                    // said once a minute per process.
                     if alert_due() {
-                        tracing::error!(event_id = %event_id.0, %event_type, "ALERT: an outbox event of a type this version does not know; its tenant's events are held back until a replica that knows it publishes them");
+                        tracing::error!(event_id = %event_id.0, %event_type, "ALERT: an outbox event this version cannot read; its tenant's events are held back until a replica that can publishes them");
                     }
                     continue;
                 }
@@ -268,12 +278,12 @@ impl Outbox for PgStore {
     async fn backlog(&self) -> Result<OutboxBacklog, RepoError> {
         let (events, oldest, dead_letters): (i64, Option<DateTime<Utc>>, i64) = self
             .on_conn(async |conn| {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT count(*), min(occurred_at), \
-                         (SELECT count(*) FROM outbox_dead_letters) \
-                     FROM tenant_events e WHERE published_at IS NULL AND {}",
-                    live("e")
-                )))
+                sqlx::query_as(
+                    "SELECT count(*) FILTER (WHERE dead_lettered_at IS NULL), \
+                         min(occurred_at) FILTER (WHERE dead_lettered_at IS NULL), \
+                         count(*) FILTER (WHERE dead_lettered_at IS NOT NULL) \
+                     FROM tenant_events WHERE published_at IS NULL",
+                )
                 .fetch_one(conn)
                 .await
             })
@@ -330,7 +340,7 @@ impl Outbox for PgStore {
                 sqlx::query_scalar(
                     "WITH gone AS (DELETE FROM outbox_dead_letters \
                          WHERE event_id = ANY($1) OR tenant_id = $2 RETURNING event_id) \
-                     UPDATE tenant_events e SET delivery_attempts = 0 \
+                     UPDATE tenant_events e SET delivery_attempts = 0, dead_lettered_at = NULL \
                      FROM gone WHERE e.event_id = gone.event_id RETURNING e.event_id",
                 )
                 .bind(&ids)

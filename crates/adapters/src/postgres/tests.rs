@@ -1048,9 +1048,10 @@ async fn an_outbox_event_of_an_unknown_type_holds_back_its_tenant_only() {
     assert_eq!(left, vec![unknown, later.id.0]);
 }
 
-/// A stored event of a known type whose payload does not decode (a corrupted row) is
-/// claimed as undecodable with its failed attempts, so the relay can dead-letter it; its
-/// tenant's later event waits behind it until then.
+/// A stored event of a known type whose payload does not decode (a corrupted row) is held
+/// for an hour (a newer replica may read it), then claimed as undecodable with its failed
+/// attempts, so the relay can dead-letter it; its tenant's later event waits behind it
+/// until then.
 #[tokio::test]
 async fn an_outbox_event_of_a_known_type_that_does_not_decode_is_claimed_as_undecodable() {
     use std::time::Duration;
@@ -1081,6 +1082,25 @@ async fn an_outbox_event_of_a_known_type_that_does_not_decode_is_claimed_as_unde
         .await
         .expect("insert");
     }
+    let fresh = store
+        .claim(100, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    assert!(
+        fresh.events().is_empty() && fresh.undecodable().is_empty(),
+        "within the grace a newer replica may publish it: held, its later event behind it"
+    );
+    fresh
+        .finish(&BatchOutcome::default())
+        .await
+        .expect("finish");
+    sqlx::query(
+        "UPDATE tenant_events SET created_at = now() - interval '2 hours' WHERE event_id = $1",
+    )
+    .bind(corrupt.id.0)
+    .execute(&pool)
+    .await
+    .expect("age it");
     let batch = store
         .claim(100, Duration::from_secs(30))
         .await
