@@ -29,12 +29,25 @@ fn commit(manifest_dir: &Path) {
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=TENANTD_COMMIT={commit}");
     if let Some(git_dir) = git(manifest_dir, &["rev-parse", "--absolute-git-dir"]) {
-        let git_dir = PathBuf::from(git_dir);
-        let mut watched = vec![git_dir.join("HEAD"), git_dir.join("packed-refs")];
+        // HEAD is the worktree's; the refs are in the common directory (the same one
+        // outside a worktree).
+        let common = git(
+            manifest_dir,
+            &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+        )
+        .map_or_else(|| PathBuf::from(&git_dir), PathBuf::from);
+        let mut watched = vec![
+            PathBuf::from(&git_dir).join("HEAD"),
+            common.join("packed-refs"),
+        ];
         if let Some(head) = git(manifest_dir, &["symbolic-ref", "-q", "HEAD"]) {
-            watched.push(git_dir.join(head));
+            let loose = common.join(&head);
+            // The ref's directory too: a ref that lives only in packed-refs gets a loose
+            // file at the next commit, which changes the directory.
+            watched.extend(loose.parent().map(Path::to_path_buf));
+            watched.push(loose);
         }
-        // Only files that exist: cargo reruns a script watching a missing one every build.
+        // Only paths that exist: cargo reruns a script watching a missing one every build.
         for path in watched.iter().filter(|p| p.exists()) {
             println!("cargo:rerun-if-changed={}", path.display());
         }
