@@ -97,16 +97,27 @@ impl Config {
                 .with_context(|| format!("cannot make {}", dir.display()))?;
         }
         let text = toml::to_string_pretty(self)?;
-        let temporary = path.with_extension("toml.tmp");
-        std::fs::write(&temporary, text)
-            .with_context(|| format!("cannot write {}", temporary.display()))?;
+        // A temporary file of this process's own, readable by its owner from the start,
+        // then renamed over the file: a reader sees the old file or the new one.
+        let temporary = path.with_extension(format!("toml.{}.tmp", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))?;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600);
         }
-        std::fs::rename(&temporary, path)
-            .with_context(|| format!("cannot write {}", path.display()))
+        let written = options
+            .open(&temporary)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, text.as_bytes())?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&temporary, path));
+        if written.is_err() {
+            let _removed = std::fs::remove_file(&temporary);
+        }
+        written.with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// The context named `name`, else the current one, if any.

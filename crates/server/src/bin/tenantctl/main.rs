@@ -241,6 +241,8 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::from(2)
         }
+        // `tenantctl ... | head`: the reader has what it wanted.
+        Err(Failure::Other(err)) if output::reader_gone(&err) => ExitCode::SUCCESS,
         Err(Failure::Other(err)) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

@@ -143,9 +143,9 @@ impl Printer {
         let mut first = true;
         while let Some(update) = stream.message().await? {
             if live {
-                print!("\x1b[H\x1b[2J");
+                emit("\x1b[H\x1b[2J")?;
             } else if !first && self.format == Format::Table {
-                println!();
+                emit("\n")?;
             }
             first = false;
             self.render(&update, &table, true)?;
@@ -160,17 +160,23 @@ impl Printer {
         streamed: bool,
     ) -> anyhow::Result<()> {
         match self.format {
-            Format::Table => print!("{}", table(message).render()),
+            Format::Table => emit(&table(message).render())?,
             Format::Json if streamed => {
-                println!("{}", serde_json::to_string(&self.json(message)?)?);
+                emit(&format!(
+                    "{}\n",
+                    serde_json::to_string(&self.json(message)?)?
+                ))?;
             }
-            Format::Json => println!("{}", serde_json::to_string_pretty(&self.json(message)?)?),
+            Format::Json => emit(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&self.json(message)?)?
+            ))?,
             Format::Yaml => {
                 let separator = if streamed { "---\n" } else { "" };
-                print!(
+                emit(&format!(
                     "{separator}{}",
                     serde_norway::to_string(&self.json(message)?)?
-                );
+                ))?;
             }
         }
         Ok(())
@@ -182,6 +188,28 @@ pub fn step_error(error: Option<&tenantd_server::proto::StepError>) -> String {
     error
         .map(|e| format!("{}: {}", e.reason, e.message))
         .unwrap_or_default()
+}
+
+/// Writes `text` to standard output. A reader that went away (`| head`) is an error the
+/// caller ends quietly on (see [`reader_gone`]).
+///
+/// # Errors
+/// When standard output cannot be written.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Whether `err` is standard output's reader having gone away.
+pub fn reader_gone(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// A timestamp as RFC 3339 in UTC to the second; empty when unset.

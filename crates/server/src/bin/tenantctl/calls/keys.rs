@@ -65,8 +65,11 @@ pub enum ApiKeys {
 }
 
 fn key_state(key: &ApiKey) -> &'static str {
+    let now = chrono::Utc::now().timestamp();
     if key.revoke_time.is_some() {
         "REVOKED"
+    } else if key.expire_time.is_some_and(|t| t.seconds <= now) {
+        "EXPIRED"
     } else {
         "ACTIVE"
     }

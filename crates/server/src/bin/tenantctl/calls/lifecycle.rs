@@ -216,30 +216,54 @@ pub async fn purge(
     Ok(())
 }
 
-/// Streams an export into `file` (through a temporary file beside it), checking the
-/// offsets and the SHA-256 the server names.
+/// A file being written that is removed unless kept.
+struct Partial {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _removed = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Streams an export into `file` through a hidden temporary file beside it, checking the
+/// offsets, the size and the SHA-256 the server names; `file` appears only once all hold.
 async fn download(
     client: &mut TenantServiceClient<tonic::transport::Channel>,
     request: DownloadExportRequest,
     file: &std::path::Path,
 ) -> Result<(u64, String), Failure> {
+    let name = file
+        .file_name()
+        .ok_or_else(|| Failure::Usage(format!("--file {} names no file", file.display())))?;
+    let mut partial = Partial {
+        path: file.with_file_name(format!(
+            ".{}.{}.partial",
+            name.to_string_lossy(),
+            std::process::id()
+        )),
+        kept: false,
+    };
     let mut stream = client
         .download_export(Connection::stream_request(request))
         .await?
         .into_inner();
-    let partial = file.with_extension("partial");
-    let mut out = std::fs::File::create(&partial)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
+    let mut out = std::fs::File::create(&partial.path)
+        .with_context(|| format!("cannot write {}", partial.path.display()))?;
     let (mut written, mut hash, mut expected) = (0_u64, Sha256::new(), None);
     while let Some(chunk) = stream.message().await? {
         if u64::try_from(chunk.offset).ok() != Some(written) {
             return Err(Failure::Other(anyhow::anyhow!(
-                "the server sent bytes at {} where {written} was expected",
+                "the server sent bytes at {} where {written} was expected; nothing written",
                 chunk.offset
             )));
         }
         out.write_all(&chunk.data)
-            .with_context(|| format!("cannot write {}", partial.display()))?;
+            .with_context(|| format!("cannot write {}", partial.path.display()))?;
         hash.update(&chunk.data);
         written += chunk.data.len() as u64;
         expected = Some((chunk.total_size, chunk.sha256));
@@ -251,16 +275,14 @@ async fn download(
     });
     match expected {
         Some((size, sha256)) if u64::try_from(size).ok() == Some(written) && sha256 == digest => {
-            std::fs::rename(&partial, file)
+            std::fs::rename(&partial.path, file)
                 .with_context(|| format!("cannot write {}", file.display()))?;
+            partial.kept = true;
             Ok((written, digest))
         }
-        _ => {
-            let _removed = std::fs::remove_file(&partial);
-            Err(Failure::Other(anyhow::anyhow!(
-                "the download does not match the archive the server named (size or SHA-256); nothing written"
-            )))
-        }
+        _ => Err(Failure::Other(anyhow::anyhow!(
+            "the download does not match the archive the server named (size or SHA-256); nothing written"
+        ))),
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use clap::Subcommand;
 
 use crate::context::{self, Config, Context};
-use crate::output::{Format, Printer, Table};
+use crate::output::{Format, Printer, Table, emit};
 use crate::{Connection, Failure};
 
 /// A command.
@@ -145,10 +145,10 @@ pub fn context(
                         c.cert.display().to_string(),
                     ]);
                 }
-                print!("{}", table.render());
+                emit(&table.render())?;
             }
-            Format::Json => println!("{}", serde_json::to_string_pretty(&config)?),
-            Format::Yaml => print!("{}", serde_norway::to_string(&config)?),
+            Format::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&config)?))?,
+            Format::Yaml => emit(&serde_norway::to_string(&config)?)?,
         },
     }
     Ok(())

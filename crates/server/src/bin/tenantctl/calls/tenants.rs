@@ -371,7 +371,7 @@ async fn list(
             }
             request.page_token = page.next_page_token;
         }
-        print!("{}", list_table(&tenants).render());
+        crate::output::emit(&list_table(&tenants).render())?;
     } else {
         let page = client.list_tenants(connection.request(request)).await?;
         printer.print(page.get_ref(), |r| list_table(&r.tenants))?;
