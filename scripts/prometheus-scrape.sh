@@ -38,7 +38,8 @@ metrics_port=$(free_port)
 prometheus_port=$(free_port)
 (cd "$work" && exec env -i PATH="$PATH" HOME="$work" "$bin" --listen 127.0.0.1:0 \
   --metrics-listen "127.0.0.1:$metrics_port") >"$work/tenantd.log" 2>&1 &
-pids+=($!)
+tenantd_pid=$!
+pids+=("$tenantd_pid")
 
 cp "$root/deploy/prometheus/tenantd.rules.yml" "$work/"
 sed -e "s/127.0.0.1:9464/127.0.0.1:$metrics_port/" \
@@ -47,7 +48,8 @@ sed -e "s/127.0.0.1:9464/127.0.0.1:$metrics_port/" \
   "$root/deploy/prometheus/prometheus.yml" >"$work/prometheus.yml"
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
   --web.listen-address="127.0.0.1:$prometheus_port" >"$work/prometheus.log" 2>&1 &
-pids+=($!)
+prometheus_pid=$!
+pids+=("$prometheus_pid")
 
 api="http://127.0.0.1:$prometheus_port/api/v1"
 # check: reads the API's JSON on stdin, runs the Python expression on it as `d`.
@@ -66,6 +68,12 @@ stored='len(d["data"]["result"]) == 1 and float(d["data"]["result"][0]["value"][
 
 ok=
 for _ in $(seq 1 60); do
+  for pid in "$tenantd_pid" "$prometheus_pid"; do
+    kill -0 "$pid" 2>/dev/null && continue
+    echo "prometheus-scrape: FAILED: a process exited early" >&2
+    tail -20 "$work/prometheus.log" "$work/tenantd.log" >&2
+    exit 1
+  done
   if curl -sf "$api/targets" 2>/dev/null | check "$up" &&
     curl -sf "$api/rules" | check "$evaluated" &&
     curl -sf "$api/query" --data-urlencode 'query=process_resident_memory_bytes{job="tenantd"}' | check "$stored" &&

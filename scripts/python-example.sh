@@ -30,11 +30,17 @@ metrics_port=$(free_port)
 (cd "$work" && exec env -i PATH="$PATH" HOME="$work" "$bin" --listen "127.0.0.1:$grpc_port" \
   --metrics-listen "127.0.0.1:$metrics_port") >"$work/tenantd.log" 2>&1 &
 pid=$!
+listening=
 for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null && break
+  (exec 3<>"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null && { listening=1; break; }
   kill -0 "$pid" 2>/dev/null || { echo "python-example: tenantd exited:" >&2; cat "$work/tenantd.log" >&2; exit 1; }
   sleep 0.1
 done
+if [ -z "$listening" ]; then
+  echo "python-example: tenantd did not listen on 127.0.0.1:$grpc_port within 10 s:" >&2
+  tail -20 "$work/tenantd.log" >&2
+  exit 1
+fi
 
 if ! python3 "$root/examples/python/tenants.py" --endpoint "127.0.0.1:$grpc_port" \
   --certs "$work/.tenantd/dev-certs" --slug python-example; then
