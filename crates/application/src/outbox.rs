@@ -48,7 +48,7 @@ pub struct RelaySettings {
     /// How long a claim lasts: at least as long as the publisher may take to confirm a
     /// batch.
     pub hold: std::time::Duration,
-    /// Failed attempts after which an event the broker refuses for itself (or that does not
+    /// Failed attempts after which an event that cannot be sent (or that does not
     /// decode) becomes a dead letter. Failures of the broker as a whole (down, timing out)
     /// never count: they hold the events, and the publisher's health says so.
     pub max_delivery_attempts: u32,
@@ -102,8 +102,8 @@ impl OutboxRelay {
     /// Claims a batch, publishes it and records what became of it. Of each tenant, only
     /// the events before its first undelivered one count as published; later ones are sent
     /// again with it (consumers de-duplicate on the event id), so no tenant's events are
-    /// ever published out of order. A tenant's first undelivered event that the broker
-    /// refused for itself (or that does not decode) has one more failed attempt, and
+    /// ever published out of order. A tenant's first undelivered event that could not be
+    /// sent as it is (or that does not decode) has one more failed attempt, and
     /// becomes a dead letter at the limit (an ALERT in the log): its tenant's later events
     /// go on without it.
     ///

@@ -190,8 +190,8 @@ pub trait Outbox: Send + Sync {
 pub struct PublishError {
     /// What the broker (or the client library) said.
     pub message: String,
-    /// Whether trying again cannot help: the broker refuses this very message (too large,
-    /// an invalid record), rather than failing for every message at the moment.
+    /// Whether trying again cannot help: this very message cannot be sent (larger than the
+    /// producer's limit), rather than the broker failing every message at the moment.
     pub permanent: bool,
 }
 

@@ -49,7 +49,7 @@ pub struct KafkaArgs {
     pub kafka_message_timeout_ms: u64,
     /// Largest event message the producer sends, in bytes (librdkafka's
     /// `message.max.bytes`; keep it at or below the brokers' `message.max.bytes`). A larger
-    /// event is refused for itself: after --outbox-max-delivery-attempts it becomes a dead
+    /// event cannot be sent: after --outbox-max-delivery-attempts it becomes a dead
     /// letter.
     #[arg(
         long,
@@ -74,10 +74,10 @@ pub struct KafkaArgs {
         value_parser = clap::value_parser!(u16).range(1..=10_000)
     )]
     pub outbox_batch_size: u16,
-    /// Failed attempts after which an event the brokers refuse for itself (too large, an
-    /// invalid record) or that does not decode becomes a dead letter (EventService
-    /// ListDeadLetters / RetryDeadLetters) and stops holding back its tenant's later
-    /// events. Failures of the brokers as a whole never count.
+    /// Failed attempts after which an event that cannot be sent (larger than
+    /// --kafka-max-message-bytes) or that does not decode becomes a dead letter
+    /// (EventService ListDeadLetters / RetryDeadLetters) and stops holding back its
+    /// tenant's later events. What the brokers answer never counts.
     #[arg(
         long,
         env = "TENANTD_OUTBOX_MAX_DELIVERY_ATTEMPTS",
@@ -106,7 +106,7 @@ pub struct KafkaConfig {
     pub poll_interval: Duration,
     /// Most events per batch.
     pub batch_size: usize,
-    /// Failed attempts after which an event refused for itself becomes a dead letter.
+    /// Failed attempts after which an event that cannot be sent becomes a dead letter.
     pub max_delivery_attempts: u32,
 }
 
