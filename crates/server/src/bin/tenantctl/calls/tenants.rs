@@ -14,32 +14,19 @@ use super::{key_value, more};
 use crate::output::{Printer, Table, short, time};
 use crate::{Connection, Failure};
 
-/// A tenant status as a flag value.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Status {
-    Provisioning,
-    Active,
-    Suspended,
-    Failed,
-    Cancelled,
-    Deleted,
-    Purging,
-    Purged,
-}
-
-impl From<Status> for TenantStatus {
-    fn from(status: Status) -> Self {
-        match status {
-            Status::Provisioning => Self::Provisioning,
-            Status::Active => Self::Active,
-            Status::Suspended => Self::Suspended,
-            Status::Failed => Self::Failed,
-            Status::Cancelled => Self::Cancelled,
-            Status::Deleted => Self::Deleted,
-            Status::Purging => Self::Purging,
-            Status::Purged => Self::Purged,
-        }
-    }
+/// A `--status` value (`active`, `suspended`, ...) as the proto's status, by its name:
+/// the proto is the one list of statuses.
+fn status(text: &str) -> Result<TenantStatus, String> {
+    let name = format!("TENANT_STATUS_{}", text.to_ascii_uppercase());
+    TenantStatus::from_str_name(&name)
+        .filter(|s| *s != TenantStatus::Unspecified)
+        .ok_or_else(|| {
+            let known: Vec<String> = (1..)
+                .map_while(|n| TenantStatus::try_from(n).ok())
+                .map(|s| short(s.as_str_name(), "TENANT_STATUS_").to_ascii_lowercase())
+                .collect();
+            format!("{text:?} is not a status ({})", known.join(", "))
+        })
 }
 
 /// `tenantctl tenants ...`.
@@ -118,9 +105,9 @@ pub enum Tenants {
 /// `tenants list`.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// Only tenants of this status.
-    #[arg(long, value_enum)]
-    pub status: Option<Status>,
+    /// Only tenants of this status (provisioning, active, suspended, ...).
+    #[arg(long, value_parser = status)]
+    pub status: Option<TenantStatus>,
     /// Only tenants on this plan.
     #[arg(long)]
     pub plan: Option<String>,
@@ -351,7 +338,7 @@ async fn list(
     let mut request = ListTenantsRequest {
         page_size,
         page_token,
-        status: status.map_or(0, |s| TenantStatus::from(s) as i32),
+        status: status.map_or(0, |s| s as i32),
         plan_id: plan.unwrap_or_default(),
         labels: labels.into_iter().collect(),
         slug_prefix: slug_prefix.unwrap_or_default(),
