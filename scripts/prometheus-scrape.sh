@@ -46,7 +46,7 @@ sed -e "s/127.0.0.1:9464/127.0.0.1:$metrics_port/" \
   -e 's/scrape_interval: 15s/scrape_interval: 1s/' \
   -e 's/evaluation_interval: 15s/evaluation_interval: 1s/' \
   "$root/deploy/prometheus/prometheus.yml" >"$work/prometheus.yml"
-prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
+env -i PATH="$PATH" HOME="$work" prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data" \
   --web.listen-address="127.0.0.1:$prometheus_port" >"$work/prometheus.log" 2>&1 &
 prometheus_pid=$!
 pids+=("$prometheus_pid")

@@ -42,7 +42,8 @@ if [ -z "$listening" ]; then
   exit 1
 fi
 
-if ! python3 "$root/examples/python/tenants.py" --endpoint "127.0.0.1:$grpc_port" \
+# A cleared environment: only what finds the interpreter and its packages.
+if ! env -i PATH="$PATH" HOME="$HOME" ${PYENV_ROOT:+PYENV_ROOT="$PYENV_ROOT"} python3 "$root/examples/python/tenants.py" --endpoint "127.0.0.1:$grpc_port" \
   --certs "$work/.tenantd/dev-certs" --slug python-example; then
   echo "--- tenantd log" >&2
   tail -30 "$work/tenantd.log" >&2
